@@ -1,0 +1,1 @@
+"""The featuremap client side: the Python client, video sources, rendering and the CLI."""

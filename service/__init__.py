@@ -1,0 +1,1 @@
+"""The featuremap service: the matching engine, the template bank and the gRPC server."""

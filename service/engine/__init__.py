@@ -1,0 +1,30 @@
+"""The featuremap engine: template matching as feature maps, in Numba.
+
+Pure functions on numpy arrays: no gRPC, no I/O, no logging.
+
+>>> import numpy as np
+>>> from featuremap.service.engine import Matcher, find_peaks
+>>> frame = np.random.default_rng(0).integers(0, 256, (120, 160), dtype=np.uint8)
+>>> matcher = Matcher([frame[40:56, 70:86]], method="ccoeff_normed")
+>>> find_peaks(matcher(frame)[0], method="ccoeff_normed")[0][:2]
+(70, 40)
+"""
+
+from . import runtime  # noqa: F401  (sets the threading layer before any kernel runs)
+from .matcher import Matcher, match
+from .options import ALGORITHMS, BORDERS, LOWER_IS_BETTER, METHODS, PADDINGS
+from .peaks import Peak, find_peaks
+from .warmup import warmup
+
+__all__ = [
+    "ALGORITHMS",
+    "BORDERS",
+    "LOWER_IS_BETTER",
+    "METHODS",
+    "PADDINGS",
+    "Matcher",
+    "Peak",
+    "find_peaks",
+    "match",
+    "warmup",
+]

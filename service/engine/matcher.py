@@ -1,0 +1,283 @@
+"""The Matcher: a bank of templates prepared once, matched against many frames."""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Sequence
+
+import cv2
+import numpy as np
+
+from . import options, spectral
+from .direct import correlate_direct
+from .integral import integral_images
+from .plan import (
+    Group,
+    direct_seconds,
+    kernel_spectra,
+    make_group,
+    spectral_seconds,
+    spectrum_dtype,
+    template_kernels,
+)
+from .scores import CCOEFF, CCORR, finish_masked, finish_plain
+
+
+def _padding_of(padding: str, height: int, width: int) -> tuple[int, int, int, int]:
+    """(top, bottom, left, right) border a template needs under ``padding``."""
+    if padding == "valid":
+        return 0, 0, 0, 0
+    if padding == "same":
+        return height // 2, height - 1 - height // 2, width // 2, width - 1 - width // 2
+    return height - 1, height - 1, width - 1, width - 1
+
+
+class Matcher:
+    """A template bank prepared for matching, callable on frames.
+
+    Parameters
+    ----------
+    templates : sequence of numpy.ndarray
+        Each HxW or HxWxC (C = 1, 3, 4), uint8, float32 or float64. Sizes may
+        differ; channel counts must agree with each other and with the frames.
+    method : str
+        One of ``sqdiff``, ``sqdiff_normed``, ``ccorr``, ``ccorr_normed``,
+        ``ccoeff``, ``ccoeff_normed`` (OpenCV's formulas).
+    padding : str
+        ``valid`` (maps of (H-h+1) x (W-w+1)), ``same`` (H x W, template
+        centred at h//2, w//2) or ``full`` ((H+h-1) x (W+w-1)).
+    border : str
+        How ``same`` and ``full`` extend the frame: ``constant``
+        (``border_value``), ``reflect`` (reflect-101) or ``replicate``.
+    border_value : float
+        The constant border's value, in the frame's units.
+    stride : int
+        Sample the map every ``stride`` pixels from the first position; the
+        skipped positions are not computed on the direct path.
+    masks : sequence of (numpy.ndarray or None), optional
+        One per template: HxW, uint8/bool (binary) or float (weights), with
+        OpenCV's masked semantics.
+    algorithm : str
+        ``auto`` picks direct or spectral per group of same-sized templates
+        from a cost model; ``direct`` and ``spectral`` force one.
+
+    Notes
+    -----
+    A Matcher is safe to call from many threads at once.
+    """
+
+    def __init__(
+        self,
+        templates: Sequence[np.ndarray],
+        *,
+        method: str = "ccoeff_normed",
+        padding: str = "valid",
+        border: str = "constant",
+        border_value: float = 0.0,
+        stride: int = 1,
+        masks: Sequence[np.ndarray | None] | None = None,
+        algorithm: str = "auto",
+    ) -> None:
+        self.method = options.check_choice("method", method, options.METHODS)
+        self.padding = options.check_choice("padding", padding, options.PADDINGS)
+        self.border = options.check_choice("border", border, options.BORDERS)
+        self.border_value = options.check_border_value(border_value)
+        self.stride = options.check_stride(stride)
+        self.algorithm = options.check_choice("algorithm", algorithm, options.ALGORITHMS)
+        if isinstance(templates, np.ndarray) or not isinstance(templates, Sequence):
+            raise TypeError("templates must be a list of arrays (wrap a single template in a list)")
+        if len(templates) == 0:
+            raise ValueError("templates is empty: give at least one template")
+        images = [options.as_image(t, f"template {i}") for i, t in enumerate(templates)]
+        channels = {img.shape[2] for img in images}
+        if len(channels) > 1:
+            raise ValueError(
+                f"templates have different channel counts {sorted(channels)}: convert them all to the "
+                "frames' channel count"
+            )
+        self.channels = channels.pop()
+        if masks is None:
+            masks = [None] * len(images)
+        if isinstance(masks, np.ndarray) or len(masks) != len(images):
+            raise ValueError(f"masks must be a list with one entry (array or None) per template ({len(images)})")
+        weights = [
+            None if m is None else options.as_mask(m, img.shape[:2], f"mask {i}")
+            for i, (m, img) in enumerate(zip(masks, images))
+        ]
+        self.shapes = [img.shape[:2] for img in images]
+        self._code = options.METHOD_CODES[self.method]
+        pads = [_padding_of(self.padding, h, w) for h, w in self.shapes]
+        self._pad = tuple(max(p[i] for p in pads) for i in range(4))
+
+        by_key: dict[tuple[int, int, bool], list[int]] = {}
+        for i, (img, w) in enumerate(zip(images, weights)):
+            by_key.setdefault((*img.shape[:2], w is not None), []).append(i)
+        self._groups: list[Group] = []
+        for (h, w, masked), members in by_key.items():
+            prepared = [
+                template_kernels(images[i].transpose(2, 0, 1), weights[i], self._code) for i in members
+            ]
+            group = make_group(h, w, masked, members, prepared)
+            top, _, left, _ = _padding_of(self.padding, h, w)
+            group.offset = (self._pad[0] - top, self._pad[2] - left)
+            self._groups.append(group)
+        # Large kernels first, so the cost model sees the frame's spectra as
+        # paid for when smaller groups are considered.
+        self._groups.sort(key=lambda g: -g.height * g.width)
+        self._masked = any(g.masked for g in self._groups)
+        self._choices: dict[tuple[int, int], list[str]] = {}
+        self._lock = threading.Lock()
+
+    def __len__(self) -> int:
+        return len(self.shapes)
+
+    # -- per frame size ---------------------------------------------------
+
+    def output_shape(self, index: int, frame_shape: tuple[int, int]) -> tuple[int, int]:
+        """Shape of template ``index``'s map for frames of ``frame_shape`` (H, W)."""
+        h, w = self.shapes[index]
+        extents = {
+            "valid": (frame_shape[0] - h + 1, frame_shape[1] - w + 1),
+            "same": frame_shape,
+            "full": (frame_shape[0] + h - 1, frame_shape[1] + w - 1),
+        }[self.padding]
+        return tuple((e - 1) // self.stride + 1 for e in extents)
+
+    def _plan(self, frame_shape: tuple[int, int]) -> list[str]:
+        """The algorithm of each group for frames of ``frame_shape``, decided once per shape."""
+        choices = self._choices.get(frame_shape)
+        if choices is not None:
+            return choices
+        with self._lock:
+            choices = self._choices.get(frame_shape)
+            if choices is not None:
+                return choices
+            padded = (frame_shape[0] + self._pad[0] + self._pad[1], frame_shape[1] + self._pad[2] + self._pad[3])
+            shape = spectral.transform_shape(*padded)
+            planes = self.channels * (2 if self._masked else 1)
+            choices, shared = [], False
+            for group in self._groups:
+                if self.algorithm != "auto":
+                    choice = self.algorithm
+                else:
+                    out = self.output_shape(group.members[0], frame_shape)
+                    slow = direct_seconds(group, out, self.stride)
+                    fast = spectral_seconds(group, shape, planes, shared)
+                    choice = "spectral" if fast < slow else "direct"
+                if choice == "spectral":
+                    kernel_spectra(group, shape)
+                    shared = True
+                choices.append(choice)
+            self._choices[frame_shape] = choices
+            return choices
+
+    def algorithms(self, frame_shape: tuple[int, int]) -> dict[tuple[int, int], str]:
+        """Which path each template size takes for frames of ``frame_shape``."""
+        return {(g.height, g.width): c for g, c in zip(self._groups, self._plan(tuple(frame_shape)))}
+
+    # -- per frame ----------------------------------------------------------
+
+    def _check_frame(self, frame: np.ndarray) -> np.ndarray:
+        image = options.as_image(frame, "frame")
+        height, width, channels = image.shape
+        if channels != self.channels:
+            raise ValueError(
+                f"frame has {channels} channel(s) but the templates have {self.channels}: convert the "
+                "frame (e.g. cv2.cvtColor) or the templates"
+            )
+        if self.padding == "valid":
+            for i, (h, w) in enumerate(self.shapes):
+                if h > height or w > width:
+                    raise ValueError(
+                        f"template {i} ({h}x{w}) is larger than the frame ({height}x{width}) under "
+                        "padding='valid': use padding='same' or 'full', or a smaller template"
+                    )
+        return image
+
+    def _planes(self, image: np.ndarray) -> np.ndarray:
+        """The frame padded for this Matcher, as (C, H, W) float32 planes."""
+        top, bottom, left, right = self._pad
+        if top or bottom or left or right:
+            padded = cv2.copyMakeBorder(
+                image,
+                top,
+                bottom,
+                left,
+                right,
+                options.BORDERS[self.border],
+                value=(self.border_value,) * 4,
+            )
+            image = padded.reshape(padded.shape[0], padded.shape[1], -1)
+        planes = np.ascontiguousarray(image.transpose(2, 0, 1))
+        if self._code >= CCOEFF:
+            # The ccoeff pair is invariant to an offset; centring the frame
+            # keeps float32 correlations accurate on bright, flat regions.
+            planes -= planes.mean(axis=(1, 2), dtype=np.float64, keepdims=True).astype(np.float32)
+        return planes
+
+    def __call__(self, frame: np.ndarray) -> list[np.ndarray]:
+        """Match every template against ``frame``.
+
+        Parameters
+        ----------
+        frame : numpy.ndarray
+            HxW or HxWxC, uint8, float32 or float64 (converted), no NaN/inf.
+
+        Returns
+        -------
+        list of numpy.ndarray
+            One float32 map per template, in the bank's order.
+        """
+        image = self._check_frame(frame)
+        frame_shape = image.shape[:2]
+        choices = self._plan(frame_shape)
+        planes = self._planes(image)
+        stacked = np.concatenate([planes, planes * planes]) if self._masked else None
+        needs_stats = self._code not in (CCORR, CCOEFF)
+        stats = integral_images(planes) if needs_stats and not all(g.masked for g in self._groups) else None
+        shape = spectral.transform_shape(*planes.shape[1:])
+        spectra: dict[bool, list[np.ndarray]] = {}
+        results: list[np.ndarray | None] = [None] * len(self.shapes)
+        for group, choice in zip(self._groups, choices):
+            source = stacked if group.masked else planes
+            out_shape = self.output_shape(group.members[0], frame_shape)
+            raw = np.empty((len(group.kernels), *out_shape), np.float32)
+            oy, ox = group.offset
+            if choice == "direct":
+                correlate_direct(source, group.kernels, group.active, oy, ox, self.stride, raw)
+            else:
+                if group.masked not in spectra:
+                    spectra[group.masked] = spectral.frame_spectra(source, shape, spectrum_dtype(group))
+                spectral.correlate_spectral(
+                    spectra[group.masked], kernel_spectra(group, shape), oy, ox, self.stride, raw
+                )
+            self._finish(group, raw, stats, results)
+        return results
+
+    def _finish(self, group: Group, raw: np.ndarray, stats, results: list) -> None:
+        """Turn a group's raw correlations into scores, in ``results``."""
+        oy, ox = group.offset
+        if not group.masked:
+            if stats is not None:
+                finish_plain(
+                    raw, len(group.members), stats[0], stats[1], oy, ox, self.stride,
+                    group.height, group.width, group.tenergy, self._code, raw,
+                )
+            for k, index in enumerate(group.members):
+                results[index] = raw[k]
+            return
+        for start, prep, index in zip(group.starts, group.prepared, group.members):
+            out = np.empty(raw.shape[1:], np.float32)
+            finish_masked(
+                raw, start, self.channels, prep.tenergy, prep.tsum, prep.msum, prep.msum2, self._code, out
+            )
+            results[index] = out
+
+
+def match(frame: np.ndarray, templates: Sequence[np.ndarray], **settings) -> list[np.ndarray]:
+    """Match ``templates`` against one ``frame``: ``Matcher(templates, **settings)(frame)``.
+
+    See :class:`Matcher` for the settings. Prepare a Matcher once instead when
+    matching many frames against the same bank.
+    """
+    return Matcher(templates, **settings)(frame)

@@ -1,0 +1,153 @@
+"""Template-side preparation: kernels per template, groups, and the cost model.
+
+Everything here depends on the templates (and, for the algorithm choice and
+the spectra, on the frame size) but never on a frame's pixels, so a Matcher
+does it once.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from .scores import CCOEFF, CCOEFF_NORMED, CCORR
+from . import spectral
+
+# Calibrated with tests/benchmarks/bench_engine.py on the 2-core AVX2 machine
+# (see the README): the direct kernel's multiply-adds per second at stride 1
+# and with a stride, and the seconds per N*log2(N) of one real DFT and per
+# element of one spectrum product. Only their ratios matter to the choice.
+DIRECT_MACS_PER_S = 5.0e10
+STRIDED_MACS_PER_S = 1.0e10
+DFT_SECONDS_PER_NLOGN = 2.0e-10
+PRODUCT_SECONDS_PER_ELEMENT = 1.3e-9
+
+
+@dataclass
+class TemplateKernels:
+    """The correlation kernels and constants of one template.
+
+    For an unmasked template, ``kernels`` is one kernel over the frame's
+    planes. For a masked one, it is the list documented in
+    :func:`scores.finish_masked`, over the frame's planes followed by their
+    squares.
+    """
+
+    kernels: np.ndarray  # (n, P, h, w) float32
+    tenergy: float
+    tsum: np.ndarray  # (C,) float64, masked ccoeff pair only
+    msum: float = 0.0
+    msum2: float = 0.0
+
+
+def template_kernels(template: np.ndarray, mask: np.ndarray | None, method: int) -> TemplateKernels:
+    """Build the kernels of one template (C, h, w) float32 for ``method``."""
+    t = template.astype(np.float64)
+    n_channels = t.shape[0]
+    zero_mean = method >= CCOEFF
+    if mask is None:
+        k = t - t.mean(axis=(1, 2), keepdims=True) if zero_mean else t
+        return TemplateKernels(
+            kernels=k[None].astype(np.float32), tenergy=float((k * k).sum()), tsum=np.zeros(n_channels)
+        )
+    m = mask.astype(np.float64)
+    m2 = m * m
+    msum = float(m.sum())
+    if zero_mean and msum > 0.0:
+        t = t - (m * t).sum(axis=(1, 2), keepdims=True) / msum
+    numerator = m2 * t
+    zeros = np.zeros_like(t)
+    kernels = [np.concatenate([numerator, zeros])]
+    if zero_mean:
+        for kind in ([m] if method == CCOEFF else [m, m2]):
+            for c in range(n_channels):
+                plane = np.zeros((2 * n_channels,) + m.shape)
+                plane[c] = kind
+                kernels.append(plane)
+    if method not in (CCORR, CCOEFF):
+        kernels.append(np.concatenate([zeros, np.broadcast_to(m2, t.shape)]))
+    return TemplateKernels(
+        kernels=np.stack(kernels).astype(np.float32),
+        tenergy=float((m2 * t * t).sum()),
+        tsum=numerator.sum(axis=(1, 2)) if zero_mean else np.zeros(n_channels),
+        msum=msum,
+        msum2=float(m2.sum()),
+    )
+
+
+@dataclass
+class Group:
+    """Templates of one size and kind (masked or not), correlated in one pass."""
+
+    height: int
+    width: int
+    masked: bool
+    members: list[int]
+    kernels: np.ndarray  # (K, P, h, w) float32, K even
+    active: np.ndarray  # (K // 2, P) uint8
+    starts: list[int]  # first kernel of each member
+    prepared: list[TemplateKernels]
+    tenergy: np.ndarray  # (members,) float64
+    offset: tuple[int, int] = (0, 0)
+    spectra: dict = field(default_factory=dict)  # transform shape -> kernel spectra
+
+
+def make_group(height: int, width: int, masked: bool, members: list[int], prepared: list[TemplateKernels]) -> Group:
+    """Stack the members' kernels (padded to an even count for the pair kernel)."""
+    stacks = [p.kernels for p in prepared]
+    starts = list(np.cumsum([0] + [len(s) for s in stacks[:-1]]))
+    kernels = np.concatenate(stacks)
+    if len(kernels) % 2:
+        kernels = np.concatenate([kernels, np.zeros_like(kernels[:1])])
+    nonzero = kernels.reshape(len(kernels), kernels.shape[1], -1).any(axis=2)
+    active = (nonzero[0::2] | nonzero[1::2]).astype(np.uint8)
+    return Group(
+        height=height,
+        width=width,
+        masked=masked,
+        members=members,
+        kernels=np.ascontiguousarray(kernels),
+        active=active,
+        starts=[int(s) for s in starts],
+        prepared=prepared,
+        tenergy=np.array([p.tenergy for p in prepared], dtype=np.float64),
+    )
+
+
+def direct_seconds(group: Group, out_shape: tuple[int, int], stride: int) -> float:
+    """Estimated time of the direct path for one frame."""
+    planes = int(group.active.sum()) * 2
+    macs = planes * group.height * group.width * out_shape[0] * out_shape[1]
+    return macs / (DIRECT_MACS_PER_S if stride == 1 else STRIDED_MACS_PER_S)
+
+
+def spectral_seconds(group: Group, shape: tuple[int, int], frame_planes: int, shared: bool) -> float:
+    """Estimated time of the spectral path for one frame.
+
+    ``shared`` says the frame's spectra are already paid for by another group.
+    """
+    n = shape[0] * shape[1]
+    dft = DFT_SECONDS_PER_NLOGN * n * math.log2(max(n, 2))
+    nonzero = group.kernels.reshape(len(group.kernels), group.kernels.shape[1], -1).any(axis=2)
+    kernels = int(nonzero.any(axis=1).sum())
+    products = int(nonzero.sum())
+    cost = kernels * dft + products * n * PRODUCT_SECONDS_PER_ELEMENT
+    if not shared:
+        cost += frame_planes * dft
+    return cost
+
+
+def spectrum_dtype(group: Group):
+    """Masked groups subtract their maps from each other: they transform in float64."""
+    return np.float64 if group.masked else np.float32
+
+
+def kernel_spectra(group: Group, shape: tuple[int, int]):
+    """The group's kernel spectra for a transform shape, computed on first use."""
+    cached = group.spectra.get(shape)
+    if cached is None:
+        cached = spectral.kernel_spectra(group.kernels, shape, spectrum_dtype(group))
+        group.spectra[shape] = cached
+    return cached

@@ -1,0 +1,31 @@
+"""Compile every kernel before the first real frame."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from .matcher import Matcher
+from .options import METHODS
+
+
+def warmup() -> None:
+    """Compile (or load from the on-disk cache) every kernel for every supported dtype.
+
+    Runs a tiny match through each method, path, stride kind and mask kind,
+    for uint8 and float32 frames, and checks the maps are finite. A server
+    calls this before it reports SERVING.
+    """
+    rng = np.random.default_rng(0)
+    for dtype in (np.uint8, np.float32):
+        frame = (rng.random((24, 32)) * 255).astype(dtype)
+        template = frame[4:12, 6:14].copy()
+        mask = np.ones(template.shape, np.uint8)
+        for method in METHODS:
+            for algorithm in ("direct", "spectral"):
+                for stride in (1, 2):
+                    for masks in (None, [mask]):
+                        matcher = Matcher(
+                            [template], method=method, stride=stride, masks=masks, algorithm=algorithm
+                        )
+                        if not np.isfinite(matcher(frame)[0]).all():
+                            raise RuntimeError(f"warm-up produced a non-finite map for {method}")
