@@ -237,6 +237,7 @@ class Matcher:
         stats = integral_images(planes) if needs_stats and not all(g.masked for g in self._groups) else None
         shape = spectral.transform_shape(*planes.shape[1:])
         spectra: dict[bool, list[np.ndarray]] = {}
+        clamp = "spectral" in choices and bool(planes.min() >= 0.0)
         results: list[np.ndarray | None] = [None] * len(self.shapes)
         for group, choice in zip(self._groups, choices):
             source = stacked if group.masked else planes
@@ -251,6 +252,10 @@ class Matcher:
                 spectral.correlate_spectral(
                     spectra[group.masked], kernel_spectra(group, shape), oy, ox, self.stride, raw
                 )
+                if clamp and group.nonnegative:
+                    # Transform rounding leaves tiny negatives where the true
+                    # sum of non-negative products is 0; keep ranges exact.
+                    np.maximum(raw, 0.0, out=raw)
             self._finish(group, raw, stats, results)
         return results
 

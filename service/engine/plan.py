@@ -90,6 +90,7 @@ class Group:
     starts: list[int]  # first kernel of each member
     prepared: list[TemplateKernels]
     tenergy: np.ndarray  # (members,) float64
+    nonnegative: bool  # every kernel >= 0: correlations with a non-negative frame are too
     offset: tuple[int, int] = (0, 0)
     spectra: dict = field(default_factory=dict)  # transform shape -> kernel spectra
 
@@ -113,6 +114,7 @@ def make_group(height: int, width: int, masked: bool, members: list[int], prepar
         starts=[int(s) for s in starts],
         prepared=prepared,
         tenergy=np.array([p.tenergy for p in prepared], dtype=np.float64),
+        nonnegative=bool((kernels >= 0).all()),
     )
 
 

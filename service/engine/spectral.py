@@ -16,7 +16,8 @@ import numpy as np
 
 def transform_shape(height: int, width: int) -> tuple[int, int]:
     """Smallest fast DFT size that holds a (height, width) plane without wrap-around."""
-    return cv2.getOptimalDFTSize(height), cv2.getOptimalDFTSize(width)
+    # At least two columns: OpenCV's packed real DFT rejects single-column input.
+    return cv2.getOptimalDFTSize(height), max(2, cv2.getOptimalDFTSize(width))
 
 
 def _spectrum(plane: np.ndarray, shape: tuple[int, int], dtype) -> np.ndarray:
