@@ -12,7 +12,7 @@ import time
 import cv2
 import numpy as np
 
-from featuremap.service.engine import Matcher, find_peaks, warmup
+from featuremap.service.engine import Matcher, find_peaks, runtime, warmup
 
 
 def scene(height: int = 480, width: int = 640, seed: int = 7) -> np.ndarray:
@@ -32,6 +32,7 @@ def main() -> None:
     frame = scene()
     boxes = {"circle-corner": (100, 80, 32, 32), "texture": (400, 300, 24, 24), "wide": (250, 150, 48, 32)}
     templates = [frame[y:y + h, x:x + w].copy() for x, y, w, h in boxes.values()]
+    runtime.retain_freed_memory()
     started = time.perf_counter()
     warmup()
     warm = time.perf_counter() - started

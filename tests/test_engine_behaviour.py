@@ -137,3 +137,9 @@ def test_warmup_compiles_everything_and_is_repeatable():
     warmup()
     warmup()
     assert runtime.threading_layer() != "workqueue"
+
+
+def test_retain_freed_memory_is_accepted_by_glibc():
+    import sys
+
+    assert runtime.retain_freed_memory() is sys.platform.startswith("linux")

@@ -8,9 +8,11 @@ not by loads and stores of the output row. The innermost loop runs along x
 over contiguous views, which LLVM vectorises.
 """
 
+import numpy as np
 from numba import njit, prange
 
 from .runtime import FASTMATH, JIT
+from .scores import CCOEFF_NORMED, row_scores, window_row
 
 
 @njit(fastmath=FASTMATH, **JIT)
@@ -90,14 +92,56 @@ def correlate_direct(planes, kernels, active, oy, ox, stride, out):
     """
     n_kernels, height, width = out.shape
     for y in prange(height):
+        # A contiguous buffer: out[:, y] is strided across kernels, and
+        # strided rows would not vectorise.
+        rows = np.empty((n_kernels, width), np.float32)
+        _correlate_row(planes, kernels, active, oy + y * stride, ox, stride, rows)
+        out[:, y] = rows
+
+
+@njit(**JIT)
+def _correlate_row(planes, kernels, active, yy, ox, stride, rows):
+    """One output row of every kernel, into ``rows`` (K, Wo)."""
+    width = rows.shape[1]
+    rows[:] = 0.0
+    for p in range(kernels.shape[0] // 2):
+        k0 = 2 * p
+        if stride == 1:
+            _row_pair_unit(rows[k0], rows[k0 + 1], planes, kernels, active[p], k0, yy, ox, width)
+        else:
+            _row_pair_strided(rows[k0], rows[k0 + 1], planes, kernels, active[p], k0, yy, ox, stride, width)
+
+
+@njit(parallel=True, error_model="numpy", **JIT)
+def match_direct(planes, kernels, active, oy, ox, stride, sums, sqsum, tenergy, method, out):
+    """Correlate and score in one pass, a row at a time.
+
+    Each output row's correlations stay in a small buffer, in cache, and are
+    scored there with the row's window statistics (computed once for all
+    templates), so the raw correlations never travel through memory.
+
+    Parameters
+    ----------
+    planes, kernels, active, oy, ox, stride
+        As for :func:`correlate_direct`.
+    sums, sqsum : float64 arrays
+        The padded frame's integral images (see ``integral_images``).
+    tenergy : float64 array, (n,)
+        Each template kernel's sum of squares.
+    method : int
+        A method that needs window statistics (not ccorr or ccoeff).
+    out : float32 array, (n, Ho, Wo)
+        The scores of the first n kernels.
+    """
+    n_members, height, width = out.shape
+    kh, kw = kernels.shape[2], kernels.shape[3]
+    inv_tnorm = np.where(tenergy > 0.0, 1.0 / np.sqrt(tenergy), np.inf)
+    for y in prange(height):
         yy = oy + y * stride
-        for p in range(n_kernels // 2):
-            k0 = 2 * p
-            o0 = out[k0, y]
-            o1 = out[k0 + 1, y]
-            o0[:] = 0.0
-            o1[:] = 0.0
-            if stride == 1:
-                _row_pair_unit(o0, o1, planes, kernels, active[p], k0, yy, ox, width)
-            else:
-                _row_pair_strided(o0, o1, planes, kernels, active[p], k0, yy, ox, stride, width)
+        rows = np.empty((kernels.shape[0], width), np.float32)
+        _correlate_row(planes, kernels, active, yy, ox, stride, rows)
+        energy = np.empty(width)
+        inv_norm = np.empty(width)
+        window_row(sums, sqsum, yy, kh, ox, kw, stride, method == CCOEFF_NORMED, energy, inv_norm)
+        for k in range(n_members):
+            row_scores(method, rows[k], out[k, y], energy, inv_norm, inv_tnorm[k], tenergy[k])

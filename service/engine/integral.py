@@ -10,39 +10,44 @@ from numba import njit, prange
 from .runtime import JIT
 
 
+_BLOCK = 512  # columns per task of the vertical pass
+
+
+@njit(**JIT)
+def _add_rows(here, above):
+    for x in range(here.shape[0]):
+        here[x] += above[x]
+
+
 @njit(parallel=True, **JIT)
 def _integrals(planes, sums, sqsum):
     n_planes, height, width = planes.shape
-    # Pass 1: running sums along each row (rows are independent).
+    # Pass 1: running sums along each row; rows are independent.
     for y in prange(height):
-        sq_acc = np.zeros(width + 1)
+        sq_row = sqsum[y + 1]
         for c in range(n_planes):
             acc = 0.0
             sq = 0.0
             row = planes[c, y]
-            srow = sums[c, y + 1]
+            sum_row = sums[c, y + 1]
             for x in range(width):
                 v = np.float64(row[x])
                 acc += v
                 sq += v * v
-                srow[x + 1] = acc
-                sq_acc[x + 1] += sq
-        qrow = sqsum[y + 1]
-        for x in range(width + 1):
-            qrow[x] = sq_acc[x]
-    # Pass 2: accumulate down the columns, a vectorised add per row; the
-    # column strips are independent.
-    n_strips = (width + 1 + 255) // 256
-    for s in prange(n_strips * (n_planes + 1)):
-        c = s // n_strips
-        x0 = (s % n_strips) * 256
-        x1 = min(x0 + 256, width + 1)
-        table = sqsum if c == n_planes else sums[c]
+                sum_row[x + 1] = acc
+                sq_row[x + 1] += sq
+    # Pass 2: add each row to the one below, per block of columns (blocks are
+    # independent; contiguous views so the adds vectorise).
+    n_blocks = (width + _BLOCK) // _BLOCK
+    for task in prange(n_blocks * (n_planes + 1)):
+        c = task // n_blocks
+        x0 = (task % n_blocks) * _BLOCK
+        x1 = min(x0 + _BLOCK, width + 1)
         for y in range(1, height + 1):
-            above = table[y - 1]
-            here = table[y]
-            for x in range(x0, x1):
-                here[x] += above[x]
+            if c == n_planes:
+                _add_rows(sqsum[y, x0:x1], sqsum[y - 1, x0:x1])
+            else:
+                _add_rows(sums[c, y, x0:x1], sums[c, y - 1, x0:x1])
 
 
 def integral_images(planes: np.ndarray) -> tuple[np.ndarray, np.ndarray]:

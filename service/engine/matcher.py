@@ -9,7 +9,7 @@ import cv2
 import numpy as np
 
 from . import options, spectral
-from .direct import correlate_direct
+from .direct import correlate_direct, match_direct
 from .integral import integral_images
 from .plan import (
     Group,
@@ -20,7 +20,7 @@ from .plan import (
     spectrum_dtype,
     template_kernels,
 )
-from .scores import CCOEFF, CCORR, finish_masked, finish_plain
+from .scores import CCOEFF, CCOEFF_NORMED, CCORR, finish_masked, map_scores, window_stats
 
 
 def _padding_of(padding: str, height: int, width: int) -> tuple[int, int, int, int]:
@@ -231,52 +231,109 @@ class Matcher:
         image = self._check_frame(frame)
         frame_shape = image.shape[:2]
         choices = self._plan(frame_shape)
-        planes = self._planes(image)
-        stacked = np.concatenate([planes, planes * planes]) if self._masked else None
-        needs_stats = self._code not in (CCORR, CCOEFF)
-        stats = integral_images(planes) if needs_stats and not all(g.masked for g in self._groups) else None
-        shape = spectral.transform_shape(*planes.shape[1:])
-        spectra: dict[bool, list[np.ndarray]] = {}
-        clamp = "spectral" in choices and bool(planes.min() >= 0.0)
+        work = _FrameWork(self, self._planes(image), choices)
         results: list[np.ndarray | None] = [None] * len(self.shapes)
         for group, choice in zip(self._groups, choices):
-            source = stacked if group.masked else planes
             out_shape = self.output_shape(group.members[0], frame_shape)
-            raw = np.empty((len(group.kernels), *out_shape), np.float32)
-            oy, ox = group.offset
-            if choice == "direct":
-                correlate_direct(source, group.kernels, group.active, oy, ox, self.stride, raw)
+            if group.masked:
+                maps = self._match_masked(group, choice, out_shape, work)
             else:
-                if group.masked not in spectra:
-                    spectra[group.masked] = spectral.frame_spectra(source, shape, spectrum_dtype(group))
-                spectral.correlate_spectral(
-                    spectra[group.masked], kernel_spectra(group, shape), oy, ox, self.stride, raw
-                )
-                if clamp and group.nonnegative:
-                    # Transform rounding leaves tiny negatives where the true
-                    # sum of non-negative products is 0; keep ranges exact.
-                    np.maximum(raw, 0.0, out=raw)
-            self._finish(group, raw, stats, results)
+                maps = self._match_plain(group, choice, out_shape, work)
+            for index, score_map in zip(group.members, maps):
+                results[index] = score_map
         return results
 
-    def _finish(self, group: Group, raw: np.ndarray, stats, results: list) -> None:
-        """Turn a group's raw correlations into scores, in ``results``."""
+    def _match_plain(self, group: Group, choice: str, out_shape, work: "_FrameWork") -> np.ndarray:
+        """Scores of an unmasked group: (members, Ho, Wo)."""
         oy, ox = group.offset
-        if not group.masked:
-            if stats is not None:
-                finish_plain(
-                    raw, len(group.members), stats[0], stats[1], oy, ox, self.stride,
-                    group.height, group.width, group.tenergy, self._code, raw,
-                )
-            for k, index in enumerate(group.members):
-                results[index] = raw[k]
-            return
-        for start, prep, index in zip(group.starts, group.prepared, group.members):
-            out = np.empty(raw.shape[1:], np.float32)
-            finish_masked(
-                raw, start, self.channels, prep.tenergy, prep.tsum, prep.msum, prep.msum2, self._code, out
+        code = self._code
+        if code in (CCORR, CCOEFF):
+            # The correlation is the score: write it straight to the output.
+            out = np.empty((len(group.kernels), *out_shape), np.float32)
+            if choice == "direct":
+                correlate_direct(work.planes, group.kernels, group.active, oy, ox, self.stride, out)
+            else:
+                def store(k: int, corr: np.ndarray) -> None:
+                    out[k] = np.maximum(corr, 0.0) if work.clamp(group) else corr
+
+                work.spectral(group, oy, ox, out_shape, store)
+            return out[: len(group.members)]
+        out = np.empty((len(group.members), *out_shape), np.float32)
+        sums, sqsum = work.integrals()
+        if choice == "direct":
+            match_direct(
+                work.planes, group.kernels, group.active, oy, ox, self.stride, sums, sqsum,
+                group.tenergy, code, out,
             )
-            results[index] = out
+            return out
+        energy = np.empty(out_shape)
+        inv_norm = np.empty(out_shape)
+        window_stats(sums, sqsum, oy, ox, self.stride, group.height, group.width, code == CCOEFF_NORMED,
+                     energy, inv_norm)
+
+        def score(k: int, corr: np.ndarray) -> None:
+            if work.clamp(group):
+                np.maximum(corr, 0.0, out=corr)
+            map_scores(code, corr, energy, inv_norm, group.tenergy[k], out[k])
+
+        work.spectral(group, oy, ox, out_shape, score, count=len(group.members))
+        return out
+
+    def _match_masked(self, group: Group, choice: str, out_shape, work: "_FrameWork") -> list[np.ndarray]:
+        """Scores of a masked group, from its members' correlation maps."""
+        oy, ox = group.offset
+        raw = np.empty((len(group.kernels), *out_shape), np.float32)
+        if choice == "direct":
+            correlate_direct(work.stacked(), group.kernels, group.active, oy, ox, self.stride, raw)
+        else:
+            def store(k: int, corr: np.ndarray) -> None:
+                raw[k] = np.maximum(corr, 0.0) if work.clamp(group) else corr
+
+            work.spectral(group, oy, ox, out_shape, store, count=group.n_kernels)
+        maps = []
+        for start, prep in zip(group.starts, group.prepared):
+            out = np.empty(out_shape, np.float32)
+            finish_masked(raw, start, self.channels, prep.tenergy, prep.tsum, prep.msum, prep.msum2, self._code, out)
+            maps.append(out)
+        return maps
+
+
+class _FrameWork:
+    """What one frame's groups share, each computed on first use: the planes
+    and their squares, integral images, frame spectra."""
+
+    def __init__(self, matcher: Matcher, planes: np.ndarray, choices: list[str]) -> None:
+        self.planes = planes
+        self._stride = matcher.stride
+        self._shape = spectral.transform_shape(*planes.shape[1:])
+        self._stacked: np.ndarray | None = None
+        self._integrals = None
+        self._spectra: dict[bool, list[np.ndarray]] = {}
+        # Transform rounding leaves tiny negatives where a sum of
+        # non-negative products is 0; clamping keeps the ranges exact.
+        self._nonnegative = "spectral" in choices and bool(planes.min() >= 0.0)
+
+    def clamp(self, group: Group) -> bool:
+        return self._nonnegative and group.nonnegative
+
+    def stacked(self) -> np.ndarray:
+        """The planes followed by their squares (masked statistics need both)."""
+        if self._stacked is None:
+            self._stacked = np.concatenate([self.planes, self.planes * self.planes])
+        return self._stacked
+
+    def integrals(self):
+        if self._integrals is None:
+            self._integrals = integral_images(self.planes)
+        return self._integrals
+
+    def spectral(self, group: Group, oy: int, ox: int, out_shape, consume, count: int | None = None) -> None:
+        """Run ``group``'s first ``count`` kernels through the spectral path."""
+        if group.masked not in self._spectra:
+            source = self.stacked() if group.masked else self.planes
+            self._spectra[group.masked] = spectral.frame_spectra(source, self._shape, spectrum_dtype(group))
+        kspectra = kernel_spectra(group, self._shape)[: count or group.n_kernels]
+        spectral.correlate_spectral(self._spectra[group.masked], kspectra, oy, ox, self._stride, out_shape, consume)
 
 
 def match(frame: np.ndarray, templates: Sequence[np.ndarray], **settings) -> list[np.ndarray]:

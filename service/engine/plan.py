@@ -91,6 +91,7 @@ class Group:
     prepared: list[TemplateKernels]
     tenergy: np.ndarray  # (members,) float64
     nonnegative: bool  # every kernel >= 0: correlations with a non-negative frame are too
+    n_kernels: int  # before the even padding
     offset: tuple[int, int] = (0, 0)
     spectra: dict = field(default_factory=dict)  # transform shape -> kernel spectra
 
@@ -100,6 +101,7 @@ def make_group(height: int, width: int, masked: bool, members: list[int], prepar
     stacks = [p.kernels for p in prepared]
     starts = list(np.cumsum([0] + [len(s) for s in stacks[:-1]]))
     kernels = np.concatenate(stacks)
+    n_kernels = len(kernels)
     if len(kernels) % 2:
         kernels = np.concatenate([kernels, np.zeros_like(kernels[:1])])
     nonzero = kernels.reshape(len(kernels), kernels.shape[1], -1).any(axis=2)
@@ -115,6 +117,7 @@ def make_group(height: int, width: int, masked: bool, members: list[int], prepar
         prepared=prepared,
         tenergy=np.array([p.tenergy for p in prepared], dtype=np.float64),
         nonnegative=bool((kernels >= 0).all()),
+        n_kernels=n_kernels,
     )
 
 

@@ -26,8 +26,19 @@ SQDIFF, SQDIFF_NORMED, CCORR, CCORR_NORMED, CCOEFF, CCOEFF_NORMED = range(6)
 _FLAT = 1e-6
 
 
-@njit(inline="always", **JIT)
-def score(method, corr, energy, mean2, tenergy):
+@njit(inline="always", error_model="numpy", **JIT)
+def inverse_norm(energy, mean2):
+    """1 / sqrt of the window's (co)variance term; inf when it is within rounding of 0.
+
+    An infinite inverse norm sends :func:`score` to the degenerate value
+    without a test on every template.
+    """
+    var = energy - mean2
+    return 1.0 / np.sqrt(var) if var > _FLAT * energy else np.inf
+
+
+@njit(inline="always", error_model="numpy", **JIT)
+def score(method, corr, energy, inv_norm, inv_tnorm, tenergy):
     """Score of one window.
 
     Parameters
@@ -36,10 +47,11 @@ def score(method, corr, energy, mean2, tenergy):
         Sum of the method's template kernel times the window.
     energy : float
         Sum of squares of the (masked) window, all channels.
-    mean2 : float
-        The part of ``energy`` that is the window's mean (ccoeff pair only).
-    tenergy : float
-        Sum of squares of the template kernel (zero-mean for the ccoeff pair).
+    inv_norm : float
+        :func:`inverse_norm` of the window.
+    inv_tnorm, tenergy : float
+        Inverse norm (inf when 0) and sum of squares of the template kernel
+        (zero-mean for the ccoeff pair).
     """
     if method == CCORR or method == CCOEFF:
         return corr
@@ -48,49 +60,86 @@ def score(method, corr, energy, mean2, tenergy):
         num = max(energy - 2.0 * corr + tenergy, 0.0)
         if method == SQDIFF:
             return num
-    var = max(energy - mean2, 0.0)
-    t = 0.0
-    if var > _FLAT * energy and tenergy > 0.0:
-        t = np.sqrt(var) * np.sqrt(tenergy)
-    if abs(num) < t:
-        return num / t
-    if abs(num) < t * 1.125:
-        return 1.0 if num > 0 else -1.0
-    return 1.0 if method == SQDIFF_NORMED else 0.0
+    # OpenCV's rule on r = num / t; a zero denominator gives inf or NaN
+    # here, and both fall through to the degenerate value.
+    r = num * inv_norm * inv_tnorm
+    a = abs(r)
+    fallback = 1.0 if method == SQDIFF_NORMED else 0.0
+    clamped = (1.0 if r > 0.0 else -1.0) if a < 1.125 else fallback
+    return r if a < 1.0 else clamped
 
 
-@njit(parallel=True, **JIT)
-def finish_plain(raw, n_templates, sums, sqsum, oy, ox, stride, kh, kw, tenergy, method, out):
-    """Scores of unmasked templates of one size from their raw correlations.
+@njit(error_model="numpy", **JIT)
+def _box(top_right, top_left, bottom_right, bottom_left, out, accumulate_square):
+    """Window sums from four integral-image row views: set, or add their squares."""
+    for x in range(out.shape[0]):
+        s = bottom_right[x] - top_right[x] - bottom_left[x] + top_left[x]
+        if accumulate_square:
+            out[x] += s * s
+        else:
+            out[x] = s
 
-    ``raw`` and ``out`` are (K, Ho, Wo) and may be the same array; the window
-    statistics come from the integral images ``sums`` and ``sqsum``.
-    """
-    height, width = out.shape[1], out.shape[2]
-    n_planes = sums.shape[0]
+
+@njit(error_model="numpy", **JIT)
+def _box_row(table, y0, y1, ox, kw, stride, out, accumulate_square):
+    width = out.shape[0]
+    if stride == 1:
+        # Contiguous views: the loop in _box vectorises.
+        _box(table[y0, ox + kw: ox + kw + width], table[y0, ox: ox + width],
+             table[y1, ox + kw: ox + kw + width], table[y1, ox: ox + width], out, accumulate_square)
+    else:
+        span = (width - 1) * stride + 1
+        _box(table[y0, ox + kw: ox + kw + span: stride], table[y0, ox: ox + span: stride],
+             table[y1, ox + kw: ox + kw + span: stride], table[y1, ox: ox + span: stride], out,
+             accumulate_square)
+
+
+@njit(error_model="numpy", **JIT)
+def window_row(sums, sqsum, y0, kh, ox, kw, stride, need_mean, energy, inv_norm):
+    """Energy and inverse norm of one row of windows (top row ``y0``, first left column ``ox``)."""
+    y1 = y0 + kh
+    _box_row(sqsum, y0, y1, ox, kw, stride, energy, False)
+    inv_norm[:] = 0.0  # holds the squared window sums until the last loop
+    if need_mean:
+        for c in range(sums.shape[0]):
+            _box_row(sums[c], y0, y1, ox, kw, stride, inv_norm, True)
     inv_area = 1.0 / (kh * kw)
-    need_energy = method != CCORR and method != CCOEFF
-    need_mean = method == CCOEFF_NORMED
-    for y in prange(height):
-        y0 = oy + y * stride
-        y1 = y0 + kh
-        for x in range(width):
-            x0 = ox + x * stride
-            x1 = x0 + kw
-            energy = 0.0
-            mean2 = 0.0
-            if need_energy:
-                energy = sqsum[y1, x1] - sqsum[y0, x1] - sqsum[y1, x0] + sqsum[y0, x0]
-            if need_mean:
-                for c in range(n_planes):
-                    s = sums[c, y1, x1] - sums[c, y0, x1] - sums[c, y1, x0] + sums[c, y0, x0]
-                    mean2 += s * s
-                mean2 *= inv_area
-            for k in range(n_templates):
-                out[k, y, x] = score(method, np.float64(raw[k, y, x]), energy, mean2, tenergy[k])
+    for x in range(energy.shape[0]):
+        inv_norm[x] = inverse_norm(energy[x], inv_norm[x] * inv_area)
 
 
-@njit(parallel=True, **JIT)
+@njit(parallel=True, error_model="numpy", **JIT)
+def window_stats(sums, sqsum, oy, ox, stride, kh, kw, need_mean, energy, inv_norm):
+    """Fill (Ho, Wo) arrays with every window's energy and inverse norm."""
+    for y in prange(energy.shape[0]):
+        window_row(sums, sqsum, oy + y * stride, kh, ox, kw, stride, need_mean, energy[y], inv_norm[y])
+
+
+@njit(error_model="numpy", **JIT)
+def row_scores(method, row_in, row_out, energy, inv_norm, inv_tnorm, tenergy):
+    """Scores of one row of windows from their correlations and statistics."""
+    # One loop per method family, so that each vectorises with no test on
+    # the method inside.
+    if method == SQDIFF:
+        for x in range(row_in.shape[0]):
+            row_out[x] = score(SQDIFF, np.float64(row_in[x]), energy[x], 0.0, 0.0, tenergy)
+    elif method == SQDIFF_NORMED:
+        for x in range(row_in.shape[0]):
+            row_out[x] = score(SQDIFF_NORMED, np.float64(row_in[x]), energy[x], inv_norm[x], inv_tnorm, tenergy)
+    else:
+        for x in range(row_in.shape[0]):
+            row_out[x] = score(CCOEFF_NORMED, np.float64(row_in[x]), 0.0, inv_norm[x], inv_tnorm, tenergy)
+
+
+@njit(error_model="numpy", **JIT)
+def map_scores(method, raw, energy, inv_norm, tenergy, out):
+    """Scores of one template's map (serial: the caller runs templates in parallel)."""
+    inv_tnorm = 1.0 / np.sqrt(tenergy) if tenergy > 0.0 else np.inf
+    for y in range(out.shape[0]):
+        row_scores(method, raw[y], out[y], energy[y], inv_norm[y], inv_tnorm, tenergy)
+
+
+@njit(parallel=True, error_model="numpy", **JIT)
 def finish_masked(maps, first, n_channels, tenergy, tsum, msum, msum2, method, out):
     """Scores of one masked template from its correlation maps.
 
@@ -110,6 +159,7 @@ def finish_masked(maps, first, n_channels, tenergy, tsum, msum, msum2, method, o
     has_energy = method != CCORR and method != CCOEFF
     e_index = first + 1 + n_mean + n_cross
     inv_m = 1.0 / msum if msum > 0.0 else 0.0
+    inv_tnorm = 1.0 / np.sqrt(tenergy) if tenergy > 0.0 else np.inf
     for y in prange(height):
         for x in range(width):
             corr = np.float64(maps[first, y, x])
@@ -121,4 +171,4 @@ def finish_masked(maps, first, n_channels, tenergy, tsum, msum, msum2, method, o
                     cross = np.float64(maps[first + 1 + n_mean + c, y, x])
                     mean2 += 2.0 * mean_c * cross - mean_c * mean_c * msum2
             energy = np.float64(maps[e_index, y, x]) if has_energy else 0.0
-            out[y, x] = score(method, corr, energy, mean2, tenergy)
+            out[y, x] = score(method, corr, energy, inverse_norm(energy, mean2), inv_tnorm, tenergy)

@@ -10,8 +10,18 @@ GIL and runs at library speed.
 
 from __future__ import annotations
 
+import os
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+
 import cv2
 import numpy as np
+
+# OpenCV runs one 2-D transform on one core; the bank's templates are
+# independent, so they are spread over a pool as wide as the machine. The
+# pool is shared by every Matcher: concurrent frames queue on the same cores
+# instead of multiplying threads.
+_POOL = ThreadPoolExecutor(max_workers=os.cpu_count() or 1, thread_name_prefix="featuremap-dft")
 
 
 def transform_shape(height: int, width: int) -> tuple[int, int]:
@@ -32,7 +42,7 @@ def frame_spectra(planes: np.ndarray, shape: tuple[int, int], dtype=np.float32) 
     ``dtype`` float64 buys precision where maps are later subtracted from
     each other (the masked statistics); float32 is enough elsewhere.
     """
-    return [_spectrum(plane, shape, dtype) for plane in planes]
+    return list(_POOL.map(lambda plane: _spectrum(plane, shape, dtype), planes))
 
 
 def kernel_spectra(
@@ -51,24 +61,34 @@ def correlate_spectral(
     oy: int,
     ox: int,
     stride: int,
-    out: np.ndarray,
+    out_shape: tuple[int, int],
+    consume: Callable[[int, np.ndarray], None],
 ) -> None:
-    """Fill ``out`` (K, Ho, Wo) with the correlations of each kernel with the frame.
+    """Correlate each kernel with the frame and hand its map to ``consume(k, map)``.
 
-    Same result as :func:`correlate_direct` for the same offsets and stride;
+    Same values as :func:`correlate_direct` for the same offsets and stride;
     the skipped positions of a stride are computed by the transform and
-    dropped (a transform cannot skip them).
+    dropped (a transform cannot skip them). ``consume`` runs on the pool's
+    threads, one kernel at a time each, while the map is still in cache; the
+    map is a fresh, contiguous (Ho, Wo) array that ``consume`` may change.
     """
-    _, height, width = out.shape
+    height, width = out_shape
     rows = slice(oy, oy + (height - 1) * stride + 1, stride)
     cols = slice(ox, ox + (width - 1) * stride + 1, stride)
-    for k, planes in enumerate(kspectra):
+
+    def one(k: int) -> None:
+        planes = kspectra[k]
         if not planes:
-            out[k] = 0.0
-            continue
+            consume(k, np.zeros(out_shape, np.float32))
+            return
         acc = None
         for c, kspec in planes:
             product = cv2.mulSpectrums(spectra[c], kspec, 0, conjB=True)
             acc = product if acc is None else cv2.add(acc, product, dst=acc)
         full = cv2.idft(acc, flags=cv2.DFT_SCALE | cv2.DFT_REAL_OUTPUT)
-        out[k] = full[rows, cols]
+        # A contiguous float32 copy: the kernels that consume it vectorise
+        # only over contiguous rows.
+        consume(k, np.ascontiguousarray(full[rows, cols], dtype=np.float32))
+
+    # list() waits for every kernel and re-raises the first error.
+    list(_POOL.map(one, range(len(kspectra))))
