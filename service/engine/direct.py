@@ -1,11 +1,16 @@
 """Direct (spatial) correlation: the path for small templates.
 
-Layering: serial row kernels do the arithmetic; ``correlate_direct`` spreads
-output rows over threads. Kernels come in pairs: each frame row segment that is
-loaded serves two kernels, and each pass over a row folds four template taps
-into one fused multiply-add chain, so the inner loop is bound by arithmetic,
-not by loads and stores of the output row. The innermost loop runs along x
-over contiguous views, which LLVM vectorises.
+Layering: a serial row kernel does the arithmetic; ``correlate_direct`` and
+``match_direct`` spread output rows over threads. Kernels come in pairs: each
+frame row segment that is loaded serves two kernels, and each pass over a row
+folds four template taps into one fused multiply-add chain, so the inner loop
+is bound by arithmetic, not by loads and stores of the output row. The
+innermost loop runs along x over contiguous views, which LLVM vectorises.
+
+A stride along x would break that contiguity, so it never reaches these
+kernels: :func:`split_phases` turns "every s-th column" into s unit-stride
+phase planes, and :func:`phase_kernels` splits each kernel to match. Output
+rows are simply skipped. Either way, skipped positions are never computed.
 """
 
 import numpy as np
@@ -16,8 +21,8 @@ from .scores import CCOEFF_NORMED, row_scores, window_row
 
 
 @njit(fastmath=FASTMATH, **JIT)
-def _row_pair_unit(o0, o1, planes, kernels, active, k0, yy, ox, width):
-    """Accumulate one output row of kernels k0 and k0+1 at stride 1."""
+def _row_pair(o0, o1, planes, kernels, active, k0, yy, ox, width):
+    """Accumulate one output row of kernels k0 and k0+1."""
     n_planes, kh, kw = kernels.shape[1], kernels.shape[2], kernels.shape[3]
     kw4 = kw - kw % 4
     for c in range(n_planes):
@@ -49,44 +54,34 @@ def _row_pair_unit(o0, o1, planes, kernels, active, k0, yy, ox, width):
                     o1[x] += b0 * r0[x]
 
 
-@njit(fastmath=FASTMATH, **JIT)
-def _row_pair_strided(o0, o1, planes, kernels, active, k0, yy, ox, stride, width):
-    """Accumulate one output row of kernels k0 and k0+1, every ``stride`` pixels."""
-    n_planes, kh, kw = kernels.shape[1], kernels.shape[2], kernels.shape[3]
-    for c in range(n_planes):
-        if not active[c]:
-            continue
-        for i in range(kh):
-            row = planes[c, yy + i]
-            for j in range(kw):
-                a = kernels[k0, c, i, j]
-                b = kernels[k0 + 1, c, i, j]
-                base = ox + j
-                for x in range(width):
-                    f = row[base + x * stride]
-                    o0[x] += a * f
-                    o1[x] += b * f
+@njit(**JIT)
+def _correlate_row(planes, kernels, active, yy, ox, rows):
+    """One output row of every kernel, into ``rows`` (K, Wo)."""
+    rows[:] = 0.0
+    for p in range(kernels.shape[0] // 2):
+        k0 = 2 * p
+        _row_pair(rows[k0], rows[k0 + 1], planes, kernels, active[p], k0, yy, ox, rows.shape[1])
 
 
-@njit(parallel=True, fastmath=FASTMATH, **JIT)
-def correlate_direct(planes, kernels, active, oy, ox, stride, out):
+@njit(parallel=True, **JIT)
+def correlate_direct(planes, kernels, active, oy, ox, row_stride, out):
     """Correlate a stack of planes with a bank of same-sized kernels.
 
     ``out[k, y, x] = sum_{c,i,j} kernels[k, c, i, j] *
-    planes[c, oy + y*stride + i, ox + x*stride + j]``; skipped positions are
-    never computed.
+    planes[c, oy + y*row_stride + i, ox + x + j]``.
 
     Parameters
     ----------
     planes : float32 array, (P, H, W)
-        The (padded) frame, one plane per channel.
+        The (padded, and for a column stride phase-split) frame.
     kernels : float32 array, (K, P, h, w)
         K even (pad with a zero kernel).
     active : uint8 array, (K // 2, P)
         Whether either kernel of a pair has a non-zero plane ``c``.
     oy, ox : int
         Offset of the first window in ``planes``.
-    stride : int
+    row_stride : int
+        Output rows sample every ``row_stride``-th frame row.
     out : float32 array, (K, Ho, Wo)
         Overwritten with the correlations.
     """
@@ -95,25 +90,13 @@ def correlate_direct(planes, kernels, active, oy, ox, stride, out):
         # A contiguous buffer: out[:, y] is strided across kernels, and
         # strided rows would not vectorise.
         rows = np.empty((n_kernels, width), np.float32)
-        _correlate_row(planes, kernels, active, oy + y * stride, ox, stride, rows)
+        _correlate_row(planes, kernels, active, oy + y * row_stride, ox, rows)
         out[:, y] = rows
 
 
-@njit(**JIT)
-def _correlate_row(planes, kernels, active, yy, ox, stride, rows):
-    """One output row of every kernel, into ``rows`` (K, Wo)."""
-    width = rows.shape[1]
-    rows[:] = 0.0
-    for p in range(kernels.shape[0] // 2):
-        k0 = 2 * p
-        if stride == 1:
-            _row_pair_unit(rows[k0], rows[k0 + 1], planes, kernels, active[p], k0, yy, ox, width)
-        else:
-            _row_pair_strided(rows[k0], rows[k0 + 1], planes, kernels, active[p], k0, yy, ox, stride, width)
-
-
 @njit(parallel=True, error_model="numpy", **JIT)
-def match_direct(planes, kernels, active, oy, ox, stride, sums, sqsum, tenergy, method, out):
+def match_direct(planes, kernels, active, oy, ox, row_stride, sums, sqsum, wx, stride, kh, kw, tenergy,
+                 method, out):
     """Correlate and score in one pass, a row at a time.
 
     Each output row's correlations stay in a small buffer, in cache, and are
@@ -122,10 +105,12 @@ def match_direct(planes, kernels, active, oy, ox, stride, sums, sqsum, tenergy, 
 
     Parameters
     ----------
-    planes, kernels, active, oy, ox, stride
+    planes, kernels, active, oy, ox, row_stride
         As for :func:`correlate_direct`.
     sums, sqsum : float64 arrays
         The padded frame's integral images (see ``integral_images``).
+    wx, stride, kh, kw : int
+        The windows in the padded frame: first left column, stride, size.
     tenergy : float64 array, (n,)
         Each template kernel's sum of squares.
     method : int
@@ -134,14 +119,44 @@ def match_direct(planes, kernels, active, oy, ox, stride, sums, sqsum, tenergy, 
         The scores of the first n kernels.
     """
     n_members, height, width = out.shape
-    kh, kw = kernels.shape[2], kernels.shape[3]
     inv_tnorm = np.where(tenergy > 0.0, 1.0 / np.sqrt(tenergy), np.inf)
     for y in prange(height):
-        yy = oy + y * stride
+        yy = oy + y * row_stride
         rows = np.empty((kernels.shape[0], width), np.float32)
-        _correlate_row(planes, kernels, active, yy, ox, stride, rows)
+        _correlate_row(planes, kernels, active, yy, ox, rows)
         energy = np.empty(width)
         inv_norm = np.empty(width)
-        window_row(sums, sqsum, yy, kh, ox, kw, stride, method == CCOEFF_NORMED, energy, inv_norm)
+        window_row(sums, sqsum, yy, kh, wx, kw, stride, method == CCOEFF_NORMED, energy, inv_norm)
         for k in range(n_members):
             row_scores(method, rows[k], out[k, y], energy, inv_norm, inv_tnorm[k], tenergy[k])
+
+
+def split_phases(planes: np.ndarray, stride: int) -> np.ndarray:
+    """Phase planes for a column stride: plane ``c*stride + r`` holds columns r, r+s, ... of plane c.
+
+    Padded with zeros to a common width; the padding only ever meets zero taps.
+    """
+    n_planes, height, width = planes.shape
+    phased = np.zeros((n_planes * stride, height, -(-width // stride)), np.float32)
+    for c in range(n_planes):
+        for r in range(stride):
+            columns = planes[c, :, r::stride]
+            phased[c * stride + r, :, : columns.shape[1]] = columns
+    return phased
+
+
+def phase_kernels(kernels: np.ndarray, ox: int, stride: int) -> tuple[np.ndarray, int]:
+    """Kernels for :func:`split_phases` planes, and the offset into those planes.
+
+    Tap j of a window whose first column is ``ox + x*stride`` reads column
+    ``ox + j + x*stride``: phase ``(ox + j) % stride``, phase column
+    ``(ox + j) // stride + x``.
+    """
+    n, n_planes, kh, kw = kernels.shape
+    first = ox // stride
+    width = (ox % stride + kw - 1) // stride + 1
+    phased = np.zeros((n, n_planes * stride, kh, width), np.float32)
+    for j in range(kw):
+        phase, column = (ox + j) % stride, (ox + j) // stride - first
+        phased[:, phase::stride, :, column] = kernels[:, :, :, j]
+    return phased, first

@@ -9,7 +9,7 @@ import cv2
 import numpy as np
 
 from . import options, spectral
-from .direct import correlate_direct, match_direct
+from .direct import correlate_direct, match_direct, split_phases
 from .integral import integral_images
 from .plan import (
     Group,
@@ -119,7 +119,7 @@ class Matcher:
             ]
             group = make_group(h, w, masked, members, prepared)
             top, _, left, _ = _padding_of(self.padding, h, w)
-            group.offset = (self._pad[0] - top, self._pad[2] - left)
+            group.place((self._pad[0] - top, self._pad[2] - left), self.stride)
             self._groups.append(group)
         # Large kernels first, so the cost model sees the frame's spectra as
         # paid for when smaller groups are considered.
@@ -161,7 +161,7 @@ class Matcher:
                     choice = self.algorithm
                 else:
                     out = self.output_shape(group.members[0], frame_shape)
-                    slow = direct_seconds(group, out, self.stride)
+                    slow = direct_seconds(group, out)
                     fast = spectral_seconds(group, shape, planes, shared)
                     choice = "spectral" if fast < slow else "direct"
                 if choice == "spectral":
@@ -251,7 +251,10 @@ class Matcher:
             # The correlation is the score: write it straight to the output.
             out = np.empty((len(group.kernels), *out_shape), np.float32)
             if choice == "direct":
-                correlate_direct(work.planes, group.kernels, group.active, oy, ox, self.stride, out)
+                correlate_direct(
+                    work.direct_planes(False), group.direct_kernels, group.direct_active, oy, group.direct_ox,
+                    self.stride, out,
+                )
             else:
                 def store(k: int, corr: np.ndarray) -> None:
                     out[k] = np.maximum(corr, 0.0) if work.clamp(group) else corr
@@ -262,8 +265,8 @@ class Matcher:
         sums, sqsum = work.integrals()
         if choice == "direct":
             match_direct(
-                work.planes, group.kernels, group.active, oy, ox, self.stride, sums, sqsum,
-                group.tenergy, code, out,
+                work.direct_planes(False), group.direct_kernels, group.direct_active, oy, group.direct_ox,
+                self.stride, sums, sqsum, ox, self.stride, group.height, group.width, group.tenergy, code, out,
             )
             return out
         energy = np.empty(out_shape)
@@ -284,7 +287,10 @@ class Matcher:
         oy, ox = group.offset
         raw = np.empty((len(group.kernels), *out_shape), np.float32)
         if choice == "direct":
-            correlate_direct(work.stacked(), group.kernels, group.active, oy, ox, self.stride, raw)
+            correlate_direct(
+                work.direct_planes(True), group.direct_kernels, group.direct_active, oy, group.direct_ox,
+                self.stride, raw,
+            )
         else:
             def store(k: int, corr: np.ndarray) -> None:
                 raw[k] = np.maximum(corr, 0.0) if work.clamp(group) else corr
@@ -307,6 +313,7 @@ class _FrameWork:
         self._stride = matcher.stride
         self._shape = spectral.transform_shape(*planes.shape[1:])
         self._stacked: np.ndarray | None = None
+        self._phased: dict[bool, np.ndarray] = {}
         self._integrals = None
         self._spectra: dict[bool, list[np.ndarray]] = {}
         # Transform rounding leaves tiny negatives where a sum of
@@ -321,6 +328,15 @@ class _FrameWork:
         if self._stacked is None:
             self._stacked = np.concatenate([self.planes, self.planes * self.planes])
         return self._stacked
+
+    def direct_planes(self, masked: bool) -> np.ndarray:
+        """The planes (or planes and squares) in the direct path's form: phase-split for a column stride."""
+        source = self.stacked() if masked else self.planes
+        if self._stride == 1:
+            return source
+        if masked not in self._phased:
+            self._phased[masked] = split_phases(source, self._stride)
+        return self._phased[masked]
 
     def integrals(self):
         if self._integrals is None:

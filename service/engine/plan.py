@@ -12,17 +12,23 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from .scores import CCOEFF, CCOEFF_NORMED, CCORR
 from . import spectral
+from .direct import phase_kernels
+from .scores import CCOEFF, CCORR
 
-# Calibrated with tests/benchmarks/bench_engine.py on the 2-core AVX2 machine
-# (see the README): the direct kernel's multiply-adds per second at stride 1
-# and with a stride, and the seconds per N*log2(N) of one real DFT and per
-# element of one spectrum product. Only their ratios matter to the choice.
+# Fitted to forced-direct and forced-spectral timings on the 2-core AVX2
+# benchmark machine (VGA and 720p, 1 and 3 channels, K = 1..8, k = 8..32; see
+# the README). Only their ratios matter to the choice:
+# - the direct kernel's multiply-adds per second, and its cost per output
+#   value (scoring, row set-up);
+# - one real DFT's seconds per N*log2(N), one spectrum product's seconds per
+#   element, and the spectral path's per-frame cost per pixel (window
+#   statistics, crops, the pool's hand-offs).
 DIRECT_MACS_PER_S = 5.0e10
-STRIDED_MACS_PER_S = 1.0e10
+DIRECT_SECONDS_PER_OUTPUT = 1.0e-9
 DFT_SECONDS_PER_NLOGN = 2.0e-10
 PRODUCT_SECONDS_PER_ELEMENT = 1.3e-9
+SPECTRAL_SECONDS_PER_PIXEL = 5.0e-9
 
 
 @dataclass
@@ -94,6 +100,26 @@ class Group:
     n_kernels: int  # before the even padding
     offset: tuple[int, int] = (0, 0)
     spectra: dict = field(default_factory=dict)  # transform shape -> kernel spectra
+    # The direct path's kernels, pair activity and column offset, phase-split
+    # for a column stride (see direct.phase_kernels).
+    direct_kernels: np.ndarray | None = None
+    direct_active: np.ndarray | None = None
+    direct_ox: int = 0
+
+    def place(self, offset: tuple[int, int], stride: int) -> None:
+        """Fix the group's offset in the padded frame and prepare its direct form."""
+        self.offset = offset
+        if stride == 1:
+            self.direct_kernels, self.direct_active, self.direct_ox = self.kernels, self.active, offset[1]
+        else:
+            kernels, first = phase_kernels(self.kernels, offset[1], stride)
+            self.direct_kernels, self.direct_active, self.direct_ox = kernels, pair_activity(kernels), first
+
+
+def pair_activity(kernels: np.ndarray) -> np.ndarray:
+    """(K // 2, P) uint8: whether either kernel of a pair has a non-zero plane."""
+    nonzero = kernels.reshape(len(kernels), kernels.shape[1], -1).any(axis=2)
+    return (nonzero[0::2] | nonzero[1::2]).astype(np.uint8)
 
 
 def make_group(height: int, width: int, masked: bool, members: list[int], prepared: list[TemplateKernels]) -> Group:
@@ -104,15 +130,13 @@ def make_group(height: int, width: int, masked: bool, members: list[int], prepar
     n_kernels = len(kernels)
     if len(kernels) % 2:
         kernels = np.concatenate([kernels, np.zeros_like(kernels[:1])])
-    nonzero = kernels.reshape(len(kernels), kernels.shape[1], -1).any(axis=2)
-    active = (nonzero[0::2] | nonzero[1::2]).astype(np.uint8)
     return Group(
         height=height,
         width=width,
         masked=masked,
         members=members,
         kernels=np.ascontiguousarray(kernels),
-        active=active,
+        active=pair_activity(kernels),
         starts=[int(s) for s in starts],
         prepared=prepared,
         tenergy=np.array([p.tenergy for p in prepared], dtype=np.float64),
@@ -121,11 +145,12 @@ def make_group(height: int, width: int, masked: bool, members: list[int], prepar
     )
 
 
-def direct_seconds(group: Group, out_shape: tuple[int, int], stride: int) -> float:
-    """Estimated time of the direct path for one frame."""
-    planes = int(group.active.sum()) * 2
-    macs = planes * group.height * group.width * out_shape[0] * out_shape[1]
-    return macs / (DIRECT_MACS_PER_S if stride == 1 else STRIDED_MACS_PER_S)
+def direct_seconds(group: Group, out_shape: tuple[int, int]) -> float:
+    """Estimated time of the direct path for one frame (its form for the stride included)."""
+    kernels = group.direct_kernels
+    outputs = len(kernels) * out_shape[0] * out_shape[1]
+    macs = int(group.direct_active.sum()) * 2 * kernels.shape[2] * kernels.shape[3] * out_shape[0] * out_shape[1]
+    return macs / DIRECT_MACS_PER_S + outputs * DIRECT_SECONDS_PER_OUTPUT
 
 
 def spectral_seconds(group: Group, shape: tuple[int, int], frame_planes: int, shared: bool) -> float:
@@ -140,7 +165,7 @@ def spectral_seconds(group: Group, shape: tuple[int, int], frame_planes: int, sh
     products = int(nonzero.sum())
     cost = kernels * dft + products * n * PRODUCT_SECONDS_PER_ELEMENT
     if not shared:
-        cost += frame_planes * dft
+        cost += frame_planes * dft + n * SPECTRAL_SECONDS_PER_PIXEL
     return cost
 
 
