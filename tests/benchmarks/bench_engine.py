@@ -35,23 +35,44 @@ WORKLOADS = [  # name, height, width, channels, K, k
     ("VGA BGR K=8 k=16", 480, 640, 3, 8, 16),
 ]
 METHODS = {"ccorr": cv2.TM_CCORR, "ccoeff_normed": cv2.TM_CCOEFF_NORMED}
-SMALL = {"VGA gray K=8 k=16", "VGA gray K=32 k=16", "VGA BGR K=8 k=16"}
 
 
-def median_seconds(fn, repeats: int) -> float:
-    fn()  # warm caches (and the plan of a Matcher)
+def interleaved_medians(contenders: dict, repeats: int) -> dict:
+    """Median seconds of each contender, timed in rotation.
+
+    Each round runs every contender in turn, so all of them see the same
+    machine load: on a shared, noisy machine this keeps the ratios honest
+    even when the absolute times drift. Within its turn a contender runs once
+    untimed, then once timed: the untimed call wakes its own thread pool
+    (numba's, OpenCV's, BLAS's) and lets the previous contender's spinning
+    threads go idle, so no one is charged for another's threads.
+    """
+    times = {name: [] for name in contenders}
+    for _ in range(repeats):
+        for name, fn in contenders.items():
+            fn()
+            start = time.perf_counter()
+            fn()
+            times[name].append(time.perf_counter() - start)
+    return {name: statistics.median(t) for name, t in times.items()}
+
+
+def matmul_gflops(repeats: int, n: int = 1024) -> float:
+    """numpy's float32 matmul throughput: the machine's practical ceiling.
+
+    Measured on its own, never in rotation with the others: BLAS threads spin
+    for about 0.1 s after each call and would steal the cores of whoever ran
+    next. The pause afterwards lets them go idle.
+    """
+    a = np.random.default_rng(0).random((n, n), dtype=np.float32)
+    a @ a
     times = []
     for _ in range(repeats):
         start = time.perf_counter()
-        fn()
+        a @ a
         times.append(time.perf_counter() - start)
-    return statistics.median(times)
-
-
-def matmul_gflops(repeats: int) -> float:
-    n = 1536
-    a = np.random.default_rng(0).random((n, n), dtype=np.float32)
-    return 2 * n**3 / median_seconds(lambda: a @ a, repeats) / 1e9
+    time.sleep(0.5)
+    return 2 * n**3 / statistics.median(times) / 1e9
 
 
 def torch_conv(frame: np.ndarray, templates: list[np.ndarray]):
@@ -72,43 +93,47 @@ def torch_conv(frame: np.ndarray, templates: list[np.ndarray]):
 
 def main() -> None:
     quick = "--quick" in sys.argv
-    repeats = 3 if quick else 9
+    repeats = 3 if quick else 11
     retained = runtime.retain_freed_memory()
     warmup()
     threads = numba.get_num_threads()
     cv2.setNumThreads(threads)
-    ceiling = matmul_gflops(repeats)
     print(f"machine: {platform.machine()}, {os.cpu_count()} CPUs; numba {numba.__version__} "
           f"({runtime.threading_layer()} layer, {threads} threads); OpenCV {cv2.__version__} "
           f"({cv2.getNumThreads()} threads); numpy {np.__version__}; freed memory retained: {retained}")
-    print(f"ceiling: numpy float32 matmul {ceiling:.1f} GFLOP/s\n")
+    print(f"median of {repeats} rounds; each round runs every contender in turn (one untimed call, one timed)\n")
     header = (f"{'workload':<22}{'method':<15}{'featuremap':>11}{'path':>10}{'OpenCV':>10}{'ratio':>8}"
-              f"{'GFLOP/s':>9}{'direct':>9}{'%ceil':>7}{'torch':>9}")
+              f"{'GFLOP/s':>9}{'direct':>9}{'ceiling':>9}{'%ceil':>7}{'torch':>9}")
     print(header)
     print("-" * len(header))
     rng = np.random.default_rng(1)
     for name, height, width, channels, bank, side in WORKLOADS:
         shape = (height, width) if channels == 1 else (height, width, channels)
         frame = rng.integers(0, 256, shape, dtype=np.uint8)
-        templates = [rng.integers(0, 256, shape[:0] + (side, side) + shape[2:], dtype=np.uint8)
-                     for _ in range(bank)]
+        templates = [rng.integers(0, 256, (side, side) + shape[2:], dtype=np.uint8) for _ in range(bank)]
         flops = 2 * bank * channels * side * side * (height - side + 1) * (width - side + 1)
         for method, code in METHODS.items():
             auto = Matcher(templates, method=method)
             direct = Matcher(templates, method=method, algorithm="direct")
             paths = set(auto.algorithms((height, width)).values())
-            t_auto = median_seconds(lambda: auto(frame), repeats)
-            t_direct = median_seconds(lambda: direct(frame), max(3, repeats // 3))
-            t_cv = median_seconds(lambda: [cv2.matchTemplate(frame, t, code) for t in templates], repeats)
+            contenders = {
+                "auto": lambda: auto(frame),
+                "direct": lambda: direct(frame),
+                "opencv": lambda: [cv2.matchTemplate(frame, t, code) for t in templates],
+            }
             conv = torch_conv(frame, templates) if method == "ccorr" else None
-            t_torch = f"{median_seconds(conv, repeats) * 1e3:8.1f}" if conv else f"{'-':>8}"
-            direct_gflops = flops / t_direct / 1e9
-            print(f"{name:<22}{method:<15}{t_auto * 1e3:9.1f}ms{'/'.join(sorted(paths)):>10}"
-                  f"{t_cv * 1e3:8.1f}ms{t_auto / t_cv:7.2f}x{flops / t_auto / 1e9:9.1f}"
-                  f"{direct_gflops:9.1f}{100 * direct_gflops / ceiling:6.0f}%{t_torch}")
-    print("\nfeaturemap/OpenCV ratio: below 1 is faster. GFLOP/s: direct-equivalent work of the auto path;"
-          "\ndirect: the direct path's own GFLOP/s, %ceil of the matmul ceiling"
-          f" (small-template workloads: {', '.join(sorted(SMALL))}).")
+            if conv:
+                contenders["torch"] = conv
+            ceiling = matmul_gflops(repeats)
+            t = interleaved_medians(contenders, repeats)
+            direct_gflops = flops / t["direct"] / 1e9
+            torch_ms = f"{t['torch'] * 1e3:7.1f}ms" if conv else f"{'-':>9}"
+            print(f"{name:<22}{method:<15}{t['auto'] * 1e3:9.1f}ms{'/'.join(sorted(paths)):>10}"
+                  f"{t['opencv'] * 1e3:8.1f}ms{t['auto'] / t['opencv']:7.2f}x{flops / t['auto'] / 1e9:9.1f}"
+                  f"{direct_gflops:9.1f}{ceiling:9.1f}{100 * direct_gflops / ceiling:6.0f}%{torch_ms}")
+    print("\nratio: featuremap / OpenCV time (below 1 is faster). GFLOP/s: direct-equivalent work"
+          " (2 K C k^2 Ho Wo) per second\nof featuremap's chosen path; direct: the same forced onto the direct"
+          " path; ceiling: numpy float32 matmul,\nmeasured just before each row; %ceil = direct / ceiling.")
 
 
 if __name__ == "__main__":
