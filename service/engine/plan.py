@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from . import spectral
-from .direct import phase_kernels
+from .direct import block_activity, padded_count, phase_kernels
 from .scores import CCOEFF, CCORR
 
 # Fitted to forced-direct and forced-spectral timings on the 2-core AVX2
@@ -91,8 +91,8 @@ class Group:
     width: int
     masked: bool
     members: list[int]
-    kernels: np.ndarray  # (K, P, h, w) float32, K even
-    active: np.ndarray  # (K // 2, P) uint8
+    kernels: np.ndarray  # (K, P, h, w) float32, K from direct.padded_count
+    active: np.ndarray  # (blocks, P) uint8, direct.block_activity
     starts: list[int]  # first kernel of each member
     prepared: list[TemplateKernels]
     tenergy: np.ndarray  # (members,) float64
@@ -113,30 +113,25 @@ class Group:
             self.direct_kernels, self.direct_active, self.direct_ox = self.kernels, self.active, offset[1]
         else:
             kernels, first = phase_kernels(self.kernels, offset[1], stride)
-            self.direct_kernels, self.direct_active, self.direct_ox = kernels, pair_activity(kernels), first
-
-
-def pair_activity(kernels: np.ndarray) -> np.ndarray:
-    """(K // 2, P) uint8: whether either kernel of a pair has a non-zero plane."""
-    nonzero = kernels.reshape(len(kernels), kernels.shape[1], -1).any(axis=2)
-    return (nonzero[0::2] | nonzero[1::2]).astype(np.uint8)
+            self.direct_kernels, self.direct_active, self.direct_ox = kernels, block_activity(kernels), first
 
 
 def make_group(height: int, width: int, masked: bool, members: list[int], prepared: list[TemplateKernels]) -> Group:
-    """Stack the members' kernels (padded to an even count for the pair kernel)."""
+    """Stack the members' kernels (padded with zero kernels for the direct path's blocks)."""
     stacks = [p.kernels for p in prepared]
     starts = list(np.cumsum([0] + [len(s) for s in stacks[:-1]]))
     kernels = np.concatenate(stacks)
     n_kernels = len(kernels)
-    if len(kernels) % 2:
-        kernels = np.concatenate([kernels, np.zeros_like(kernels[:1])])
+    padding = padded_count(n_kernels) - n_kernels
+    if padding:
+        kernels = np.concatenate([kernels, np.zeros((padding, *kernels.shape[1:]), kernels.dtype)])
     return Group(
         height=height,
         width=width,
         masked=masked,
         members=members,
         kernels=np.ascontiguousarray(kernels),
-        active=pair_activity(kernels),
+        active=block_activity(kernels),
         starts=[int(s) for s in starts],
         prepared=prepared,
         tenergy=np.array([p.tenergy for p in prepared], dtype=np.float64),
@@ -149,7 +144,9 @@ def direct_seconds(group: Group, out_shape: tuple[int, int]) -> float:
     """Estimated time of the direct path for one frame (its form for the stride included)."""
     kernels = group.direct_kernels
     outputs = len(kernels) * out_shape[0] * out_shape[1]
-    macs = int(group.direct_active.sum()) * 2 * kernels.shape[2] * kernels.shape[3] * out_shape[0] * out_shape[1]
+    sizes = np.minimum(3, len(kernels) - 3 * np.arange(len(group.direct_active)))
+    kernel_planes = int((group.direct_active.sum(axis=1) * sizes).sum())
+    macs = kernel_planes * kernels.shape[2] * kernels.shape[3] * out_shape[0] * out_shape[1]
     return macs / DIRECT_MACS_PER_S + outputs * DIRECT_SECONDS_PER_OUTPUT
 
 
