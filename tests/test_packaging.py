@@ -1,0 +1,37 @@
+"""The distribution installs only namespaced packages (featuremap.*)."""
+
+import shutil
+import subprocess
+import sys
+import zipfile
+from pathlib import Path
+
+import featuremap
+import featuremap.service.engine
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def test_wheel_holds_only_the_featuremap_namespace(tmp_path):
+    # Build from a copy: setuptools writes build/ beside the sources.
+    source = tmp_path / "src"
+    ignore = shutil.ignore_patterns("__pycache__", "*.egg-info", "build", "*.nbi", "*.nbc")
+    for part in ("proto", "service", "client"):
+        shutil.copytree(ROOT / part, source / part, ignore=ignore)
+    for part in ("pyproject.toml", "README.md"):
+        shutil.copy(ROOT / part, source / part)
+    subprocess.run(
+        [sys.executable, "-m", "pip", "wheel", "-q", "--no-deps", "--no-build-isolation", "-w", str(tmp_path),
+         str(source)],
+        check=True, cwd=tmp_path, capture_output=True,
+    )
+    (wheel,) = tmp_path.glob("featuremap-*.whl")
+    tops = {name.split("/")[0] for name in zipfile.ZipFile(wheel).namelist()}
+    assert tops == {"featuremap", f"featuremap-{featuremap.__version__}.dist-info"}
+    names = set(zipfile.ZipFile(wheel).namelist())
+    assert {"featuremap/service/engine/matcher.py", "featuremap/client/demo.py", "featuremap/v1/__init__.py"} <= names
+
+
+def test_editable_install_maps_the_house_layout():
+    assert Path(featuremap.service.engine.__file__).parent == ROOT / "service" / "engine"
+    assert Path(featuremap.__file__).parent == ROOT / "proto" / "featuremap"
