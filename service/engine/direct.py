@@ -63,7 +63,11 @@ def _row_trio(o0, o1, o2, planes, kernels, active, k0, yy, ox, width):
 
 @njit(fastmath=FASTMATH, **JIT)
 def _row_pair(o0, o1, planes, kernels, active, k0, yy, ox, width):
-    """Accumulate one output row of kernels k0 and k0+1 (the tail of a bank)."""
+    """Accumulate one output row of kernels k0 and k0+1 (the tail of a bank).
+
+    :func:`_row_trio` with a zero third kernel would give the same result at
+    half as much work again on the tail; the two stay separate on purpose.
+    """
     n_planes, kh, kw = kernels.shape[1], kernels.shape[2], kernels.shape[3]
     kw4 = kw - kw % 4
     for c in range(n_planes):

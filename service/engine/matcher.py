@@ -243,24 +243,28 @@ class Matcher:
                 results[index] = score_map
         return results
 
+    def _correlations(self, group: Group, choice: str, out_shape, work: "_FrameWork") -> np.ndarray:
+        """The group's raw correlations, one map per kernel (padding kernels included)."""
+        raw = np.empty((len(group.kernels), *out_shape), np.float32)
+        if choice == "direct":
+            correlate_direct(
+                work.direct_planes(group.masked), group.direct_kernels, group.direct_active, group.offset[0],
+                group.direct_ox, self.stride, raw,
+            )
+        else:
+            def store(k: int, corr: np.ndarray) -> None:
+                raw[k] = corr
+
+            work.spectral(group, out_shape, store, count=group.n_kernels)
+        return raw
+
     def _match_plain(self, group: Group, choice: str, out_shape, work: "_FrameWork") -> np.ndarray:
         """Scores of an unmasked group: (members, Ho, Wo)."""
-        oy, ox = group.offset
         code = self._code
         if code in (CCORR, CCOEFF):
-            # The correlation is the score: write it straight to the output.
-            out = np.empty((len(group.kernels), *out_shape), np.float32)
-            if choice == "direct":
-                correlate_direct(
-                    work.direct_planes(False), group.direct_kernels, group.direct_active, oy, group.direct_ox,
-                    self.stride, out,
-                )
-            else:
-                def store(k: int, corr: np.ndarray) -> None:
-                    out[k] = np.maximum(corr, 0.0) if work.clamp(group) else corr
-
-                work.spectral(group, oy, ox, out_shape, store)
-            return out[: len(group.members)]
+            # The correlation is the score.
+            return self._correlations(group, choice, out_shape, work)[: len(group.members)]
+        oy, ox = group.offset
         out = np.empty((len(group.members), *out_shape), np.float32)
         sums, sqsum = work.integrals()
         if choice == "direct":
@@ -275,27 +279,14 @@ class Matcher:
                      energy, inv_norm)
 
         def score(k: int, corr: np.ndarray) -> None:
-            if work.clamp(group):
-                np.maximum(corr, 0.0, out=corr)
             map_scores(code, corr, energy, inv_norm, group.tenergy[k], out[k])
 
-        work.spectral(group, oy, ox, out_shape, score, count=len(group.members))
+        work.spectral(group, out_shape, score, count=len(group.members))
         return out
 
     def _match_masked(self, group: Group, choice: str, out_shape, work: "_FrameWork") -> list[np.ndarray]:
         """Scores of a masked group, from its members' correlation maps."""
-        oy, ox = group.offset
-        raw = np.empty((len(group.kernels), *out_shape), np.float32)
-        if choice == "direct":
-            correlate_direct(
-                work.direct_planes(True), group.direct_kernels, group.direct_active, oy, group.direct_ox,
-                self.stride, raw,
-            )
-        else:
-            def store(k: int, corr: np.ndarray) -> None:
-                raw[k] = np.maximum(corr, 0.0) if work.clamp(group) else corr
-
-            work.spectral(group, oy, ox, out_shape, store, count=group.n_kernels)
+        raw = self._correlations(group, choice, out_shape, work)
         maps = []
         for start, prep in zip(group.starts, group.prepared):
             out = np.empty(out_shape, np.float32)
@@ -316,12 +307,7 @@ class _FrameWork:
         self._phased: dict[bool, np.ndarray] = {}
         self._integrals = None
         self._spectra: dict[bool, list[np.ndarray]] = {}
-        # Transform rounding leaves tiny negatives where a sum of
-        # non-negative products is 0; clamping keeps the ranges exact.
         self._nonnegative = "spectral" in choices and bool(planes.min() >= 0.0)
-
-    def clamp(self, group: Group) -> bool:
-        return self._nonnegative and group.nonnegative
 
     def stacked(self) -> np.ndarray:
         """The planes followed by their squares (masked statistics need both)."""
@@ -343,13 +329,23 @@ class _FrameWork:
             self._integrals = integral_images(self.planes)
         return self._integrals
 
-    def spectral(self, group: Group, oy: int, ox: int, out_shape, consume, count: int | None = None) -> None:
-        """Run ``group``'s first ``count`` kernels through the spectral path."""
+    def spectral(self, group: Group, out_shape, consume, count: int) -> None:
+        """Run ``group``'s first ``count`` kernels through the spectral path into ``consume(k, map)``."""
         if group.masked not in self._spectra:
             source = self.stacked() if group.masked else self.planes
             self._spectra[group.masked] = spectral.frame_spectra(source, self._shape, spectrum_dtype(group))
-        kspectra = kernel_spectra(group, self._shape)[: count or group.n_kernels]
-        spectral.correlate_spectral(self._spectra[group.masked], kspectra, oy, ox, self._stride, out_shape, consume)
+        kspectra = kernel_spectra(group, self._shape)[:count]
+        if self._nonnegative and group.nonnegative:
+            # Transform rounding leaves tiny negatives where a sum of
+            # non-negative products is 0; clamping keeps the ranges exact.
+            def clamped(k: int, corr: np.ndarray) -> None:
+                consume(k, np.maximum(corr, 0.0, out=corr))
+
+            target = clamped
+        else:
+            target = consume
+        oy, ox = group.offset
+        spectral.correlate_spectral(self._spectra[group.masked], kspectra, oy, ox, self._stride, out_shape, target)
 
 
 def match(frame: np.ndarray, templates: Sequence[np.ndarray], **settings) -> list[np.ndarray]:
