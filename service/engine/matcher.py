@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import threading
+from collections import OrderedDict
 from collections.abc import Sequence
 
 import cv2
@@ -14,13 +15,16 @@ from .integral import integral_images
 from .plan import (
     Group,
     direct_seconds,
-    kernel_spectra,
     make_group,
     spectral_seconds,
     spectrum_dtype,
     template_kernels,
 )
 from .scores import CCOEFF, CCOEFF_NORMED, CCORR, finish_masked, map_scores, window_stats
+
+
+#: Frame shapes whose plans (and kernel spectra) a Matcher keeps.
+PLANS_KEPT = 4
 
 
 def _padding_of(padding: str, height: int, width: int) -> tuple[int, int, int, int]:
@@ -125,7 +129,10 @@ class Matcher:
         # paid for when smaller groups are considered.
         self._groups.sort(key=lambda g: -g.height * g.width)
         self._masked = any(g.masked for g in self._groups)
-        self._choices: dict[tuple[int, int], list[str]] = {}
+        # Per frame shape: each group's path and, for the spectral path, its
+        # kernel spectra. Bounded: a client cycling through frame sizes must
+        # not grow the server's memory without end.
+        self._plans: OrderedDict[tuple[int, int], list[tuple[str, list | None]]] = OrderedDict()
         self._lock = threading.Lock()
 
     def __len__(self) -> int:
@@ -143,19 +150,17 @@ class Matcher:
         }[self.padding]
         return tuple((e - 1) // self.stride + 1 for e in extents)
 
-    def _plan(self, frame_shape: tuple[int, int]) -> list[str]:
-        """The algorithm of each group for frames of ``frame_shape``, decided once per shape."""
-        choices = self._choices.get(frame_shape)
-        if choices is not None:
-            return choices
+    def _plan(self, frame_shape: tuple[int, int]) -> list[tuple[str, list | None]]:
+        """Each group's path (and kernel spectra) for frames of ``frame_shape``, decided once per shape."""
         with self._lock:
-            choices = self._choices.get(frame_shape)
-            if choices is not None:
-                return choices
+            plan = self._plans.get(frame_shape)
+            if plan is not None:
+                self._plans.move_to_end(frame_shape)
+                return plan
             padded = (frame_shape[0] + self._pad[0] + self._pad[1], frame_shape[1] + self._pad[2] + self._pad[3])
             shape = spectral.transform_shape(*padded)
             planes = self.channels * (2 if self._masked else 1)
-            choices, shared = [], False
+            plan, shared = [], False
             for group in self._groups:
                 if self.algorithm != "auto":
                     choice = self.algorithm
@@ -164,16 +169,19 @@ class Matcher:
                     slow = direct_seconds(group, out)
                     fast = spectral_seconds(group, shape, planes, shared)
                     choice = "spectral" if fast < slow else "direct"
+                kspectra = None
                 if choice == "spectral":
-                    kernel_spectra(group, shape)
+                    kspectra = spectral.kernel_spectra(group.kernels[: group.n_kernels], shape, spectrum_dtype(group))
                     shared = True
-                choices.append(choice)
-            self._choices[frame_shape] = choices
-            return choices
+                plan.append((choice, kspectra))
+            self._plans[frame_shape] = plan
+            if len(self._plans) > PLANS_KEPT:
+                self._plans.popitem(last=False)
+            return plan
 
     def algorithms(self, frame_shape: tuple[int, int]) -> dict[tuple[int, int], str]:
         """Which path each template size takes for frames of ``frame_shape``."""
-        return {(g.height, g.width): c for g, c in zip(self._groups, self._plan(tuple(frame_shape)))}
+        return {(g.height, g.width): c for g, (c, _) in zip(self._groups, self._plan(tuple(frame_shape)))}
 
     # -- per frame ----------------------------------------------------------
 
@@ -230,23 +238,26 @@ class Matcher:
         """
         image = self._check_frame(frame)
         frame_shape = image.shape[:2]
-        choices = self._plan(frame_shape)
-        work = _FrameWork(self, self._planes(image), choices)
+        plan = self._plan(frame_shape)
+        work = _FrameWork(self, self._planes(image), any(kspectra is not None for _, kspectra in plan))
         results: list[np.ndarray | None] = [None] * len(self.shapes)
-        for group, choice in zip(self._groups, choices):
+        for group, (_, kspectra) in zip(self._groups, plan):
             out_shape = self.output_shape(group.members[0], frame_shape)
             if group.masked:
-                maps = self._match_masked(group, choice, out_shape, work)
+                maps = self._match_masked(group, kspectra, out_shape, work)
             else:
-                maps = self._match_plain(group, choice, out_shape, work)
+                maps = self._match_plain(group, kspectra, out_shape, work)
             for index, score_map in zip(group.members, maps):
                 results[index] = score_map
         return results
 
-    def _correlations(self, group: Group, choice: str, out_shape, work: "_FrameWork") -> np.ndarray:
-        """The group's raw correlations, one map per kernel (padding kernels included)."""
+    def _correlations(self, group: Group, kspectra, out_shape, work: "_FrameWork") -> np.ndarray:
+        """The group's raw correlations, one map per kernel (padding kernels included).
+
+        ``kspectra`` is None on the direct path, the kernel spectra on the spectral one.
+        """
         raw = np.empty((len(group.kernels), *out_shape), np.float32)
-        if choice == "direct":
+        if kspectra is None:
             correlate_direct(
                 work.direct_planes(group.masked), group.direct_kernels, group.direct_active, group.offset[0],
                 group.direct_ox, self.stride, raw,
@@ -255,19 +266,19 @@ class Matcher:
             def store(k: int, corr: np.ndarray) -> None:
                 raw[k] = corr
 
-            work.spectral(group, out_shape, store, count=group.n_kernels)
+            work.spectral(group, kspectra, out_shape, store)
         return raw
 
-    def _match_plain(self, group: Group, choice: str, out_shape, work: "_FrameWork") -> np.ndarray:
+    def _match_plain(self, group: Group, kspectra, out_shape, work: "_FrameWork") -> np.ndarray:
         """Scores of an unmasked group: (members, Ho, Wo)."""
         code = self._code
         if code in (CCORR, CCOEFF):
             # The correlation is the score.
-            return self._correlations(group, choice, out_shape, work)[: len(group.members)]
+            return self._correlations(group, kspectra, out_shape, work)[: len(group.members)]
         oy, ox = group.offset
         out = np.empty((len(group.members), *out_shape), np.float32)
         sums, sqsum = work.integrals()
-        if choice == "direct":
+        if kspectra is None:
             match_direct(
                 work.direct_planes(False), group.direct_kernels, group.direct_active, oy, group.direct_ox,
                 self.stride, sums, sqsum, ox, self.stride, group.height, group.width, group.tenergy, code, out,
@@ -281,12 +292,12 @@ class Matcher:
         def score(k: int, corr: np.ndarray) -> None:
             map_scores(code, corr, energy, inv_norm, group.tenergy[k], out[k])
 
-        work.spectral(group, out_shape, score, count=len(group.members))
+        work.spectral(group, kspectra, out_shape, score)
         return out
 
-    def _match_masked(self, group: Group, choice: str, out_shape, work: "_FrameWork") -> list[np.ndarray]:
+    def _match_masked(self, group: Group, kspectra, out_shape, work: "_FrameWork") -> list[np.ndarray]:
         """Scores of a masked group, from its members' correlation maps."""
-        raw = self._correlations(group, choice, out_shape, work)
+        raw = self._correlations(group, kspectra, out_shape, work)
         maps = []
         for start, prep in zip(group.starts, group.prepared):
             out = np.empty(out_shape, np.float32)
@@ -299,7 +310,7 @@ class _FrameWork:
     """What one frame's groups share, each computed on first use: the planes
     and their squares, integral images, frame spectra."""
 
-    def __init__(self, matcher: Matcher, planes: np.ndarray, choices: list[str]) -> None:
+    def __init__(self, matcher: Matcher, planes: np.ndarray, any_spectral: bool) -> None:
         self.planes = planes
         self._stride = matcher.stride
         self._shape = spectral.transform_shape(*planes.shape[1:])
@@ -307,7 +318,7 @@ class _FrameWork:
         self._phased: dict[bool, np.ndarray] = {}
         self._integrals = None
         self._spectra: dict[bool, list[np.ndarray]] = {}
-        self._nonnegative = "spectral" in choices and bool(planes.min() >= 0.0)
+        self._nonnegative = any_spectral and bool(planes.min() >= 0.0)
 
     def stacked(self) -> np.ndarray:
         """The planes followed by their squares (masked statistics need both)."""
@@ -329,12 +340,11 @@ class _FrameWork:
             self._integrals = integral_images(self.planes)
         return self._integrals
 
-    def spectral(self, group: Group, out_shape, consume, count: int) -> None:
-        """Run ``group``'s first ``count`` kernels through the spectral path into ``consume(k, map)``."""
+    def spectral(self, group: Group, kspectra, out_shape, consume) -> None:
+        """Correlate the kernels of ``kspectra`` with the frame, each map into ``consume(k, map)``."""
         if group.masked not in self._spectra:
             source = self.stacked() if group.masked else self.planes
             self._spectra[group.masked] = spectral.frame_spectra(source, self._shape, spectrum_dtype(group))
-        kspectra = kernel_spectra(group, self._shape)[:count]
         if self._nonnegative and group.nonnegative:
             # Transform rounding leaves tiny negatives where a sum of
             # non-negative products is 0; clamping keeps the ranges exact.

@@ -8,7 +8,7 @@ does it once.
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import numpy as np
 
@@ -99,7 +99,6 @@ class Group:
     nonnegative: bool  # every kernel >= 0: correlations with a non-negative frame are too
     n_kernels: int  # before the even padding
     offset: tuple[int, int] = (0, 0)
-    spectra: dict = field(default_factory=dict)  # transform shape -> kernel spectra
     # The direct path's kernels, pair activity and column offset, phase-split
     # for a column stride (see direct.phase_kernels).
     direct_kernels: np.ndarray | None = None
@@ -169,12 +168,3 @@ def spectral_seconds(group: Group, shape: tuple[int, int], frame_planes: int, sh
 def spectrum_dtype(group: Group):
     """Masked groups subtract their maps from each other: they transform in float64."""
     return np.float64 if group.masked else np.float32
-
-
-def kernel_spectra(group: Group, shape: tuple[int, int]):
-    """The group's kernel spectra for a transform shape, computed on first use."""
-    cached = group.spectra.get(shape)
-    if cached is None:
-        cached = spectral.kernel_spectra(group.kernels, shape, spectrum_dtype(group))
-        group.spectra[shape] = cached
-    return cached
