@@ -41,7 +41,7 @@ def main() -> None:
     started = time.perf_counter()
     maps = matcher(frame)
     elapsed = time.perf_counter() - started
-    for (name, (x, y, w, h)), score_map in zip(boxes.items(), maps):
+    for (name, (x, y, _, _)), score_map in zip(boxes.items(), maps):
         peak = find_peaks(score_map, method="ccoeff_normed", top_k=1)[0]
         print(json.dumps({"template": name, "truth": [x, y], "found": [peak.x, peak.y], "score": round(peak.score, 4)}))
     print(f"warm-up {warm:.1f} s; one 640x480 BGR frame x {len(templates)} templates: {elapsed * 1e3:.1f} ms")

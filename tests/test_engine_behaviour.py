@@ -102,6 +102,11 @@ def test_auto_picks_direct_for_small_and_spectral_for_large_templates():
     large = [random_image(rng, 64, 64, 1, np.uint8)] * 8
     assert set(Matcher(small).algorithms((480, 640)).values()) == {"direct"}
     assert set(Matcher(large).algorithms((480, 640)).values()) == {"spectral"}
+    # auto is a choice of path, not of result.
+    for bank, forced in ((small, "direct"), (large, "spectral")):
+        auto_maps = Matcher(bank)(frame)
+        forced_maps = Matcher(bank, algorithm=forced)(frame)
+        assert all(np.array_equal(a, f) for a, f in zip(auto_maps, forced_maps))
 
 
 def test_eight_threads_share_one_matcher():

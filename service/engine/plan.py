@@ -12,7 +12,6 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from . import spectral
 from .direct import block_activity, padded_count, phase_kernels
 from .scores import CCOEFF, CCORR
 
