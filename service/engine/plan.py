@@ -1,8 +1,7 @@
 """Template-side preparation: kernels per template, groups, and the cost model.
 
-Everything here depends on the templates (and, for the algorithm choice and
-the spectra, on the frame size) but never on a frame's pixels, so a Matcher
-does it once.
+Everything here depends on the templates (and, for the cost model, on the
+frame size) but never on a frame's pixels, so a Matcher does it once.
 """
 
 from __future__ import annotations
@@ -96,9 +95,9 @@ class Group:
     prepared: list[TemplateKernels]
     tenergy: np.ndarray  # (members,) float64
     nonnegative: bool  # every kernel >= 0: correlations with a non-negative frame are too
-    n_kernels: int  # before the even padding
+    n_kernels: int  # before the padding with zero kernels
     offset: tuple[int, int] = (0, 0)
-    # The direct path's kernels, pair activity and column offset, phase-split
+    # The direct path's kernels, block activity and column offset, phase-split
     # for a column stride (see direct.phase_kernels).
     direct_kernels: np.ndarray | None = None
     direct_active: np.ndarray | None = None
