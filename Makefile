@@ -4,7 +4,10 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: demo test bench clean
+PROTO  := proto/featuremap/v1/featuremap.proto
+BUF    := npx --yes @bufbuild/buf@1.75.0
+
+.PHONY: demo test bench proto lint clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -23,6 +26,14 @@ test: $(STAMP)
 
 bench: $(STAMP)
 	$(BIN)/python tests/benchmarks/bench_engine.py
+
+# Regenerate the committed stubs (featuremap_pb2.py, _pb2_grpc.py, .pyi) from the proto.
+proto: $(STAMP)
+	$(BIN)/python -m grpc_tools.protoc -I proto --python_out=proto --grpc_python_out=proto \
+		--pyi_out=proto $(PROTO)
+
+lint:
+	cd proto && $(BUF) lint
 
 clean:
 	rm -rf $(VENV) .pytest_cache .hypothesis *.egg-info
