@@ -1,0 +1,166 @@
+"""Wire <-> numpy: images in, feature maps out.
+
+Encoded images have their dimensions read from the file header and checked
+against the pixel limit before anything is decoded, so a few kilobytes that
+claim to be a 100000 x 100000 PNG cost nothing.
+"""
+
+from __future__ import annotations
+
+import struct
+
+import cv2
+import numpy as np
+
+from featuremap.v1 import featuremap_pb2 as pb
+
+from .errors import InvalidArgument, LimitExceeded
+
+_DTYPES = {pb.DATA_TYPE_UINT8: np.dtype(np.uint8), pb.DATA_TYPE_FLOAT32: np.dtype("<f4")}
+_HALF_MAX = 65504.0
+
+
+def _png_size(data: bytes) -> tuple[int, int]:
+    if len(data) < 24 or data[12:16] != b"IHDR":
+        raise InvalidArgument("PNG header is truncated or corrupt")
+    width, height = struct.unpack(">II", data[16:24])
+    return width, height
+
+
+def _jpeg_size(data: bytes) -> tuple[int, int]:
+    i = 2
+    while i + 4 <= len(data):
+        if data[i] != 0xFF:
+            raise InvalidArgument("JPEG header is corrupt")
+        marker = data[i + 1]
+        if marker == 0xFF:  # fill byte
+            i += 1
+            continue
+        if marker in (0xD8, 0x01) or 0xD0 <= marker <= 0xD7:
+            i += 2
+            continue
+        length = struct.unpack(">H", data[i + 2:i + 4])[0]
+        # Start-of-frame markers (all but DHT, JPG and DAC) carry the size.
+        if 0xC0 <= marker <= 0xCF and marker not in (0xC4, 0xC8, 0xCC):
+            if i + 9 > len(data):
+                break
+            height, width = struct.unpack(">HH", data[i + 5:i + 9])
+            return width, height
+        i += 2 + length
+    raise InvalidArgument("JPEG header is truncated or corrupt: no frame size found")
+
+
+def _webp_size(data: bytes) -> tuple[int, int]:
+    chunk = data[12:16]
+    if chunk == b"VP8 " and len(data) >= 30:
+        width, height = struct.unpack("<HH", data[26:30])
+        return width & 0x3FFF, height & 0x3FFF
+    if chunk == b"VP8L" and len(data) >= 25:
+        bits = int.from_bytes(data[21:25], "little")
+        return (bits & 0x3FFF) + 1, ((bits >> 14) & 0x3FFF) + 1
+    if chunk == b"VP8X" and len(data) >= 30:
+        return int.from_bytes(data[24:27], "little") + 1, int.from_bytes(data[27:30], "little") + 1
+    raise InvalidArgument("WebP header is truncated or corrupt")
+
+
+def encoded_size(data: bytes) -> tuple[int, int]:
+    """(width, height) from the header of a PNG, JPEG or WebP file, without decoding it."""
+    if data.startswith(b"\x89PNG\r\n\x1a\n"):
+        return _png_size(data)
+    if data.startswith(b"\xff\xd8"):
+        return _jpeg_size(data)
+    if data[:4] == b"RIFF" and data[8:12] == b"WEBP":
+        return _webp_size(data)
+    raise InvalidArgument("encoded image is not PNG, JPEG or WebP: send one of those, or raw pixels")
+
+
+def _check_pixels(width: int, height: int, max_pixels: int, what: str) -> None:
+    if width < 1 or height < 1:
+        raise InvalidArgument(f"{what} has no pixels ({width}x{height})")
+    if width * height > max_pixels:
+        raise LimitExceeded(
+            f"{what} is {width}x{height} = {width * height} pixels, over the limit of {max_pixels}"
+        )
+
+
+def decode_image(image: pb.Image, what: str, max_pixels: int) -> np.ndarray:
+    """A proto Image as an HxWxC array (uint8 or float32).
+
+    Raises
+    ------
+    InvalidArgument
+        Missing, malformed, corrupt or non-finite images.
+    LimitExceeded
+        More pixels than ``max_pixels``, checked before any decoding.
+    """
+    kind = image.WhichOneof("content")
+    if kind is None:
+        raise InvalidArgument(f"{what} has no image: set raw or encoded")
+    if kind == "encoded":
+        data = image.encoded
+        width, height = encoded_size(data)
+        _check_pixels(width, height, max_pixels, what)
+        array = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_UNCHANGED)
+        if array is None:
+            raise InvalidArgument(f"{what} could not be decoded: the file is corrupt or truncated")
+        if array.dtype == np.uint16:  # 16-bit PNG: keep the 0..255 scale of 8-bit images
+            array = (array / np.float32(257.0)).astype(np.float32)
+        elif array.dtype != np.uint8:
+            raise InvalidArgument(f"{what} decodes to {array.dtype}: send 8- or 16-bit images")
+    else:
+        raw = image.raw
+        if raw.dtype not in _DTYPES:
+            raise InvalidArgument(f"{what} has dtype {raw.dtype}: use DATA_TYPE_UINT8 or DATA_TYPE_FLOAT32")
+        if raw.channels not in (1, 3, 4):
+            raise InvalidArgument(f"{what} has {raw.channels} channels: use 1, 3 or 4")
+        _check_pixels(raw.width, raw.height, max_pixels, what)
+        dtype = _DTYPES[raw.dtype]
+        expected = raw.height * raw.width * raw.channels * dtype.itemsize
+        if len(raw.data) != expected:
+            raise InvalidArgument(
+                f"{what} has {len(raw.data)} bytes of data, but {raw.height}x{raw.width}x{raw.channels} "
+                f"{dtype.name} needs {expected}"
+            )
+        array = np.frombuffer(raw.data, dtype).reshape(raw.height, raw.width, raw.channels)
+        if dtype.kind == "f":
+            array = array.astype(np.float32)
+            if not np.isfinite(array).all():
+                raise InvalidArgument(f"{what} contains NaN or inf")
+    if array.ndim == 2:
+        array = array[:, :, None]
+    return array
+
+
+def raw_image(array: np.ndarray) -> pb.Image:
+    """An HxW or HxWxC uint8/float32 array as a raw proto Image."""
+    if array.ndim == 2:
+        array = array[:, :, None]
+    dtype = pb.DATA_TYPE_UINT8 if array.dtype == np.uint8 else pb.DATA_TYPE_FLOAT32
+    data = np.ascontiguousarray(array, np.uint8 if dtype == pb.DATA_TYPE_UINT8 else "<f4").tobytes()
+    height, width, channels = array.shape
+    return pb.Image(raw=pb.RawImage(height=height, width=width, channels=channels, dtype=dtype, data=data))
+
+
+def encode_map(score_map: np.ndarray, encoding: int) -> tuple[bytes, float, float]:
+    """(data, scale, offset) of a float32 map in a MapEncoding; score = value * scale + offset."""
+    if encoding == pb.MAP_ENCODING_FLOAT32:
+        return np.ascontiguousarray(score_map, "<f4").tobytes(), 1.0, 0.0
+    if encoding == pb.MAP_ENCODING_FLOAT16:
+        peak = float(np.abs(score_map).max()) if score_map.size else 0.0
+        scale = 1.0 if peak <= _HALF_MAX else peak / _HALF_MAX
+        values = score_map if scale == 1.0 else score_map / np.float32(scale)
+        return values.astype("<f2").tobytes(), scale, 0.0
+    low, high = float(score_map.min()), float(score_map.max())
+    scale = (high - low) / 255.0 if high > low else 1.0
+    values = np.rint((score_map - np.float32(low)) / np.float32(scale))
+    return np.clip(values, 0, 255).astype(np.uint8).tobytes(), scale, low
+
+
+def decode_map(feature_map: pb.FeatureMap) -> np.ndarray:
+    """A proto FeatureMap as a float32 (height, width) array of scores."""
+    dtype = {pb.MAP_ENCODING_FLOAT32: "<f4", pb.MAP_ENCODING_FLOAT16: "<f2", pb.MAP_ENCODING_UINT8: np.uint8}
+    values = np.frombuffer(feature_map.data, dtype[feature_map.encoding]).astype(np.float32)
+    values = values.reshape(feature_map.height, feature_map.width)
+    if feature_map.scale != 1.0 or feature_map.offset != 0.0:
+        values = values * np.float32(feature_map.scale) + np.float32(feature_map.offset)
+    return values

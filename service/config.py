@@ -1,0 +1,100 @@
+"""Server settings: command-line flags, each also a FEATUREMAP_* environment variable.
+
+Read once at start (house rule 7). Precedence: flag, then environment, then
+the default. A bad setting stops the server at start with a message that
+names the setting and says what is accepted.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+from dataclasses import dataclass, fields
+
+
+class SettingsError(ValueError):
+    """A setting that cannot be used; the message names it."""
+
+
+@dataclass(frozen=True)
+class Settings:
+    """Everything the server reads at start."""
+
+    address: str = "[::]:50051"
+    data_dir: str = "./featuremap-data"
+    metrics_address: str = ""
+    log_format: str = "text"
+    log_level: str = "info"
+    max_message_bytes: int = 64 << 20
+    max_frame_pixels: int = 4096 * 4096
+    max_template_pixels: int = 1024 * 1024
+    max_templates: int = 10000
+    max_templates_per_request: int = 256
+    max_streams: int = 64
+    max_in_flight: int = 4
+    grace_seconds: float = 10.0
+
+
+_HELP = {
+    "address": "host:port to serve gRPC on ([::]:0 picks a free port)",
+    "data_dir": "directory of the template bank's SQLite file",
+    "metrics_address": "host:port for Prometheus metrics over HTTP; empty: off",
+    "log_format": "text or json (one line per event, on stderr)",
+    "log_level": "debug, info, warning or error",
+    "max_message_bytes": "largest gRPC message accepted or sent",
+    "max_frame_pixels": "largest frame, in pixels (checked before decoding)",
+    "max_template_pixels": "largest template, in pixels",
+    "max_templates": "most templates in the bank",
+    "max_templates_per_request": "most templates one config may match",
+    "max_streams": "most concurrent StreamMatch calls",
+    "max_in_flight": "frames buffered per stream before the client is slowed down",
+    "grace_seconds": "on SIGTERM, how long in-flight calls may take to finish",
+}
+
+
+def env_name(field: str) -> str:
+    return "FEATUREMAP_" + field.upper()
+
+
+def _check(settings: Settings) -> Settings:
+    for field in fields(Settings):
+        value = getattr(settings, field.name)
+        if field.type in ("int", "float") and value <= 0:
+            raise SettingsError(f"{field.name} must be > 0, got {value}")
+    if settings.log_format not in ("text", "json"):
+        raise SettingsError(f"log_format must be text or json, got {settings.log_format!r}")
+    if settings.log_level not in ("debug", "info", "warning", "error"):
+        raise SettingsError(f"log_level must be debug, info, warning or error, got {settings.log_level!r}")
+    for name in ("address", "metrics_address"):
+        value = getattr(settings, name)
+        if value and (":" not in value or not value.rsplit(":", 1)[1].isdigit()):
+            raise SettingsError(f"{name} must be host:port, got {value!r}")
+    if not settings.address:
+        raise SettingsError("address must be host:port")
+    return settings
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    """The server's flags, on a parser (``featuremap serve``)."""
+    for field in fields(Settings):
+        flag = "--" + field.name.replace("_", "-")
+        parser.add_argument(flag, dest=field.name, default=None, metavar=field.name.upper(),
+                            help=f"{_HELP[field.name]} (env {env_name(field.name)}; default {field.default!r})")
+
+
+def settings_from(args: argparse.Namespace | None = None, environ: dict | None = None) -> Settings:
+    """Settings from parsed flags and the environment; raises SettingsError on a bad one."""
+    environ = os.environ if environ is None else environ
+    values = {}
+    for field in fields(Settings):
+        raw = getattr(args, field.name, None) if args is not None else None
+        if raw is None:
+            raw = environ.get(env_name(field.name))
+        if raw is None:
+            continue
+        kind = {"int": int, "float": float}.get(field.type, str)
+        try:
+            values[field.name] = kind(raw)
+        except ValueError:
+            raise SettingsError(f"{field.name} must be a{'n integer' if kind is int else ' number'}, got {raw!r}") from None
+    return _check(Settings(**values))

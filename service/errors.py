@@ -1,0 +1,49 @@
+"""The service's errors and the one place that maps them to gRPC status codes (house rule 4)."""
+
+from __future__ import annotations
+
+import grpc
+
+
+class ServiceError(Exception):
+    """An error with a gRPC status code and a message that says what to fix."""
+
+    code = grpc.StatusCode.INTERNAL
+
+
+class InvalidArgument(ServiceError, ValueError):
+    code = grpc.StatusCode.INVALID_ARGUMENT
+
+
+class NotFound(ServiceError, LookupError):
+    code = grpc.StatusCode.NOT_FOUND
+
+
+class AlreadyExists(ServiceError):
+    code = grpc.StatusCode.ALREADY_EXISTS
+
+
+class LimitExceeded(ServiceError):
+    code = grpc.StatusCode.RESOURCE_EXHAUSTED
+
+
+class FailedPrecondition(ServiceError):
+    code = grpc.StatusCode.FAILED_PRECONDITION
+
+
+class Unavailable(ServiceError):
+    code = grpc.StatusCode.UNAVAILABLE
+
+
+def status_of(error: BaseException) -> tuple[grpc.StatusCode, str]:
+    """The status code and message for an exception raised while serving a call.
+
+    The engine's ValueError/TypeError are the caller's mistakes: they become
+    INVALID_ARGUMENT with the engine's message. Anything else is a bug on our
+    side: INTERNAL, without internals in the message.
+    """
+    if isinstance(error, ServiceError):
+        return error.code, str(error)
+    if isinstance(error, (ValueError, TypeError)):
+        return grpc.StatusCode.INVALID_ARGUMENT, str(error)
+    return grpc.StatusCode.INTERNAL, "internal error (the server log has the details)"

@@ -1,0 +1,170 @@
+"""A MatchConfig resolved against the bank, and one frame matched with it.
+
+Kept apart from the servicer so that Match and StreamMatch share it and the
+servicer stays thin: decode, call, encode.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+
+import numpy as np
+
+from featuremap.v1 import featuremap_pb2 as pb
+
+from . import codec
+from .bank import Bank, name_of
+from .engine import find_peaks
+from .errors import InvalidArgument, LimitExceeded
+from .store import StoredTemplate
+
+_METHODS = {
+    pb.METHOD_UNSPECIFIED: "ccoeff_normed",
+    pb.METHOD_SQDIFF: "sqdiff",
+    pb.METHOD_SQDIFF_NORMED: "sqdiff_normed",
+    pb.METHOD_CCORR: "ccorr",
+    pb.METHOD_CCORR_NORMED: "ccorr_normed",
+    pb.METHOD_CCOEFF: "ccoeff",
+    pb.METHOD_CCOEFF_NORMED: "ccoeff_normed",
+}
+_PADDINGS = {pb.PADDING_UNSPECIFIED: "valid", pb.PADDING_VALID: "valid", pb.PADDING_SAME: "same",
+             pb.PADDING_FULL: "full"}
+_BORDERS = {pb.BORDER_UNSPECIFIED: "constant", pb.BORDER_CONSTANT: "constant", pb.BORDER_REFLECT: "reflect",
+            pb.BORDER_REPLICATE: "replicate"}
+_ENCODINGS = (pb.MAP_ENCODING_UNSPECIFIED, pb.MAP_ENCODING_FLOAT32, pb.MAP_ENCODING_FLOAT16,
+              pb.MAP_ENCODING_UINT8)
+MAX_TOP_K = 1000
+MAX_STRIDE = 64
+
+
+def _choice(table: dict, value: int, what: str) -> str:
+    if value not in table:
+        raise InvalidArgument(f"unknown {what} {value}: see the {what} enum in featuremap.proto")
+    return table[value]
+
+
+@dataclass(frozen=True)
+class Resolved:
+    """A config with its bank snapshot and validated options."""
+
+    templates: tuple[StoredTemplate, ...]
+    whole_bank: bool
+    method: str
+    padding: str
+    border: str
+    border_value: float
+    stride: int
+    top_k: int
+    threshold: float | None
+    min_distance: int
+    subpixel: bool
+    encoding: int
+    realtime: bool
+
+    def engine_settings(self) -> dict:
+        return dict(method=self.method, padding=self.padding, border=self.border,
+                    border_value=self.border_value, stride=self.stride)
+
+
+def resolve(config: pb.MatchConfig, bank: Bank, *, max_templates_per_request: int) -> Resolved:
+    """Validate a config and take the snapshot of the templates it names."""
+    if len(config.templates) > max_templates_per_request:
+        raise LimitExceeded(
+            f"the config names {len(config.templates)} templates, over the limit of {max_templates_per_request} "
+            "(max_templates_per_request)"
+        )
+    templates = tuple(bank.resolve(list(config.templates)))
+    if not config.templates and len(templates) > max_templates_per_request:
+        raise LimitExceeded(
+            f"the whole bank is {len(templates)} templates, over the limit of {max_templates_per_request} "
+            "(max_templates_per_request): name the templates"
+        )
+    stride = config.stride or 1
+    if stride > MAX_STRIDE:
+        raise InvalidArgument(f"stride {stride} is over {MAX_STRIDE}")
+    top_k = config.peaks.top_k or 1
+    if top_k > MAX_TOP_K:
+        raise InvalidArgument(f"peaks.top_k {top_k} is over {MAX_TOP_K}")
+    if config.maps.encoding not in _ENCODINGS:
+        raise InvalidArgument(f"unknown map encoding {config.maps.encoding}")
+    if not np.isfinite(config.border_value):
+        raise InvalidArgument("border_value must be finite")
+    threshold = config.peaks.threshold if config.peaks.HasField("threshold") else None
+    if threshold is not None and not np.isfinite(threshold):
+        raise InvalidArgument("peaks.threshold must be finite")
+    return Resolved(
+        templates=templates,
+        whole_bank=not config.templates,
+        method=_choice(_METHODS, config.method, "method"),
+        padding=_choice(_PADDINGS, config.padding, "padding"),
+        border=_choice(_BORDERS, config.border, "border"),
+        border_value=float(config.border_value),
+        stride=stride,
+        top_k=top_k,
+        threshold=threshold,
+        min_distance=config.peaks.min_distance,
+        subpixel=config.peaks.subpixel,
+        encoding=config.maps.encoding,
+        realtime=config.realtime,
+    )
+
+
+def _origin(padding: str, height: int, width: int) -> tuple[int, int]:
+    """Frame position (x, y) of the top-left corner of map pixel (0, 0)'s window."""
+    if padding == "valid":
+        return 0, 0
+    if padding == "same":
+        return -(width // 2), -(height // 2)
+    return -(width - 1), -(height - 1)
+
+
+@dataclass
+class Computed:
+    """One frame's peaks and (encoded later) maps."""
+
+    peaks: list[pb.Peak]
+    maps: list[tuple[StoredTemplate, np.ndarray]]
+    compute_ms: float
+
+
+def compute(resolved: Resolved, bank: Bank, frame: np.ndarray) -> Computed:
+    """Match one decoded frame (HxWxC) with a resolved config."""
+    started = time.perf_counter()
+    templates = resolved.templates
+    if resolved.whole_bank:
+        # The whole bank means its templates of the frame's channel count.
+        templates = tuple(t for t in templates if t.image.shape[2] == frame.shape[2])
+        if not templates:
+            raise InvalidArgument(f"no template of the bank has the frame's {frame.shape[2]} channel(s)")
+    matcher = bank.matcher(templates, **resolved.engine_settings())
+    maps = matcher(frame)
+    peaks = []
+    for template, score_map in zip(templates, maps):
+        height, width = template.image.shape[:2]
+        ox, oy = _origin(resolved.padding, height, width)
+        distance = resolved.min_distance or max(1, min(height, width) // 2 // resolved.stride)
+        found = find_peaks(score_map, method=resolved.method, top_k=resolved.top_k,
+                           threshold=resolved.threshold, min_distance=distance, subpixel=resolved.subpixel)
+        name = name_of(template.id)
+        for p in found:
+            peaks.append(pb.Peak(template=name, x=ox + p.x * resolved.stride, y=oy + p.y * resolved.stride,
+                                 width=width, height=height, score=p.score))
+    return Computed(peaks=peaks, maps=list(zip(templates, maps)), compute_ms=(time.perf_counter() - started) * 1e3)
+
+
+def encode_maps(resolved: Resolved, computed: Computed) -> list[pb.FeatureMap]:
+    """The maps of a computed frame in the config's encoding (none when not asked for)."""
+    if resolved.encoding == pb.MAP_ENCODING_UNSPECIFIED:
+        return []
+    out = []
+    for template, score_map in computed.maps:
+        height, width = template.image.shape[:2]
+        ox, oy = _origin(resolved.padding, height, width)
+        data, scale, offset = codec.encode_map(score_map, resolved.encoding)
+        out.append(pb.FeatureMap(
+            template=name_of(template.id), height=score_map.shape[0], width=score_map.shape[1],
+            encoding=resolved.encoding, data=data, scale=scale, offset=offset,
+            origin_x=ox, origin_y=oy, stride=resolved.stride,
+        ))
+    return out
