@@ -1,0 +1,81 @@
+"""Helpers for the service tests: a real server on a real port, real gRPC."""
+
+from __future__ import annotations
+
+import os
+import socket
+import subprocess
+import sys
+import time
+from contextlib import contextmanager
+from pathlib import Path
+
+import cv2
+import grpc
+import numpy as np
+from grpc_health.v1 import health_pb2, health_pb2_grpc
+
+from featuremap.service.codec import raw_image
+from featuremap.service.config import Settings
+from featuremap.service.server import create_server, drain
+from featuremap.v1 import featuremap_pb2 as pb
+from featuremap.v1 import featuremap_pb2_grpc as pb_grpc
+
+SERVING = health_pb2.HealthCheckResponse.SERVING
+MESSAGE_OPTIONS = [("grpc.max_send_message_length", 64 << 20), ("grpc.max_receive_message_length", 64 << 20)]
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def wait_serving(channel: grpc.Channel, timeout: float = 120.0) -> None:
+    stub = health_pb2_grpc.HealthStub(channel)
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            if stub.Check(health_pb2.HealthCheckRequest(), timeout=2).status == SERVING:
+                return
+        except grpc.RpcError:
+            pass
+        time.sleep(0.05)
+    raise TimeoutError("server did not reach SERVING")
+
+
+@contextmanager
+def running_server(data_dir: Path, **settings):
+    """An in-process server on a free loopback port; yields (stub, channel, server)."""
+    server, port = create_server("127.0.0.1:0", Settings(data_dir=str(data_dir), **settings))
+    channel = grpc.insecure_channel(f"127.0.0.1:{port}", options=MESSAGE_OPTIONS)
+    try:
+        wait_serving(channel)
+        yield pb_grpc.FeatureMapServiceStub(channel), channel, server
+    finally:
+        channel.close()
+        drain(server, 0)
+
+
+def start_process(data_dir: Path, port: int, *extra: str, env: dict | None = None) -> subprocess.Popen:
+    """``featuremap serve`` as its own process, exactly as a deployment runs it."""
+    command = [sys.executable, "-m", "featuremap.client.cli", "serve", "--address", f"127.0.0.1:{port}",
+               "--data-dir", str(data_dir), *extra]
+    return subprocess.Popen(command, env={**os.environ, **(env or {})}, stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True)
+
+
+def scene(seed: int = 0, height: int = 120, width: int = 160, channels: int = 1) -> np.ndarray:
+    """A textured uint8 frame."""
+    rng = np.random.default_rng(seed)
+    image = cv2.GaussianBlur(rng.integers(0, 256, (height, width, 3), dtype=np.uint8), (0, 0), 1.2)
+    return cv2.cvtColor(image, cv2.COLOR_BGR2GRAY) if channels == 1 else image
+
+
+def create(stub, image: np.ndarray, template_id: str = "", **fields) -> pb.Template:
+    request = pb.CreateTemplateRequest(template=pb.Template(image=raw_image(image), **fields), template_id=template_id)
+    return stub.CreateTemplate(request, timeout=30).template
+
+
+def frame_message(image: np.ndarray, sequence: int = 0) -> pb.Frame:
+    return pb.Frame(sequence=sequence, image=raw_image(image))

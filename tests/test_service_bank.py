@@ -1,0 +1,138 @@
+"""The template bank over real gRPC: CRUD, paging, validation, persistence."""
+
+import struct
+import zlib
+
+import cv2
+import grpc
+import numpy as np
+import pytest
+
+from featuremap.service.codec import decode_image, raw_image
+from featuremap.v1 import featuremap_pb2 as pb
+
+from service_helpers import create, running_server, scene
+
+
+@pytest.fixture
+def server(tmp_path):
+    with running_server(tmp_path / "data") as running:
+        yield running
+
+
+def code_of(call, *args, **kwargs) -> grpc.StatusCode:
+    with pytest.raises(grpc.RpcError) as caught:
+        call(*args, **kwargs)
+    return caught.value.code(), caught.value.details()
+
+
+def test_create_get_list_delete(server):
+    stub, _, _ = server
+    image = scene()[10:26, 20:44]
+    created = create(stub, image, "corner", display_name="A corner", labels={"site": "a"})
+    assert created.name == "templates/corner"
+    assert (created.height, created.width, created.channels) == (16, 24, 1)
+    assert created.etag and created.create_time.seconds > 0
+    got = stub.GetTemplate(pb.GetTemplateRequest(name="templates/corner")).template
+    assert np.array_equal(decode_image(got.image, "t", 10**6)[:, :, 0], image)
+    assert got.display_name == "A corner" and dict(got.labels) == {"site": "a"}
+    generated = create(stub, image)
+    assert generated.name.startswith("templates/t")
+    listed = stub.ListTemplates(pb.ListTemplatesRequest()).templates
+    assert [t.name for t in listed] == ["templates/corner", generated.name]
+    assert not listed[0].HasField("image")  # the BASIC view leaves pixels out
+    full = stub.ListTemplates(pb.ListTemplatesRequest(view=pb.TEMPLATE_VIEW_FULL)).templates
+    assert full[0].image.raw.data == image.tobytes()
+    stub.DeleteTemplate(pb.DeleteTemplateRequest(name="corner"))
+    assert code_of(stub.GetTemplate, pb.GetTemplateRequest(name="templates/corner"))[0] == grpc.StatusCode.NOT_FOUND
+    assert [t.name for t in stub.ListTemplates(pb.ListTemplatesRequest()).templates] == [generated.name]
+
+
+def test_paging_visits_every_template_once(server):
+    stub, _, _ = server
+    ids = [f"p{i:02d}" for i in range(23)]
+    for tid in ids:
+        create(stub, scene(len(tid))[:8, :8], tid)
+    seen, token, pages = [], "", 0
+    while True:
+        page = stub.ListTemplates(pb.ListTemplatesRequest(page_size=5, page_token=token))
+        seen += [t.name.split("/")[1] for t in page.templates]
+        pages += 1
+        token = page.next_page_token
+        if not token:
+            break
+    assert seen == ids and pages == 5
+    assert code_of(stub.ListTemplates, pb.ListTemplatesRequest(page_token="garbage"))[0] == \
+        grpc.StatusCode.INVALID_ARGUMENT
+
+
+def _png_header_only(width: int, height: int) -> bytes:
+    """A tiny PNG whose header claims width x height (no real pixel data)."""
+    ihdr = struct.pack(">IIBBBBB", width, height, 8, 0, 0, 0, 0)
+    chunk = b"IHDR" + ihdr
+    return b"\x89PNG\r\n\x1a\n" + struct.pack(">I", len(ihdr)) + chunk + struct.pack(">I", zlib.crc32(chunk))
+
+
+def test_bad_templates_are_refused_and_the_bank_is_intact(server):
+    stub, _, _ = server
+    good = create(stub, scene()[:10, :10], "good")
+    image = scene()[:10, :10]
+    ok, png = cv2.imencode(".png", image)
+    cases = [
+        (pb.CreateTemplateRequest(template=pb.Template(image=raw_image(image)), template_id="good"),
+         grpc.StatusCode.ALREADY_EXISTS, "already exists"),
+        (pb.CreateTemplateRequest(template=pb.Template(image=raw_image(image)), template_id="Bad_Id"),
+         grpc.StatusCode.INVALID_ARGUMENT, "not a template name"),
+        (pb.CreateTemplateRequest(template=pb.Template()), grpc.StatusCode.INVALID_ARGUMENT, "has no image"),
+        (pb.CreateTemplateRequest(template=pb.Template(image=pb.Image(encoded=png.tobytes()[:40]))),
+         grpc.StatusCode.INVALID_ARGUMENT, "could not be decoded"),
+        (pb.CreateTemplateRequest(template=pb.Template(image=pb.Image(encoded=b"GIF89a...."))),
+         grpc.StatusCode.INVALID_ARGUMENT, "not PNG, JPEG or WebP"),
+        (pb.CreateTemplateRequest(template=pb.Template(image=pb.Image(encoded=_png_header_only(100000, 100000)))),
+         grpc.StatusCode.RESOURCE_EXHAUSTED, "over the limit"),
+        (pb.CreateTemplateRequest(template=pb.Template(image=pb.Image(raw=pb.RawImage(
+            height=10, width=10, channels=1, dtype=pb.DATA_TYPE_UINT8, data=b"short")))),
+         grpc.StatusCode.INVALID_ARGUMENT, "needs 100"),
+        (pb.CreateTemplateRequest(template=pb.Template(image=pb.Image(raw=pb.RawImage(
+            height=2, width=2, channels=2, dtype=pb.DATA_TYPE_UINT8, data=b"12345678")))),
+         grpc.StatusCode.INVALID_ARGUMENT, "2 channels"),
+        (pb.CreateTemplateRequest(template=pb.Template(image=raw_image(np.full((3, 3), np.nan, np.float32)))),
+         grpc.StatusCode.INVALID_ARGUMENT, "NaN"),
+        (pb.CreateTemplateRequest(template=pb.Template(image=raw_image(image), mask=raw_image(image[:5])),
+                                  template_id="masked"),
+         grpc.StatusCode.INVALID_ARGUMENT, "mask is 5x10"),
+    ]
+    for request, code, message in cases:
+        got_code, details = code_of(stub.CreateTemplate, request)
+        assert got_code == code, (details, request.template_id)
+        assert message in details
+    listed = stub.ListTemplates(pb.ListTemplatesRequest()).templates
+    assert [t.name for t in listed] == [good.name]
+    assert code_of(stub.DeleteTemplate, pb.DeleteTemplateRequest(name="templates/nope"))[0] == grpc.StatusCode.NOT_FOUND
+
+
+def test_encoded_templates_and_masks(server):
+    stub, _, _ = server
+    image = scene(channels=3)[:20, :30]
+    mask = np.zeros((20, 30), np.uint8)
+    mask[5:15, 5:25] = 255
+    created = stub.CreateTemplate(pb.CreateTemplateRequest(template=pb.Template(
+        image=pb.Image(encoded=cv2.imencode(".png", image)[1].tobytes()),
+        mask=pb.Image(encoded=cv2.imencode(".png", mask)[1].tobytes())), template_id="png")).template
+    assert (created.height, created.width, created.channels) == (20, 30, 3)
+    assert np.array_equal(decode_image(created.image, "t", 10**6), image)
+    assert np.array_equal(decode_image(created.mask, "m", 10**6)[:, :, 0], mask)
+
+
+def test_the_bank_survives_a_restart(tmp_path):
+    data = tmp_path / "data"
+    image = scene()[30:50, 40:70]
+    with running_server(data) as (stub, _, _):
+        created = create(stub, image, "kept", labels={"k": "v"})
+        create(stub, image, "gone")
+        stub.DeleteTemplate(pb.DeleteTemplateRequest(name="templates/gone"))
+    with running_server(data) as (stub, _, _):
+        listed = stub.ListTemplates(pb.ListTemplatesRequest(view=pb.TEMPLATE_VIEW_FULL)).templates
+        assert [t.name for t in listed] == ["templates/kept"]
+        assert listed[0].etag == created.etag and dict(listed[0].labels) == {"k": "v"}
+        assert listed[0].image.raw.data == image.tobytes()
