@@ -1,0 +1,269 @@
+"""Match and StreamMatch over real gRPC against the engine's own results."""
+
+import threading
+import time
+
+import grpc
+import numpy as np
+import pytest
+
+from featuremap.service.codec import decode_map, raw_image
+from featuremap.service.engine import Matcher, find_peaks
+from featuremap.v1 import featuremap_pb2 as pb
+
+from service_helpers import create, frame_message, running_server, scene
+
+
+@pytest.fixture
+def server(tmp_path):
+    with running_server(tmp_path / "data", max_in_flight=2) as running:
+        yield running
+
+
+def bank_of(stub, frame):
+    cuts = {"a": (10, 20, 16, 16), "b": (60, 40, 24, 12), "c": (100, 70, 20, 20)}
+    templates = {}
+    for tid, (x, y, w, h) in cuts.items():
+        templates[tid] = frame[y:y + h, x:x + w].copy()
+        create(stub, templates[tid], tid)
+    return cuts, templates
+
+
+def config(**kwargs):
+    maps = kwargs.pop("maps", pb.MAP_ENCODING_FLOAT32)
+    return pb.MatchConfig(maps=pb.MapOptions(encoding=maps), **kwargs)
+
+
+def test_match_equals_the_engine(server):
+    stub, _, _ = server
+    frame = scene(1)
+    cuts, templates = bank_of(stub, frame)
+    response = stub.Match(pb.MatchRequest(config=config(method=pb.METHOD_CCOEFF_NORMED), frame=frame_message(frame, 7)))
+    result = response.result
+    assert result.sequence == 7
+    expected = Matcher(list(templates.values()), method="ccoeff_normed")(frame)
+    for feature_map, want in zip(result.maps, expected):
+        assert np.array_equal(decode_map(feature_map), want)
+    found = {p.template: (p.x, p.y, p.width, p.height) for p in result.peaks}
+    assert found == {f"templates/{tid}": (x, y, w, h) for tid, (x, y, w, h) in cuts.items()}
+    assert result.timing.compute_ms > 0
+
+
+def test_padding_stride_and_encodings_map_back_to_frame_pixels(server):
+    stub, _, _ = server
+    frame = scene(2)
+    create(stub, frame[30:47, 51:62].copy(), "odd")  # 17 x 11 at x=51, y=30
+    # same: windows start at -(w//2) + 2j, -(h//2) + 2i, which hits (51, 30);
+    # full: at -(w-1) + j, -(h-1) + i.
+    for padding, stride in ((pb.PADDING_SAME, 2), (pb.PADDING_FULL, 1)):
+        result = stub.Match(pb.MatchRequest(config=config(padding=padding, stride=stride, templates=["odd"],
+                                                          maps=pb.MAP_ENCODING_UINT8),
+                                            frame=frame_message(frame))).result
+        (peak,) = result.peaks
+        assert (peak.x, peak.y, peak.width, peak.height) == (51, 30, 11, 17)
+        feature_map = result.maps[0]
+        row, col = divmod(int(np.argmax(decode_map(feature_map))), feature_map.width)
+        assert (feature_map.origin_x + col * stride, feature_map.origin_y + row * stride) == (51, 30)
+    result = stub.Match(pb.MatchRequest(config=config(method=pb.METHOD_CCORR, templates=["odd"],
+                                                      maps=pb.MAP_ENCODING_FLOAT16),
+                                        frame=frame_message(frame))).result
+    want = Matcher([frame[30:47, 51:62]], method="ccorr")(frame)[0]
+    assert np.allclose(decode_map(result.maps[0]), want, rtol=2e-3)  # raw sums beyond float16's range
+
+
+def stream(stub, messages, **kwargs):
+    return stub.StreamMatch(iter(messages), timeout=60, **kwargs)
+
+
+def test_stream_answers_every_frame_in_order_and_follows_config_changes(server):
+    stub, _, _ = server
+    frame = scene(3)
+    _, templates = bank_of(stub, frame)
+    frames = [np.roll(frame, shift, axis=1) for shift in range(6)]
+    messages = [pb.StreamMatchRequest(config=config(templates=["a"]))]
+    messages += [pb.StreamMatchRequest(frame=frame_message(f, i)) for i, f in enumerate(frames[:3])]
+    messages += [pb.StreamMatchRequest(config=config(templates=["b", "c"], method=pb.METHOD_SQDIFF))]
+    messages += [pb.StreamMatchRequest(frame=frame_message(f, i + 3)) for i, f in enumerate(frames[3:])]
+    results = [r.result for r in stream(stub, messages)]
+    assert [r.sequence for r in results] == list(range(6))
+    for r, f in zip(results[:3], frames[:3]):
+        assert [m.template for m in r.maps] == ["templates/a"]
+        assert np.array_equal(decode_map(r.maps[0]), Matcher([templates["a"]])(f)[0])
+    for r, f in zip(results[3:], frames[3:]):
+        assert [m.template for m in r.maps] == ["templates/b", "templates/c"]
+        want = Matcher([templates["b"], templates["c"]], method="sqdiff")(f)
+        assert all(np.array_equal(decode_map(m), w) for m, w in zip(r.maps, want))
+
+
+def test_a_stream_keeps_its_snapshot_when_templates_are_deleted(server):
+    stub, _, _ = server
+    frame = scene(4)
+    bank_of(stub, frame)
+    gate = threading.Event()
+
+    def requests():
+        yield pb.StreamMatchRequest(config=config())
+        yield pb.StreamMatchRequest(frame=frame_message(frame, 0))
+        gate.wait(30)
+        yield pb.StreamMatchRequest(frame=frame_message(frame, 1))
+
+    responses = stub.StreamMatch(requests(), timeout=60)
+    first = next(responses).result
+    stub.DeleteTemplate(pb.DeleteTemplateRequest(name="templates/a"))
+    gate.set()
+    second = next(responses).result
+    assert [m.template for m in first.maps] == [m.template for m in second.maps]
+    assert "templates/a" in [m.template for m in second.maps]
+
+
+def test_realtime_skips_stale_frames_and_reports_them(server):
+    stub, _, _ = server
+    frame = scene(5, 480, 640)
+    create(stub, frame[100:164, 200:264].copy(), "big")
+    sent = 40
+    messages = [pb.StreamMatchRequest(config=config(realtime=True, maps=pb.MAP_ENCODING_UNSPECIFIED))]
+    messages += [pb.StreamMatchRequest(frame=frame_message(frame, i)) for i in range(sent)]
+    results = [r.result for r in stream(stub, messages)]
+    answered = [r.sequence for r in results]
+    skipped = [s for r in results for s in r.skipped_sequences]
+    assert answered == sorted(answered) and answered[-1] == sent - 1
+    assert sorted(answered + skipped) == list(range(sent))  # every frame answered or reported skipped
+    assert skipped, "frames arrived faster than 64x64 on VGA is matched, yet nothing was skipped"
+
+
+def test_without_realtime_every_frame_is_answered(server):
+    stub, _, _ = server
+    frame = scene(6, 240, 320)
+    create(stub, frame[10:42, 10:42].copy(), "t")
+    messages = [pb.StreamMatchRequest(config=config(maps=pb.MAP_ENCODING_UNSPECIFIED))]
+    messages += [pb.StreamMatchRequest(frame=frame_message(frame, i)) for i in range(30)]
+    results = [r.result for r in stream(stub, messages)]
+    assert [r.sequence for r in results] == list(range(30))
+    assert not any(r.skipped_sequences for r in results)
+
+
+def test_eight_concurrent_streams(server):
+    stub, _, _ = server
+    frame = scene(7)
+    _, templates = bank_of(stub, frame)
+    expected = {i: Matcher(list(templates.values()))(np.roll(frame, i, axis=0)) for i in range(8)}
+    failures = []
+
+    def one(index):
+        shifted = np.roll(frame, index, axis=0)
+        messages = [pb.StreamMatchRequest(config=config())]
+        messages += [pb.StreamMatchRequest(frame=frame_message(shifted, s)) for s in range(10)]
+        try:
+            results = [r.result for r in stream(stub, messages)]
+            if [r.sequence for r in results] != list(range(10)):
+                failures.append((index, "order"))
+            for r in results:
+                if not all(np.array_equal(decode_map(m), w) for m, w in zip(r.maps, expected[index])):
+                    failures.append((index, r.sequence))
+        except grpc.RpcError as error:
+            failures.append((index, error.code()))
+
+    threads = [threading.Thread(target=one, args=(i,)) for i in range(8)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert failures == []
+
+
+def active_streams(server) -> float:
+    return server.featuremap.metrics.streams._value.get()
+
+
+def wait_until(predicate, timeout=10.0):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if predicate():
+            return True
+        time.sleep(0.05)
+    return False
+
+
+def test_a_client_that_vanishes_frees_its_stream(server):
+    stub, _, srv = server
+    frame = scene(8)
+    bank_of(stub, frame)
+
+    def endless():
+        yield pb.StreamMatchRequest(config=config())
+        for i in range(10**6):
+            yield pb.StreamMatchRequest(frame=frame_message(frame, i))
+
+    call = stub.StreamMatch(endless(), timeout=60)
+    next(call)
+    assert active_streams(srv) == 1
+    call.cancel()
+    assert wait_until(lambda: active_streams(srv) == 0)
+    # And the server goes on serving.
+    assert stub.Match(pb.MatchRequest(config=config(), frame=frame_message(frame))).result.maps
+
+
+def test_a_client_that_stops_reading_is_stalled_not_buffered(server):
+    stub, _, srv = server
+    frame = scene(9, 480, 640)
+    create(stub, frame[:16, :16].copy(), "t")
+    pulled = []
+
+    def counting():
+        yield pb.StreamMatchRequest(config=config(maps=pb.MAP_ENCODING_FLOAT32))
+        for i in range(10**6):
+            pulled.append(i)
+            yield pb.StreamMatchRequest(frame=frame_message(frame, i))
+
+    call = stub.StreamMatch(counting(), timeout=60)
+    next(call)  # read one response, then stop reading
+    time.sleep(3)
+    first = len(pulled)
+    time.sleep(2)
+    # Stalled: the server stopped taking frames; only what fits in its two
+    # small queues and the transport windows has left the client.
+    assert len(pulled) == first
+    assert first < 60, first
+    call.cancel()
+    assert wait_until(lambda: active_streams(srv) == 0)
+
+
+@pytest.mark.parametrize(
+    "messages,code,text",
+    [
+        ([pb.StreamMatchRequest(frame=pb.Frame())], grpc.StatusCode.FAILED_PRECONDITION, "before any config"),
+        ([pb.StreamMatchRequest()], grpc.StatusCode.INVALID_ARGUMENT, "must set config or frame"),
+        ([pb.StreamMatchRequest(config=pb.MatchConfig(templates=["nope"]))], grpc.StatusCode.NOT_FOUND,
+         "templates/nope does not exist"),
+        ([pb.StreamMatchRequest(config=pb.MatchConfig(method=42))], grpc.StatusCode.INVALID_ARGUMENT, "unknown method"),
+        ([pb.StreamMatchRequest(config=pb.MatchConfig()),
+          pb.StreamMatchRequest(frame=pb.Frame(image=pb.Image(encoded=b"\x89PNG\r\n\x1a\nbroken")))],
+         grpc.StatusCode.INVALID_ARGUMENT, "PNG header"),
+        ([pb.StreamMatchRequest(config=pb.MatchConfig()),
+          pb.StreamMatchRequest(frame=frame_message(np.zeros((8, 8), np.uint8)))],
+         grpc.StatusCode.INVALID_ARGUMENT, "larger than the frame"),
+        ([pb.StreamMatchRequest(config=pb.MatchConfig()),
+          pb.StreamMatchRequest(frame=frame_message(np.zeros((8000, 8000), np.uint8)))],
+         grpc.StatusCode.RESOURCE_EXHAUSTED, "over the limit"),
+    ],
+)
+def test_bad_streams_get_their_code_and_the_server_keeps_serving(server, messages, code, text):
+    stub, _, _ = server
+    frame = scene(10)
+    create(stub, frame[:16, :16].copy(), "t")
+    with pytest.raises(grpc.RpcError) as caught:
+        list(stream(stub, messages))
+    assert caught.value.code() == code and text in caught.value.details(), caught.value.details()
+    result = stub.Match(pb.MatchRequest(config=config(), frame=frame_message(frame))).result
+    assert [p.template for p in result.peaks] == ["templates/t"]
+
+
+def test_match_errors(server):
+    stub, _, _ = server
+    with pytest.raises(grpc.RpcError) as caught:
+        stub.Match(pb.MatchRequest(config=config(), frame=frame_message(scene())))
+    assert caught.value.code() == grpc.StatusCode.FAILED_PRECONDITION  # empty bank
+    create(stub, scene()[:4, :4], "gray")
+    with pytest.raises(grpc.RpcError) as caught:
+        stub.Match(pb.MatchRequest(config=config(templates=["gray"]), frame=frame_message(scene(channels=3))))
+    assert caught.value.code() == grpc.StatusCode.INVALID_ARGUMENT and "channel" in caught.value.details()
