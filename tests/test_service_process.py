@@ -1,0 +1,194 @@
+"""The server as a process: settings, health, reflection, metrics, kill -9 and SIGTERM."""
+
+import signal
+import threading
+import time
+import urllib.request
+
+import grpc
+import numpy as np
+import pytest
+from grpc_health.v1 import health_pb2, health_pb2_grpc
+from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
+
+from featuremap.service.codec import decode_image, raw_image
+from featuremap.v1 import featuremap_pb2 as pb
+from featuremap.v1 import featuremap_pb2_grpc as pb_grpc
+
+from service_helpers import MESSAGE_OPTIONS, frame_message, free_port, running_server, scene, start_process, wait_serving
+
+
+def connect(port):
+    channel = grpc.insecure_channel(f"127.0.0.1:{port}", options=MESSAGE_OPTIONS)
+    return channel, pb_grpc.FeatureMapServiceStub(channel)
+
+
+def stop(process, sig=signal.SIGTERM, timeout=30):
+    if process.poll() is None:
+        process.send_signal(sig)
+    try:
+        return process.wait(timeout)
+    finally:
+        process.stdout.close()
+        process.stderr.close()
+
+
+@pytest.mark.parametrize(
+    "flag,value,message",
+    [
+        ("--max-streams", "0", "max_streams must be > 0"),
+        ("--max-frame-pixels", "lots", "max_frame_pixels must be an integer"),
+        ("--log-format", "xml", "log_format must be text or json"),
+        ("--metrics-address", "nowhere", "metrics_address must be host:port"),
+    ],
+)
+def test_a_bad_setting_fails_at_start_with_a_clear_message(tmp_path, flag, value, message):
+    process = start_process(tmp_path, free_port(), flag, value)
+    assert process.wait(60) == 2
+    assert message in process.stderr.read()
+    stop(process)
+
+
+def test_settings_come_from_the_environment_and_flags_win(tmp_path):
+    process = start_process(tmp_path, free_port(), env={"FEATUREMAP_MAX_IN_FLIGHT": "-3"})
+    assert process.wait(60) == 2 and "max_in_flight must be > 0" in process.stderr.read()
+    stop(process)
+    port = free_port()
+    process = start_process(tmp_path, port, "--max-in-flight", "3", "--log-format", "json",
+                            env={"FEATUREMAP_MAX_IN_FLIGHT": "-3"})
+    try:
+        channel, _ = connect(port)
+        wait_serving(channel)
+        channel.close()
+    finally:
+        assert stop(process) == 0
+
+
+def test_health_is_not_serving_until_the_warmup_is_done(tmp_path):
+    # A fresh kernel cache: the warm-up compiles everything, which takes seconds.
+    port = free_port()
+    process = start_process(tmp_path / "data", port, env={"NUMBA_CACHE_DIR": str(tmp_path / "numba")})
+    channel, _ = connect(port)
+    health = health_pb2_grpc.HealthStub(channel)
+    statuses = []
+    try:
+        deadline = time.monotonic() + 180
+        while time.monotonic() < deadline:
+            try:
+                status = health.Check(health_pb2.HealthCheckRequest(service="featuremap.v1.FeatureMapService"),
+                                      timeout=2).status
+            except grpc.RpcError:
+                time.sleep(0.05)
+                continue
+            if not statuses or statuses[-1] != status:
+                statuses.append(status)
+            if status == health_pb2.HealthCheckResponse.SERVING:
+                break
+            time.sleep(0.05)
+        assert statuses == [health_pb2.HealthCheckResponse.NOT_SERVING, health_pb2.HealthCheckResponse.SERVING]
+    finally:
+        channel.close()
+        assert stop(process) == 0
+
+
+def test_reflection_lists_the_service_and_metrics_are_served(tmp_path):
+    metrics_port = free_port()
+    with running_server(tmp_path, metrics_address=f"127.0.0.1:{metrics_port}") as (stub, channel, _):
+        reflect = reflection_pb2_grpc.ServerReflectionStub(channel)
+        answers = reflect.ServerReflectionInfo(iter([reflection_pb2.ServerReflectionRequest(list_services="")]))
+        services = {s.name for a in answers for s in a.list_services_response.service}
+        assert {"featuremap.v1.FeatureMapService", "grpc.health.v1.Health"} <= services
+        frame = scene()
+        stub.CreateTemplate(pb.CreateTemplateRequest(template=pb.Template(image=raw_image(frame[:8, :8]))))
+        stub.Match(pb.MatchRequest(config=pb.MatchConfig(), frame=frame_message(frame)))
+        with pytest.raises(grpc.RpcError):
+            stub.GetTemplate(pb.GetTemplateRequest(name="templates/missing"))
+        text = urllib.request.urlopen(f"http://127.0.0.1:{metrics_port}/metrics", timeout=10).read().decode()
+        assert 'featuremap_frames_total{rpc="Match"} 1.0' in text
+        assert "featuremap_bank_templates 1.0" in text
+        assert 'featuremap_errors_total{code="NOT_FOUND"} 1.0' in text
+        assert "featuremap_frame_latency_seconds_count 1.0" in text
+
+
+def test_every_acknowledged_template_survives_kill_9(tmp_path):
+    data, port = tmp_path / "data", free_port()
+    process = start_process(data, port)
+    channel, stub = connect(port)
+    wait_serving(channel)
+    acknowledged = {}
+    lock = threading.Lock()
+
+    def writer(worker):
+        rng = np.random.default_rng(worker)
+        for i in range(10**6):
+            image = rng.integers(0, 256, (24, 24), dtype=np.uint8)
+            try:
+                stub.CreateTemplate(pb.CreateTemplateRequest(template=pb.Template(image=raw_image(image)),
+                                                             template_id=f"w{worker}-{i}"), timeout=10)
+            except grpc.RpcError:
+                return  # the server is gone
+            with lock:
+                acknowledged[f"w{worker}-{i}"] = image
+
+    writers = [threading.Thread(target=writer, args=(w,)) for w in range(4)]
+    for w in writers:
+        w.start()
+    while len(acknowledged) < 40:
+        time.sleep(0.01)
+    stop(process, signal.SIGKILL)
+    for w in writers:
+        w.join()
+    channel.close()
+    process = start_process(data, port)
+    channel, stub = connect(port)
+    try:
+        wait_serving(channel)
+        stored = {}
+        token = ""
+        while True:
+            page = stub.ListTemplates(pb.ListTemplatesRequest(page_size=1000, page_token=token,
+                                                              view=pb.TEMPLATE_VIEW_FULL))
+            stored.update({t.name.split("/")[1]: decode_image(t.image, "t", 10**6)[:, :, 0] for t in page.templates})
+            token = page.next_page_token
+            if not token:
+                break
+        missing = set(acknowledged) - set(stored)
+        assert not missing, f"{len(missing)} acknowledged templates lost"
+        for tid, image in acknowledged.items():
+            assert np.array_equal(stored[tid], image), tid
+        # Unacknowledged writes may or may not be there, but never half-written.
+        assert all(image.shape == (24, 24) for image in stored.values())
+    finally:
+        channel.close()
+        assert stop(process) == 0
+
+
+def test_sigterm_lets_streams_in_flight_finish_and_exits_0(tmp_path):
+    data, port = tmp_path / "data", free_port()
+    process = start_process(data, port, "--grace-seconds", "20")
+    channel, stub = connect(port)
+    wait_serving(channel)
+    frame = scene(1, 240, 320)
+    stub.CreateTemplate(pb.CreateTemplateRequest(template=pb.Template(image=raw_image(frame[:32, :32]))))
+    started = threading.Event()
+
+    def requests():
+        yield pb.StreamMatchRequest(config=pb.MatchConfig())
+        for i in range(20):
+            if i == 2:
+                started.set()
+            time.sleep(0.05)
+            yield pb.StreamMatchRequest(frame=frame_message(frame, i))
+
+    results = []
+    reader = threading.Thread(target=lambda: results.extend(r.result.sequence for r in
+                                                            stub.StreamMatch(requests(), timeout=60)))
+    reader.start()
+    started.wait(30)
+    process.send_signal(signal.SIGTERM)
+    reader.join(60)
+    assert results == list(range(20))
+    assert process.wait(60) == 0
+    assert "draining" in process.stderr.read()
+    stop(process)
+    channel.close()
