@@ -52,3 +52,18 @@ def test_peak_on_the_edge_is_not_refined_outside_the_map():
     score[0, 4] = 1.0
     peak = find_peaks(score, method="ccorr", subpixel=True)[0]
     assert (peak.x, peak.y) == (4.0, 0.0)
+
+
+@pytest.mark.parametrize("distance", [1, 3, 8])
+def test_both_ways_of_greedy_suppression_agree(distance):
+    from featuremap.service.engine.peaks import _greedy_by_argmax, _greedy_by_sorting
+
+    rng = np.random.default_rng(distance)
+    for _ in range(20):
+        goodness = rng.random((30, 40)).astype(np.float32).round(2)  # rounding makes ties
+        for limit in (None, 0.5):
+            assert _greedy_by_argmax(goodness, 16, distance, limit) == _greedy_by_sorting(goodness, 16, distance, limit)
+    # Many peaks go through the sorting way, few through argmax: same map, same first peaks.
+    many = find_peaks(goodness, method="ccorr", top_k=40, min_distance=distance)
+    few = find_peaks(goodness, method="ccorr", top_k=16, min_distance=distance)
+    assert many[:16] == few

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 from typing import NamedTuple
 
-import cv2
 import numpy as np
 
 from . import options
@@ -27,6 +26,41 @@ def _refine(line: np.ndarray, i: int) -> float:
     if curvature == 0.0:
         return 0.0
     return float(np.clip(0.5 * (left - right) / curvature, -0.5, 0.5))
+
+
+_FEW = 16  # up to this many peaks, repeated argmax beats sorting the whole map
+
+
+def _greedy_by_argmax(goodness: np.ndarray, top_k: int, distance: int, limit) -> list[tuple[int, int]]:
+    work = goodness if top_k == 1 else goodness.copy()
+    kept = []
+    for _ in range(top_k):
+        y, x = np.unravel_index(int(np.argmax(work)), work.shape)
+        best = work[y, x]
+        if best == -np.inf or (limit is not None and best < limit):
+            break
+        kept.append((int(y), int(x)))
+        if len(kept) < top_k:
+            work[max(0, y - distance + 1): y + distance, max(0, x - distance + 1): x + distance] = -np.inf
+    return kept
+
+
+def _greedy_by_sorting(goodness: np.ndarray, top_k: int, distance: int, limit) -> list[tuple[int, int]]:
+    order = np.argsort(-goodness, axis=None, kind="stable")
+    suppressed = np.zeros(goodness.shape, bool)
+    width = goodness.shape[1]
+    kept = []
+    for index in order:
+        y, x = divmod(int(index), width)
+        if suppressed[y, x]:
+            continue
+        if limit is not None and goodness[y, x] < limit:
+            break
+        kept.append((y, x))
+        if len(kept) == top_k:
+            break
+        suppressed[max(0, y - distance + 1): y + distance, max(0, x - distance + 1): x + distance] = True
+    return kept
 
 
 def find_peaks(
@@ -72,28 +106,14 @@ def find_peaks(
     values = np.asarray(score_map, dtype=np.float32)
     lower = method in options.LOWER_IS_BETTER
     goodness = -values if lower else values
-    # Candidates are the local maxima of their (2d-1)-square neighbourhood;
-    # greedy suppression among them then enforces the distance exactly.
-    if distance > 1:
-        size = 2 * distance - 1
-        local_max = cv2.dilate(goodness, np.ones((size, size), np.uint8), borderType=cv2.BORDER_REPLICATE)
-        candidates = goodness >= local_max
+    limit = None if threshold is None else (-float(threshold) if lower else float(threshold))
+    # Greedy non-maximum suppression over every position: take the best,
+    # suppress everything closer than ``distance``, repeat. Two ways to the
+    # same answer (ties go to the first position in row-major order).
+    if top_k <= _FEW:
+        kept = _greedy_by_argmax(goodness, top_k, distance, limit)
     else:
-        candidates = np.ones(goodness.shape, bool)
-    if threshold is not None:
-        limit = -float(threshold) if lower else float(threshold)
-        candidates &= goodness >= limit
-    ys, xs = np.nonzero(candidates)
-    order = np.argsort(-goodness[ys, xs], kind="stable")
-    if distance == 1:
-        order = order[:top_k]
-    kept: list[tuple[int, int]] = []
-    for idx in order:
-        y, x = int(ys[idx]), int(xs[idx])
-        if all(max(abs(y - ky), abs(x - kx)) >= distance for ky, kx in kept):
-            kept.append((y, x))
-            if len(kept) == top_k:
-                break
+        kept = _greedy_by_sorting(goodness, top_k, distance, limit)
     peaks = []
     for y, x in kept:
         fx, fy = float(x), float(y)
