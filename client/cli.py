@@ -4,12 +4,17 @@ from __future__ import annotations
 
 import argparse
 import logging
+import os
 import signal
 import sys
 import threading
 
 
 def _serve(args: argparse.Namespace) -> int:
+    # Idle OpenMP threads sleep instead of spinning: between frames the
+    # server's own threads (gRPC, decoding, encoding) need those cores. Must
+    # be set before the first parallel kernel loads the OpenMP runtime.
+    os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
     from featuremap.service import logs
     from featuremap.service.config import SettingsError, settings_from
     from featuremap.service.server import create_server, drain

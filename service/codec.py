@@ -15,6 +15,7 @@ import numpy as np
 from featuremap.v1 import featuremap_pb2 as pb
 
 from .errors import InvalidArgument, LimitExceeded
+from .halffloat import to_float16
 
 _DTYPES = {pb.DATA_TYPE_UINT8: np.dtype(np.uint8), pb.DATA_TYPE_FLOAT32: np.dtype("<f4")}
 _HALF_MAX = 65504.0
@@ -146,10 +147,10 @@ def encode_map(score_map: np.ndarray, encoding: int) -> tuple[bytes, float, floa
     if encoding == pb.MAP_ENCODING_FLOAT32:
         return np.ascontiguousarray(score_map, "<f4").tobytes(), 1.0, 0.0
     if encoding == pb.MAP_ENCODING_FLOAT16:
-        peak = float(np.abs(score_map).max()) if score_map.size else 0.0
+        peak = max(float(score_map.max()), -float(score_map.min())) if score_map.size else 0.0
         scale = 1.0 if peak <= _HALF_MAX else peak / _HALF_MAX
         values = score_map if scale == 1.0 else score_map / np.float32(scale)
-        return values.astype("<f2").tobytes(), scale, 0.0
+        return to_float16(values).tobytes(), scale, 0.0
     low, high = float(score_map.min()), float(score_map.max())
     scale = (high - low) / 255.0 if high > low else 1.0
     values = np.rint((score_map - np.float32(low)) / np.float32(scale))

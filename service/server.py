@@ -25,6 +25,7 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import grpc
+import numpy as np
 from google.protobuf.timestamp_pb2 import Timestamp
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
@@ -36,6 +37,7 @@ from . import codec, matching
 from .bank import Bank, name_of
 from .config import Settings
 from .engine import runtime, warmup
+from .halffloat import to_float16
 from .errors import FailedPrecondition, InvalidArgument, LimitExceeded, Unavailable, status_of
 from .metrics import Metrics
 from .store import Store, StoredTemplate
@@ -393,6 +395,7 @@ def create_server(address: str = "[::]:0", settings: Settings | None = None) -> 
     def warm() -> None:
         started = time.perf_counter()
         warmup()
+        to_float16(np.zeros(4, np.float32))
         if not service.draining.is_set():
             service.set_serving(True)
         log.info("serving", extra={"warmup_s": round(time.perf_counter() - started, 2), "port": port})
