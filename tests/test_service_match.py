@@ -3,6 +3,7 @@
 import threading
 import time
 
+import cv2
 import grpc
 import numpy as np
 import pytest
@@ -219,6 +220,9 @@ def test_a_client_that_stops_reading_is_stalled_not_buffered(server):
     next(call)  # read one response, then stop reading
     time.sleep(3)
     first = len(pulled)
+    # Meanwhile others are served as usual.
+    result = stub.Match(pb.MatchRequest(config=config(), frame=frame_message(frame)), timeout=10).result
+    assert [p.template for p in result.peaks] == ["templates/t"]
     time.sleep(2)
     # Stalled: the server stopped taking frames; only what fits in its two
     # small queues and the transport windows has left the client.
@@ -267,3 +271,16 @@ def test_match_errors(server):
     with pytest.raises(grpc.RpcError) as caught:
         stub.Match(pb.MatchRequest(config=config(templates=["gray"]), frame=frame_message(scene(channels=3))))
     assert caught.value.code() == grpc.StatusCode.INVALID_ARGUMENT and "channel" in caught.value.details()
+
+
+@pytest.mark.parametrize("extension", [".png", ".jpg", ".webp"])
+def test_encoded_frames(server, extension):
+    stub, _, _ = server
+    frame = scene(11, channels=3)
+    create(stub, frame[40:72, 60:92].copy(), "colour")
+    ok, data = cv2.imencode(extension, frame, [cv2.IMWRITE_JPEG_QUALITY, 95, cv2.IMWRITE_WEBP_QUALITY, 101])
+    assert ok
+    result = stub.Match(pb.MatchRequest(config=config(maps=pb.MAP_ENCODING_UNSPECIFIED),
+                                        frame=pb.Frame(image=pb.Image(encoded=data.tobytes())))).result
+    (peak,) = result.peaks
+    assert (peak.x, peak.y) == (60, 40) and peak.score > 0.9
