@@ -3,14 +3,17 @@
 The servicer is thin (house rule 4): decode with ``codec``, call the bank and
 ``matching``, encode; every exception becomes a status in ``errors``.
 
-StreamMatch runs as a three-stage pipeline per stream: a reader thread takes
-requests off the wire and decodes frames, a worker thread computes them, and
-the handler encodes and sends the results, so frame n+1 is decoded and frame
-n-1 encoded while frame n is computed. Both queues between the stages are
-bounded (``max_in_flight``): a client that stops reading fills them, then the
-reader stops reading and gRPC flow control stalls that client, while server
-memory stays put. In realtime mode the reader keeps only the newest pending
-frame, and the frames it replaces are reported as skipped.
+StreamMatch runs as a pipeline per stream: a reader thread takes requests off
+the wire and decodes frames, a dispatcher hands them in order to the server's
+compute pool (as many frames at once as there are cores, so the serial parts
+of one frame overlap the next), and the handler takes the results back in
+order, encodes and sends them. So frame n+1 is decoded and frame n-1 encoded
+while frame n is computed. The queues between the stages are bounded
+(``max_in_flight``): a client that stops reading fills them, then the reader
+stops reading and gRPC flow control stalls that client, while server memory
+stays put. In realtime mode the reader keeps only the newest pending frame,
+the frames it replaces are reported as skipped, and one result at a time is
+in flight.
 """
 
 from __future__ import annotations
@@ -19,6 +22,7 @@ import base64
 import collections
 import functools
 import logging
+import os
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
@@ -91,6 +95,9 @@ class _Service:
         self.metrics.bank.set(len(self.bank))
         self.health = health.HealthServicer()
         self.draining = threading.Event()
+        # Frames of every stream are matched here: as many at once as there
+        # are cores, first come first served.
+        self.compute = ThreadPoolExecutor(max_workers=os.cpu_count() or 1, thread_name_prefix="featuremap-compute")
         self._streams = 0
         self._lock = threading.Lock()
 
@@ -229,7 +236,7 @@ class _Queue:
 
     def __init__(self, capacity: int, stopped: threading.Event) -> None:
         self._items: collections.deque = collections.deque()
-        self._capacity = capacity
+        self.capacity = capacity
         self._stopped = stopped
         self._cond = threading.Condition()
 
@@ -241,7 +248,7 @@ class _Queue:
                 self._items.append(item)
                 self._cond.notify_all()
                 return replaced
-            while len(self._items) >= self._capacity:
+            while len(self._items) >= self.capacity:
                 if self._stopped.is_set():
                     return None
                 self._cond.wait(_POLL)
@@ -269,7 +276,7 @@ class _Stream:
         self._requests = requests
         self._context = context
         self._stopped = threading.Event()
-        capacity = servicer._settings.max_in_flight
+        capacity = self._capacity = servicer._settings.max_in_flight
         self._inbox = _Queue(capacity, self._stopped)
         self._outbox = _Queue(capacity, self._stopped)
         self._skipped: list[int] = []
@@ -288,7 +295,8 @@ class _Stream:
         while True:
             item = self._outbox.get()
             if item[0] == "result":
-                _, resolved, frame, computed, decode_ms, skipped = item
+                _, resolved, frame, pending, skipped = item
+                computed, decode_ms = pending.result()  # in order, whatever order they finish in
                 result = self._servicer._result(resolved, frame, computed, decode_ms, skipped)
                 self._servicer._metrics.frames.labels("StreamMatch").inc()
                 yield pb.StreamMatchResponse(result=result)
@@ -330,27 +338,40 @@ class _Stream:
             self._inbox.put(("error", error))
 
     def _work(self) -> None:
-        """Inbox items computed into the outbox, in order."""
+        """Inbox items, in order: configs resolved here, frames handed to the compute pool.
+
+        The outbox receives the pending results in frame order; several frames
+        of a stream may be computed at once (the serial parts of one frame
+        leave cores idle that the next frame can use), and the handler takes
+        them back in order.
+        """
         resolved = None
         while True:
             item = self._inbox.get()
             try:
                 if item[0] == "config":
                     resolved = self._servicer._resolve(item[1])
+                    # Realtime wants the newest frame, not a queue of them:
+                    # one result in flight, the rest of the time frames wait
+                    # in the inbox, where newer ones replace them.
+                    self._outbox.capacity = 1 if resolved.realtime else self._capacity
                     continue
                 if item[0] != "frame":
                     self._outbox.put(item)
                     return
                 _, frame, image, decode_ms = item
-                if image is None:
-                    image, decode_ms = self._servicer._decode(frame)
-                computed = matching.compute(resolved, self._servicer._bank, image)
                 with self._skipped_lock:
                     skipped, self._skipped = self._skipped, []
-                self._outbox.put(("result", resolved, frame, computed, decode_ms, skipped))
+                pending = self._servicer._service.compute.submit(self._compute, resolved, frame, image, decode_ms)
+                self._outbox.put(("result", resolved, frame, pending, skipped))
             except Exception as error:  # noqa: BLE001
                 self._outbox.put(("error", error))
                 return
+
+    def _compute(self, resolved, frame, image, decode_ms):
+        if image is None:  # realtime frames are decoded only when they are matched
+            image, decode_ms = self._servicer._decode(frame)
+        return matching.compute(resolved, self._servicer._bank, image), decode_ms
 
 
 def create_server(address: str = "[::]:0", settings: Settings | None = None) -> tuple[grpc.Server, int]:
@@ -410,4 +431,5 @@ def drain(server: grpc.Server, grace: float) -> None:
     service.draining.set()
     service.set_serving(False)
     server.stop(grace).wait()
+    service.compute.shutdown(wait=True)
     service.store.close()
