@@ -197,7 +197,11 @@ class FeatureMapServicer(pb_grpc.FeatureMapServiceServicer):
         image = codec.decode_image(frame.image, f"frame {frame.sequence}", self._settings.max_frame_pixels)
         return image, (time.perf_counter() - started) * 1e3
 
-    def _result(self, resolved, frame: pb.Frame, computed, decode_ms: float, skipped=()) -> pb.FrameResult:
+    def _process(self, resolved, frame: pb.Frame, image=None, decode_ms: float = 0.0) -> pb.FrameResult:
+        """Decode (unless done), match and encode one frame: its FrameResult."""
+        if image is None:
+            image, decode_ms = self._decode(frame)
+        computed = matching.compute(resolved, self._bank, image)
         started = time.perf_counter()
         maps = matching.encode_maps(resolved, computed)
         encode_ms = (time.perf_counter() - started) * 1e3
@@ -205,16 +209,13 @@ class FeatureMapServicer(pb_grpc.FeatureMapServiceServicer):
         return pb.FrameResult(
             sequence=frame.sequence, capture_time=frame.capture_time, peaks=computed.peaks, maps=maps,
             timing=pb.Timing(decode_ms=decode_ms, compute_ms=computed.compute_ms, encode_ms=encode_ms),
-            skipped_sequences=list(skipped),
         )
 
     @_unary
     def Match(self, request, context):
-        resolved = self._resolve(request.config)
-        image, decode_ms = self._decode(request.frame)
-        computed = matching.compute(resolved, self._bank, image)
+        result = self._process(self._resolve(request.config), request.frame)
         self._metrics.frames.labels("Match").inc()
-        return pb.MatchResponse(result=self._result(resolved, request.frame, computed, decode_ms))
+        return pb.MatchResponse(result=result)
 
     def StreamMatch(self, request_iterator, context):
         try:
@@ -295,9 +296,9 @@ class _Stream:
         while True:
             item = self._outbox.get()
             if item[0] == "result":
-                _, resolved, frame, pending, skipped = item
-                computed, decode_ms = pending.result()  # in order, whatever order they finish in
-                result = self._servicer._result(resolved, frame, computed, decode_ms, skipped)
+                _, pending, skipped = item
+                result = pending.result()  # in order, whatever order they finish in
+                result.skipped_sequences.extend(skipped)
                 self._servicer._metrics.frames.labels("StreamMatch").inc()
                 yield pb.StreamMatchResponse(result=result)
             elif item[0] == "error":
@@ -318,7 +319,7 @@ class _Stream:
                     if realtime is None:
                         raise FailedPrecondition("a frame came before any config: send a MatchConfig first")
                     if realtime:
-                        # Decoded by the worker: a frame that is replaced costs nothing.
+                        # Decoded on the pool: a frame that is replaced costs nothing.
                         replaced = self._inbox.put(("frame", request.frame, None, 0.0), replace_frame=True)
                         if replaced is not None:
                             with self._skipped_lock:
@@ -362,17 +363,13 @@ class _Stream:
                 _, frame, image, decode_ms = item
                 with self._skipped_lock:
                     skipped, self._skipped = self._skipped, []
-                pending = self._servicer._service.compute.submit(self._compute, resolved, frame, image, decode_ms)
-                self._outbox.put(("result", resolved, frame, pending, skipped))
+                # Matched and encoded on the pool: encoding maps is work too.
+                pending = self._servicer._service.compute.submit(self._servicer._process, resolved, frame, image,
+                                                                 decode_ms)
+                self._outbox.put(("result", pending, skipped))
             except Exception as error:  # noqa: BLE001
                 self._outbox.put(("error", error))
                 return
-
-    def _compute(self, resolved, frame, image, decode_ms):
-        if image is None:  # realtime frames are decoded only when they are matched
-            image, decode_ms = self._servicer._decode(frame)
-        return matching.compute(resolved, self._servicer._bank, image), decode_ms
-
 
 def create_server(address: str = "[::]:0", settings: Settings | None = None) -> tuple[grpc.Server, int]:
     """Start a featuremap server; return it and its port.
