@@ -8,8 +8,8 @@ import grpc
 import numpy as np
 import pytest
 
-from featuremap.service.codec import decode_map, raw_image
-from featuremap.service.engine import Matcher, find_peaks
+from featuremap.service.codec import decode_map
+from featuremap.service.engine import Matcher
 from featuremap.v1 import featuremap_pb2 as pb
 
 from service_helpers import create, frame_message, running_server, scene
