@@ -1,0 +1,339 @@
+"""FeatureMapClient: the service in a few lines of Python."""
+
+from __future__ import annotations
+
+import functools
+import threading
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import cv2
+import grpc
+import numpy as np
+from google.protobuf.timestamp_pb2 import Timestamp
+
+from featuremap.service.codec import decode_image, decode_map, raw_image
+from featuremap.v1 import featuremap_pb2 as pb
+from featuremap.v1 import featuremap_pb2_grpc as pb_grpc
+
+DEFAULT_ADDRESS = "localhost:50051"
+_MAX_MESSAGE = 64 << 20
+_METHODS = {"sqdiff": pb.METHOD_SQDIFF, "sqdiff_normed": pb.METHOD_SQDIFF_NORMED, "ccorr": pb.METHOD_CCORR,
+            "ccorr_normed": pb.METHOD_CCORR_NORMED, "ccoeff": pb.METHOD_CCOEFF,
+            "ccoeff_normed": pb.METHOD_CCOEFF_NORMED}
+_PADDINGS = {"valid": pb.PADDING_VALID, "same": pb.PADDING_SAME, "full": pb.PADDING_FULL}
+_BORDERS = {"constant": pb.BORDER_CONSTANT, "reflect": pb.BORDER_REFLECT, "replicate": pb.BORDER_REPLICATE}
+_MAPS = {None: pb.MAP_ENCODING_UNSPECIFIED, "float32": pb.MAP_ENCODING_FLOAT32,
+         "float16": pb.MAP_ENCODING_FLOAT16, "uint8": pb.MAP_ENCODING_UINT8}
+
+
+class FeatureMapError(Exception):
+    """A call that failed: the gRPC status ``code`` and the server's ``details``.
+
+    Raised ``from None`` out of ``grpc.RpcError`` so that tracebacks show the
+    call, not gRPC's internals.
+    """
+
+    def __init__(self, code: grpc.StatusCode, details: str) -> None:
+        super().__init__(f"{code.name}: {details}")
+        self.code = code
+        self.details = details
+
+
+def _translated(method):
+    @functools.wraps(method)
+    def call(*args, **kwargs):
+        try:
+            return method(*args, **kwargs)
+        except grpc.RpcError as error:
+            raise FeatureMapError(error.code(), error.details() or "") from None
+
+    return call
+
+
+@dataclass(frozen=True)
+class Peak:
+    """A matched box in frame pixels."""
+
+    template: str
+    x: float
+    y: float
+    width: int
+    height: int
+    score: float
+
+
+@dataclass(frozen=True)
+class FrameResult:
+    """What the server found in one frame."""
+
+    sequence: int
+    timestamp: float | None
+    peaks: list[Peak]
+    maps: dict[str, np.ndarray] = field(default_factory=dict)
+    timing: dict[str, float] = field(default_factory=dict)
+    skipped: list[int] = field(default_factory=list)
+
+
+@dataclass(frozen=True)
+class TemplateInfo:
+    """A template of the bank (``image`` and ``mask`` only where fetched)."""
+
+    name: str
+    id: str
+    display_name: str
+    labels: dict[str, str]
+    height: int
+    width: int
+    channels: int
+    etag: str
+    create_time: float
+    image: np.ndarray | None = None
+    mask: np.ndarray | None = None
+
+
+def _template_info(message: pb.Template) -> TemplateInfo:
+    image = decode_image(message.image, "template", 1 << 40) if message.HasField("image") else None
+    mask = decode_image(message.mask, "mask", 1 << 40)[:, :, 0] if message.HasField("mask") else None
+    return TemplateInfo(
+        name=message.name, id=message.name.split("/", 1)[-1], display_name=message.display_name,
+        labels=dict(message.labels), height=message.height, width=message.width, channels=message.channels,
+        etag=message.etag, create_time=message.create_time.ToNanoseconds() / 1e9,
+        image=None if image is None else (image[:, :, 0] if image.shape[2] == 1 else image), mask=mask,
+    )
+
+
+def _result(message: pb.FrameResult) -> FrameResult:
+    return FrameResult(
+        sequence=message.sequence,
+        timestamp=message.capture_time.ToNanoseconds() / 1e9 if message.HasField("capture_time") else None,
+        peaks=[Peak(p.template, p.x, p.y, p.width, p.height, p.score) for p in message.peaks],
+        maps={m.template: decode_map(m) for m in message.maps},
+        timing={"decode_ms": message.timing.decode_ms, "compute_ms": message.timing.compute_ms,
+                "encode_ms": message.timing.encode_ms},
+        skipped=list(message.skipped_sequences),
+    )
+
+
+def _name(template: str) -> str:
+    return template if template.startswith("templates/") else f"templates/{template}"
+
+
+def _read_image(image: np.ndarray | str | Path) -> pb.Image:
+    """An array as raw pixels, a path as the file's bytes (the server decodes it)."""
+    if isinstance(image, (str, Path)):
+        return pb.Image(encoded=Path(image).read_bytes())
+    return raw_image(np.asarray(image))
+
+
+def match_config(
+    *,
+    templates: Iterable[str] | None = None,
+    method: str = "ccoeff_normed",
+    padding: str = "valid",
+    border: str = "constant",
+    border_value: float = 0.0,
+    stride: int = 1,
+    top_k: int = 1,
+    threshold: float | None = None,
+    min_distance: int = 0,
+    subpixel: bool = False,
+    maps: str | None = None,
+    realtime: bool = False,
+) -> pb.MatchConfig:
+    """A MatchConfig from keyword settings (see featuremap.proto for their meaning)."""
+    for value, table, what in ((method, _METHODS, "method"), (padding, _PADDINGS, "padding"),
+                               (border, _BORDERS, "border"), (maps, _MAPS, "maps")):
+        if value not in table:
+            raise ValueError(f"unknown {what} {value!r}: choose one of {', '.join(str(k) for k in table)}")
+    peaks = pb.PeakOptions(top_k=top_k, min_distance=min_distance, subpixel=subpixel)
+    if threshold is not None:
+        peaks.threshold = threshold
+    return pb.MatchConfig(
+        templates=[_name(t) for t in (templates or [])], method=_METHODS[method], padding=_PADDINGS[padding],
+        border=_BORDERS[border], border_value=border_value, stride=stride, peaks=peaks,
+        maps=pb.MapOptions(encoding=_MAPS[maps]), realtime=realtime,
+    )
+
+
+class FeatureMapClient:
+    """A connection to a featuremap server.
+
+    Parameters
+    ----------
+    address : str
+        host:port of the server.
+    timeout : float, optional
+        Seconds each unary call may take (None: no deadline; an unreachable
+        server still fails at once, with UNAVAILABLE).
+    options : list of (str, value), optional
+        Extra gRPC channel options.
+
+    Examples
+    --------
+    >>> with FeatureMapClient("localhost:50051") as client:          # doctest: +SKIP
+    ...     client.create_template("logo.png", template_id="logo")
+    ...     for result in client.stream(frames, templates=["logo"]):
+    ...         print(result.sequence, result.peaks)
+    """
+
+    def __init__(self, address: str = DEFAULT_ADDRESS, *, timeout: float | None = None, options=None) -> None:
+        defaults = {
+            "grpc.max_send_message_length": _MAX_MESSAGE,
+            "grpc.max_receive_message_length": _MAX_MESSAGE,
+            # Find out about a dead server or a broken route within seconds.
+            "grpc.keepalive_time_ms": 20000,
+            "grpc.keepalive_timeout_ms": 10000,
+            "grpc.keepalive_permit_without_calls": 0,
+        }
+        defaults.update(dict(options or []))
+        self.address = address
+        self.timeout = timeout
+        self._channel = grpc.insecure_channel(address, options=list(defaults.items()))
+        self._stub = pb_grpc.FeatureMapServiceStub(self._channel)
+
+    def __enter__(self) -> FeatureMapClient:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+    def close(self) -> None:
+        """Close the channel."""
+        self._channel.close()
+
+    # -- the bank ---------------------------------------------------------
+
+    @_translated
+    def create_template(
+        self,
+        image: np.ndarray | str | Path,
+        template_id: str | None = None,
+        display_name: str | None = None,
+        labels: dict[str, str] | None = None,
+        mask: np.ndarray | str | Path | None = None,
+    ) -> TemplateInfo:
+        """Add a template: an array (HxW or HxWxC, uint8/float32) or an image file."""
+        template = pb.Template(image=_read_image(image), display_name=display_name or "",
+                               labels=labels or {})
+        if mask is not None:
+            template.mask.CopyFrom(_read_image(mask))
+        request = pb.CreateTemplateRequest(template=template, template_id=template_id or "")
+        return _template_info(self._stub.CreateTemplate(request, timeout=self.timeout).template)
+
+    @_translated
+    def get_template(self, template: str) -> TemplateInfo:
+        """One template, with its image (by id or ``templates/{id}``)."""
+        return _template_info(self._stub.GetTemplate(pb.GetTemplateRequest(name=_name(template)),
+                                                     timeout=self.timeout).template)
+
+    def list_templates(self, *, page_size: int = 100) -> Iterator[TemplateInfo]:
+        """Every template of the bank, page after page (without pixels)."""
+        token = ""
+        while True:
+            page = self._list_page(page_size, token)
+            yield from (_template_info(t) for t in page.templates)
+            token = page.next_page_token
+            if not token:
+                return
+
+    @_translated
+    def _list_page(self, page_size: int, token: str) -> pb.ListTemplatesResponse:
+        return self._stub.ListTemplates(pb.ListTemplatesRequest(page_size=page_size, page_token=token),
+                                        timeout=self.timeout)
+
+    @_translated
+    def delete_template(self, template: str) -> None:
+        """Remove a template (by id or ``templates/{id}``)."""
+        self._stub.DeleteTemplate(pb.DeleteTemplateRequest(name=_name(template)), timeout=self.timeout)
+
+    # -- matching ---------------------------------------------------------
+
+    @_translated
+    def match(self, frame: np.ndarray, *, sequence: int = 0, encoding: str = "raw", quality: int = 90,
+              **config) -> FrameResult:
+        """Match one frame; ``config`` as for :func:`match_config`."""
+        request = pb.MatchRequest(config=match_config(**config),
+                                  frame=_frame(sequence, None, frame, encoding, quality))
+        return _result(self._stub.Match(request, timeout=self.timeout).result)
+
+    def stream(self, frames: Iterable, *, window: int = 4, encoding: str = "raw", quality: int = 90,
+               timeout: float | None = None, **config) -> Iterator[FrameResult]:
+        """Match a stream of frames, results in order.
+
+        Parameters
+        ----------
+        frames : iterable
+            Arrays, or (sequence, timestamp, array) tuples (timestamp in
+            seconds, or None).
+        window : int
+            Frames sent ahead of their results: the stream is pipelined,
+            never more than this many frames in flight.
+        encoding : str
+            ``raw`` pixels (default), ``jpeg`` or ``png`` to save bandwidth.
+        quality : int
+            JPEG quality.
+        timeout : float, optional
+            Deadline of the whole stream.
+        **config
+            As for :func:`match_config`.
+
+        Notes
+        -----
+        Stopping the iteration early cancels the call.
+        """
+        if encoding not in ("raw", "jpeg", "png"):
+            raise ValueError(f"unknown encoding {encoding!r}: choose raw, jpeg or png")
+        first = match_config(**config)
+        slots = threading.Semaphore(window)
+        done = threading.Event()
+
+        def requests():
+            yield pb.StreamMatchRequest(config=first)
+            source = iter(frames)
+            index = 0
+            while True:
+                # A slot first, then the frame: a camera's frame is taken
+                # when it can be sent, not left to go stale.
+                while not slots.acquire(timeout=0.1):
+                    if done.is_set():
+                        return
+                item = next(source, None)
+                if item is None or done.is_set():
+                    return
+                sequence, timestamp, image = item if isinstance(item, tuple) else (index, None, item)
+                index += 1
+                yield pb.StreamMatchRequest(frame=_frame(sequence, timestamp, image, encoding, quality))
+
+        call = self._stub.StreamMatch(requests(), timeout=timeout)
+        try:
+            for response in call:
+                result = _result(response.result)
+                for _ in range(1 + len(result.skipped)):
+                    slots.release()
+                yield result
+        except grpc.RpcError as error:
+            if error.code() != grpc.StatusCode.CANCELLED or not done.is_set():
+                raise FeatureMapError(error.code(), error.details() or "") from None
+        finally:
+            done.set()
+            call.cancel()
+
+
+def _frame(sequence: int, timestamp: float | None, image: np.ndarray, encoding: str, quality: int) -> pb.Frame:
+    frame = pb.Frame(sequence=sequence)
+    if timestamp is not None:
+        stamp = Timestamp()
+        stamp.FromNanoseconds(int(timestamp * 1e9))
+        frame.capture_time.CopyFrom(stamp)
+    image = np.asarray(image)
+    if encoding == "raw":
+        frame.image.CopyFrom(raw_image(image))
+    else:
+        params = [cv2.IMWRITE_JPEG_QUALITY, quality] if encoding == "jpeg" else []
+        ok, data = cv2.imencode(".jpg" if encoding == "jpeg" else ".png", image, params)
+        if not ok:
+            raise ValueError(f"could not encode the frame as {encoding}")
+        frame.image.encoded = data.tobytes()
+    return frame

@@ -1,0 +1,123 @@
+"""FeatureMapClient against a real in-process server."""
+
+import threading
+import time
+
+import cv2
+import grpc
+import numpy as np
+import pytest
+
+from featuremap.client import FeatureMapClient, FeatureMapError
+from featuremap.service.engine import Matcher
+
+from service_helpers import free_port, running_server, scene
+
+
+@pytest.fixture
+def client(tmp_path):
+    with running_server(tmp_path / "data") as (_, channel, server):
+        port = channel._channel.target().decode().rsplit(":", 1)[1]
+        with FeatureMapClient(f"127.0.0.1:{port}", timeout=30) as c:
+            yield c, server
+
+
+def test_bank_calls_take_ids_or_names(client, tmp_path):
+    c, _ = client
+    frame = scene(1)
+    a = c.create_template(frame[10:26, 20:36], template_id="a", display_name="A", labels={"k": "v"})
+    assert (a.name, a.id, a.height, a.width, a.channels) == ("templates/a", "a", 16, 16, 1)
+    path = tmp_path / "b.png"
+    cv2.imwrite(str(path), frame[40:60, 50:80])
+    b = c.create_template(path, template_id="b")
+    assert np.array_equal(c.get_template("templates/b").image, frame[40:60, 50:80])
+    assert [t.id for t in c.list_templates(page_size=1)] == ["a", "b"]
+    c.delete_template("b")
+    with pytest.raises(FeatureMapError) as caught:
+        c.get_template(b.name)
+    assert caught.value.code == grpc.StatusCode.NOT_FOUND and "does not exist" in caught.value.details
+    assert caught.value.__cause__ is None and caught.value.__suppress_context__
+
+
+def test_match_returns_plain_objects(client):
+    c, _ = client
+    frame = scene(2)
+    c.create_template(frame[30:50, 40:70], template_id="t")
+    result = c.match(frame, sequence=5, maps="float32")
+    assert result.sequence == 5
+    (peak,) = result.peaks
+    assert (peak.template, peak.x, peak.y, peak.width, peak.height) == ("templates/t", 40, 30, 30, 20)
+    assert np.array_equal(result.maps["templates/t"], Matcher([frame[30:50, 40:70]])(frame)[0])
+    assert result.timing["compute_ms"] > 0
+
+
+def test_stream_is_pipelined_and_in_order(client):
+    c, _ = client
+    frame = scene(3)
+    c.create_template(frame[30:50, 40:70], template_id="t")
+    sent, received = [], []
+
+    def frames():
+        for i in range(12):
+            sent.append(i)
+            yield (i, 1000.0 + i, np.roll(frame, i, axis=1))
+
+    for result in c.stream(frames(), window=4):
+        # The window lets frames go out before earlier results come back.
+        received.append((result.sequence, len(sent)))
+        assert result.timestamp == pytest.approx(1000.0 + result.sequence)
+        assert (result.peaks[0].x, result.peaks[0].y) == (40 + result.sequence, 30)
+    assert [s for s, _ in received] == list(range(12))
+    assert received[0][1] > 1, "the first result came back before a second frame was sent"
+    # Never more than the window beyond what has been answered.
+    assert all(sent_then - (seq + 1) <= 4 for seq, sent_then in received)
+
+
+def test_stream_with_jpeg_frames(client):
+    c, _ = client
+    frame = scene(4, channels=3)
+    c.create_template(frame[30:62, 40:72], template_id="t")
+    results = list(c.stream([frame] * 3, encoding="jpeg", quality=95))
+    assert [(r.peaks[0].x, r.peaks[0].y) for r in results] == [(40, 30)] * 3
+
+
+def test_stopping_early_cancels_the_call(client):
+    c, server = client
+    frame = scene(5)
+    c.create_template(frame[:16, :16], template_id="t")
+
+    def endless():
+        while True:
+            yield frame
+
+    for result in c.stream(endless()):
+        if result.sequence == 3:
+            break
+    deadline = time.monotonic() + 10
+    while server.featuremap.metrics.streams._value.get() != 0 and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert server.featuremap.metrics.streams._value.get() == 0
+
+
+def test_stream_errors_are_feature_map_errors(client):
+    c, _ = client
+    with pytest.raises(FeatureMapError) as caught:
+        list(c.stream([scene()], templates=["missing"]))
+    assert caught.value.code == grpc.StatusCode.NOT_FOUND
+
+
+def test_an_unreachable_server_is_a_clear_error_not_a_hang():
+    started = time.monotonic()
+    with FeatureMapClient(f"127.0.0.1:{free_port()}", timeout=5) as c:
+        with pytest.raises(FeatureMapError) as caught:
+            list(c.list_templates())
+        with pytest.raises(FeatureMapError):
+            list(c.stream([scene()]))
+    assert caught.value.code == grpc.StatusCode.UNAVAILABLE
+    assert time.monotonic() - started < 10
+
+
+def test_bad_settings_are_refused_before_any_call(client):
+    c, _ = client
+    with pytest.raises(ValueError, match="unknown method 'nope'"):
+        c.match(scene(), method="nope")
