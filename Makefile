@@ -19,7 +19,7 @@ $(STAMP): $(BIN)/python pyproject.toml
 	touch $(STAMP)
 
 demo: $(STAMP)
-	$(BIN)/python -m featuremap.client.demo
+	$(BIN)/featuremap demo
 
 test: $(STAMP)
 	$(BIN)/python -m pytest -q
