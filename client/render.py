@@ -88,7 +88,11 @@ def beside(left: np.ndarray, right: np.ndarray) -> np.ndarray:
 def write_image(path: str | Path, image: np.ndarray) -> None:
     """Write an image file; raises OSError naming the path if OpenCV cannot."""
     Path(path).parent.mkdir(parents=True, exist_ok=True)
-    if not cv2.imwrite(str(path), image):
+    try:
+        written = cv2.imwrite(str(path), image)
+    except cv2.error:  # an extension OpenCV does not know
+        written = False
+    if not written:
         raise OSError(f"cannot write image {path}: check the folder and the extension (.png, .jpg)")
 
 

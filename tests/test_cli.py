@@ -1,0 +1,136 @@
+"""Every CLI command as a subprocess against a real server process."""
+
+import json
+import subprocess
+import sys
+
+import cv2
+import grpc
+import numpy as np
+import pytest
+
+from service_helpers import free_port, start_process, wait_serving
+
+
+def run(*args, address=None, timeout=120):
+    command = [sys.executable, "-m", "featuremap.client.cli", *args]
+    if address:
+        command += ["--address", address]
+    return subprocess.run(command, capture_output=True, text=True, timeout=timeout)
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory):
+    port = free_port()
+    process = start_process(tmp_path_factory.mktemp("data"), port)
+    channel = grpc.insecure_channel(f"127.0.0.1:{port}")
+    wait_serving(channel)
+    channel.close()
+    yield f"127.0.0.1:{port}"
+    process.terminate()
+    process.wait(60)
+    process.stdout.close()
+    process.stderr.close()
+
+
+def moving_video(path, frames=24, step=2):
+    """A textured scene with one 24x24 patch moving right by ``step`` pixels a frame."""
+    rng = np.random.default_rng(0)
+    background = cv2.GaussianBlur(rng.integers(0, 256, (120, 200, 3), dtype=np.uint8), (0, 0), 2)
+    patch = np.kron(rng.integers(0, 2, (6, 6, 1), dtype=np.uint8) * 255, np.ones((4, 4, 3), np.uint8))
+    writer = cv2.VideoWriter(str(path), cv2.VideoWriter_fourcc(*"MJPG"), 10.0, (200, 120))
+    for t in range(frames):
+        frame = background.copy()
+        frame[40:64, 10 + step * t:34 + step * t] = patch
+        writer.write(frame)
+    writer.release()
+    return [(10 + step * t, 40) for t in range(frames)]
+
+
+def test_templates_commands(server, tmp_path):
+    image = np.random.default_rng(1).integers(0, 256, (20, 30, 3), dtype=np.uint8)
+    cv2.imwrite(str(tmp_path / "t.png"), image)
+    added = run("templates", "add", str(tmp_path / "t.png"), "--id", "cli-t", "--name", "T", "--label", "k=v",
+                address=server)
+    assert added.returncode == 0, added.stderr
+    assert json.loads(added.stdout)["name"] == "templates/cli-t"
+    listed = run("templates", "list", address=server)
+    assert "templates/cli-t" in [json.loads(line)["name"] for line in listed.stdout.splitlines()]
+    got = run("templates", "get", "cli-t", "--out", str(tmp_path / "back.png"), address=server)
+    assert got.returncode == 0 and np.array_equal(cv2.imread(str(tmp_path / "back.png")), image)
+    assert run("templates", "rm", "cli-t", address=server).returncode == 0
+    missing = run("templates", "get", "cli-t", address=server)
+    assert missing.returncode == 2 and "NOT_FOUND" in missing.stderr and "Traceback" not in missing.stderr
+
+
+def test_templates_add_from_video_and_match(server, tmp_path):
+    video = tmp_path / "v.avi"
+    truth = moving_video(video)
+    x, y = truth[5]
+    added = run("templates", "add", "--from-video", str(video), "--frame", "5", "--roi", f"{x},{y},24,24",
+                "--id", "cli-mover", address=server)
+    assert added.returncode == 0, added.stderr
+    cap = cv2.VideoCapture(str(video))
+    for _ in range(9):
+        ok, frame = cap.read()
+    cv2.imwrite(str(tmp_path / "f8.png"), frame)
+    matched = run("match", str(tmp_path / "f8.png"), "--template", "cli-mover", "--heatmap", str(tmp_path / "h.png"),
+                  "--overlay", str(tmp_path / "o.png"), address=server)
+    assert matched.returncode == 0, matched.stderr
+    (peak,) = json.loads(matched.stdout)["peaks"]
+    assert abs(peak["x"] - truth[8][0]) <= 2 and abs(peak["y"] - truth[8][1]) <= 2
+    assert cv2.imread(str(tmp_path / "h.png")).shape == frame.shape
+    assert cv2.imread(str(tmp_path / "o.png")).shape == frame.shape
+
+
+def test_watch_follows_a_moving_template(server, tmp_path):
+    video = tmp_path / "v.avi"
+    truth = moving_video(video, frames=30)
+    x, y = truth[0]
+    assert run("templates", "add", "--from-video", str(video), "--frame", "0", "--roi", f"{x},{y},24,24",
+               "--id", "cli-watched", address=server).returncode == 0
+    out, heat, lines = tmp_path / "o.mp4", tmp_path / "h.mp4", tmp_path / "d.jsonl"
+    watched = run("watch", str(video), "--template", "cli-watched", "--out", str(out), "--heatmap-out", str(heat),
+                  "--jsonl", str(lines), address=server)
+    assert watched.returncode == 0, watched.stderr
+    entries = [json.loads(line) for line in lines.read_text().splitlines()]
+    assert [e["sequence"] for e in entries] == list(range(30))
+    for entry in entries:
+        (peak,) = entry["peaks"]
+        tx, ty = truth[entry["sequence"]]
+        assert abs(peak["x"] - tx) <= 2 and abs(peak["y"] - ty) <= 2, entry
+        assert set(entry) == {"sequence", "timestamp", "peaks", "skipped"}
+    for video_out in (out, heat):
+        assert int(cv2.VideoCapture(str(video_out)).get(cv2.CAP_PROP_FRAME_COUNT)) == 30
+    limited = run("watch", str(video), "--template", "cli-watched", "--max-frames", "5", "--jsonl", str(lines),
+                  address=server)
+    assert limited.returncode == 0 and len(lines.read_text().splitlines()) == 5
+
+
+def test_bad_sources_and_usage(server, tmp_path):
+    missing = run("watch", str(tmp_path / "nope.mp4"), address=server)
+    assert missing.returncode == 2 and "nope.mp4" in missing.stderr and "Traceback" not in missing.stderr
+    (tmp_path / "broken.mp4").write_bytes(b"not a video at all")
+    broken = run("watch", str(tmp_path / "broken.mp4"), address=server)
+    assert broken.returncode == 2 and "broken.mp4" in broken.stderr
+    assert run("match", str(tmp_path / "nope.png"), address=server).returncode == 2
+    usage = run("templates", "add", "--from-video", "x.mp4", "--roi", "1,2,3", address=server)
+    assert usage.returncode == 1 and "Traceback" not in usage.stderr
+    assert run("watch", address=server).returncode == 1  # missing SOURCE
+    assert run("frobnicate").returncode == 1
+
+
+def test_an_unreachable_server_exits_2_with_one_line(tmp_path):
+    result = run("templates", "list", address=f"127.0.0.1:{free_port()}")
+    assert result.returncode == 2
+    assert "UNAVAILABLE" in result.stderr and len(result.stderr.strip().splitlines()) == 1
+
+
+def test_demo_runs_end_to_end(tmp_path):
+    result = run("demo", "--out-dir", str(tmp_path / "out"), "--frames", "40",
+                 address=f"127.0.0.1:{free_port()}", timeout=300)
+    assert result.returncode == 0, result.stderr
+    assert "every detection within 2 px" in result.stdout
+    for name in ("overlay.mp4", "heatmap.png", "detections.jsonl"):
+        assert (tmp_path / "out" / name).stat().st_size > 0
+    assert len((tmp_path / "out" / "detections.jsonl").read_text().splitlines()) == 40
