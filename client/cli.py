@@ -248,7 +248,7 @@ def watch(args, *, progress: bool = True) -> dict:
 
     overlay = render.VideoWriter(args.out, source.fps or 25.0) if args.out else None
     heat = render.VideoWriter(args.heatmap_out, source.fps or 25.0) if args.heatmap_out else None
-    lines = open(args.jsonl, "w") if args.jsonl else None
+    lines = open(args.jsonl, "w", buffering=1) if args.jsonl else None  # line-buffered: tail -f works
     total = min(limit, source.frame_count) if limit and source.frame_count else (limit or source.frame_count)
     bar = _Progress(total, progress and sys.stderr.isatty())
     results = []

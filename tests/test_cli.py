@@ -134,3 +134,28 @@ def test_demo_runs_end_to_end(tmp_path):
     for name in ("overlay.mp4", "heatmap.png", "detections.jsonl"):
         assert (tmp_path / "out" / name).stat().st_size > 0
     assert len((tmp_path / "out" / "detections.jsonl").read_text().splitlines()) == 40
+
+
+def test_ctrl_c_stops_watch_cleanly_and_keeps_what_was_written(server, tmp_path):
+    import signal
+    import time
+
+    video = tmp_path / "long.avi"
+    truth = moving_video(video, frames=400, step=0)
+    x, y = truth[0]
+    assert run("templates", "add", "--from-video", str(video), "--frame", "0", "--roi", f"{x},{y},24,24",
+               "--id", "cli-long", address=server).returncode == 0
+    lines = tmp_path / "d.jsonl"
+    process = subprocess.Popen([sys.executable, "-m", "featuremap.client.cli", "watch", str(video), "--template",
+                                "cli-long", "--jsonl", str(lines), "--out", str(tmp_path / "o.mp4"), "--window", "1",
+                                "--address", server], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline and (not lines.exists() or len(lines.read_text().splitlines()) < 5):
+        time.sleep(0.05)
+    process.send_signal(signal.SIGINT)
+    _, err = process.communicate(timeout=60)
+    assert process.returncode == 0, err
+    kept = [json.loads(line) for line in lines.read_text().splitlines()]
+    assert 5 <= len(kept) < 400
+    assert [e["sequence"] for e in kept] == list(range(len(kept)))
+    assert int(cv2.VideoCapture(str(tmp_path / "o.mp4")).get(cv2.CAP_PROP_FRAME_COUNT)) == len(kept)
