@@ -33,8 +33,9 @@ proto: $(STAMP)
 	$(BIN)/python -m grpc_tools.protoc -I proto --python_out=proto --grpc_python_out=proto \
 		--pyi_out=proto $(PROTO)
 
-lint:
+lint: $(STAMP)
 	cd proto && $(BUF) lint
+	$(BIN)/hadolint deploy/Dockerfile
 
 clean:
 	rm -rf $(VENV) .pytest_cache .hypothesis *.egg-info

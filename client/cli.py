@@ -15,7 +15,8 @@ import signal
 import sys
 import threading
 import time
-from pathlib import Path
+
+import numpy as np
 
 USAGE, FAILURE = 1, 2
 METHODS = ("sqdiff", "sqdiff_normed", "ccorr", "ccorr_normed", "ccoeff", "ccoeff_normed")
@@ -38,11 +39,38 @@ class _Parser(argparse.ArgumentParser):
 # -- serve ------------------------------------------------------------------
 
 
+def _seed_kernel_cache() -> None:
+    """Copy kernels compiled at image build time into the (empty, writable) cache volume.
+
+    Numba only uses a cache directory it can write to; a container's is a
+    fresh volume, so the image carries its compiled kernels in
+    FEATUREMAP_KERNEL_CACHE_SEED and each start copies them over.
+    """
+    seed, target = os.environ.get("FEATUREMAP_KERNEL_CACHE_SEED"), os.environ.get("NUMBA_CACHE_DIR")
+    if seed and target and os.path.isdir(seed):
+        import shutil
+
+        shutil.copytree(seed, target, dirs_exist_ok=True)
+
+
+def _warmup(args: argparse.Namespace) -> int:
+    from featuremap.service.engine import warmup
+    from featuremap.service.halffloat import to_float16
+
+    started = time.perf_counter()
+    warmup()
+    to_float16(np.zeros(4, np.float32))
+    print(f"kernels compiled and cached in {time.perf_counter() - started:.1f} s "
+          f"({os.environ.get('NUMBA_CACHE_DIR') or 'beside the sources'})")
+    return 0
+
+
 def _serve(args: argparse.Namespace) -> int:
     # Idle OpenMP threads sleep instead of spinning: between frames the
     # server's own threads (gRPC, decoding, encoding) need those cores. Must
     # be set before the first parallel kernel loads the OpenMP runtime.
     os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+    _seed_kernel_cache()
     from featuremap.service import logs
     from featuremap.service.config import SettingsError, settings_from
     from featuremap.service.server import create_server, drain
@@ -376,6 +404,9 @@ def build_parser() -> argparse.ArgumentParser:
     watch_.add_argument("--window", type=int, default=4, help="frames in flight (default 4)")
     _add_client_options(watch_)
     watch_.set_defaults(run=_watch)
+
+    warm = commands.add_parser("warmup", help="compile every kernel into the cache (for container builds)")
+    warm.set_defaults(run=_warmup)
 
     demo = commands.add_parser("demo", help="the main job on embedded defaults: video in, detections out")
     demo.add_argument("--out-dir", default="demo-out", help="where the outputs go (default demo-out)")

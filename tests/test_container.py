@@ -1,0 +1,82 @@
+"""The image's entrypoint, run here exactly as the container runs it.
+
+Docker does not run on our machines, so the test reads deploy/Dockerfile:
+the build step that compiles the kernels, the runtime ENV and the
+ENTRYPOINT, and runs them with the container's paths moved under a
+temporary folder.
+"""
+
+import json
+import re
+import shlex
+import subprocess
+import sys
+from pathlib import Path
+
+import grpc
+
+from service_helpers import free_port, wait_serving
+
+ROOT = Path(__file__).resolve().parent.parent
+DOCKERFILE = ROOT / "deploy" / "Dockerfile"
+
+
+def runtime_stage() -> list[str]:
+    """The logical lines (continuations joined) of the Dockerfile's last stage."""
+    text = DOCKERFILE.read_text().replace("\\\n", " ")
+    lines = [line.strip() for line in text.splitlines() if line.strip() and not line.strip().startswith("#")]
+    last_from = max(i for i, line in enumerate(lines) if line.startswith("FROM "))
+    return lines[last_from:]
+
+
+def container_env(stage: list[str], paths: dict[str, str]) -> dict[str, str]:
+    env = {}
+    for line in stage:
+        if line.startswith("ENV "):
+            for key, value in re.findall(r"(\w+)=(\S+)", line[4:]):
+                env[key] = value
+    for key, value in env.items():
+        for inside, outside in paths.items():
+            value = value.replace(inside, outside)
+        env[key] = value
+    env["PATH"] = str(Path(sys.executable).parent) + ":/usr/bin:/bin"
+    return env
+
+
+def test_entrypoint_reaches_serving_with_the_image_env(tmp_path):
+    stage = runtime_stage()
+    paths = {p: str(tmp_path / p.strip("/").replace("/", "_"))
+             for p in ("/opt/featuremap-kernels", "/var/cache/featuremap", "/var/lib/featuremap")}
+    env = container_env(stage, paths)
+    # The build step: the RUN that compiles the kernels into the seed folder.
+    (build,) = [line for line in stage if line.startswith("RUN ") and "featuremap warmup" in line]
+    warm = build[4:].split("&&")[0].strip()
+    for inside, outside in paths.items():
+        warm = warm.replace(inside, outside)
+    assignment, command = warm.split(" ", 1)
+    key, value = assignment.split("=", 1)
+    built = subprocess.run(shlex.split(command), env={**env, key: value}, capture_output=True, text=True, timeout=600)
+    assert built.returncode == 0, built.stderr
+    assert any(Path(paths["/opt/featuremap-kernels"]).rglob("*.nbi")), "the build step cached no kernels"
+    for folder in paths.values():
+        Path(folder).mkdir(exist_ok=True)
+    # The entrypoint, on a free port instead of 50051 (a flag, as a deployment would override it).
+    (entry,) = [line for line in stage if line.startswith("ENTRYPOINT")]
+    argv = json.loads(entry[len("ENTRYPOINT"):].strip())  # the exec form is a JSON list
+    port = free_port()
+    env["FEATUREMAP_ADDRESS"] = f"127.0.0.1:{port}"
+    env["FEATUREMAP_METRICS_ADDRESS"] = f"127.0.0.1:{free_port()}"
+    process = subprocess.Popen(argv, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        channel = grpc.insecure_channel(f"127.0.0.1:{port}")
+        wait_serving(channel, timeout=120)
+        channel.close()
+        assert any(Path(paths["/var/cache/featuremap"]).rglob("*.nbi")), "the seeded kernels were not copied"
+        assert (Path(paths["/var/lib/featuremap"]) / "bank.db").exists()
+    finally:
+        process.terminate()
+        assert process.wait(60) == 0
+        err = process.stderr.read()
+        process.stdout.close()
+        process.stderr.close()
+    assert '"message": "listening"' in err  # FEATUREMAP_LOG_FORMAT=json from the image
