@@ -10,7 +10,6 @@ the output folder, and prints how far each detection was from the truth.
 from __future__ import annotations
 
 import argparse
-import json
 import signal
 import socket
 import subprocess

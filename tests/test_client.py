@@ -1,6 +1,5 @@
 """FeatureMapClient against a real in-process server."""
 
-import threading
 import time
 
 import cv2
