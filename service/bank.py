@@ -68,6 +68,21 @@ class Bank:
         self._lock = threading.Lock()
         self._templates: dict[str, StoredTemplate] = {t.id: t for t in store.load()}
         self._matchers: OrderedDict[tuple, Matcher] = OrderedDict()
+        self.on_change: list = []  # called after another replica changed the bank
+        watch = getattr(store, "watch", None)
+        if watch is not None:  # a shared store: follow the other replicas
+            watch(self.refresh)
+
+    def refresh(self) -> None:
+        """Bring the bank in line with a shared store that others change too."""
+        ids = self._store.ids()
+        with self._lock:
+            known = {tid: t for tid, t in self._templates.items() if ids.get(tid) == t.seq}
+        fetched = {t.id: t for t in self._store.fetch([tid for tid in ids if tid not in known])}
+        with self._lock:
+            self._templates = {tid: known.get(tid) or fetched[tid] for tid in ids if tid in known or tid in fetched}
+        for callback in self.on_change:
+            callback()
 
     def __len__(self) -> int:
         return len(self._templates)

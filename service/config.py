@@ -22,6 +22,7 @@ class Settings:
 
     address: str = "[::]:50051"
     data_dir: str = "./featuremap-data"
+    bank: str = ""
     metrics_address: str = ""
     log_format: str = "text"
     log_level: str = "info"
@@ -38,6 +39,8 @@ class Settings:
 _HELP = {
     "address": "host:port to serve gRPC on ([::]:0 picks a free port)",
     "data_dir": "directory of the template bank's SQLite file",
+    "bank": "where the bank lives: sqlite:///path/bank.db, or redis://host:port/db to share it between "
+            "replicas; empty: sqlite in the data dir",
     "metrics_address": "host:port for Prometheus metrics over HTTP; empty: off",
     "log_format": "text or json (one line per event, on stderr)",
     "log_level": "debug, info, warning or error",
@@ -71,6 +74,8 @@ def _check(settings: Settings) -> Settings:
             raise SettingsError(f"{name} must be host:port, got {value!r}")
     if not settings.address:
         raise SettingsError("address must be host:port")
+    if settings.bank and not settings.bank.startswith(("sqlite:///", "redis://", "rediss://")):
+        raise SettingsError(f"bank must be sqlite:///path or redis://host:port/db, got {settings.bank!r}")
     return settings
 
 

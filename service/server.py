@@ -84,15 +84,30 @@ def _page_after(token: str) -> int:
         raise InvalidArgument("page_token is not one this server issued: pass next_page_token as it came") from None
 
 
+def open_store(settings: Settings):
+    """The bank's store named by ``settings.bank`` (SQLite in the data dir by default)."""
+    if settings.bank.startswith(("redis://", "rediss://")):
+        from .redis_store import RedisStore
+
+        try:
+            return RedisStore(settings.bank)
+        except Exception as error:  # noqa: BLE001 - any failure to reach it is a start-up error
+            raise RuntimeError(f"cannot reach the bank at {settings.bank}: {error}") from None
+    # sqlite:///relative/bank.db or sqlite:////absolute/bank.db, as SQLAlchemy spells them.
+    path = settings.bank[len("sqlite:///"):] if settings.bank else Path(settings.data_dir) / "bank.db"
+    return Store(path)
+
+
 class _Service:
     """What the servicer, health and shutdown share."""
 
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
-        self.store = Store(Path(settings.data_dir) / "bank.db")
+        self.store = open_store(settings)
         self.bank = Bank(self.store, max_templates=settings.max_templates)
         self.metrics = Metrics()
         self.metrics.bank.set(len(self.bank))
+        self.bank.on_change.append(lambda: self.metrics.bank.set(len(self.bank)))
         self.health = health.HealthServicer()
         self.draining = threading.Event()
         # Frames of every stream are matched here: as many at once as there
