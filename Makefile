@@ -36,6 +36,7 @@ proto: $(STAMP)
 lint: $(STAMP)
 	cd proto && $(BUF) lint
 	$(BIN)/hadolint deploy/Dockerfile
+	$(BIN)/kubernetes-validate --strict $(filter-out %kustomization.yaml,$(wildcard deploy/k8s/*.yaml))
 
 clean:
 	rm -rf $(VENV) .pytest_cache .hypothesis *.egg-info

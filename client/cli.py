@@ -252,6 +252,27 @@ class _Progress:
             sys.stderr.write("\n")
 
 
+_RECONNECTS = 5
+
+
+def _record(result, frame, args, results: list, lines, overlay, heat) -> None:
+    """One answered frame into the summary and every output asked for."""
+    from featuremap.client import render
+
+    entry = {"sequence": result.sequence, "timestamp": result.timestamp, "peaks": _peaks_json(result.peaks),
+             "skipped": result.skipped}
+    results.append(entry)
+    if lines:
+        lines.write(json.dumps(entry) + "\n")
+    if overlay is not None and frame is not None:
+        overlay.write(render.draw_peaks(frame, result.peaks))
+    if heat is not None and frame is not None and result.maps:
+        name, score_map = next(iter(result.maps.items()))
+        box = next((p for p in result.peaks if p.template == name), None)
+        size = (box.width, box.height) if box else (0, 0)
+        heat.write(render.heatmap_over(frame, score_map, template_size=size, method=args.method))
+
+
 def watch(args, *, progress: bool = True) -> dict:
     """Stream a source through the server; write what was asked; return a summary."""
     from featuremap.client import FeatureMapError, render
@@ -263,16 +284,21 @@ def watch(args, *, progress: bool = True) -> dict:
         raise CommandError(str(error)) from None
     realtime = source.live if args.realtime is None else args.realtime
     limit = args.max_frames
-    pending: dict[int, object] = {}  # sequence -> frame, for the outputs
-    want_frames = bool(args.out or args.heatmap_out)
+    # Frames sent but not yet answered, in order: resent on another replica
+    # when the one serving the stream goes away, so every frame gets a result.
+    unanswered: dict[int, tuple] = {}
+    read_lock = threading.Lock()
+    reader = iter(source)
 
     def frames():
-        for sequence, stamp, frame in source:
-            if limit is not None and sequence >= limit:
-                return
-            if want_frames:
-                pending[sequence] = frame
-            yield sequence, stamp, frame
+        yield from list(unanswered.values())
+        while True:
+            with read_lock:  # an abandoned stream's sender may still be pulling
+                item = next(reader, None)
+                if item is None or (limit is not None and item[0] >= limit):
+                    return
+                unanswered[item[0]] = item
+            yield item
 
     overlay = render.VideoWriter(args.out, source.fps or 25.0) if args.out else None
     heat = render.VideoWriter(args.heatmap_out, source.fps or 25.0) if args.heatmap_out else None
@@ -280,27 +306,27 @@ def watch(args, *, progress: bool = True) -> dict:
     total = min(limit, source.frame_count) if limit and source.frame_count else (limit or source.frame_count)
     bar = _Progress(total, progress and sys.stderr.isatty())
     results = []
+    reconnects = 0
     try:
         with _client(args) as client:
-            stream = client.stream(frames(), realtime=realtime, maps="float16" if heat else None,
-                                   window=args.window, **_match_settings(args))
-            for result in stream:
-                entry = {"sequence": result.sequence, "timestamp": result.timestamp,
-                         "peaks": _peaks_json(result.peaks), "skipped": result.skipped}
-                results.append(entry)
-                if lines:
-                    lines.write(json.dumps(entry) + "\n")
-                frame = pending.pop(result.sequence, None)
-                for skipped in result.skipped:
-                    pending.pop(skipped, None)
-                if overlay is not None and frame is not None:
-                    overlay.write(render.draw_peaks(frame, result.peaks))
-                if heat is not None and frame is not None and result.maps:
-                    name, score_map = next(iter(result.maps.items()))
-                    box = next((p for p in result.peaks if p.template == name), None)
-                    size = (box.width, box.height) if box else (0, 0)
-                    heat.write(render.heatmap_over(frame, score_map, template_size=size, method=args.method))
-                bar.update(len(result.skipped))
+            while True:
+                stream = client.stream(frames(), realtime=realtime, maps="float16" if heat else None,
+                                       window=args.window, **_match_settings(args))
+                try:
+                    for result in stream:
+                        item = unanswered.pop(result.sequence, None)
+                        for skipped in result.skipped:
+                            unanswered.pop(skipped, None)
+                        _record(result, None if item is None else item[2], args, results, lines, overlay, heat)
+                        bar.update(len(result.skipped))
+                    break
+                except FeatureMapError as error:
+                    if error.code not in _retryable() or reconnects >= _RECONNECTS:
+                        raise
+                    reconnects += 1
+                    sys.stderr.write(f"\nfeaturemap watch: stream lost ({error.code.name}); resuming from frame "
+                                     f"{min(unanswered, default='next')} on another replica\n")
+                    time.sleep(0.2)
     except FeatureMapError as error:
         raise CommandError(f"featuremap watch: {error}") from None
     except SourceError as error:
@@ -317,6 +343,13 @@ def watch(args, *, progress: bool = True) -> dict:
             lines.close()
     return {"frames": len(results), "skipped": sum(len(r["skipped"]) for r in results), "fps": bar.fps(),
             "results": results}
+
+
+def _retryable():
+    import grpc
+
+    return {grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.CANCELLED, grpc.StatusCode.INTERNAL,
+            grpc.StatusCode.UNKNOWN}
 
 
 def _watch(args) -> int:

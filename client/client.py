@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import functools
+import socket
 import threading
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
@@ -157,13 +158,40 @@ def match_config(
     )
 
 
+def channel_target(address: str) -> str:
+    """A gRPC target for one address, a comma-separated list, or a ``dns:///`` name.
+
+    Several host:port addresses are resolved here and joined into one
+    ``ipv4:``/``ipv6:`` target, so that gRPC's round_robin policy spreads
+    calls over all of them.
+    """
+    if "," not in address:
+        return address
+    resolved = []
+    for part in (a.strip() for a in address.split(",") if a.strip()):
+        host, _, port = part.rpartition(":")
+        if not host or not port.isdigit():
+            raise ValueError(f"{part!r} is not host:port")
+        try:
+            infos = socket.getaddrinfo(host.strip("[]"), int(port), type=socket.SOCK_STREAM)
+        except socket.gaierror as error:
+            raise ValueError(f"cannot resolve {host}: {error}") from None
+        family, *_, sockaddr = infos[0]
+        resolved.append((family, sockaddr[0], int(port)))
+    if all(family == socket.AF_INET for family, _, _ in resolved):
+        return "ipv4:" + ",".join(f"{ip}:{port}" for _, ip, port in resolved)
+    return "ipv6:" + ",".join(f"[{ip}]:{port}" for _, ip, port in resolved)
+
+
 class FeatureMapClient:
     """A connection to a featuremap server.
 
     Parameters
     ----------
     address : str
-        host:port of the server.
+        host:port of the server; several, comma-separated (or a
+        ``dns:///name:port`` that resolves to several replicas), and calls
+        are spread over them round-robin.
     timeout : float, optional
         Seconds each unary call may take (None: no deadline; an unreachable
         server still fails at once, with UNAVAILABLE).
@@ -186,11 +214,13 @@ class FeatureMapClient:
             "grpc.keepalive_time_ms": 20000,
             "grpc.keepalive_timeout_ms": 10000,
             "grpc.keepalive_permit_without_calls": 0,
+            # Spread calls over every address the target resolves to.
+            "grpc.lb_policy_name": "round_robin",
         }
         defaults.update(dict(options or []))
         self.address = address
         self.timeout = timeout
-        self._channel = grpc.insecure_channel(address, options=list(defaults.items()))
+        self._channel = grpc.insecure_channel(channel_target(address), options=list(defaults.items()))
         self._stub = pb_grpc.FeatureMapServiceStub(self._channel)
 
     def __enter__(self) -> FeatureMapClient:

@@ -1,15 +1,21 @@
 """Several replicas sharing one template bank through a real Redis."""
 
+import json
 import os
+import re
 import shutil
 import subprocess
+import sys
 import time
+import urllib.request
 
+import cv2
 import grpc
 import numpy as np
 import pytest
 import redis
 
+from featuremap.client import FeatureMapClient
 from featuremap.service.codec import raw_image
 from featuremap.v1 import featuremap_pb2 as pb
 from featuremap.v1 import featuremap_pb2_grpc as pb_grpc
@@ -46,24 +52,34 @@ def redis_url(tmp_path):
 
 
 @pytest.fixture
-def replicas(tmp_path, redis_url):
-    processes, stubs, channels = [], [], []
+def cluster(tmp_path, redis_url):
+    """Three replicas on one Redis bank: (stubs, processes, addresses)."""
+    processes, stubs, channels, addresses = [], [], [], []
     for i in range(3):
         port = free_port()
-        processes.append(start_process(tmp_path / f"r{i}", port, "--bank", redis_url))
+        metrics = free_port()
+        addresses.append((f"127.0.0.1:{port}", f"127.0.0.1:{metrics}"))
+        processes.append(start_process(tmp_path / f"r{i}", port, "--bank", redis_url, "--metrics-address",
+                                       f"127.0.0.1:{metrics}"))
         channel = grpc.insecure_channel(f"127.0.0.1:{port}", options=MESSAGE_OPTIONS)
         channels.append(channel)
         stubs.append(pb_grpc.FeatureMapServiceStub(channel))
     for channel in channels:
         wait_serving(channel)
-    yield stubs
+    yield stubs, processes, addresses
     for channel in channels:
         channel.close()
     for process in processes:
-        process.terminate()
+        if process.poll() is None:
+            process.terminate()
         process.wait(30)
         process.stdout.close()
         process.stderr.close()
+
+
+@pytest.fixture
+def replicas(cluster):
+    return cluster[0]
 
 
 def names(stub):
@@ -115,3 +131,58 @@ def test_an_unreachable_bank_fails_at_start(tmp_path):
     assert "cannot reach the bank" in process.stderr.read()
     process.stdout.close()
     process.stderr.close()
+
+
+def frames_served(metrics_address: str) -> float:
+    text = urllib.request.urlopen(f"http://{metrics_address}/metrics", timeout=10).read().decode()
+    match = re.search(r'featuremap_frames_total\{rpc="StreamMatch"\} ([0-9.]+)', text)
+    return float(match.group(1)) if match else 0.0
+
+
+def test_the_client_spreads_streams_over_the_replicas(cluster):
+    stubs, _, addresses = cluster
+    frame = scene(2)
+    stubs[0].CreateTemplate(pb.CreateTemplateRequest(template=pb.Template(image=raw_image(frame[:16, :16])),
+                                                     template_id="spread"))
+    assert within(1.0, lambda: all(names(s) == ["templates/spread"] for s in stubs))
+    with FeatureMapClient(",".join(grpc_address for grpc_address, _ in addresses), timeout=30) as client:
+        for _ in range(9):
+            assert len(list(client.stream([frame] * 3, templates=["spread"]))) == 3
+    served = [frames_served(metrics) for _, metrics in addresses]
+    assert sum(served) == 27 and all(count > 0 for count in served), served
+
+
+def test_watch_survives_the_death_of_a_replica(cluster, tmp_path):
+    stubs, processes, addresses = cluster
+    video = tmp_path / "v.avi"
+    rng = np.random.default_rng(0)
+    background = cv2.GaussianBlur(rng.integers(0, 256, (120, 160, 3), dtype=np.uint8), (0, 0), 2)
+    writer = cv2.VideoWriter(str(video), cv2.VideoWriter_fourcc(*"MJPG"), 10.0, (160, 120))
+    for _ in range(300):
+        writer.write(background)
+    writer.release()
+    stubs[0].CreateTemplate(pb.CreateTemplateRequest(
+        template=pb.Template(image=raw_image(cv2.VideoCapture(str(video)).read()[1][30:62, 40:72])),
+        template_id="still"))
+    assert within(1.0, lambda: all(names(s) == ["templates/still"] for s in stubs))
+    lines = tmp_path / "d.jsonl"
+    watch = subprocess.Popen(
+        [sys.executable, "-m", "featuremap.client.cli", "watch", str(video), "--template", "still", "--jsonl",
+         str(lines), "--window", "2", "--address", ",".join(a for a, _ in addresses)],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    # Kill -9 the replica that serves the stream, once it has answered some frames.
+    deadline = time.monotonic() + 60
+    victim = None
+    while victim is None and time.monotonic() < deadline:
+        served = [frames_served(metrics) for _, metrics in addresses]
+        busy = [i for i, count in enumerate(served) if count >= 20]
+        victim = busy[0] if busy else None
+        time.sleep(0.02)
+    assert victim is not None
+    processes[victim].kill()
+    _, err = watch.communicate(timeout=120)
+    assert watch.returncode == 0, err
+    entries = [json.loads(line) for line in lines.read_text().splitlines()]
+    assert [e["sequence"] for e in entries] == list(range(300))
+    assert all(e["peaks"] and (e["peaks"][0]["x"], e["peaks"][0]["y"]) == (40, 30) for e in entries)
+    assert "resuming" in err
