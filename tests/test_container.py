@@ -80,3 +80,32 @@ def test_entrypoint_reaches_serving_with_the_image_env(tmp_path):
         process.stdout.close()
         process.stderr.close()
     assert '"message": "listening"' in err  # FEATUREMAP_LOG_FORMAT=json from the image
+
+
+def test_kubernetes_manifests_hang_together():
+    import yaml
+
+    k8s = ROOT / "deploy" / "k8s"
+    kustomization = yaml.safe_load((k8s / "kustomization.yaml").read_text())
+    assert all((k8s / resource).exists() for resource in kustomization["resources"])
+    docs = [d for f in sorted(k8s.glob("*.yaml")) for d in yaml.safe_load_all(f.read_text()) if d and "metadata" in d]
+    by_kind = {(d["kind"], d["metadata"]["name"]): d for d in docs}
+    deployment = by_kind[("Deployment", "featuremap")]["spec"]
+    config = by_kind[("ConfigMap", "featuremap")]["data"]
+    pod = deployment["template"]["spec"]
+    (container,) = pod["containers"]
+    # The pod outlives the server's drain, so in-flight frames finish before the kill.
+    assert pod["terminationGracePeriodSeconds"] > float(config["FEATUREMAP_GRACE_SECONDS"])
+    assert deployment["replicas"] == 3
+    assert container["readinessProbe"]["grpc"]["port"] == container["livenessProbe"]["grpc"]["port"] == 50051
+    assert container["securityContext"]["readOnlyRootFilesystem"] is True
+    assert container["securityContext"]["capabilities"]["drop"] == ["ALL"]
+    assert pod["securityContext"]["runAsNonRoot"] is True
+    mounts = {m["mountPath"] for m in container["volumeMounts"]}
+    # Every path the image writes to is a volume (NUMBA_CACHE_DIR, the data dir).
+    stage = runtime_stage()
+    env = container_env(stage, {})
+    assert {env["NUMBA_CACHE_DIR"], env["FEATUREMAP_DATA_DIR"]} <= mounts
+    assert config["FEATUREMAP_BANK"].startswith("redis://featuremap-redis:")
+    headless = by_kind[("Service", "featuremap-headless")]["spec"]
+    assert headless["clusterIP"] == "None" and headless["ports"][0]["name"] == "grpc"
