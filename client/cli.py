@@ -103,7 +103,8 @@ def _serve(args: argparse.Namespace) -> int:
 def _client(args):
     from featuremap.client import FeatureMapClient
 
-    return FeatureMapClient(args.address, timeout=args.timeout)
+    return FeatureMapClient(args.address, timeout=args.timeout, token=args.token, tls=args.tls,
+                            ca_file=args.ca_file, cert_file=args.cert_file, key_file=args.key_file)
 
 
 def _read_image(path: str, what: str):
@@ -371,6 +372,12 @@ def _add_client_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--address", default=os.environ.get("FEATUREMAP_ADDRESS", "localhost:50051"),
                         help="server host:port (env FEATUREMAP_ADDRESS; default localhost:50051)")
     parser.add_argument("--timeout", type=float, default=30.0, help="seconds per call (default 30)")
+    parser.add_argument("--token", default=os.environ.get("FEATUREMAP_TOKEN"),
+                        help="bearer token (env FEATUREMAP_TOKEN)")
+    parser.add_argument("--tls", action="store_true", help="connect with TLS")
+    parser.add_argument("--ca-file", help="PEM CA bundle of the server's certificate (implies --tls)")
+    parser.add_argument("--cert-file", help="client certificate, for mutual TLS (implies --tls)")
+    parser.add_argument("--key-file", help="client key, for mutual TLS")
 
 
 def _add_match_options(parser: argparse.ArgumentParser) -> None:

@@ -197,6 +197,15 @@ class FeatureMapClient:
         server still fails at once, with UNAVAILABLE).
     options : list of (str, value), optional
         Extra gRPC channel options.
+    token : str, optional
+        Sent as ``authorization: Bearer <token>`` on every call.
+    tls : bool
+        Connect with TLS (implied by any of the files below).
+    ca_file : str, optional
+        PEM CA bundle that signed the server's certificate (default: the
+        system's roots).
+    cert_file, key_file : str, optional
+        The client's certificate and key, for servers that require mutual TLS.
 
     Examples
     --------
@@ -206,7 +215,18 @@ class FeatureMapClient:
     ...         print(result.sequence, result.peaks)
     """
 
-    def __init__(self, address: str = DEFAULT_ADDRESS, *, timeout: float | None = None, options=None) -> None:
+    def __init__(
+        self,
+        address: str = DEFAULT_ADDRESS,
+        *,
+        timeout: float | None = None,
+        options=None,
+        token: str | None = None,
+        tls: bool = False,
+        ca_file: str | None = None,
+        cert_file: str | None = None,
+        key_file: str | None = None,
+    ) -> None:
         defaults = {
             "grpc.max_send_message_length": _MAX_MESSAGE,
             "grpc.max_receive_message_length": _MAX_MESSAGE,
@@ -220,7 +240,19 @@ class FeatureMapClient:
         defaults.update(dict(options or []))
         self.address = address
         self.timeout = timeout
-        self._channel = grpc.insecure_channel(channel_target(address), options=list(defaults.items()))
+        target, channel_options = channel_target(address), list(defaults.items())
+        if tls or ca_file or cert_file or key_file:
+            if bool(cert_file) != bool(key_file):
+                raise ValueError("cert_file and key_file go together: give both or neither")
+
+            def read(path):
+                return Path(path).read_bytes() if path else None
+
+            credentials = grpc.ssl_channel_credentials(read(ca_file), read(key_file), read(cert_file))
+            self._channel = grpc.secure_channel(target, credentials, options=channel_options)
+        else:
+            self._channel = grpc.insecure_channel(target, options=channel_options)
+        self._metadata = (("authorization", f"Bearer {token}"),) if token else ()
         self._stub = pb_grpc.FeatureMapServiceStub(self._channel)
 
     def __enter__(self) -> FeatureMapClient:
@@ -250,13 +282,13 @@ class FeatureMapClient:
         if mask is not None:
             template.mask.CopyFrom(_read_image(mask))
         request = pb.CreateTemplateRequest(template=template, template_id=template_id or "")
-        return _template_info(self._stub.CreateTemplate(request, timeout=self.timeout).template)
+        return _template_info(self._stub.CreateTemplate(request, timeout=self.timeout, metadata=self._metadata).template)
 
     @_translated
     def get_template(self, template: str) -> TemplateInfo:
         """One template, with its image (by id or ``templates/{id}``)."""
         return _template_info(self._stub.GetTemplate(pb.GetTemplateRequest(name=_name(template)),
-                                                     timeout=self.timeout).template)
+                                                     timeout=self.timeout, metadata=self._metadata).template)
 
     def list_templates(self, *, page_size: int = 100) -> Iterator[TemplateInfo]:
         """Every template of the bank, page after page (without pixels)."""
@@ -271,12 +303,12 @@ class FeatureMapClient:
     @_translated
     def _list_page(self, page_size: int, token: str) -> pb.ListTemplatesResponse:
         return self._stub.ListTemplates(pb.ListTemplatesRequest(page_size=page_size, page_token=token),
-                                        timeout=self.timeout)
+                                        timeout=self.timeout, metadata=self._metadata)
 
     @_translated
     def delete_template(self, template: str) -> None:
         """Remove a template (by id or ``templates/{id}``)."""
-        self._stub.DeleteTemplate(pb.DeleteTemplateRequest(name=_name(template)), timeout=self.timeout)
+        self._stub.DeleteTemplate(pb.DeleteTemplateRequest(name=_name(template)), timeout=self.timeout, metadata=self._metadata)
 
     # -- matching ---------------------------------------------------------
 
@@ -286,7 +318,7 @@ class FeatureMapClient:
         """Match one frame; ``config`` as for :func:`match_config`."""
         request = pb.MatchRequest(config=match_config(**config),
                                   frame=_frame(sequence, None, frame, encoding, quality))
-        return _result(self._stub.Match(request, timeout=self.timeout).result)
+        return _result(self._stub.Match(request, timeout=self.timeout, metadata=self._metadata).result)
 
     def stream(self, frames: Iterable, *, window: int = 4, encoding: str = "raw", quality: int = 90,
                timeout: float | None = None, **config) -> Iterator[FrameResult]:
@@ -336,7 +368,7 @@ class FeatureMapClient:
                 index += 1
                 yield pb.StreamMatchRequest(frame=_frame(sequence, timestamp, image, encoding, quality))
 
-        call = self._stub.StreamMatch(requests(), timeout=timeout)
+        call = self._stub.StreamMatch(requests(), timeout=timeout, metadata=self._metadata)
         try:
             for response in call:
                 result = _result(response.result)

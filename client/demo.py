@@ -121,7 +121,9 @@ def run_demo(args: argparse.Namespace) -> int:
             raise CommandError(f"the demo server at {address} did not become ready")
     try:
         first = cv2.VideoCapture(str(video)).read()[1]
-        with FeatureMapClient(address, timeout=args.timeout) as client:
+        secure = {"token": args.token, "tls": args.tls, "ca_file": args.ca_file, "cert_file": args.cert_file,
+                  "key_file": args.key_file} if server is None else {}
+        with FeatureMapClient(address, timeout=args.timeout, **secure) as client:
             for name in ("demo-a", "demo-b", "demo-c"):
                 x, y = path_of(name, 0)
                 try:
@@ -135,7 +137,8 @@ def run_demo(args: argparse.Namespace) -> int:
         write_image(out / "heatmap.png", heatmap_over(first, result.maps["templates/demo-a"],
                                                       template_size=(OBJECT, OBJECT)))
         watch_args = argparse.Namespace(
-            source=str(video), address=address, timeout=args.timeout, template=["demo-a", "demo-b", "demo-c"],
+            source=str(video), address=address, timeout=args.timeout,
+            **{"token": None, "tls": False, "ca_file": None, "cert_file": None, "key_file": None, **secure}, template=["demo-a", "demo-b", "demo-c"],
             method="ccoeff_normed", top_k=1, threshold=None, out=str(out / "overlay.mp4"), heatmap_out=None,
             jsonl=str(out / "detections.jsonl"), realtime=False, max_frames=None, window=4,
         )

@@ -34,6 +34,10 @@ class Settings:
     max_streams: int = 64
     max_in_flight: int = 4
     grace_seconds: float = 10.0
+    tokens_file: str = ""
+    tls_cert: str = ""
+    tls_key: str = ""
+    tls_client_ca: str = ""
 
 
 _HELP = {
@@ -52,6 +56,10 @@ _HELP = {
     "max_streams": "most concurrent StreamMatch calls",
     "max_in_flight": "frames buffered per stream before the client is slowed down",
     "grace_seconds": "on SIGTERM, how long in-flight calls may take to finish",
+    "tokens_file": "bearer tokens with scopes, one 'token scope[,scope]' per line; empty: no authentication",
+    "tls_cert": "PEM certificate chain of the server: serve TLS",
+    "tls_key": "PEM private key of --tls-cert",
+    "tls_client_ca": "PEM CA bundle: require client certificates it signed (mutual TLS)",
 }
 
 
@@ -74,6 +82,14 @@ def _check(settings: Settings) -> Settings:
             raise SettingsError(f"{name} must be host:port, got {value!r}")
     if not settings.address:
         raise SettingsError("address must be host:port")
+    if bool(settings.tls_cert) != bool(settings.tls_key):
+        raise SettingsError("tls_cert and tls_key go together: give both or neither")
+    if settings.tls_client_ca and not settings.tls_cert:
+        raise SettingsError("tls_client_ca needs tls_cert and tls_key: mutual TLS is TLS first")
+    for name in ("tokens_file", "tls_cert", "tls_key", "tls_client_ca"):
+        path = getattr(settings, name)
+        if path and not os.path.isfile(path):
+            raise SettingsError(f"{name}: no such file {path!r}")
     if settings.bank and not settings.bank.startswith(("sqlite:///", "redis://", "rediss://")):
         raise SettingsError(f"bank must be sqlite:///path or redis://host:port/db, got {settings.bank!r}")
     return settings

@@ -38,6 +38,7 @@ from featuremap.v1 import featuremap_pb2 as pb
 from featuremap.v1 import featuremap_pb2_grpc as pb_grpc
 
 from . import codec, matching
+from .auth import TokenAuth, load_tokens
 from .bank import Bank, name_of
 from .config import Settings
 from .engine import runtime, warmup
@@ -401,6 +402,14 @@ def create_server(address: str = "[::]:0", settings: Settings | None = None) -> 
         Everything else; ``address`` wins over ``settings.address``.
     """
     settings = settings or Settings()
+    interceptors = []
+    if settings.tokens_file:
+        try:
+            interceptors.append(TokenAuth(load_tokens(settings.tokens_file)))
+        except (OSError, ValueError) as error:
+            raise RuntimeError(f"tokens file: {error}") from None
+    else:
+        log.warning("no tokens file: every client may call every method (set --tokens-file)")
     runtime.retain_freed_memory()
     service = _Service(settings)
     service.set_serving(False)
@@ -412,14 +421,24 @@ def create_server(address: str = "[::]:0", settings: Settings | None = None) -> 
     ]
     # Each open stream holds a handler thread; unary calls need room beside them.
     server = grpc.server(ThreadPoolExecutor(max_workers=settings.max_streams + 16,
-                                            thread_name_prefix="featuremap-rpc"), options=options)
+                                            thread_name_prefix="featuremap-rpc"), options=options,
+                         interceptors=interceptors)
     pb_grpc.add_FeatureMapServiceServicer_to_server(FeatureMapServicer(service), server)
     health_pb2_grpc.add_HealthServicer_to_server(service.health, server)
     reflection.enable_server_reflection(
         (SERVICE_NAME, health_pb2.DESCRIPTOR.services_by_name["Health"].full_name, reflection.SERVICE_NAME),
         server,
     )
-    port = server.add_insecure_port(address)
+    if settings.tls_cert:
+        read = lambda path: Path(path).read_bytes()  # noqa: E731
+        credentials = grpc.ssl_server_credentials(
+            [(read(settings.tls_key), read(settings.tls_cert))],
+            root_certificates=read(settings.tls_client_ca) if settings.tls_client_ca else None,
+            require_client_auth=bool(settings.tls_client_ca),
+        )
+        port = server.add_secure_port(address, credentials)
+    else:
+        port = server.add_insecure_port(address)
     if port == 0:
         raise OSError(f"cannot listen on {address}: is the address valid and free?")
     server.start()
