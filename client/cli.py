@@ -291,10 +291,18 @@ def watch(args, *, progress: bool = True) -> dict:
     read_lock = threading.Lock()
     reader = iter(source)
 
+    closed = []  # set (under read_lock) once the source is released
+
     def frames():
         yield from list(unanswered.values())
         while True:
-            with read_lock:  # an abandoned stream's sender may still be pulling
+            # gRPC's sender thread pulls frames; the lock keeps an abandoned
+            # stream's sender and a new one apart, and both away from a
+            # source that is being released (reading a released capture
+            # crashes the process).
+            with read_lock:
+                if closed:
+                    return
                 item = next(reader, None)
                 if item is None or (limit is not None and item[0] >= limit):
                     return
@@ -336,7 +344,9 @@ def watch(args, *, progress: bool = True) -> dict:
         pass  # stop cleanly: what was written is kept
     finally:
         bar.finish()
-        source.close()
+        with read_lock:
+            closed.append(True)
+            source.close()
         for writer in (overlay, heat):
             if writer is not None:
                 writer.close()
