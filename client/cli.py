@@ -316,6 +316,17 @@ def watch(args, *, progress: bool = True) -> dict:
     bar = _Progress(total, progress and sys.stderr.isatty())
     results = []
     reconnects = 0
+    # Ctrl-C finishes the frame in hand (its JSON line, overlay and heatmap
+    # frames together), then stops; a second Ctrl-C interrupts at once.
+    interrupted = threading.Event()
+    previous = None
+    if threading.current_thread() is threading.main_thread():
+        def on_interrupt(*_):
+            interrupted.set()
+            signal.signal(signal.SIGINT, previous)
+
+        previous = signal.getsignal(signal.SIGINT) or signal.default_int_handler
+        signal.signal(signal.SIGINT, on_interrupt)
     try:
         with _client(args) as client:
             while True:
@@ -328,6 +339,8 @@ def watch(args, *, progress: bool = True) -> dict:
                             unanswered.pop(skipped, None)
                         _record(result, None if item is None else item[2], args, results, lines, overlay, heat)
                         bar.update(len(result.skipped))
+                        if interrupted.is_set():
+                            break
                     break
                 except FeatureMapError as error:
                     if error.code not in _retryable() or reconnects >= _RECONNECTS:
@@ -343,6 +356,8 @@ def watch(args, *, progress: bool = True) -> dict:
     except KeyboardInterrupt:
         pass  # stop cleanly: what was written is kept
     finally:
+        if previous is not None:
+            signal.signal(signal.SIGINT, previous)
         bar.finish()
         with read_lock:
             closed.append(True)
