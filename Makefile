@@ -7,7 +7,7 @@ STAMP  := $(VENV)/.installed
 PROTO  := proto/featuremap/v1/featuremap.proto
 BUF    := npx --yes @bufbuild/buf@1.75.0
 
-.PHONY: demo test bench proto lint clean
+.PHONY: demo test soak bench proto lint clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -23,6 +23,10 @@ demo: $(STAMP)
 
 test: $(STAMP)
 	$(BIN)/python -m pytest -q
+
+# The long variants of the fuzz, load and fault suites.
+soak: $(STAMP)
+	$(BIN)/python -m pytest -q -m soak
 
 bench: $(STAMP)
 	$(BIN)/python tests/benchmarks/bench_engine.py
