@@ -292,6 +292,7 @@ def watch(args, *, progress: bool = True) -> dict:
     reader = iter(source)
 
     closed = []  # set (under read_lock) once the source is released
+    broken: list[Exception] = []  # a source error met by gRPC's sender thread, re-raised here
 
     def frames():
         yield from list(unanswered.values())
@@ -301,9 +302,13 @@ def watch(args, *, progress: bool = True) -> dict:
             # source that is being released (reading a released capture
             # crashes the process).
             with read_lock:
-                if closed:
+                if closed or broken:
                     return
-                item = next(reader, None)
+                try:
+                    item = next(reader, None)
+                except SourceError as error:
+                    broken.append(error)
+                    return
                 if item is None or (limit is not None and item[0] >= limit):
                     return
                 unanswered[item[0]] = item
@@ -334,6 +339,8 @@ def watch(args, *, progress: bool = True) -> dict:
                                        window=args.window, **_match_settings(args))
                 try:
                     for result in stream:
+                        if broken:
+                            raise broken[0]
                         item = unanswered.pop(result.sequence, None)
                         for skipped in result.skipped:
                             unanswered.pop(skipped, None)
@@ -341,8 +348,12 @@ def watch(args, *, progress: bool = True) -> dict:
                         bar.update(len(result.skipped))
                         if interrupted.is_set():
                             break
+                    if broken:
+                        raise broken[0]
                     break
                 except FeatureMapError as error:
+                    if broken:
+                        raise broken[0] from None
                     if error.code not in _retryable() or reconnects >= _RECONNECTS:
                         raise
                     reconnects += 1

@@ -3,23 +3,12 @@
 The servicer is thin (house rule 4): decode with ``codec``, call the bank and
 ``matching``, encode; every exception becomes a status in ``errors``.
 
-StreamMatch runs as a pipeline per stream: a reader thread takes requests off
-the wire and decodes frames, a dispatcher hands them in order to the server's
-compute pool (as many frames at once as there are cores, so the serial parts
-of one frame overlap the next), and the handler takes the results back in
-order, encodes and sends them. So frame n+1 is decoded and frame n-1 encoded
-while frame n is computed. The queues between the stages are bounded
-(``max_in_flight``): a client that stops reading fills them, then the reader
-stops reading and gRPC flow control stalls that client, while server memory
-stays put. In realtime mode the reader keeps only the newest pending frame,
-the frames it replaces are reported as skipped, and one result at a time is
-in flight.
+StreamMatch's per-stream pipeline is in ``streaming``.
 """
 
 from __future__ import annotations
 
 import base64
-import collections
 import functools
 import logging
 import os
@@ -43,14 +32,14 @@ from .bank import Bank, name_of
 from .config import Settings
 from .engine import runtime, warmup
 from .halffloat import to_float16
-from .errors import FailedPrecondition, InvalidArgument, LimitExceeded, Unavailable, status_of
+from .errors import InvalidArgument, LimitExceeded, Unavailable, status_of
 from .metrics import Metrics
 from .store import Store, StoredTemplate
+from .streaming import StreamPipeline
 
 log = logging.getLogger("featuremap.server")
 
 SERVICE_NAME = pb.DESCRIPTOR.services_by_name["FeatureMapService"].full_name
-_POLL = 0.1  # seconds between checks that a stream is still wanted
 
 
 def template_proto(template: StoredTemplate, *, full: bool) -> pb.Template:
@@ -238,7 +227,7 @@ class FeatureMapServicer(pb_grpc.FeatureMapServiceServicer):
             self._service.open_stream()
         except Exception as error:  # noqa: BLE001
             self._fail(error, context)
-        stream = _Stream(self, request_iterator, context)
+        stream = StreamPipeline(self, request_iterator, context)
         try:
             yield from stream.run()
         except Exception as error:  # noqa: BLE001
@@ -247,145 +236,6 @@ class FeatureMapServicer(pb_grpc.FeatureMapServiceServicer):
             stream.stop()
             self._service.close_stream()
 
-
-class _Queue:
-    """A small bounded FIFO whose waits give up when the stream is over."""
-
-    def __init__(self, capacity: int, stopped: threading.Event) -> None:
-        self._items: collections.deque = collections.deque()
-        self.capacity = capacity
-        self._stopped = stopped
-        self._cond = threading.Condition()
-
-    def put(self, item, *, replace_frame: bool = False) -> tuple | None:
-        """Append ``item``; with ``replace_frame``, take the place of a pending frame and return it."""
-        with self._cond:
-            if replace_frame and self._items and self._items[-1][0] == "frame":
-                replaced = self._items.pop()
-                self._items.append(item)
-                self._cond.notify_all()
-                return replaced
-            while len(self._items) >= self.capacity:
-                if self._stopped.is_set():
-                    return None
-                self._cond.wait(_POLL)
-            self._items.append(item)
-            self._cond.notify_all()
-            return None
-
-    def get(self):
-        """The next item, or ("stop",) once the stream is over."""
-        with self._cond:
-            while not self._items:
-                if self._stopped.is_set():
-                    return ("stop",)
-                self._cond.wait(_POLL)
-            item = self._items.popleft()
-            self._cond.notify_all()
-            return item
-
-
-class _Stream:
-    """One StreamMatch call: reader and worker threads, results yielded in order."""
-
-    def __init__(self, servicer: FeatureMapServicer, requests, context) -> None:
-        self._servicer = servicer
-        self._requests = requests
-        self._context = context
-        self._stopped = threading.Event()
-        capacity = self._capacity = servicer._settings.max_in_flight
-        self._inbox = _Queue(capacity, self._stopped)
-        self._outbox = _Queue(capacity, self._stopped)
-        self._skipped: list[int] = []
-        self._skipped_lock = threading.Lock()
-        context.add_callback(self._stopped.set)
-
-    def stop(self) -> None:
-        self._stopped.set()
-
-    def run(self):
-        """Start the threads; yield a StreamMatchResponse per answered frame."""
-        threads = [threading.Thread(target=self._read, name="featuremap-read", daemon=True),
-                   threading.Thread(target=self._work, name="featuremap-work", daemon=True)]
-        for thread in threads:
-            thread.start()
-        while True:
-            item = self._outbox.get()
-            if item[0] == "result":
-                _, pending, skipped = item
-                result = pending.result()  # in order, whatever order they finish in
-                result.skipped_sequences.extend(skipped)
-                self._servicer._metrics.frames.labels("StreamMatch").inc()
-                yield pb.StreamMatchResponse(result=result)
-            elif item[0] == "error":
-                raise item[1]
-            else:  # "end" or "stop"
-                return
-
-    def _read(self) -> None:
-        """Requests off the wire, frames decoded, into the inbox, in order."""
-        realtime = None  # None until the first config
-        try:
-            for request in self._requests:
-                kind = request.WhichOneof("kind")
-                if kind == "config":
-                    realtime = request.config.realtime
-                    self._inbox.put(("config", request.config))
-                elif kind == "frame":
-                    if realtime is None:
-                        raise FailedPrecondition("a frame came before any config: send a MatchConfig first")
-                    if realtime:
-                        # Decoded on the pool: a frame that is replaced costs nothing.
-                        replaced = self._inbox.put(("frame", request.frame, None, 0.0), replace_frame=True)
-                        if replaced is not None:
-                            with self._skipped_lock:
-                                self._skipped.append(replaced[1].sequence)
-                            self._servicer._metrics.skipped.inc()
-                    else:
-                        image, decode_ms = self._servicer._decode(request.frame)
-                        self._inbox.put(("frame", request.frame, image, decode_ms))
-                else:
-                    raise InvalidArgument("a StreamMatchRequest must set config or frame")
-                if self._stopped.is_set():
-                    return
-            self._inbox.put(("end",))
-        except grpc.RpcError:
-            self._stopped.set()  # the client went away
-        except Exception as error:  # noqa: BLE001 - reported in order, after the frames before it
-            self._inbox.put(("error", error))
-
-    def _work(self) -> None:
-        """Inbox items, in order: configs resolved here, frames handed to the compute pool.
-
-        The outbox receives the pending results in frame order; several frames
-        of a stream may be computed at once (the serial parts of one frame
-        leave cores idle that the next frame can use), and the handler takes
-        them back in order.
-        """
-        resolved = None
-        while True:
-            item = self._inbox.get()
-            try:
-                if item[0] == "config":
-                    resolved = self._servicer._resolve(item[1])
-                    # Realtime wants the newest frame, not a queue of them:
-                    # one result in flight, the rest of the time frames wait
-                    # in the inbox, where newer ones replace them.
-                    self._outbox.capacity = 1 if resolved.realtime else self._capacity
-                    continue
-                if item[0] != "frame":
-                    self._outbox.put(item)
-                    return
-                _, frame, image, decode_ms = item
-                with self._skipped_lock:
-                    skipped, self._skipped = self._skipped, []
-                # Matched and encoded on the pool: encoding maps is work too.
-                pending = self._servicer._service.compute.submit(self._servicer._process, resolved, frame, image,
-                                                                 decode_ms)
-                self._outbox.put(("result", pending, skipped))
-            except Exception as error:  # noqa: BLE001
-                self._outbox.put(("error", error))
-                return
 
 def create_server(address: str = "[::]:0", settings: Settings | None = None) -> tuple[grpc.Server, int]:
     """Start a featuremap server; return it and its port.

@@ -220,9 +220,13 @@ def test_sixteen_concurrent_streams(server):
 
 @pytest.mark.soak
 def test_sixteen_concurrent_streams_soak(server):
-    load(server, 16, 20)
-    before = rss_bytes()
-    for _ in range(5):
+    # With freed memory retained for reuse (runtime.retain_freed_memory) and
+    # one malloc arena per thread, RSS moves within a band (330-510 MiB seen)
+    # rather than settling: a leak shows as a band that keeps rising, so the
+    # peak of the last three rounds is compared with that of the first three.
+    peaks = []
+    for _ in range(6):
         assert load(server, 16, 200) == []
-    growth = rss_bytes() - before
-    assert growth < 64 << 20, f"RSS grew {growth / 2**20:.0f} MiB"
+        peaks.append(rss_bytes())
+    growth = max(peaks[3:]) - max(peaks[:3])
+    assert growth < 64 << 20, f"RSS band rose {growth / 2**20:.0f} MiB: {[p >> 20 for p in peaks]} MiB"

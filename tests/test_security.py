@@ -15,7 +15,7 @@ from featuremap.client import FeatureMapClient, FeatureMapError
 from featuremap.service.config import Settings
 from featuremap.service.server import create_server, drain
 
-from service_helpers import free_port, scene
+from service_helpers import scene
 
 
 def _name(common: str) -> x509.Name:
