@@ -75,16 +75,16 @@ def encoded_size(data: bytes) -> tuple[int, int]:
     raise InvalidArgument("encoded image is not PNG, JPEG or WebP: send one of those, or raw pixels")
 
 
-def _check_pixels(width: int, height: int, max_pixels: int, what: str) -> None:
+def _check_pixels(width: int, height: int, max_pixels: int, what: str, limit_name: str) -> None:
     if width < 1 or height < 1:
         raise InvalidArgument(f"{what} has no pixels ({width}x{height})")
     if width * height > max_pixels:
         raise LimitExceeded(
-            f"{what} is {width}x{height} = {width * height} pixels, over the limit of {max_pixels}"
+            f"{what} is {width}x{height} = {width * height} pixels, over the limit of {max_pixels} ({limit_name})"
         )
 
 
-def decode_image(image: pb.Image, what: str, max_pixels: int) -> np.ndarray:
+def decode_image(image: pb.Image, what: str, max_pixels: int, limit_name: str = "max_pixels") -> np.ndarray:
     """A proto Image as an HxWxC array (uint8 or float32).
 
     Raises
@@ -100,7 +100,7 @@ def decode_image(image: pb.Image, what: str, max_pixels: int) -> np.ndarray:
     if kind == "encoded":
         data = image.encoded
         width, height = encoded_size(data)
-        _check_pixels(width, height, max_pixels, what)
+        _check_pixels(width, height, max_pixels, what, limit_name)
         array = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_UNCHANGED)
         if array is None:
             raise InvalidArgument(f"{what} could not be decoded: the file is corrupt or truncated")
@@ -114,7 +114,7 @@ def decode_image(image: pb.Image, what: str, max_pixels: int) -> np.ndarray:
             raise InvalidArgument(f"{what} has dtype {raw.dtype}: use DATA_TYPE_UINT8 or DATA_TYPE_FLOAT32")
         if raw.channels not in (1, 3, 4):
             raise InvalidArgument(f"{what} has {raw.channels} channels: use 1, 3 or 4")
-        _check_pixels(raw.width, raw.height, max_pixels, what)
+        _check_pixels(raw.width, raw.height, max_pixels, what, limit_name)
         dtype = _DTYPES[raw.dtype]
         expected = raw.height * raw.width * raw.channels * dtype.itemsize
         if len(raw.data) != expected:

@@ -161,8 +161,9 @@ class FeatureMapServicer(pb_grpc.FeatureMapServiceServicer):
     def CreateTemplate(self, request, context):
         template = request.template
         limit = self._settings.max_template_pixels
-        image = codec.decode_image(template.image, "template image", limit)
-        mask = codec.decode_image(template.mask, "template mask", limit) if template.HasField("mask") else None
+        image = codec.decode_image(template.image, "template image", limit, "max_template_pixels")
+        mask = (codec.decode_image(template.mask, "template mask", limit, "max_template_pixels")
+                if template.HasField("mask") else None)
         stored = self._bank.create(image, mask, template_id=request.template_id,
                                    display_name=template.display_name, labels=dict(template.labels))
         self._metrics.bank.set(len(self._bank))
@@ -199,7 +200,8 @@ class FeatureMapServicer(pb_grpc.FeatureMapServiceServicer):
 
     def _decode(self, frame: pb.Frame) -> tuple:
         started = time.perf_counter()
-        image = codec.decode_image(frame.image, f"frame {frame.sequence}", self._settings.max_frame_pixels)
+        image = codec.decode_image(frame.image, f"frame {frame.sequence}", self._settings.max_frame_pixels,
+                                   "max_frame_pixels")
         return image, (time.perf_counter() - started) * 1e3
 
     def _process(self, resolved, frame: pb.Frame, image=None, decode_ms: float = 0.0) -> pb.FrameResult:

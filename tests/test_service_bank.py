@@ -89,7 +89,7 @@ def test_bad_templates_are_refused_and_the_bank_is_intact(server):
         (pb.CreateTemplateRequest(template=pb.Template(image=pb.Image(encoded=b"GIF89a...."))),
          grpc.StatusCode.INVALID_ARGUMENT, "not PNG, JPEG or WebP"),
         (pb.CreateTemplateRequest(template=pb.Template(image=pb.Image(encoded=_png_header_only(100000, 100000)))),
-         grpc.StatusCode.RESOURCE_EXHAUSTED, "over the limit"),
+         grpc.StatusCode.RESOURCE_EXHAUSTED, "over the limit of 1048576 (max_template_pixels)"),
         (pb.CreateTemplateRequest(template=pb.Template(image=pb.Image(raw=pb.RawImage(
             height=10, width=10, channels=1, dtype=pb.DATA_TYPE_UINT8, data=b"short")))),
          grpc.StatusCode.INVALID_ARGUMENT, "needs 100"),

@@ -248,7 +248,7 @@ def test_a_client_that_stops_reading_is_stalled_not_buffered(server):
          grpc.StatusCode.INVALID_ARGUMENT, "larger than the frame"),
         ([pb.StreamMatchRequest(config=pb.MatchConfig()),
           pb.StreamMatchRequest(frame=frame_message(np.zeros((8000, 8000), np.uint8)))],
-         grpc.StatusCode.RESOURCE_EXHAUSTED, "over the limit"),
+         grpc.StatusCode.RESOURCE_EXHAUSTED, "over the limit of 16777216 (max_frame_pixels)"),
     ],
 )
 def test_bad_streams_get_their_code_and_the_server_keeps_serving(server, messages, code, text):
