@@ -6,6 +6,7 @@ import os
 import socket
 import subprocess
 import sys
+import threading
 import time
 from contextlib import contextmanager
 from pathlib import Path
@@ -79,3 +80,51 @@ def create(stub, image: np.ndarray, template_id: str = "", **fields) -> pb.Templ
 
 def frame_message(image: np.ndarray, sequence: int = 0) -> pb.Frame:
     return pb.Frame(sequence=sequence, image=raw_image(image))
+
+
+class Creators:
+    """Threads creating 24x24 templates through ``stub`` until the server goes away.
+
+    ``acknowledged`` maps the id of every template whose CreateTemplate
+    answered to its pixels.
+    """
+
+    def __init__(self, stub, workers: int = 4) -> None:
+        self.acknowledged: dict[str, np.ndarray] = {}
+        self._lock = threading.Lock()
+        self._stub = stub
+        self._threads = [threading.Thread(target=self._write, args=(w,)) for w in range(workers)]
+        for thread in self._threads:
+            thread.start()
+
+    def _write(self, worker: int) -> None:
+        rng = np.random.default_rng(worker)
+        for i in range(10**6):
+            image = rng.integers(0, 256, (24, 24), dtype=np.uint8)
+            try:
+                self._stub.CreateTemplate(pb.CreateTemplateRequest(template=pb.Template(image=raw_image(image)),
+                                                                   template_id=f"w{worker}-{i}"), timeout=10)
+            except grpc.RpcError:
+                return  # the server is gone
+            with self._lock:
+                self.acknowledged[f"w{worker}-{i}"] = image
+
+    def wait_for(self, count: int) -> None:
+        while len(self.acknowledged) < count:
+            time.sleep(0.01)
+
+    def join(self) -> None:
+        for thread in self._threads:
+            thread.join()
+
+
+def all_templates(stub) -> dict[str, pb.Template]:
+    """Every template of the bank, pixels included, by id."""
+    found, token = {}, ""
+    while True:
+        page = stub.ListTemplates(pb.ListTemplatesRequest(page_size=1000, page_token=token,
+                                                          view=pb.TEMPLATE_VIEW_FULL))
+        found.update({t.name.split("/")[1]: t for t in page.templates})
+        token = page.next_page_token
+        if not token:
+            return found

@@ -6,7 +6,6 @@ import re
 import shutil
 import subprocess
 import sys
-import threading
 import time
 import urllib.request
 
@@ -21,7 +20,16 @@ from featuremap.service.codec import raw_image
 from featuremap.v1 import featuremap_pb2 as pb
 from featuremap.v1 import featuremap_pb2_grpc as pb_grpc
 
-from service_helpers import MESSAGE_OPTIONS, free_port, frame_message, scene, start_process, wait_serving
+from service_helpers import (
+    MESSAGE_OPTIONS,
+    Creators,
+    all_templates,
+    free_port,
+    frame_message,
+    scene,
+    start_process,
+    wait_serving,
+)
 
 if shutil.which("redis-server") is None:
     if os.environ.get("CI"):
@@ -191,41 +199,14 @@ def test_watch_survives_the_death_of_a_replica(cluster, tmp_path):
 
 def test_templates_stay_intact_when_a_replica_dies_mid_write(cluster):
     stubs, processes, _ = cluster
-    acknowledged = {}
-    lock = threading.Lock()
-
-    def writer(worker):
-        rng = np.random.default_rng(worker)
-        for i in range(10**6):
-            image = rng.integers(0, 256, (24, 24), dtype=np.uint8)
-            try:
-                stubs[0].CreateTemplate(pb.CreateTemplateRequest(template=pb.Template(image=raw_image(image)),
-                                                                 template_id=f"w{worker}-{i}"), timeout=10)
-            except grpc.RpcError:
-                return
-            with lock:
-                acknowledged[f"w{worker}-{i}"] = image
-
-    writers = [threading.Thread(target=writer, args=(w,)) for w in range(4)]
-    for w in writers:
-        w.start()
-    while len(acknowledged) < 40:
-        time.sleep(0.01)
+    creators = Creators(stubs[0])
+    creators.wait_for(40)
     processes[0].kill()
-    for w in writers:
-        w.join()
+    creators.join()
     time.sleep(1.0)  # the others catch up with the last writes
-    listed = {}
-    token = ""
-    while True:
-        page = stubs[1].ListTemplates(pb.ListTemplatesRequest(page_size=1000, page_token=token,
-                                                              view=pb.TEMPLATE_VIEW_FULL))
-        listed.update({t.name.split("/")[1]: t for t in page.templates})
-        token = page.next_page_token
-        if not token:
-            break
-    assert set(acknowledged) <= set(listed)
+    listed = all_templates(stubs[1])
+    assert set(creators.acknowledged) <= set(listed)
     for tid, template in listed.items():
         assert (template.height, template.width, template.channels) == (24, 24, 1)  # never half a template
-        if tid in acknowledged:
-            assert template.image.raw.data == acknowledged[tid].tobytes()
+        if tid in creators.acknowledged:
+            assert template.image.raw.data == creators.acknowledged[tid].tobytes()

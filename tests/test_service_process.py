@@ -15,7 +15,17 @@ from featuremap.service.codec import decode_image, raw_image
 from featuremap.v1 import featuremap_pb2 as pb
 from featuremap.v1 import featuremap_pb2_grpc as pb_grpc
 
-from service_helpers import MESSAGE_OPTIONS, frame_message, free_port, running_server, scene, start_process, wait_serving
+from service_helpers import (
+    MESSAGE_OPTIONS,
+    Creators,
+    all_templates,
+    frame_message,
+    free_port,
+    running_server,
+    scene,
+    start_process,
+    wait_serving,
+)
 
 
 def connect(port):
@@ -115,46 +125,19 @@ def test_every_acknowledged_template_survives_kill_9(tmp_path):
     process = start_process(data, port)
     channel, stub = connect(port)
     wait_serving(channel)
-    acknowledged = {}
-    lock = threading.Lock()
-
-    def writer(worker):
-        rng = np.random.default_rng(worker)
-        for i in range(10**6):
-            image = rng.integers(0, 256, (24, 24), dtype=np.uint8)
-            try:
-                stub.CreateTemplate(pb.CreateTemplateRequest(template=pb.Template(image=raw_image(image)),
-                                                             template_id=f"w{worker}-{i}"), timeout=10)
-            except grpc.RpcError:
-                return  # the server is gone
-            with lock:
-                acknowledged[f"w{worker}-{i}"] = image
-
-    writers = [threading.Thread(target=writer, args=(w,)) for w in range(4)]
-    for w in writers:
-        w.start()
-    while len(acknowledged) < 40:
-        time.sleep(0.01)
+    creators = Creators(stub)
+    creators.wait_for(40)
     stop(process, signal.SIGKILL)
-    for w in writers:
-        w.join()
+    creators.join()
     channel.close()
     process = start_process(data, port)
     channel, stub = connect(port)
     try:
         wait_serving(channel)
-        stored = {}
-        token = ""
-        while True:
-            page = stub.ListTemplates(pb.ListTemplatesRequest(page_size=1000, page_token=token,
-                                                              view=pb.TEMPLATE_VIEW_FULL))
-            stored.update({t.name.split("/")[1]: decode_image(t.image, "t", 10**6)[:, :, 0] for t in page.templates})
-            token = page.next_page_token
-            if not token:
-                break
-        missing = set(acknowledged) - set(stored)
+        stored = {tid: decode_image(t.image, "t", 10**6)[:, :, 0] for tid, t in all_templates(stub).items()}
+        missing = set(creators.acknowledged) - set(stored)
         assert not missing, f"{len(missing)} acknowledged templates lost"
-        for tid, image in acknowledged.items():
+        for tid, image in creators.acknowledged.items():
             assert np.array_equal(stored[tid], image), tid
         # Unacknowledged writes may or may not be there, but never half-written.
         assert all(image.shape == (24, 24) for image in stored.values())
