@@ -153,18 +153,22 @@ def compute(resolved: Resolved, bank: Bank, frame: np.ndarray) -> Computed:
     return Computed(peaks=peaks, maps=list(zip(templates, maps)), compute_ms=(time.perf_counter() - started) * 1e3)
 
 
-def encode_maps(resolved: Resolved, computed: Computed) -> list[pb.FeatureMap]:
-    """The maps of a computed frame in the config's encoding (none when not asked for)."""
+def encode_maps(resolved: Resolved, computed: Computed) -> list:
+    """The maps of a computed frame, in the config's encoding, as ``FrameResult.maps`` wire bytes.
+
+    Empty when no maps were asked for. See :func:`codec.frame_response`.
+    """
     if resolved.encoding == pb.MAP_ENCODING_UNSPECIFIED:
         return []
-    out = []
+    wire = []
     for template, score_map in computed.maps:
         height, width = template.image.shape[:2]
         ox, oy = _origin(resolved.padding, height, width)
         data, scale, offset = codec.encode_map(score_map, resolved.encoding)
-        out.append(pb.FeatureMap(
+        header = pb.FeatureMap(
             template=name_of(template.id), height=score_map.shape[0], width=score_map.shape[1],
-            encoding=resolved.encoding, data=data, scale=scale, offset=offset,
-            origin_x=ox, origin_y=oy, stride=resolved.stride,
-        ))
-    return out
+            encoding=resolved.encoding, scale=scale, offset=offset, origin_x=ox, origin_y=oy,
+            stride=resolved.stride,
+        )
+        wire += codec.feature_map_wire(header, data)
+    return wire

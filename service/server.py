@@ -100,6 +100,7 @@ class _Service:
         self.bank.on_change.append(lambda: self.metrics.bank.set(len(self.bank)))
         self.health = health.HealthServicer()
         self.draining = threading.Event()
+        self.warming: threading.Thread | None = None
         # Frames of every stream are matched here: as many at once as there
         # are cores, first come first served.
         self.compute = ThreadPoolExecutor(max_workers=os.cpu_count() or 1, thread_name_prefix="featuremap-compute")
@@ -204,8 +205,8 @@ class FeatureMapServicer(pb_grpc.FeatureMapServiceServicer):
                                    "max_frame_pixels")
         return image, (time.perf_counter() - started) * 1e3
 
-    def _process(self, resolved, frame: pb.Frame, image=None, decode_ms: float = 0.0) -> pb.FrameResult:
-        """Decode (unless done), match and encode one frame: its FrameResult."""
+    def _process(self, resolved, frame: pb.Frame, image=None, decode_ms: float = 0.0) -> tuple:
+        """Decode (unless done), match and encode one frame: its FrameResult, and its maps as wire bytes."""
         if image is None:
             image, decode_ms = self._decode(frame)
         computed = matching.compute(resolved, self._bank, image)
@@ -213,16 +214,17 @@ class FeatureMapServicer(pb_grpc.FeatureMapServiceServicer):
         maps = matching.encode_maps(resolved, computed)
         encode_ms = (time.perf_counter() - started) * 1e3
         self._metrics.latency.observe((decode_ms + computed.compute_ms + encode_ms) / 1e3)
-        return pb.FrameResult(
-            sequence=frame.sequence, capture_time=frame.capture_time, peaks=computed.peaks, maps=maps,
+        result = pb.FrameResult(
+            sequence=frame.sequence, capture_time=frame.capture_time, peaks=computed.peaks,
             timing=pb.Timing(decode_ms=decode_ms, compute_ms=computed.compute_ms, encode_ms=encode_ms),
         )
+        return result, maps
 
     @_unary
     def Match(self, request, context):
-        result = self._process(self._resolve(request.config), request.frame)
+        result, maps = self._process(self._resolve(request.config), request.frame)
         self._metrics.frames.labels("Match").inc()
-        return pb.MatchResponse(result=result)
+        return codec.frame_response(result, maps)  # a MatchResponse, already on the wire
 
     def StreamMatch(self, request_iterator, context):
         try:
@@ -237,6 +239,23 @@ class FeatureMapServicer(pb_grpc.FeatureMapServiceServicer):
         finally:
             stream.stop()
             self._service.close_stream()
+
+
+def _wire_or_message(response) -> bytes:
+    return response if isinstance(response, bytes) else response.SerializeToString()
+
+
+def _handlers(servicer: FeatureMapServicer) -> grpc.GenericRpcHandler:
+    """The service's method handlers, like the generated ``add_..._to_server``, except that a
+    handler may answer with wire bytes it built itself (Match and StreamMatch do, for the maps)."""
+    handlers = {}
+    for method in pb.DESCRIPTOR.services_by_name["FeatureMapService"].methods:
+        request = getattr(pb, method.input_type.name)
+        make = {(False, False): grpc.unary_unary_rpc_method_handler,
+                (True, True): grpc.stream_stream_rpc_method_handler}[(method.client_streaming, method.server_streaming)]
+        handlers[method.name] = make(getattr(servicer, method.name), request_deserializer=request.FromString,
+                                     response_serializer=_wire_or_message)
+    return grpc.method_handlers_generic_handler(SERVICE_NAME, handlers)
 
 
 def create_server(address: str = "[::]:0", settings: Settings | None = None) -> tuple[grpc.Server, int]:
@@ -275,7 +294,7 @@ def create_server(address: str = "[::]:0", settings: Settings | None = None) -> 
     server = grpc.server(ThreadPoolExecutor(max_workers=settings.max_streams + 16,
                                             thread_name_prefix="featuremap-rpc"), options=options,
                          interceptors=interceptors)
-    pb_grpc.add_FeatureMapServiceServicer_to_server(FeatureMapServicer(service), server)
+    server.add_generic_rpc_handlers((_handlers(FeatureMapServicer(service)),))
     health_pb2_grpc.add_HealthServicer_to_server(service.health, server)
     reflection.enable_server_reflection(
         (SERVICE_NAME, health_pb2.DESCRIPTOR.services_by_name["Health"].full_name, reflection.SERVICE_NAME),
@@ -304,7 +323,8 @@ def create_server(address: str = "[::]:0", settings: Settings | None = None) -> 
             service.set_serving(True)
         log.info("serving", extra={"warmup_s": round(time.perf_counter() - started, 2), "port": port})
 
-    threading.Thread(target=warm, name="featuremap-warmup", daemon=True).start()
+    service.warming = threading.Thread(target=warm, name="featuremap-warmup", daemon=True)
+    service.warming.start()
     return server, port
 
 
@@ -314,5 +334,7 @@ def drain(server: grpc.Server, grace: float) -> None:
     service.draining.set()
     service.set_serving(False)
     server.stop(grace).wait()
+    # A warm-up still compiling would meet a shutting-down interpreter.
+    service.warming.join()
     service.compute.shutdown(wait=True)
     service.store.close()

@@ -20,8 +20,7 @@ import threading
 
 import grpc
 
-from featuremap.v1 import featuremap_pb2 as pb
-
+from . import codec
 from .errors import FailedPrecondition, InvalidArgument
 
 _POLL = 0.1  # seconds between checks that a stream is still wanted
@@ -87,7 +86,7 @@ class StreamPipeline:
         self._stopped.set()
 
     def run(self):
-        """Start the threads; yield a StreamMatchResponse per answered frame."""
+        """Start the threads; yield a StreamMatchResponse (as wire bytes) per answered frame."""
         threads = [threading.Thread(target=self._read, name="featuremap-read", daemon=True),
                    threading.Thread(target=self._work, name="featuremap-work", daemon=True)]
         for thread in threads:
@@ -96,10 +95,10 @@ class StreamPipeline:
             item = self._outbox.get()
             if item[0] == "result":
                 _, pending, skipped = item
-                result = pending.result()  # in order, whatever order they finish in
+                result, maps = pending.result()  # in order, whatever order they finish in
                 result.skipped_sequences.extend(skipped)
                 self._servicer._metrics.frames.labels("StreamMatch").inc()
-                yield pb.StreamMatchResponse(result=result)
+                yield codec.frame_response(result, maps)  # a StreamMatchResponse, already on the wire
             elif item[0] == "error":
                 raise item[1]
             else:  # "end" or "stop"
