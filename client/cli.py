@@ -19,7 +19,7 @@ import time
 import numpy as np
 
 USAGE, FAILURE = 1, 2
-METHODS = ("sqdiff", "sqdiff_normed", "ccorr", "ccorr_normed", "ccoeff", "ccoeff_normed")
+METHODS = ("sqdiff", "sqdiff_normed", "ccorr", "ccorr_normed", "ccoeff", "ccoeff_normed", "ssim")
 
 
 class CommandError(Exception):

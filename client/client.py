@@ -22,7 +22,7 @@ DEFAULT_ADDRESS = "localhost:50051"
 _MAX_MESSAGE = 64 << 20
 _METHODS = {"sqdiff": pb.METHOD_SQDIFF, "sqdiff_normed": pb.METHOD_SQDIFF_NORMED, "ccorr": pb.METHOD_CCORR,
             "ccorr_normed": pb.METHOD_CCORR_NORMED, "ccoeff": pb.METHOD_CCOEFF,
-            "ccoeff_normed": pb.METHOD_CCOEFF_NORMED}
+            "ccoeff_normed": pb.METHOD_CCOEFF_NORMED, "ssim": pb.METHOD_SSIM}
 _PADDINGS = {"valid": pb.PADDING_VALID, "same": pb.PADDING_SAME, "full": pb.PADDING_FULL}
 _BORDERS = {"constant": pb.BORDER_CONSTANT, "reflect": pb.BORDER_REFLECT, "replicate": pb.BORDER_REPLICATE}
 _MAPS = {None: pb.MAP_ENCODING_UNSPECIFIED, "float32": pb.MAP_ENCODING_FLOAT32,
@@ -142,6 +142,7 @@ def match_config(
     subpixel: bool = False,
     maps: str | None = None,
     realtime: bool = False,
+    data_range: float | None = None,
 ) -> pb.MatchConfig:
     """A MatchConfig from keyword settings (see featuremap.proto for their meaning)."""
     for value, table, what in ((method, _METHODS, "method"), (padding, _PADDINGS, "padding"),
@@ -154,7 +155,7 @@ def match_config(
     return pb.MatchConfig(
         templates=[_name(t) for t in (templates or [])], method=_METHODS[method], padding=_PADDINGS[padding],
         border=_BORDERS[border], border_value=border_value, stride=stride, peaks=peaks,
-        maps=pb.MapOptions(encoding=_MAPS[maps]), realtime=realtime,
+        maps=pb.MapOptions(encoding=_MAPS[maps]), realtime=realtime, data_range=data_range or 0.0,
     )
 
 

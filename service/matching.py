@@ -27,6 +27,7 @@ _METHODS = {
     pb.METHOD_CCORR_NORMED: "ccorr_normed",
     pb.METHOD_CCOEFF: "ccoeff",
     pb.METHOD_CCOEFF_NORMED: "ccoeff_normed",
+    pb.METHOD_SSIM: "ssim",
 }
 _PADDINGS = {pb.PADDING_UNSPECIFIED: "valid", pb.PADDING_VALID: "valid", pb.PADDING_SAME: "same",
              pb.PADDING_FULL: "full"}
@@ -61,10 +62,14 @@ class Resolved:
     subpixel: bool
     encoding: int
     realtime: bool
+    data_range: float | None = None
 
     def engine_settings(self) -> dict:
-        return dict(method=self.method, padding=self.padding, border=self.border,
-                    border_value=self.border_value, stride=self.stride)
+        settings = dict(method=self.method, padding=self.padding, border=self.border,
+                        border_value=self.border_value, stride=self.stride)
+        if self.method == "ssim":
+            settings["data_range"] = self.data_range
+        return settings
 
 
 def resolve(config: pb.MatchConfig, bank: Bank, *, max_templates_per_request: int) -> Resolved:
@@ -90,6 +95,8 @@ def resolve(config: pb.MatchConfig, bank: Bank, *, max_templates_per_request: in
         raise InvalidArgument(f"unknown map encoding {config.maps.encoding}")
     if not np.isfinite(config.border_value):
         raise InvalidArgument("border_value must be finite")
+    if not np.isfinite(config.data_range) or config.data_range < 0:
+        raise InvalidArgument("data_range must be a positive number, or 0 for the frame's default")
     threshold = config.peaks.threshold if config.peaks.HasField("threshold") else None
     if threshold is not None and not np.isfinite(threshold):
         raise InvalidArgument("peaks.threshold must be finite")
@@ -107,6 +114,7 @@ def resolve(config: pb.MatchConfig, bank: Bank, *, max_templates_per_request: in
         subpixel=config.peaks.subpixel,
         encoding=config.maps.encoding,
         realtime=config.realtime,
+        data_range=config.data_range or None,
     )
 
 

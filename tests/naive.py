@@ -97,3 +97,29 @@ def naive_match(frame, template, *, method="ccoeff_normed", padding="valid", bor
         for ox, x in enumerate(xs):
             out[oy, ox] = window_score(p[y:y + h, x:x + w], t, weights, method)
     return out
+
+
+def naive_ssim(frame, template, *, data_range, padding="valid", border="constant", border_value=0.0, stride=1):
+    """Reference SSIM map: sample statistics of each whole window, mean over channels."""
+    f, t = _as3(frame), _as3(template)
+    h, w = t.shape[:2]
+    if padding == "valid":
+        p = f
+    elif padding == "same":
+        p = pad(f, h // 2, h - 1 - h // 2, w // 2, w - 1 - w // 2, border, border_value)
+    else:
+        p = pad(f, h - 1, h - 1, w - 1, w - 1, border, border_value)
+    c1, c2 = (0.01 * data_range) ** 2, (0.03 * data_range) ** 2
+    ys, xs = range(0, p.shape[0] - h + 1, stride), range(0, p.shape[1] - w + 1, stride)
+    out = np.empty((len(ys), len(xs)))
+    ddof = 1 if h * w > 1 else 0
+    for oy, y in enumerate(ys):
+        for ox, x in enumerate(xs):
+            values = []
+            for c in range(t.shape[2]):
+                a, b = p[y:y + h, x:x + w, c].ravel(), t[:, :, c].ravel()
+                cov = float(np.sum((a - a.mean()) * (b - b.mean()))) / max(a.size - 1, 1)
+                values.append(((2 * a.mean() * b.mean() + c1) * (2 * cov + c2))
+                              / ((a.mean() ** 2 + b.mean() ** 2 + c1) * (a.var(ddof=ddof) + b.var(ddof=ddof) + c2)))
+            out[oy, ox] = np.mean(values)
+    return out

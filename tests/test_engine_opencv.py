@@ -4,7 +4,7 @@ import cv2
 import numpy as np
 import pytest
 
-from featuremap.service.engine import METHODS, Matcher, match
+from featuremap.service.engine import OPENCV_METHODS as METHODS, Matcher, match
 
 from images import random_image, structured_image
 

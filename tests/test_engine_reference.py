@@ -6,7 +6,7 @@ import zlib
 import numpy as np
 import pytest
 
-from featuremap.service.engine import METHODS, Matcher
+from featuremap.service.engine import OPENCV_METHODS as METHODS, Matcher
 
 from images import random_image
 from naive import naive_match

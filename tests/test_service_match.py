@@ -284,3 +284,20 @@ def test_encoded_frames(server, extension):
                                         frame=pb.Frame(image=pb.Image(encoded=data.tobytes())))).result
     (peak,) = result.peaks
     assert (peak.x, peak.y) == (60, 40) and peak.score > 0.9
+
+
+def test_ssim_over_grpc_equals_the_engine(server):
+    stub, _, _ = server
+    frame = scene(12, channels=3)
+    template = frame[20:35, 30:45].copy()
+    create(stub, template, "s")
+    for data_range, frame_in in ((0.0, frame), (100.0, frame)):
+        result = stub.Match(pb.MatchRequest(config=config(method=pb.METHOD_SSIM, templates=["s"],
+                                                          data_range=data_range),
+                                            frame=frame_message(frame_in))).result
+        want = Matcher([template], method="ssim", data_range=data_range or None)(frame_in)[0]
+        assert np.array_equal(decode_map(result.maps[0]), want)
+        assert (result.peaks[0].x, result.peaks[0].y) == (30, 20)
+    with pytest.raises(grpc.RpcError) as caught:
+        stub.Match(pb.MatchRequest(config=config(method=pb.METHOD_SSIM, data_range=-1), frame=frame_message(frame)))
+    assert caught.value.code() == grpc.StatusCode.INVALID_ARGUMENT

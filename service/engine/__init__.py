@@ -12,7 +12,7 @@ Pure functions on numpy arrays: no gRPC, no I/O, no logging.
 
 from . import runtime  # noqa: F401  (sets the threading layer before any kernel runs)
 from .matcher import Matcher, match
-from .options import ALGORITHMS, BORDERS, LOWER_IS_BETTER, METHODS, PADDINGS
+from .options import ALGORITHMS, BORDERS, LOWER_IS_BETTER, METHODS, OPENCV_METHODS, PADDINGS
 from .peaks import Peak, find_peaks
 from .warmup import warmup
 
@@ -21,6 +21,7 @@ __all__ = [
     "BORDERS",
     "LOWER_IS_BETTER",
     "METHODS",
+    "OPENCV_METHODS",
     "PADDINGS",
     "Matcher",
     "Peak",

@@ -65,3 +65,9 @@ def integral_images(planes: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     sqsum = np.zeros((height + 1, width + 1))
     _integrals(planes, sums, sqsum)
     return sums, sqsum
+
+
+def channel_integrals(planes: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Per-plane sums and per-plane squared sums (ssim needs each channel's variance)."""
+    tables = [integral_images(planes[c:c + 1]) for c in range(planes.shape[0])]
+    return np.concatenate([t[0] for t in tables]), np.stack([t[1] for t in tables])

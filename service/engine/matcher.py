@@ -11,7 +11,7 @@ import numpy as np
 
 from . import options, spectral
 from .direct import correlate_direct, match_direct, split_phases
-from .integral import integral_images
+from .integral import channel_integrals, integral_images
 from .plan import (
     Group,
     direct_seconds,
@@ -20,7 +20,7 @@ from .plan import (
     spectrum_dtype,
     template_kernels,
 )
-from .scores import CCOEFF, CCOEFF_NORMED, CCORR, finish_masked, map_scores, window_stats
+from .scores import CCOEFF, CCOEFF_NORMED, CCORR, SSIM, finish_masked, finish_ssim, map_scores, window_stats
 
 
 #: Frame shapes whose plans (and kernel spectra) a Matcher keeps.
@@ -64,6 +64,9 @@ class Matcher:
     algorithm : str
         ``auto`` picks direct or spectral per group of same-sized templates
         from a cost model; ``direct`` and ``spectral`` force one.
+    data_range : float, optional
+        ``ssim`` only: the dynamic range L of its constants C1 = (0.01 L)^2
+        and C2 = (0.03 L)^2; by default 255 for uint8 frames, 1.0 for float.
 
     Notes
     -----
@@ -81,6 +84,7 @@ class Matcher:
         stride: int = 1,
         masks: Sequence[np.ndarray | None] | None = None,
         algorithm: str = "auto",
+        data_range: float | None = None,
     ) -> None:
         self.method = options.check_choice("method", method, options.METHODS)
         self.padding = options.check_choice("padding", padding, options.PADDINGS)
@@ -88,6 +92,7 @@ class Matcher:
         self.border_value = options.check_border_value(border_value)
         self.stride = options.check_stride(stride)
         self.algorithm = options.check_choice("algorithm", algorithm, options.ALGORITHMS)
+        self.data_range = options.check_data_range(data_range)
         if isinstance(templates, np.ndarray) or not isinstance(templates, Sequence):
             raise TypeError("templates must be a list of arrays (wrap a single template in a list)")
         if len(templates) == 0:
@@ -108,6 +113,8 @@ class Matcher:
             None if m is None else options.as_mask(m, img.shape[:2], f"mask {i}")
             for i, (m, img) in enumerate(zip(masks, images))
         ]
+        if self.method == "ssim" and any(w is not None for w in weights):
+            raise ValueError("ssim does not take masks: match masked templates with another method")
         self.shapes = [img.shape[:2] for img in images]
         self._code = options.METHOD_CODES[self.method]
         pads = [_padding_of(self.padding, h, w) for h, w in self.shapes]
@@ -217,7 +224,7 @@ class Matcher:
             )
             image = padded.reshape(padded.shape[0], padded.shape[1], -1)
         planes = np.ascontiguousarray(image.transpose(2, 0, 1))
-        if self._code >= CCOEFF:
+        if self._code in (CCOEFF, CCOEFF_NORMED):
             # The ccoeff pair is invariant to an offset; centring the frame
             # keeps float32 correlations accurate on bright, flat regions.
             planes -= planes.mean(axis=(1, 2), dtype=np.float64, keepdims=True).astype(np.float32)
@@ -240,6 +247,7 @@ class Matcher:
         frame_shape = image.shape[:2]
         plan = self._plan(frame_shape)
         work = _FrameWork(self, self._planes(image), any(kspectra is not None for _, kspectra in plan))
+        work.data_range = self.data_range or (255.0 if frame.dtype == np.uint8 else 1.0)
         results: list[np.ndarray | None] = [None] * len(self.shapes)
         for group, (_, kspectra) in zip(self._groups, plan):
             out_shape = self.output_shape(group.members[0], frame_shape)
@@ -275,6 +283,8 @@ class Matcher:
         if code in (CCORR, CCOEFF):
             # The correlation is the score.
             return self._correlations(group, kspectra, out_shape, work)[: len(group.members)]
+        if code == SSIM:
+            return self._match_ssim(group, kspectra, out_shape, work)
         oy, ox = group.offset
         out = np.empty((len(group.members), *out_shape), np.float32)
         sums, sqsum = work.integrals()
@@ -293,6 +303,20 @@ class Matcher:
             map_scores(code, corr, energy, inv_norm, group.tenergy[k], out[k])
 
         work.spectral(group, kspectra, out_shape, score)
+        return out
+
+    def _match_ssim(self, group: Group, kspectra, out_shape, work: "_FrameWork") -> np.ndarray:
+        """SSIM of an unmasked group: per-channel covariances, then the formula per window."""
+        raw = self._correlations(group, kspectra, out_shape, work)
+        sums, sqsums = work.channel_integrals()
+        out = np.empty((len(group.members), *out_shape), np.float32)
+        c1, c2 = (0.01 * work.data_range) ** 2, (0.03 * work.data_range) ** 2
+        oy, ox = group.offset
+        finish_ssim(
+            raw, np.array(group.starts, np.int64), sums, sqsums, oy, ox, self.stride, group.height, group.width,
+            np.stack([p.means for p in group.prepared]), np.stack([p.variances for p in group.prepared]), c1, c2,
+            out,
+        )
         return out
 
     def _match_masked(self, group: Group, kspectra, out_shape, work: "_FrameWork") -> list[np.ndarray]:
@@ -317,6 +341,8 @@ class _FrameWork:
         self._stacked: np.ndarray | None = None
         self._phased: dict[bool, np.ndarray] = {}
         self._integrals = None
+        self._channel_integrals = None
+        self.data_range = 1.0  # ssim's L for this frame
         self._spectra: dict[bool, list[np.ndarray]] = {}
         self._nonnegative = any_spectral and bool(planes.min() >= 0.0)
 
@@ -334,6 +360,11 @@ class _FrameWork:
         if masked not in self._phased:
             self._phased[masked] = split_phases(source, self._stride)
         return self._phased[masked]
+
+    def channel_integrals(self):
+        if self._channel_integrals is None:
+            self._channel_integrals = channel_integrals(self.planes)
+        return self._channel_integrals
 
     def integrals(self):
         if self._integrals is None:

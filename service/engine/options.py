@@ -9,9 +9,12 @@ from __future__ import annotations
 import cv2
 import numpy as np
 
-#: The six OpenCV methods, in OpenCV's numbering (TM_SQDIFF = 0 ...).
-METHODS = ("sqdiff", "sqdiff_normed", "ccorr", "ccorr_normed", "ccoeff", "ccoeff_normed")
+#: OpenCV's six methods in OpenCV's numbering (TM_SQDIFF = 0 ...), then the
+#: structural similarity index.
+METHODS = ("sqdiff", "sqdiff_normed", "ccorr", "ccorr_normed", "ccoeff", "ccoeff_normed", "ssim")
 METHOD_CODES = {name: code for code, name in enumerate(METHODS)}
+#: The methods cv2.matchTemplate has (the same numbers).
+OPENCV_METHODS = METHODS[:6]
 #: Methods whose best match is the minimum of the map.
 LOWER_IS_BETTER = frozenset({"sqdiff", "sqdiff_normed"})
 #: Methods that subtract window and template means.
@@ -43,6 +46,19 @@ def check_stride(stride: object) -> int:
     if stride < 1:
         raise ValueError(f"stride must be >= 1, got {stride}")
     return int(stride)
+
+
+def check_data_range(value: object) -> float | None:
+    """Return ssim's dynamic range L (None: by the frame's dtype), else raise."""
+    if value is None:
+        return None
+    try:
+        value = float(value)
+    except (TypeError, ValueError):
+        raise TypeError(f"data_range must be a number, got {value!r}") from None
+    if not np.isfinite(value) or value <= 0:
+        raise ValueError(f"data_range must be a positive number (255 for uint8 frames), got {value}")
+    return value
 
 
 def check_border_value(value: object) -> float:

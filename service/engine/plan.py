@@ -12,7 +12,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from .direct import block_activity, padded_count, phase_kernels
-from .scores import CCOEFF, CCORR
+from .scores import CCOEFF, CCORR, SSIM
 
 # Fitted to forced-direct and forced-spectral timings on the 2-core AVX2
 # benchmark machine (VGA and 720p, 1 and 3 channels, K = 1..8, k = 8..32; see
@@ -44,12 +44,26 @@ class TemplateKernels:
     tsum: np.ndarray  # (C,) float64, masked ccoeff pair only
     msum: float = 0.0
     msum2: float = 0.0
+    means: np.ndarray | None = None  # (C,) ssim: the template's channel means
+    variances: np.ndarray | None = None  # (C,) ssim: its channel sample variances
 
 
 def template_kernels(template: np.ndarray, mask: np.ndarray | None, method: int) -> TemplateKernels:
     """Build the kernels of one template (C, h, w) float32 for ``method``."""
     t = template.astype(np.float64)
     n_channels = t.shape[0]
+    if method == SSIM:
+        # One kernel per channel, the zero-mean channel on its own plane: the
+        # covariances come out per channel, as ssim averages over channels.
+        means = t.mean(axis=(1, 2))
+        centred = t - means[:, None, None]
+        kernels = np.zeros((n_channels,) + t.shape)
+        for c in range(n_channels):
+            kernels[c, c] = centred[c]
+        n = t.shape[1] * t.shape[2]
+        variances = (centred * centred).sum(axis=(1, 2)) / max(n - 1, 1)
+        return TemplateKernels(kernels=kernels.astype(np.float32), tenergy=0.0, tsum=np.zeros(n_channels),
+                               means=means, variances=variances)
     zero_mean = method >= CCOEFF
     if mask is None:
         k = t - t.mean(axis=(1, 2), keepdims=True) if zero_mean else t

@@ -19,7 +19,7 @@ from numba import njit, prange
 
 from .runtime import JIT
 
-SQDIFF, SQDIFF_NORMED, CCORR, CCORR_NORMED, CCOEFF, CCOEFF_NORMED = range(6)
+SQDIFF, SQDIFF_NORMED, CCORR, CCORR_NORMED, CCOEFF, CCOEFF_NORMED, SSIM = range(7)
 
 # A variance below this fraction of the window's energy is rounding noise:
 # float32 products carry ~1e-7 relative error.
@@ -172,3 +172,43 @@ def finish_masked(maps, first, n_channels, tenergy, tsum, msum, msum2, method, o
                     mean2 += 2.0 * mean_c * cross - mean_c * mean_c * msum2
             energy = np.float64(maps[e_index, y, x]) if has_energy else 0.0
             out[y, x] = score(method, corr, energy, inverse_norm(energy, mean2), inv_tnorm, tenergy)
+
+
+@njit(parallel=True, error_model="numpy", **JIT)
+def finish_ssim(raw, starts, sums, sqsums, oy, ox, stride, kh, kw, tmeans, tvars, c1, c2, out):
+    """SSIM of each template at each window, the mean over channels.
+
+    ``raw[starts[k] + c]`` is the correlation of template k's zero-mean
+    channel c with channel c of the frame, i.e. n times the window-template
+    covariance; window means and variances come from per-channel integral
+    images ``sums`` and ``sqsums``. Sample (n - 1) statistics throughout, as
+    scikit-image's ``use_sample_covariance``. The denominator is at least
+    c1 * c2 > 0: never NaN.
+    """
+    n_templates, height, width = out.shape
+    n_channels = sums.shape[0]
+    n = kh * kw
+    inv_n = 1.0 / n
+    inv_n1 = 1.0 / (n - 1) if n > 1 else 0.0
+    for y in prange(height):
+        y0 = oy + y * stride
+        y1 = y0 + kh
+        means = np.empty(n_channels)
+        variances = np.empty(n_channels)
+        for x in range(width):
+            x0 = ox + x * stride
+            x1 = x0 + kw
+            for c in range(n_channels):
+                s = sums[c, y1, x1] - sums[c, y0, x1] - sums[c, y1, x0] + sums[c, y0, x0]
+                q = sqsums[c, y1, x1] - sqsums[c, y0, x1] - sqsums[c, y1, x0] + sqsums[c, y0, x0]
+                means[c] = s * inv_n
+                variances[c] = max(q - s * s * inv_n, 0.0) * inv_n1
+            for k in range(n_templates):
+                total = 0.0
+                for c in range(n_channels):
+                    mx, my = means[c], tmeans[k, c]
+                    cov = np.float64(raw[starts[k] + c, y, x]) * inv_n1
+                    value = ((2.0 * mx * my + c1) * (2.0 * cov + c2)) / (
+                        (mx * mx + my * my + c1) * (variances[c] + tvars[k, c] + c2))
+                    total += value
+                out[k, y, x] = min(1.0, max(-1.0, total / n_channels))

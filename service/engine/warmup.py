@@ -23,7 +23,7 @@ def warmup() -> None:
         for method in METHODS:
             for algorithm in ("direct", "spectral"):
                 for stride in (1, 2):
-                    for masks in (None, [mask]):
+                    for masks in (None, [mask]) if method != "ssim" else (None,):
                         matcher = Matcher(
                             [template], method=method, stride=stride, masks=masks, algorithm=algorithm
                         )

@@ -120,6 +120,10 @@ def main() -> None:
             conv = torch_conv(frame, templates) if method == "ccorr" else None
             if conv:
                 contenders["torch"] = conv
+            if method == "ccoeff_normed":
+                # ssim beside ccoeff_normed: it should cost about the same.
+                ssim = Matcher(templates, method="ssim")
+                contenders["ssim"] = lambda: ssim(frame)
             t = interleaved_medians(contenders, repeats)
             paths = "/".join(sorted(set(auto.algorithms((height, width)).values())))
             rows.append((name, method, paths, flops, t))
@@ -139,6 +143,11 @@ def main() -> None:
         print(f"{name:<22}{method:<15}{t['auto'] * 1e3:9.1f}ms{paths:>10}"
               f"{t['opencv'] * 1e3:8.1f}ms{t['auto'] / t['opencv']:7.2f}x{flops / t['auto'] / 1e9:9.1f}"
               f"{direct_gflops:9.1f}{100 * direct_gflops / ceiling:6.0f}%{torch_ms}")
+    print("\nssim (no OpenCV peer) beside featuremap's ccoeff_normed on the same workload:")
+    for name, method, paths, flops, t in rows:
+        if "ssim" in t:
+            print(f"  {name:<22} ssim {t['ssim'] * 1e3:7.1f}ms  ccoeff_normed {t['auto'] * 1e3:7.1f}ms  "
+                  f"ratio {t['ssim'] / t['auto']:.2f}x")
     print("\nratio: featuremap / OpenCV time (below 1 is faster). GFLOP/s: direct-equivalent work"
           " (2 K C k^2 Ho Wo) per second\nof featuremap's chosen path; direct: the same forced onto the direct"
           " path; %ceil = direct / ceiling.")

@@ -25,7 +25,7 @@ _sym_db = _symbol_database.Default()
 from google.protobuf import timestamp_pb2 as google_dot_protobuf_dot_timestamp__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1e\x66\x65\x61turemap/v1/featuremap.proto\x12\rfeaturemap.v1\x1a\x1fgoogle/protobuf/timestamp.proto\"q\n\x08RawImage\x12\x0e\n\x06height\x18\x01 \x01(\r\x12\r\n\x05width\x18\x02 \x01(\r\x12\x10\n\x08\x63hannels\x18\x03 \x01(\r\x12&\n\x05\x64type\x18\x04 \x01(\x0e\x32\x17.featuremap.v1.DataType\x12\x0c\n\x04\x64\x61ta\x18\x05 \x01(\x0c\"M\n\x05Image\x12&\n\x03raw\x18\x01 \x01(\x0b\x32\x17.featuremap.v1.RawImageH\x00\x12\x11\n\x07\x65ncoded\x18\x02 \x01(\x0cH\x00\x42\t\n\x07\x63ontent\"\xcb\x02\n\x08Template\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x14\n\x0c\x64isplay_name\x18\x02 \x01(\t\x12\x33\n\x06labels\x18\x03 \x03(\x0b\x32#.featuremap.v1.Template.LabelsEntry\x12#\n\x05image\x18\x04 \x01(\x0b\x32\x14.featuremap.v1.Image\x12\"\n\x04mask\x18\x05 \x01(\x0b\x32\x14.featuremap.v1.Image\x12\x0e\n\x06height\x18\x06 \x01(\r\x12\r\n\x05width\x18\x07 \x01(\r\x12\x10\n\x08\x63hannels\x18\x08 \x01(\r\x12/\n\x0b\x63reate_time\x18\t \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x0c\n\x04\x65tag\x18\n \x01(\t\x1a-\n\x0bLabelsEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\"W\n\x15\x43reateTemplateRequest\x12)\n\x08template\x18\x01 \x01(\x0b\x32\x17.featuremap.v1.Template\x12\x13\n\x0btemplate_id\x18\x02 \x01(\t\"C\n\x16\x43reateTemplateResponse\x12)\n\x08template\x18\x01 \x01(\x0b\x32\x17.featuremap.v1.Template\"\"\n\x12GetTemplateRequest\x12\x0c\n\x04name\x18\x01 \x01(\t\"@\n\x13GetTemplateResponse\x12)\n\x08template\x18\x01 \x01(\x0b\x32\x17.featuremap.v1.Template\"h\n\x14ListTemplatesRequest\x12\x11\n\tpage_size\x18\x01 \x01(\x05\x12\x12\n\npage_token\x18\x02 \x01(\t\x12)\n\x04view\x18\x03 \x01(\x0e\x32\x1b.featuremap.v1.TemplateView\"\\\n\x15ListTemplatesResponse\x12*\n\ttemplates\x18\x01 \x03(\x0b\x32\x17.featuremap.v1.Template\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t\"%\n\x15\x44\x65leteTemplateRequest\x12\x0c\n\x04name\x18\x01 \x01(\t\"\x18\n\x16\x44\x65leteTemplateResponse\"j\n\x0bPeakOptions\x12\r\n\x05top_k\x18\x01 \x01(\r\x12\x16\n\tthreshold\x18\x02 \x01(\x02H\x00\x88\x01\x01\x12\x14\n\x0cmin_distance\x18\x03 \x01(\r\x12\x10\n\x08subpixel\x18\x04 \x01(\x08\x42\x0c\n\n_threshold\":\n\nMapOptions\x12,\n\x08\x65ncoding\x18\x01 \x01(\x0e\x32\x1a.featuremap.v1.MapEncoding\"\xa3\x02\n\x0bMatchConfig\x12\x11\n\ttemplates\x18\x01 \x03(\t\x12%\n\x06method\x18\x02 \x01(\x0e\x32\x15.featuremap.v1.Method\x12\'\n\x07padding\x18\x03 \x01(\x0e\x32\x16.featuremap.v1.Padding\x12%\n\x06\x62order\x18\x04 \x01(\x0e\x32\x15.featuremap.v1.Border\x12\x14\n\x0c\x62order_value\x18\x05 \x01(\x02\x12\x0e\n\x06stride\x18\x06 \x01(\r\x12)\n\x05peaks\x18\x07 \x01(\x0b\x32\x1a.featuremap.v1.PeakOptions\x12\'\n\x04maps\x18\x08 \x01(\x0b\x32\x19.featuremap.v1.MapOptions\x12\x10\n\x08realtime\x18\t \x01(\x08\"p\n\x05\x46rame\x12\x10\n\x08sequence\x18\x01 \x01(\x04\x12\x30\n\x0c\x63\x61pture_time\x18\x02 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12#\n\x05image\x18\x03 \x01(\x0b\x32\x14.featuremap.v1.Image\"_\n\x0cMatchRequest\x12*\n\x06\x63onfig\x18\x01 \x01(\x0b\x32\x1a.featuremap.v1.MatchConfig\x12#\n\x05\x66rame\x18\x02 \x01(\x0b\x32\x14.featuremap.v1.Frame\"q\n\x12StreamMatchRequest\x12,\n\x06\x63onfig\x18\x01 \x01(\x0b\x32\x1a.featuremap.v1.MatchConfigH\x00\x12%\n\x05\x66rame\x18\x02 \x01(\x0b\x32\x14.featuremap.v1.FrameH\x00\x42\x06\n\x04kind\"\\\n\x04Peak\x12\x10\n\x08template\x18\x01 \x01(\t\x12\t\n\x01x\x18\x02 \x01(\x02\x12\t\n\x01y\x18\x03 \x01(\x02\x12\r\n\x05width\x18\x04 \x01(\r\x12\x0e\n\x06height\x18\x05 \x01(\r\x12\r\n\x05score\x18\x06 \x01(\x02\"\xcc\x01\n\nFeatureMap\x12\x10\n\x08template\x18\x01 \x01(\t\x12\x0e\n\x06height\x18\x02 \x01(\r\x12\r\n\x05width\x18\x03 \x01(\r\x12,\n\x08\x65ncoding\x18\x04 \x01(\x0e\x32\x1a.featuremap.v1.MapEncoding\x12\x0c\n\x04\x64\x61ta\x18\x05 \x01(\x0c\x12\r\n\x05scale\x18\x06 \x01(\x02\x12\x0e\n\x06offset\x18\x07 \x01(\x02\x12\x10\n\x08origin_x\x18\x08 \x01(\x05\x12\x10\n\x08origin_y\x18\t \x01(\x05\x12\x0e\n\x06stride\x18\n \x01(\r\"B\n\x06Timing\x12\x11\n\tdecode_ms\x18\x01 \x01(\x02\x12\x12\n\ncompute_ms\x18\x02 \x01(\x02\x12\x11\n\tencode_ms\x18\x03 \x01(\x02\"\xe0\x01\n\x0b\x46rameResult\x12\x10\n\x08sequence\x18\x01 \x01(\x04\x12\x30\n\x0c\x63\x61pture_time\x18\x02 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\"\n\x05peaks\x18\x03 \x03(\x0b\x32\x13.featuremap.v1.Peak\x12\'\n\x04maps\x18\x04 \x03(\x0b\x32\x19.featuremap.v1.FeatureMap\x12%\n\x06timing\x18\x05 \x01(\x0b\x32\x15.featuremap.v1.Timing\x12\x19\n\x11skipped_sequences\x18\x06 \x03(\x04\";\n\rMatchResponse\x12*\n\x06result\x18\x01 \x01(\x0b\x32\x1a.featuremap.v1.FrameResult\"A\n\x13StreamMatchResponse\x12*\n\x06result\x18\x01 \x01(\x0b\x32\x1a.featuremap.v1.FrameResult*Q\n\x08\x44\x61taType\x12\x19\n\x15\x44\x41TA_TYPE_UNSPECIFIED\x10\x00\x12\x13\n\x0f\x44\x41TA_TYPE_UINT8\x10\x01\x12\x15\n\x11\x44\x41TA_TYPE_FLOAT32\x10\x02*^\n\x0cTemplateView\x12\x1d\n\x19TEMPLATE_VIEW_UNSPECIFIED\x10\x00\x12\x17\n\x13TEMPLATE_VIEW_BASIC\x10\x01\x12\x16\n\x12TEMPLATE_VIEW_FULL\x10\x02*\xa5\x01\n\x06Method\x12\x16\n\x12METHOD_UNSPECIFIED\x10\x00\x12\x11\n\rMETHOD_SQDIFF\x10\x01\x12\x18\n\x14METHOD_SQDIFF_NORMED\x10\x02\x12\x10\n\x0cMETHOD_CCORR\x10\x03\x12\x17\n\x13METHOD_CCORR_NORMED\x10\x04\x12\x11\n\rMETHOD_CCOEFF\x10\x05\x12\x18\n\x14METHOD_CCOEFF_NORMED\x10\x06*Y\n\x07Padding\x12\x17\n\x13PADDING_UNSPECIFIED\x10\x00\x12\x11\n\rPADDING_VALID\x10\x01\x12\x10\n\x0cPADDING_SAME\x10\x02\x12\x10\n\x0cPADDING_FULL\x10\x03*_\n\x06\x42order\x12\x16\n\x12\x42ORDER_UNSPECIFIED\x10\x00\x12\x13\n\x0f\x42ORDER_CONSTANT\x10\x01\x12\x12\n\x0e\x42ORDER_REFLECT\x10\x02\x12\x14\n\x10\x42ORDER_REPLICATE\x10\x03*w\n\x0bMapEncoding\x12\x1c\n\x18MAP_ENCODING_UNSPECIFIED\x10\x00\x12\x18\n\x14MAP_ENCODING_FLOAT32\x10\x01\x12\x18\n\x14MAP_ENCODING_FLOAT16\x10\x02\x12\x16\n\x12MAP_ENCODING_UINT8\x10\x03\x32\xa1\x04\n\x11\x46\x65\x61tureMapService\x12]\n\x0e\x43reateTemplate\x12$.featuremap.v1.CreateTemplateRequest\x1a%.featuremap.v1.CreateTemplateResponse\x12T\n\x0bGetTemplate\x12!.featuremap.v1.GetTemplateRequest\x1a\".featuremap.v1.GetTemplateResponse\x12Z\n\rListTemplates\x12#.featuremap.v1.ListTemplatesRequest\x1a$.featuremap.v1.ListTemplatesResponse\x12]\n\x0e\x44\x65leteTemplate\x12$.featuremap.v1.DeleteTemplateRequest\x1a%.featuremap.v1.DeleteTemplateResponse\x12\x42\n\x05Match\x12\x1b.featuremap.v1.MatchRequest\x1a\x1c.featuremap.v1.MatchResponse\x12X\n\x0bStreamMatch\x12!.featuremap.v1.StreamMatchRequest\x1a\".featuremap.v1.StreamMatchResponse(\x01\x30\x01\x62\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1e\x66\x65\x61turemap/v1/featuremap.proto\x12\rfeaturemap.v1\x1a\x1fgoogle/protobuf/timestamp.proto\"q\n\x08RawImage\x12\x0e\n\x06height\x18\x01 \x01(\r\x12\r\n\x05width\x18\x02 \x01(\r\x12\x10\n\x08\x63hannels\x18\x03 \x01(\r\x12&\n\x05\x64type\x18\x04 \x01(\x0e\x32\x17.featuremap.v1.DataType\x12\x0c\n\x04\x64\x61ta\x18\x05 \x01(\x0c\"M\n\x05Image\x12&\n\x03raw\x18\x01 \x01(\x0b\x32\x17.featuremap.v1.RawImageH\x00\x12\x11\n\x07\x65ncoded\x18\x02 \x01(\x0cH\x00\x42\t\n\x07\x63ontent\"\xcb\x02\n\x08Template\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x14\n\x0c\x64isplay_name\x18\x02 \x01(\t\x12\x33\n\x06labels\x18\x03 \x03(\x0b\x32#.featuremap.v1.Template.LabelsEntry\x12#\n\x05image\x18\x04 \x01(\x0b\x32\x14.featuremap.v1.Image\x12\"\n\x04mask\x18\x05 \x01(\x0b\x32\x14.featuremap.v1.Image\x12\x0e\n\x06height\x18\x06 \x01(\r\x12\r\n\x05width\x18\x07 \x01(\r\x12\x10\n\x08\x63hannels\x18\x08 \x01(\r\x12/\n\x0b\x63reate_time\x18\t \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x0c\n\x04\x65tag\x18\n \x01(\t\x1a-\n\x0bLabelsEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\"W\n\x15\x43reateTemplateRequest\x12)\n\x08template\x18\x01 \x01(\x0b\x32\x17.featuremap.v1.Template\x12\x13\n\x0btemplate_id\x18\x02 \x01(\t\"C\n\x16\x43reateTemplateResponse\x12)\n\x08template\x18\x01 \x01(\x0b\x32\x17.featuremap.v1.Template\"\"\n\x12GetTemplateRequest\x12\x0c\n\x04name\x18\x01 \x01(\t\"@\n\x13GetTemplateResponse\x12)\n\x08template\x18\x01 \x01(\x0b\x32\x17.featuremap.v1.Template\"h\n\x14ListTemplatesRequest\x12\x11\n\tpage_size\x18\x01 \x01(\x05\x12\x12\n\npage_token\x18\x02 \x01(\t\x12)\n\x04view\x18\x03 \x01(\x0e\x32\x1b.featuremap.v1.TemplateView\"\\\n\x15ListTemplatesResponse\x12*\n\ttemplates\x18\x01 \x03(\x0b\x32\x17.featuremap.v1.Template\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t\"%\n\x15\x44\x65leteTemplateRequest\x12\x0c\n\x04name\x18\x01 \x01(\t\"\x18\n\x16\x44\x65leteTemplateResponse\"j\n\x0bPeakOptions\x12\r\n\x05top_k\x18\x01 \x01(\r\x12\x16\n\tthreshold\x18\x02 \x01(\x02H\x00\x88\x01\x01\x12\x14\n\x0cmin_distance\x18\x03 \x01(\r\x12\x10\n\x08subpixel\x18\x04 \x01(\x08\x42\x0c\n\n_threshold\":\n\nMapOptions\x12,\n\x08\x65ncoding\x18\x01 \x01(\x0e\x32\x1a.featuremap.v1.MapEncoding\"\xb7\x02\n\x0bMatchConfig\x12\x11\n\ttemplates\x18\x01 \x03(\t\x12%\n\x06method\x18\x02 \x01(\x0e\x32\x15.featuremap.v1.Method\x12\'\n\x07padding\x18\x03 \x01(\x0e\x32\x16.featuremap.v1.Padding\x12%\n\x06\x62order\x18\x04 \x01(\x0e\x32\x15.featuremap.v1.Border\x12\x14\n\x0c\x62order_value\x18\x05 \x01(\x02\x12\x0e\n\x06stride\x18\x06 \x01(\r\x12)\n\x05peaks\x18\x07 \x01(\x0b\x32\x1a.featuremap.v1.PeakOptions\x12\'\n\x04maps\x18\x08 \x01(\x0b\x32\x19.featuremap.v1.MapOptions\x12\x10\n\x08realtime\x18\t \x01(\x08\x12\x12\n\ndata_range\x18\n \x01(\x02\"p\n\x05\x46rame\x12\x10\n\x08sequence\x18\x01 \x01(\x04\x12\x30\n\x0c\x63\x61pture_time\x18\x02 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12#\n\x05image\x18\x03 \x01(\x0b\x32\x14.featuremap.v1.Image\"_\n\x0cMatchRequest\x12*\n\x06\x63onfig\x18\x01 \x01(\x0b\x32\x1a.featuremap.v1.MatchConfig\x12#\n\x05\x66rame\x18\x02 \x01(\x0b\x32\x14.featuremap.v1.Frame\"q\n\x12StreamMatchRequest\x12,\n\x06\x63onfig\x18\x01 \x01(\x0b\x32\x1a.featuremap.v1.MatchConfigH\x00\x12%\n\x05\x66rame\x18\x02 \x01(\x0b\x32\x14.featuremap.v1.FrameH\x00\x42\x06\n\x04kind\"\\\n\x04Peak\x12\x10\n\x08template\x18\x01 \x01(\t\x12\t\n\x01x\x18\x02 \x01(\x02\x12\t\n\x01y\x18\x03 \x01(\x02\x12\r\n\x05width\x18\x04 \x01(\r\x12\x0e\n\x06height\x18\x05 \x01(\r\x12\r\n\x05score\x18\x06 \x01(\x02\"\xcc\x01\n\nFeatureMap\x12\x10\n\x08template\x18\x01 \x01(\t\x12\x0e\n\x06height\x18\x02 \x01(\r\x12\r\n\x05width\x18\x03 \x01(\r\x12,\n\x08\x65ncoding\x18\x04 \x01(\x0e\x32\x1a.featuremap.v1.MapEncoding\x12\x0c\n\x04\x64\x61ta\x18\x05 \x01(\x0c\x12\r\n\x05scale\x18\x06 \x01(\x02\x12\x0e\n\x06offset\x18\x07 \x01(\x02\x12\x10\n\x08origin_x\x18\x08 \x01(\x05\x12\x10\n\x08origin_y\x18\t \x01(\x05\x12\x0e\n\x06stride\x18\n \x01(\r\"B\n\x06Timing\x12\x11\n\tdecode_ms\x18\x01 \x01(\x02\x12\x12\n\ncompute_ms\x18\x02 \x01(\x02\x12\x11\n\tencode_ms\x18\x03 \x01(\x02\"\xe0\x01\n\x0b\x46rameResult\x12\x10\n\x08sequence\x18\x01 \x01(\x04\x12\x30\n\x0c\x63\x61pture_time\x18\x02 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\"\n\x05peaks\x18\x03 \x03(\x0b\x32\x13.featuremap.v1.Peak\x12\'\n\x04maps\x18\x04 \x03(\x0b\x32\x19.featuremap.v1.FeatureMap\x12%\n\x06timing\x18\x05 \x01(\x0b\x32\x15.featuremap.v1.Timing\x12\x19\n\x11skipped_sequences\x18\x06 \x03(\x04\";\n\rMatchResponse\x12*\n\x06result\x18\x01 \x01(\x0b\x32\x1a.featuremap.v1.FrameResult\"A\n\x13StreamMatchResponse\x12*\n\x06result\x18\x01 \x01(\x0b\x32\x1a.featuremap.v1.FrameResult*Q\n\x08\x44\x61taType\x12\x19\n\x15\x44\x41TA_TYPE_UNSPECIFIED\x10\x00\x12\x13\n\x0f\x44\x41TA_TYPE_UINT8\x10\x01\x12\x15\n\x11\x44\x41TA_TYPE_FLOAT32\x10\x02*^\n\x0cTemplateView\x12\x1d\n\x19TEMPLATE_VIEW_UNSPECIFIED\x10\x00\x12\x17\n\x13TEMPLATE_VIEW_BASIC\x10\x01\x12\x16\n\x12TEMPLATE_VIEW_FULL\x10\x02*\xb6\x01\n\x06Method\x12\x16\n\x12METHOD_UNSPECIFIED\x10\x00\x12\x11\n\rMETHOD_SQDIFF\x10\x01\x12\x18\n\x14METHOD_SQDIFF_NORMED\x10\x02\x12\x10\n\x0cMETHOD_CCORR\x10\x03\x12\x17\n\x13METHOD_CCORR_NORMED\x10\x04\x12\x11\n\rMETHOD_CCOEFF\x10\x05\x12\x18\n\x14METHOD_CCOEFF_NORMED\x10\x06\x12\x0f\n\x0bMETHOD_SSIM\x10\x07*Y\n\x07Padding\x12\x17\n\x13PADDING_UNSPECIFIED\x10\x00\x12\x11\n\rPADDING_VALID\x10\x01\x12\x10\n\x0cPADDING_SAME\x10\x02\x12\x10\n\x0cPADDING_FULL\x10\x03*_\n\x06\x42order\x12\x16\n\x12\x42ORDER_UNSPECIFIED\x10\x00\x12\x13\n\x0f\x42ORDER_CONSTANT\x10\x01\x12\x12\n\x0e\x42ORDER_REFLECT\x10\x02\x12\x14\n\x10\x42ORDER_REPLICATE\x10\x03*w\n\x0bMapEncoding\x12\x1c\n\x18MAP_ENCODING_UNSPECIFIED\x10\x00\x12\x18\n\x14MAP_ENCODING_FLOAT32\x10\x01\x12\x18\n\x14MAP_ENCODING_FLOAT16\x10\x02\x12\x16\n\x12MAP_ENCODING_UINT8\x10\x03\x32\xa1\x04\n\x11\x46\x65\x61tureMapService\x12]\n\x0e\x43reateTemplate\x12$.featuremap.v1.CreateTemplateRequest\x1a%.featuremap.v1.CreateTemplateResponse\x12T\n\x0bGetTemplate\x12!.featuremap.v1.GetTemplateRequest\x1a\".featuremap.v1.GetTemplateResponse\x12Z\n\rListTemplates\x12#.featuremap.v1.ListTemplatesRequest\x1a$.featuremap.v1.ListTemplatesResponse\x12]\n\x0e\x44\x65leteTemplate\x12$.featuremap.v1.DeleteTemplateRequest\x1a%.featuremap.v1.DeleteTemplateResponse\x12\x42\n\x05Match\x12\x1b.featuremap.v1.MatchRequest\x1a\x1c.featuremap.v1.MatchResponse\x12X\n\x0bStreamMatch\x12!.featuremap.v1.StreamMatchRequest\x1a\".featuremap.v1.StreamMatchResponse(\x01\x30\x01\x62\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -34,18 +34,18 @@ if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
   _globals['_TEMPLATE_LABELSENTRY']._loaded_options = None
   _globals['_TEMPLATE_LABELSENTRY']._serialized_options = b'8\001'
-  _globals['_DATATYPE']._serialized_start=2647
-  _globals['_DATATYPE']._serialized_end=2728
-  _globals['_TEMPLATEVIEW']._serialized_start=2730
-  _globals['_TEMPLATEVIEW']._serialized_end=2824
-  _globals['_METHOD']._serialized_start=2827
-  _globals['_METHOD']._serialized_end=2992
-  _globals['_PADDING']._serialized_start=2994
-  _globals['_PADDING']._serialized_end=3083
-  _globals['_BORDER']._serialized_start=3085
-  _globals['_BORDER']._serialized_end=3180
-  _globals['_MAPENCODING']._serialized_start=3182
-  _globals['_MAPENCODING']._serialized_end=3301
+  _globals['_DATATYPE']._serialized_start=2667
+  _globals['_DATATYPE']._serialized_end=2748
+  _globals['_TEMPLATEVIEW']._serialized_start=2750
+  _globals['_TEMPLATEVIEW']._serialized_end=2844
+  _globals['_METHOD']._serialized_start=2847
+  _globals['_METHOD']._serialized_end=3029
+  _globals['_PADDING']._serialized_start=3031
+  _globals['_PADDING']._serialized_end=3120
+  _globals['_BORDER']._serialized_start=3122
+  _globals['_BORDER']._serialized_end=3217
+  _globals['_MAPENCODING']._serialized_start=3219
+  _globals['_MAPENCODING']._serialized_end=3338
   _globals['_RAWIMAGE']._serialized_start=82
   _globals['_RAWIMAGE']._serialized_end=195
   _globals['_IMAGE']._serialized_start=197
@@ -75,25 +75,25 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_MAPOPTIONS']._serialized_start=1243
   _globals['_MAPOPTIONS']._serialized_end=1301
   _globals['_MATCHCONFIG']._serialized_start=1304
-  _globals['_MATCHCONFIG']._serialized_end=1595
-  _globals['_FRAME']._serialized_start=1597
-  _globals['_FRAME']._serialized_end=1709
-  _globals['_MATCHREQUEST']._serialized_start=1711
-  _globals['_MATCHREQUEST']._serialized_end=1806
-  _globals['_STREAMMATCHREQUEST']._serialized_start=1808
-  _globals['_STREAMMATCHREQUEST']._serialized_end=1921
-  _globals['_PEAK']._serialized_start=1923
-  _globals['_PEAK']._serialized_end=2015
-  _globals['_FEATUREMAP']._serialized_start=2018
-  _globals['_FEATUREMAP']._serialized_end=2222
-  _globals['_TIMING']._serialized_start=2224
-  _globals['_TIMING']._serialized_end=2290
-  _globals['_FRAMERESULT']._serialized_start=2293
-  _globals['_FRAMERESULT']._serialized_end=2517
-  _globals['_MATCHRESPONSE']._serialized_start=2519
-  _globals['_MATCHRESPONSE']._serialized_end=2578
-  _globals['_STREAMMATCHRESPONSE']._serialized_start=2580
-  _globals['_STREAMMATCHRESPONSE']._serialized_end=2645
-  _globals['_FEATUREMAPSERVICE']._serialized_start=3304
-  _globals['_FEATUREMAPSERVICE']._serialized_end=3849
+  _globals['_MATCHCONFIG']._serialized_end=1615
+  _globals['_FRAME']._serialized_start=1617
+  _globals['_FRAME']._serialized_end=1729
+  _globals['_MATCHREQUEST']._serialized_start=1731
+  _globals['_MATCHREQUEST']._serialized_end=1826
+  _globals['_STREAMMATCHREQUEST']._serialized_start=1828
+  _globals['_STREAMMATCHREQUEST']._serialized_end=1941
+  _globals['_PEAK']._serialized_start=1943
+  _globals['_PEAK']._serialized_end=2035
+  _globals['_FEATUREMAP']._serialized_start=2038
+  _globals['_FEATUREMAP']._serialized_end=2242
+  _globals['_TIMING']._serialized_start=2244
+  _globals['_TIMING']._serialized_end=2310
+  _globals['_FRAMERESULT']._serialized_start=2313
+  _globals['_FRAMERESULT']._serialized_end=2537
+  _globals['_MATCHRESPONSE']._serialized_start=2539
+  _globals['_MATCHRESPONSE']._serialized_end=2598
+  _globals['_STREAMMATCHRESPONSE']._serialized_start=2600
+  _globals['_STREAMMATCHRESPONSE']._serialized_end=2665
+  _globals['_FEATUREMAPSERVICE']._serialized_start=3341
+  _globals['_FEATUREMAPSERVICE']._serialized_end=3886
 # @@protoc_insertion_point(module_scope)

@@ -31,6 +31,7 @@ class Method(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     METHOD_CCORR_NORMED: _ClassVar[Method]
     METHOD_CCOEFF: _ClassVar[Method]
     METHOD_CCOEFF_NORMED: _ClassVar[Method]
+    METHOD_SSIM: _ClassVar[Method]
 
 class Padding(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     __slots__ = ()
@@ -65,6 +66,7 @@ METHOD_CCORR: Method
 METHOD_CCORR_NORMED: Method
 METHOD_CCOEFF: Method
 METHOD_CCOEFF_NORMED: Method
+METHOD_SSIM: Method
 PADDING_UNSPECIFIED: Padding
 PADDING_VALID: Padding
 PADDING_SAME: Padding
@@ -204,7 +206,7 @@ class MapOptions(_message.Message):
     def __init__(self, encoding: _Optional[_Union[MapEncoding, str]] = ...) -> None: ...
 
 class MatchConfig(_message.Message):
-    __slots__ = ("templates", "method", "padding", "border", "border_value", "stride", "peaks", "maps", "realtime")
+    __slots__ = ("templates", "method", "padding", "border", "border_value", "stride", "peaks", "maps", "realtime", "data_range")
     TEMPLATES_FIELD_NUMBER: _ClassVar[int]
     METHOD_FIELD_NUMBER: _ClassVar[int]
     PADDING_FIELD_NUMBER: _ClassVar[int]
@@ -214,6 +216,7 @@ class MatchConfig(_message.Message):
     PEAKS_FIELD_NUMBER: _ClassVar[int]
     MAPS_FIELD_NUMBER: _ClassVar[int]
     REALTIME_FIELD_NUMBER: _ClassVar[int]
+    DATA_RANGE_FIELD_NUMBER: _ClassVar[int]
     templates: _containers.RepeatedScalarFieldContainer[str]
     method: Method
     padding: Padding
@@ -223,7 +226,8 @@ class MatchConfig(_message.Message):
     peaks: PeakOptions
     maps: MapOptions
     realtime: bool
-    def __init__(self, templates: _Optional[_Iterable[str]] = ..., method: _Optional[_Union[Method, str]] = ..., padding: _Optional[_Union[Padding, str]] = ..., border: _Optional[_Union[Border, str]] = ..., border_value: _Optional[float] = ..., stride: _Optional[int] = ..., peaks: _Optional[_Union[PeakOptions, _Mapping]] = ..., maps: _Optional[_Union[MapOptions, _Mapping]] = ..., realtime: _Optional[bool] = ...) -> None: ...
+    data_range: float
+    def __init__(self, templates: _Optional[_Iterable[str]] = ..., method: _Optional[_Union[Method, str]] = ..., padding: _Optional[_Union[Padding, str]] = ..., border: _Optional[_Union[Border, str]] = ..., border_value: _Optional[float] = ..., stride: _Optional[int] = ..., peaks: _Optional[_Union[PeakOptions, _Mapping]] = ..., maps: _Optional[_Union[MapOptions, _Mapping]] = ..., realtime: _Optional[bool] = ..., data_range: _Optional[float] = ...) -> None: ...
 
 class Frame(_message.Message):
     __slots__ = ("sequence", "capture_time", "image")
