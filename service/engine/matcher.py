@@ -128,7 +128,7 @@ class Matcher:
             prepared = [
                 template_kernels(images[i].transpose(2, 0, 1), weights[i], self._code) for i in members
             ]
-            group = make_group(h, w, masked, members, prepared)
+            group = make_group(h, w, masked, members, prepared, channel_major=self.method == "ssim")
             top, _, left, _ = _padding_of(self.padding, h, w)
             group.place((self._pad[0] - top, self._pad[2] - left), self.stride)
             self._groups.append(group)
@@ -313,7 +313,7 @@ class Matcher:
         c1, c2 = (0.01 * work.data_range) ** 2, (0.03 * work.data_range) ** 2
         oy, ox = group.offset
         finish_ssim(
-            raw, np.array(group.starts, np.int64), sums, sqsums, oy, ox, self.stride, group.height, group.width,
+            raw, group.index, sums, sqsums, oy, ox, self.stride, group.height, group.width,
             np.stack([p.means for p in group.prepared]), np.stack([p.variances for p in group.prepared]), c1, c2,
             out,
         )

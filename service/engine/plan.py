@@ -110,6 +110,7 @@ class Group:
     tenergy: np.ndarray  # (members,) float64
     nonnegative: bool  # every kernel >= 0: correlations with a non-negative frame are too
     n_kernels: int  # before the padding with zero kernels
+    index: np.ndarray | None = None  # (members, kernels each): where member k's kernel c is
     offset: tuple[int, int] = (0, 0)
     # The direct path's kernels, block activity and column offset, phase-split
     # for a column stride (see direct.phase_kernels).
@@ -127,11 +128,23 @@ class Group:
             self.direct_kernels, self.direct_active, self.direct_ox = kernels, block_activity(kernels), first
 
 
-def make_group(height: int, width: int, masked: bool, members: list[int], prepared: list[TemplateKernels]) -> Group:
-    """Stack the members' kernels (padded with zero kernels for the direct path's blocks)."""
+def make_group(height: int, width: int, masked: bool, members: list[int], prepared: list[TemplateKernels],
+               *, channel_major: bool = False) -> Group:
+    """Stack the members' kernels (padded with zero kernels for the direct path's blocks).
+
+    ``channel_major`` (ssim: one kernel per channel per template) orders the
+    kernels channel by channel, so that the direct path's blocks of three
+    kernels touch one frame plane instead of three.
+    """
     stacks = [p.kernels for p in prepared]
     starts = list(np.cumsum([0] + [len(s) for s in stacks[:-1]]))
     kernels = np.concatenate(stacks)
+    index = np.array([[start + c for c in range(len(stack))] for start, stack in zip(starts, stacks)], np.int64) \
+        if len({len(stack) for stack in stacks}) == 1 else None
+    if channel_major and index is not None:
+        order = index.T.reshape(-1)  # kernel positions, channel by channel
+        kernels = kernels[order]
+        index = np.argsort(order).reshape(index.shape)
     n_kernels = len(kernels)
     padding = padded_count(n_kernels) - n_kernels
     if padding:
@@ -148,6 +161,7 @@ def make_group(height: int, width: int, masked: bool, members: list[int], prepar
         tenergy=np.array([p.tenergy for p in prepared], dtype=np.float64),
         nonnegative=bool((kernels >= 0).all()),
         n_kernels=n_kernels,
+        index=index,
     )
 
 

@@ -174,16 +174,26 @@ def finish_masked(maps, first, n_channels, tenergy, tsum, msum, msum2, method, o
             out[y, x] = score(method, corr, energy, inverse_norm(energy, mean2), inv_tnorm, tenergy)
 
 
+@njit(error_model="numpy", **JIT)
+def _ssim_row(cov_row, mx, vx, my, vy, c1, c2, inv_n1, acc):
+    """Add one channel's SSIM of one template along a row of windows to ``acc``."""
+    for x in range(acc.shape[0]):
+        cov = np.float64(cov_row[x]) * inv_n1
+        m = mx[x]
+        acc[x] += ((2.0 * m * my + c1) * (2.0 * cov + c2)) / ((m * m + my * my + c1) * (vx[x] + vy + c2))
+
+
 @njit(parallel=True, error_model="numpy", **JIT)
-def finish_ssim(raw, starts, sums, sqsums, oy, ox, stride, kh, kw, tmeans, tvars, c1, c2, out):
+def finish_ssim(raw, index, sums, sqsums, oy, ox, stride, kh, kw, tmeans, tvars, c1, c2, out):
     """SSIM of each template at each window, the mean over channels.
 
-    ``raw[starts[k] + c]`` is the correlation of template k's zero-mean
-    channel c with channel c of the frame, i.e. n times the window-template
-    covariance; window means and variances come from per-channel integral
-    images ``sums`` and ``sqsums``. Sample (n - 1) statistics throughout, as
-    scikit-image's ``use_sample_covariance``. The denominator is at least
-    c1 * c2 > 0: never NaN.
+    ``raw[index[k, c]]`` is the correlation of template k's zero-mean channel
+    c with channel c of the frame, i.e. n - 1 times the sample covariance;
+    window means and variances come from per-channel integral images
+    ``sums`` and ``sqsums``, a row at a time, shared by every template.
+    Sample (n - 1) statistics throughout, as scikit-image's
+    ``use_sample_covariance``. The denominator is at least c1 * c2 > 0: never
+    NaN.
     """
     n_templates, height, width = out.shape
     n_channels = sums.shape[0]
@@ -192,23 +202,20 @@ def finish_ssim(raw, starts, sums, sqsums, oy, ox, stride, kh, kw, tmeans, tvars
     inv_n1 = 1.0 / (n - 1) if n > 1 else 0.0
     for y in prange(height):
         y0 = oy + y * stride
-        y1 = y0 + kh
-        means = np.empty(n_channels)
-        variances = np.empty(n_channels)
-        for x in range(width):
-            x0 = ox + x * stride
-            x1 = x0 + kw
+        means = np.empty((n_channels, width))
+        variances = np.empty((n_channels, width))
+        for c in range(n_channels):
+            _box_row(sums[c], y0, y0 + kh, ox, kw, stride, means[c], False)
+            _box_row(sqsums[c], y0, y0 + kh, ox, kw, stride, variances[c], False)
+            for x in range(width):
+                s = means[c, x]
+                variances[c, x] = max(variances[c, x] - s * s * inv_n, 0.0) * inv_n1
+                means[c, x] = s * inv_n
+        acc = np.empty(width)
+        for k in range(n_templates):
+            acc[:] = 0.0
             for c in range(n_channels):
-                s = sums[c, y1, x1] - sums[c, y0, x1] - sums[c, y1, x0] + sums[c, y0, x0]
-                q = sqsums[c, y1, x1] - sqsums[c, y0, x1] - sqsums[c, y1, x0] + sqsums[c, y0, x0]
-                means[c] = s * inv_n
-                variances[c] = max(q - s * s * inv_n, 0.0) * inv_n1
-            for k in range(n_templates):
-                total = 0.0
-                for c in range(n_channels):
-                    mx, my = means[c], tmeans[k, c]
-                    cov = np.float64(raw[starts[k] + c, y, x]) * inv_n1
-                    value = ((2.0 * mx * my + c1) * (2.0 * cov + c2)) / (
-                        (mx * mx + my * my + c1) * (variances[c] + tvars[k, c] + c2))
-                    total += value
-                out[k, y, x] = min(1.0, max(-1.0, total / n_channels))
+                _ssim_row(raw[index[k, c], y], means[c], variances[c], tmeans[k, c], tvars[k, c], c1, c2, inv_n1, acc)
+            row = out[k, y]
+            for x in range(width):
+                row[x] = min(1.0, max(-1.0, acc[x] / n_channels))
