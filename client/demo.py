@@ -114,7 +114,7 @@ def run_demo(args: argparse.Namespace) -> int:
         address = f"127.0.0.1:{_free_port()}"
         data = tempfile.mkdtemp(prefix="featuremap-demo-")
         server = subprocess.Popen([sys.executable, "-m", "featuremap.client.cli", "serve", "--address", address,
-                                   "--data-dir", data, "--log-level", "warning"])
+                                   "--data-dir", data, "--log-level", "error"])
         print(f"started a server at {address} (data in {data})")
         if not _answers(address, 180.0):
             server.kill()
