@@ -10,6 +10,7 @@ the output folder, and prints how far each detection was from the truth.
 from __future__ import annotations
 
 import argparse
+import shutil
 import signal
 import socket
 import subprocess
@@ -147,6 +148,7 @@ def run_demo(args: argparse.Namespace) -> int:
         if server is not None:
             server.send_signal(signal.SIGTERM)
             server.wait(60)
+            shutil.rmtree(data, ignore_errors=True)
     worst = {name: 0.0 for name in ("demo-a", "demo-b", "demo-c")}
     misses = 0
     for entry in summary["results"]:
