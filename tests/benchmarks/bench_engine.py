@@ -144,7 +144,7 @@ def main() -> None:
               f"{t['opencv'] * 1e3:8.1f}ms{t['auto'] / t['opencv']:7.2f}x{flops / t['auto'] / 1e9:9.1f}"
               f"{direct_gflops:9.1f}{100 * direct_gflops / ceiling:6.0f}%{torch_ms}")
     print("\nssim (no OpenCV peer) beside featuremap's ccoeff_normed on the same workload:")
-    for name, method, paths, flops, t in rows:
+    for name, _, _, _, t in rows:
         if "ssim" in t:
             print(f"  {name:<22} ssim {t['ssim'] * 1e3:7.1f}ms  ccoeff_normed {t['auto'] * 1e3:7.1f}ms  "
                   f"ratio {t['ssim'] / t['auto']:.2f}x")
