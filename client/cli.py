@@ -126,6 +126,15 @@ def _labels(pairs: list[str]) -> dict[str, str]:
     return labels
 
 
+def _numbers(text: str | None, flag: str) -> list[float]:
+    if not text:
+        return []
+    try:
+        return [float(v) for v in text.split(",")]
+    except ValueError:
+        raise CommandError(f"{flag} {text!r}: use comma-separated numbers, e.g. 0.5,1,2", USAGE) from None
+
+
 def _roi(text: str) -> tuple[int, int, int, int]:
     try:
         x, y, w, h = (int(v) for v in text.split(","))
@@ -138,7 +147,8 @@ def _roi(text: str) -> tuple[int, int, int, int]:
 
 def _template_json(t) -> dict:
     return {"name": t.name, "display_name": t.display_name, "height": t.height, "width": t.width,
-            "channels": t.channels, "labels": t.labels, "etag": t.etag}
+            "channels": t.channels, "labels": t.labels, "etag": t.etag, "scales": list(t.scales),
+            "angles": list(t.angles)}
 
 
 def _templates_add(args) -> int:
@@ -165,7 +175,8 @@ def _templates_add(args) -> int:
     mask = _read_image(args.mask, "mask") if args.mask else None
     with _client(args) as client:
         created = client.create_template(image, template_id=args.id, display_name=args.name,
-                                         labels=_labels(args.label), mask=mask)
+                                         labels=_labels(args.label), mask=mask, scales=_numbers(args.scales, "--scales"),
+                                         angles=_numbers(args.angles, "--angles"))
     print(json.dumps(_template_json(created)))
     return 0
 
@@ -200,7 +211,7 @@ def _match_settings(args) -> dict:
 
 def _peaks_json(peaks) -> list[dict]:
     return [{"template": p.template, "x": round(p.x, 2), "y": round(p.y, 2), "width": p.width,
-             "height": p.height, "score": round(p.score, 5)} for p in peaks]
+             "height": p.height, "score": round(p.score, 5), "scale": p.scale, "angle": p.angle} for p in peaks]
 
 
 def _match(args) -> int:
@@ -447,6 +458,8 @@ def build_parser() -> argparse.ArgumentParser:
     add.add_argument("--from-video", metavar="VIDEO", help="cut the template from a frame of this video")
     add.add_argument("--frame", type=int, help="with --from-video: the frame index")
     add.add_argument("--roi", help="with --from-video: x,y,w,h")
+    add.add_argument("--scales", help="also look for it at these scales, e.g. 0.5,1,2")
+    add.add_argument("--angles", help="also look for it rotated by these degrees, e.g. -30,0,30")
     add.set_defaults(run=_templates_add)
     listing = actions.add_parser("list", help="list the bank, one JSON line per template")
     listing.set_defaults(run=_templates_list)

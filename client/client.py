@@ -63,6 +63,8 @@ class Peak:
     width: int
     height: int
     score: float
+    scale: float = 1.0
+    angle: float = 0.0
 
 
 @dataclass(frozen=True)
@@ -92,6 +94,8 @@ class TemplateInfo:
     create_time: float
     image: np.ndarray | None = None
     mask: np.ndarray | None = None
+    scales: tuple[float, ...] = (1.0,)
+    angles: tuple[float, ...] = (0.0,)
 
 
 def _template_info(message: pb.Template) -> TemplateInfo:
@@ -102,6 +106,7 @@ def _template_info(message: pb.Template) -> TemplateInfo:
         labels=dict(message.labels), height=message.height, width=message.width, channels=message.channels,
         etag=message.etag, create_time=message.create_time.ToNanoseconds() / 1e9,
         image=None if image is None else (image[:, :, 0] if image.shape[2] == 1 else image), mask=mask,
+        scales=tuple(message.scales) or (1.0,), angles=tuple(message.angles) or (0.0,),
     )
 
 
@@ -109,7 +114,8 @@ def _result(message: pb.FrameResult) -> FrameResult:
     return FrameResult(
         sequence=message.sequence,
         timestamp=message.capture_time.ToNanoseconds() / 1e9 if message.HasField("capture_time") else None,
-        peaks=[Peak(p.template, p.x, p.y, p.width, p.height, p.score) for p in message.peaks],
+        peaks=[Peak(p.template, p.x, p.y, p.width, p.height, p.score, p.scale or 1.0, p.angle)
+               for p in message.peaks],
         maps={m.template: decode_map(m) for m in message.maps},
         timing={"decode_ms": message.timing.decode_ms, "compute_ms": message.timing.compute_ms,
                 "encode_ms": message.timing.encode_ms},
@@ -276,10 +282,16 @@ class FeatureMapClient:
         display_name: str | None = None,
         labels: dict[str, str] | None = None,
         mask: np.ndarray | str | Path | None = None,
+        scales: Iterable[float] | None = None,
+        angles: Iterable[float] | None = None,
     ) -> TemplateInfo:
-        """Add a template: an array (HxW or HxWxC, uint8/float32) or an image file."""
+        """Add a template: an array (HxW or HxWxC, uint8/float32) or an image file.
+
+        ``scales`` and ``angles`` (degrees) make the server look for it resized
+        and rotated too; peaks then carry the matching scale and angle.
+        """
         template = pb.Template(image=_read_image(image), display_name=display_name or "",
-                               labels=labels or {})
+                               labels=labels or {}, scales=list(scales or []), angles=list(angles or []))
         if mask is not None:
             template.mask.CopyFrom(_read_image(mask))
         request = pb.CreateTemplateRequest(template=template, template_id=template_id or "")

@@ -22,6 +22,7 @@ import numpy as np
 from .engine import Matcher
 from .errors import AlreadyExists, FailedPrecondition, InvalidArgument, LimitExceeded, NotFound
 from .store import Store, StoredTemplate
+from .variants import Variant, check_steps, make_variant, variants_of
 
 _ID = re.compile(r"^[a-z][a-z0-9-]{0,62}$")
 _PREFIX = "templates/"
@@ -43,9 +44,9 @@ def name_of(template_id: str) -> str:
     return _PREFIX + template_id
 
 
-def _etag(image: np.ndarray, mask: np.ndarray | None, display_name: str, labels: dict) -> str:
+def _etag(image: np.ndarray, mask: np.ndarray | None, display_name: str, labels: dict, scales, angles) -> str:
     digest = hashlib.sha256()
-    digest.update(repr((image.shape, image.dtype.str, display_name, sorted(labels.items()))).encode())
+    digest.update(repr((image.shape, image.dtype.str, display_name, sorted(labels.items()), scales, angles)).encode())
     digest.update(np.ascontiguousarray(image).tobytes())
     if mask is not None:
         digest.update(np.ascontiguousarray(mask).tobytes())
@@ -68,6 +69,7 @@ class Bank:
         self._lock = threading.Lock()
         self._templates: dict[str, StoredTemplate] = {t.id: t for t in store.load()}
         self._matchers: OrderedDict[tuple, Matcher] = OrderedDict()
+        self._variants: dict[tuple[str, str], list[Variant]] = {}
         self.on_change: list = []  # called after another replica changed the bank
         watch = getattr(store, "watch", None)
         if watch is not None:  # a shared store: follow the other replicas
@@ -95,8 +97,10 @@ class Bank:
         template_id: str = "",
         display_name: str = "",
         labels: dict[str, str] | None = None,
+        scales=(),
+        angles=(),
     ) -> StoredTemplate:
-        """Validate and store a template (HxWxC image, optional HxW mask)."""
+        """Validate and store a template (HxWxC image, optional HxW mask, optional scales and angles)."""
         labels = dict(labels or {})
         if template_id:
             template_id = template_id_of(template_id)
@@ -115,8 +119,13 @@ class Bank:
                 raise InvalidArgument(
                     f"mask is {mask.shape[0]}x{mask.shape[1]} but the image is {image.shape[0]}x{image.shape[1]}"
                 )
-        # The engine's own checks (dtype, NaN, mask type), once, at creation.
-        Matcher([image], masks=[mask])
+        scales, angles = check_steps(scales, angles)
+        # The engine's own checks (dtype, NaN, mask type), once, at creation,
+        # on every variant.
+        for scale in scales:
+            for angle in angles:
+                variant, variant_mask = make_variant(image, mask, scale, angle)
+                Matcher([variant], masks=[variant_mask])
         template = StoredTemplate(
             id=template_id,
             image=image,
@@ -124,7 +133,9 @@ class Bank:
             display_name=display_name,
             labels=labels,
             create_time=time.time(),
-            etag=_etag(image, mask, display_name, labels),
+            etag=_etag(image, mask, display_name, labels, scales, angles),
+            scales=scales,
+            angles=angles,
         )
         with self._lock:
             if template_id in self._templates:
@@ -178,8 +189,20 @@ class Bank:
             return templates
         return [self.get(name) for name in names]
 
-    def matcher(self, templates: Sequence[StoredTemplate], **settings) -> Matcher:
-        """The engine's prepared Matcher for these templates and settings (cached)."""
+    def variants(self, template: StoredTemplate) -> list[Variant]:
+        """The template's scale/rotation variants, made once per template version."""
+        key = (template.id, template.etag)
+        found = self._variants.get(key)
+        if found is None:
+            found = variants_of(template)
+            with self._lock:
+                if len(self._variants) > 4 * max(len(self._templates), 16):
+                    self._variants.clear()  # versions long gone pile up otherwise
+                self._variants[key] = found
+        return found
+
+    def matcher(self, templates: Sequence, **settings) -> Matcher:
+        """The engine's prepared Matcher for these templates (or variants) and settings (cached)."""
         key = (tuple((t.id, t.etag) for t in templates), tuple(sorted(settings.items())))
         with self._lock:
             matcher = self._matchers.get(key)

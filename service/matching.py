@@ -15,7 +15,7 @@ from featuremap.v1 import featuremap_pb2 as pb
 
 from . import codec
 from .bank import Bank, name_of
-from .engine import find_peaks
+from .engine import LOWER_IS_BETTER, find_peaks
 from .errors import InvalidArgument, LimitExceeded
 from .store import StoredTemplate
 
@@ -129,15 +129,34 @@ def _origin(padding: str, height: int, width: int) -> tuple[int, int]:
 
 @dataclass
 class Computed:
-    """One frame's peaks and (encoded later) maps."""
+    """One frame's peaks and (encoded later) maps: (template name, map, origin x, origin y)."""
 
     peaks: list[pb.Peak]
-    maps: list[tuple[StoredTemplate, np.ndarray]]
+    maps: list[tuple[str, np.ndarray, int, int]]
     compute_ms: float
 
 
+def _merge(candidates: list[tuple], lower: bool, top_k: int, distance: int) -> list[tuple]:
+    """Non-maximum suppression across a template's variants, by box centre, in frame pixels."""
+    candidates.sort(key=lambda c: c[0] if lower else -c[0])
+    kept = []
+    for cand in candidates:
+        cx, cy = cand[1] + cand[3] / 2, cand[2] + cand[4] / 2
+        if all(max(abs(cx - k[1] - k[3] / 2), abs(cy - k[2] - k[4] / 2)) >= distance for k in kept):
+            kept.append(cand)
+            if len(kept) == top_k:
+                break
+    return kept
+
+
 def compute(resolved: Resolved, bank: Bank, frame: np.ndarray) -> Computed:
-    """Match one decoded frame (HxWxC) with a resolved config."""
+    """Match one decoded frame (HxWxC) with a resolved config.
+
+    Templates with scales or angles are matched through every variant; their
+    peaks are reported per template (the best variants, suppressed across
+    variants, with their scale and angle), their map is the unscaled,
+    unrotated variant's when there is one, else the best variant's.
+    """
     started = time.perf_counter()
     templates = resolved.templates
     if resolved.whole_bank:
@@ -145,20 +164,45 @@ def compute(resolved: Resolved, bank: Bank, frame: np.ndarray) -> Computed:
         templates = tuple(t for t in templates if t.image.shape[2] == frame.shape[2])
         if not templates:
             raise InvalidArgument(f"no template of the bank has the frame's {frame.shape[2]} channel(s)")
-    matcher = bank.matcher(templates, **resolved.engine_settings())
+    entries = [(t, v) for t in templates for v in bank.variants(t)]
+    if resolved.method == "ssim" and any(v.mask is not None for _, v in entries):
+        raise InvalidArgument("ssim takes no masks, and rotated variants need them: use another method")
+    matcher = bank.matcher([v for _, v in entries], **resolved.engine_settings())
     maps = matcher(frame)
-    peaks = []
-    for template, score_map in zip(templates, maps):
-        height, width = template.image.shape[:2]
+    lower = resolved.method in LOWER_IS_BETTER
+    per_template: dict[str, list] = {}
+    for (template, variant), score_map in zip(entries, maps):
+        height, width = variant.image.shape[:2]
         ox, oy = _origin(resolved.padding, height, width)
         distance = resolved.min_distance or max(1, min(height, width) // 2 // resolved.stride)
         found = find_peaks(score_map, method=resolved.method, top_k=resolved.top_k,
                            threshold=resolved.threshold, min_distance=distance, subpixel=resolved.subpixel)
+        per_template.setdefault(template.id, []).extend(
+            (p.score, ox + p.x * resolved.stride, oy + p.y * resolved.stride, width, height, variant, score_map)
+            for p in found
+        )
+    peaks, chosen = [], []
+    for template in templates:
+        variants = bank.variants(template)
+        candidates = per_template.get(template.id, [])
+        if len(variants) > 1:
+            height, width = template.image.shape[:2]
+            candidates = _merge(candidates, lower, resolved.top_k, max(1, min(height, width) // 2))
         name = name_of(template.id)
-        for p in found:
-            peaks.append(pb.Peak(template=name, x=ox + p.x * resolved.stride, y=oy + p.y * resolved.stride,
-                                 width=width, height=height, score=p.score))
-    return Computed(peaks=peaks, maps=list(zip(templates, maps)), compute_ms=(time.perf_counter() - started) * 1e3)
+        peaks += [pb.Peak(template=name, x=x, y=y, width=w, height=h, score=score, scale=v.scale, angle=v.angle)
+                  for score, x, y, w, h, v, _ in candidates]
+        identity = next((i for i, v in enumerate(variants) if v.scale == 1.0 and v.angle % 360 == 0), None)
+        index = [i for i, (t, _) in enumerate(entries) if t.id == template.id]
+        if identity is not None:
+            pick = index[identity]
+        elif candidates:
+            pick = next(i for i in index if entries[i][1] is candidates[0][5])
+        else:
+            pick = index[0]
+        variant = entries[pick][1]
+        ox, oy = _origin(resolved.padding, *variant.image.shape[:2])
+        chosen.append((name, maps[pick], ox, oy))
+    return Computed(peaks=peaks, maps=chosen, compute_ms=(time.perf_counter() - started) * 1e3)
 
 
 def encode_maps(resolved: Resolved, computed: Computed) -> list:
@@ -169,12 +213,10 @@ def encode_maps(resolved: Resolved, computed: Computed) -> list:
     if resolved.encoding == pb.MAP_ENCODING_UNSPECIFIED:
         return []
     wire = []
-    for template, score_map in computed.maps:
-        height, width = template.image.shape[:2]
-        ox, oy = _origin(resolved.padding, height, width)
+    for name, score_map, ox, oy in computed.maps:
         data, scale, offset = codec.encode_map(score_map, resolved.encoding)
         header = pb.FeatureMap(
-            template=name_of(template.id), height=score_map.shape[0], width=score_map.shape[1],
+            template=name, height=score_map.shape[0], width=score_map.shape[1],
             encoding=resolved.encoding, scale=scale, offset=offset, origin_x=ox, origin_y=oy,
             stride=resolved.stride,
         )

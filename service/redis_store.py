@@ -68,6 +68,8 @@ def _decode(fields: dict[bytes, bytes], template_id: str) -> StoredTemplate:
         create_time=float(fields[b"create_time"]),
         etag=fields[b"etag"].decode(),
         seq=int(fields[b"seq"]),
+        scales=tuple(json.loads(fields.get(b"scales", b"[1.0]"))),
+        angles=tuple(json.loads(fields.get(b"angles", b"[0.0]"))),
     )
 
 
@@ -108,6 +110,8 @@ class RedisStore:
             "mask_dtype": "" if mask is None else mask.dtype.str,
             "create_time": repr(template.create_time),
             "etag": template.etag,
+            "scales": json.dumps(list(template.scales)),
+            "angles": json.dumps(list(template.angles)),
         }
         args = [template.id] + [item for pair in fields.items() for item in pair]
         seq = self._add(keys=[_key(template.id), _ORDER, _SEQ, _VERSION, _CHANNEL], args=args)

@@ -50,6 +50,7 @@ def template_proto(template: StoredTemplate, *, full: bool) -> pb.Template:
     message = pb.Template(
         name=name_of(template.id), display_name=template.display_name, labels=template.labels,
         height=height, width=width, channels=channels, create_time=created, etag=template.etag,
+        scales=template.scales, angles=template.angles,
     )
     if full:
         message.image.CopyFrom(codec.raw_image(template.image))
@@ -166,7 +167,8 @@ class FeatureMapServicer(pb_grpc.FeatureMapServiceServicer):
         mask = (codec.decode_image(template.mask, "template mask", limit, "max_template_pixels")
                 if template.HasField("mask") else None)
         stored = self._bank.create(image, mask, template_id=request.template_id,
-                                   display_name=template.display_name, labels=dict(template.labels))
+                                   display_name=template.display_name, labels=dict(template.labels),
+                                   scales=list(template.scales), angles=list(template.angles))
         self._metrics.bank.set(len(self._bank))
         log.info("template created", extra={"template": name_of(stored.id)})
         return pb.CreateTemplateResponse(template=template_proto(stored, full=True))

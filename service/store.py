@@ -28,7 +28,9 @@ CREATE TABLE IF NOT EXISTS templates (
     mask         BLOB,
     mask_dtype   TEXT,
     create_time  REAL NOT NULL,
-    etag         TEXT NOT NULL
+    etag         TEXT NOT NULL,
+    scales       TEXT NOT NULL DEFAULT '[1.0]',
+    angles       TEXT NOT NULL DEFAULT '[0.0]'
 )
 """
 
@@ -45,6 +47,8 @@ class StoredTemplate:
     create_time: float = 0.0
     etag: str = ""
     seq: int = 0
+    scales: tuple[float, ...] = (1.0,)
+    angles: tuple[float, ...] = (0.0,)
 
 
 def _array(blob: bytes, shape: str, dtype: str) -> np.ndarray:
@@ -69,6 +73,11 @@ class Store:
         self._db.execute("PRAGMA journal_mode=WAL")
         self._db.execute("PRAGMA synchronous=FULL")
         self._db.execute(_SCHEMA)
+        # Banks written before templates had variants: add the columns.
+        columns = {row[1] for row in self._db.execute("PRAGMA table_info(templates)")}
+        for column, default in (("scales", "[1.0]"), ("angles", "[0.0]")):
+            if column not in columns:
+                self._db.execute(f"ALTER TABLE templates ADD COLUMN {column} TEXT NOT NULL DEFAULT '{default}'")
 
     def close(self) -> None:
         with self._lock:
@@ -81,7 +90,7 @@ class Store:
             try:
                 cursor = self._db.execute(
                     "INSERT INTO templates (id, display_name, labels, pixels, shape, dtype, mask, mask_dtype,"
-                    " create_time, etag) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                    " create_time, etag, scales, angles) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
                     (
                         template.id,
                         template.display_name,
@@ -93,6 +102,8 @@ class Store:
                         None if mask is None else mask.dtype.str,
                         template.create_time,
                         template.etag,
+                        json.dumps(list(template.scales)),
+                        json.dumps(list(template.angles)),
                     ),
                 )
             except sqlite3.IntegrityError:
@@ -109,17 +120,18 @@ class Store:
         """Every template, in creation order."""
         with self._lock:
             rows = self._db.execute(
-                "SELECT seq, id, display_name, labels, pixels, shape, dtype, mask, mask_dtype, create_time, etag"
-                " FROM templates ORDER BY seq"
+                "SELECT seq, id, display_name, labels, pixels, shape, dtype, mask, mask_dtype, create_time, etag,"
+                " scales, angles FROM templates ORDER BY seq"
             ).fetchall()
         templates = []
-        for seq, tid, name, labels, pixels, shape, dtype, mask, mask_dtype, created, etag in rows:
+        for seq, tid, name, labels, pixels, shape, dtype, mask, mask_dtype, created, etag, scales, angles in rows:
             image = _array(pixels, shape, dtype)
             weights = None if mask is None else _array(mask, json.dumps(list(image.shape[:2])), mask_dtype)
             templates.append(
                 StoredTemplate(
                     id=tid, image=image, mask=weights, display_name=name, labels=json.loads(labels),
                     create_time=created, etag=etag, seq=seq,
+                    scales=tuple(json.loads(scales)), angles=tuple(json.loads(angles)),
                 )
             )
         return templates

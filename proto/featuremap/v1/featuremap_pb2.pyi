@@ -103,7 +103,7 @@ class Image(_message.Message):
     def __init__(self, raw: _Optional[_Union[RawImage, _Mapping]] = ..., encoded: _Optional[bytes] = ...) -> None: ...
 
 class Template(_message.Message):
-    __slots__ = ("name", "display_name", "labels", "image", "mask", "height", "width", "channels", "create_time", "etag")
+    __slots__ = ("name", "display_name", "labels", "image", "mask", "height", "width", "channels", "create_time", "etag", "scales", "angles")
     class LabelsEntry(_message.Message):
         __slots__ = ("key", "value")
         KEY_FIELD_NUMBER: _ClassVar[int]
@@ -121,6 +121,8 @@ class Template(_message.Message):
     CHANNELS_FIELD_NUMBER: _ClassVar[int]
     CREATE_TIME_FIELD_NUMBER: _ClassVar[int]
     ETAG_FIELD_NUMBER: _ClassVar[int]
+    SCALES_FIELD_NUMBER: _ClassVar[int]
+    ANGLES_FIELD_NUMBER: _ClassVar[int]
     name: str
     display_name: str
     labels: _containers.ScalarMap[str, str]
@@ -131,7 +133,9 @@ class Template(_message.Message):
     channels: int
     create_time: _timestamp_pb2.Timestamp
     etag: str
-    def __init__(self, name: _Optional[str] = ..., display_name: _Optional[str] = ..., labels: _Optional[_Mapping[str, str]] = ..., image: _Optional[_Union[Image, _Mapping]] = ..., mask: _Optional[_Union[Image, _Mapping]] = ..., height: _Optional[int] = ..., width: _Optional[int] = ..., channels: _Optional[int] = ..., create_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., etag: _Optional[str] = ...) -> None: ...
+    scales: _containers.RepeatedScalarFieldContainer[float]
+    angles: _containers.RepeatedScalarFieldContainer[float]
+    def __init__(self, name: _Optional[str] = ..., display_name: _Optional[str] = ..., labels: _Optional[_Mapping[str, str]] = ..., image: _Optional[_Union[Image, _Mapping]] = ..., mask: _Optional[_Union[Image, _Mapping]] = ..., height: _Optional[int] = ..., width: _Optional[int] = ..., channels: _Optional[int] = ..., create_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., etag: _Optional[str] = ..., scales: _Optional[_Iterable[float]] = ..., angles: _Optional[_Iterable[float]] = ...) -> None: ...
 
 class CreateTemplateRequest(_message.Message):
     __slots__ = ("template", "template_id")
@@ -256,20 +260,24 @@ class StreamMatchRequest(_message.Message):
     def __init__(self, config: _Optional[_Union[MatchConfig, _Mapping]] = ..., frame: _Optional[_Union[Frame, _Mapping]] = ...) -> None: ...
 
 class Peak(_message.Message):
-    __slots__ = ("template", "x", "y", "width", "height", "score")
+    __slots__ = ("template", "x", "y", "width", "height", "score", "scale", "angle")
     TEMPLATE_FIELD_NUMBER: _ClassVar[int]
     X_FIELD_NUMBER: _ClassVar[int]
     Y_FIELD_NUMBER: _ClassVar[int]
     WIDTH_FIELD_NUMBER: _ClassVar[int]
     HEIGHT_FIELD_NUMBER: _ClassVar[int]
     SCORE_FIELD_NUMBER: _ClassVar[int]
+    SCALE_FIELD_NUMBER: _ClassVar[int]
+    ANGLE_FIELD_NUMBER: _ClassVar[int]
     template: str
     x: float
     y: float
     width: int
     height: int
     score: float
-    def __init__(self, template: _Optional[str] = ..., x: _Optional[float] = ..., y: _Optional[float] = ..., width: _Optional[int] = ..., height: _Optional[int] = ..., score: _Optional[float] = ...) -> None: ...
+    scale: float
+    angle: float
+    def __init__(self, template: _Optional[str] = ..., x: _Optional[float] = ..., y: _Optional[float] = ..., width: _Optional[int] = ..., height: _Optional[int] = ..., score: _Optional[float] = ..., scale: _Optional[float] = ..., angle: _Optional[float] = ...) -> None: ...
 
 class FeatureMap(_message.Message):
     __slots__ = ("template", "height", "width", "encoding", "data", "scale", "offset", "origin_x", "origin_y", "stride")

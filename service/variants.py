@@ -1,0 +1,93 @@
+"""Scale and rotation variants of a template, prepared once and matched like any other template.
+
+A template may carry scales and angles; each (scale, angle) pair becomes a
+variant: the image resized (INTER_AREA to shrink, INTER_LINEAR to grow), then
+rotated about its centre onto a canvas that holds the whole rotated image.
+The canvas corners that the rotated template does not cover are masked out,
+so they never count.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import cv2
+import numpy as np
+
+from .errors import InvalidArgument
+
+MAX_STEPS = 16  # scales or angles per template
+MIN_SIDE = 3
+
+
+@dataclass(frozen=True)
+class Variant:
+    """One variant of a stored template, with what the bank needs to prepare it."""
+
+    id: str  # the template's id and the variant, for the matcher cache
+    etag: str
+    image: np.ndarray  # HxWxC
+    mask: np.ndarray | None  # HxW, binary uint8 or float weights
+    template_id: str
+    scale: float
+    angle: float
+
+
+def check_steps(scales, angles) -> tuple[tuple[float, ...], tuple[float, ...]]:
+    """Validated scales and angles (empty means the identity)."""
+    scales = tuple(float(s) for s in scales) or (1.0,)
+    angles = tuple(float(a) for a in angles) or (0.0,)
+    if len(scales) > MAX_STEPS or len(angles) > MAX_STEPS:
+        raise InvalidArgument(f"at most {MAX_STEPS} scales and {MAX_STEPS} angles per template")
+    if not all(math.isfinite(s) and 0.05 <= s <= 8 for s in scales):
+        raise InvalidArgument("scales must be between 0.05 and 8")
+    if not all(math.isfinite(a) and -360 <= a <= 360 for a in angles):
+        raise InvalidArgument("angles must be degrees between -360 and 360")
+    return scales, angles
+
+
+def _rotate(image: np.ndarray, angle: float, interpolation: int) -> np.ndarray:
+    height, width = image.shape[:2]
+    centre = ((width - 1) / 2.0, (height - 1) / 2.0)
+    matrix = cv2.getRotationMatrix2D(centre, angle, 1.0)
+    cos, sin = abs(matrix[0, 0]), abs(matrix[0, 1])
+    out_w = int(math.ceil(width * cos + height * sin - 1e-6))
+    out_h = int(math.ceil(width * sin + height * cos - 1e-6))
+    matrix[0, 2] += (out_w - width) / 2.0
+    matrix[1, 2] += (out_h - height) / 2.0
+    return cv2.warpAffine(image, matrix, (out_w, out_h), flags=interpolation, borderMode=cv2.BORDER_CONSTANT,
+                          borderValue=0)
+
+
+def make_variant(image: np.ndarray, mask: np.ndarray | None, scale: float, angle: float) -> tuple:
+    """(image, mask) of one variant; the identity keeps the template as it is."""
+    if scale == 1.0 and angle % 360 == 0:
+        return image, mask
+    height, width = image.shape[:2]
+    size = (max(1, round(width * scale)), max(1, round(height * scale)))
+    if min(size) < MIN_SIDE:
+        raise InvalidArgument(f"scale {scale} makes the {width}x{height} template smaller than {MIN_SIDE} pixels")
+    shrink = cv2.INTER_AREA if scale < 1 else cv2.INTER_LINEAR
+    resized = cv2.resize(image, size, interpolation=shrink).reshape(size[1], size[0], -1)
+    weights = np.ones(image.shape[:2], np.float32) if mask is None else mask.astype(np.float32)
+    weights = cv2.resize(weights, size, interpolation=cv2.INTER_NEAREST)
+    if angle % 360 == 0:
+        return resized, (None if mask is None else weights.astype(mask.dtype))
+    rotated = _rotate(resized, angle, cv2.INTER_LINEAR)
+    rotated = rotated.reshape(rotated.shape[0], rotated.shape[1], -1)
+    covered = _rotate(weights, angle, cv2.INTER_NEAREST)
+    if mask is None or mask.dtype == np.uint8:
+        covered = (covered > 0).astype(np.uint8)
+    return rotated, covered
+
+
+def variants_of(template) -> list[Variant]:
+    """Every variant of a stored template, in (scale, angle) order."""
+    out = []
+    for scale in template.scales:
+        for angle in template.angles:
+            image, mask = make_variant(template.image, template.mask, scale, angle)
+            out.append(Variant(id=f"{template.id}@{scale:g}x{angle:g}", etag=template.etag, image=image, mask=mask,
+                               template_id=template.id, scale=scale, angle=angle))
+    return out
