@@ -40,6 +40,15 @@ def pad(image: np.ndarray, top: int, bottom: int, left: int, right: int, border:
     return out
 
 
+def padded(f, h, w, padding, border, border_value):
+    """The frame extended for an h x w template under ``padding``."""
+    if padding == "valid":
+        return f
+    if padding == "same":
+        return pad(f, h // 2, h - 1 - h // 2, w // 2, w - 1 - w // 2, border, border_value)
+    return pad(f, h - 1, h - 1, w - 1, w - 1, border, border_value)
+
+
 def _as3(a):
     a = np.asarray(a, dtype=np.float64)
     return a[:, :, None] if a.ndim == 2 else a
@@ -84,12 +93,7 @@ def naive_match(frame, template, *, method="ccoeff_normed", padding="valid", bor
     weights = np.ones((h, w)) if mask is None else (
         (np.asarray(mask) != 0).astype(np.float64) if np.asarray(mask).dtype in (np.uint8, np.bool_)
         else np.asarray(mask, dtype=np.float64))
-    if padding == "valid":
-        p = f
-    elif padding == "same":
-        p = pad(f, h // 2, h - 1 - h // 2, w // 2, w - 1 - w // 2, border, border_value)
-    else:
-        p = pad(f, h - 1, h - 1, w - 1, w - 1, border, border_value)
+    p = padded(f, h, w, padding, border, border_value)
     ly, lx = p.shape[0] - h + 1, p.shape[1] - w + 1
     ys, xs = range(0, ly, stride), range(0, lx, stride)
     out = np.empty((len(ys), len(xs)))
@@ -103,12 +107,7 @@ def naive_ssim(frame, template, *, data_range, padding="valid", border="constant
     """Reference SSIM map: sample statistics of each whole window, mean over channels."""
     f, t = _as3(frame), _as3(template)
     h, w = t.shape[:2]
-    if padding == "valid":
-        p = f
-    elif padding == "same":
-        p = pad(f, h // 2, h - 1 - h // 2, w // 2, w - 1 - w // 2, border, border_value)
-    else:
-        p = pad(f, h - 1, h - 1, w - 1, w - 1, border, border_value)
+    p = padded(f, h, w, padding, border, border_value)
     c1, c2 = (0.01 * data_range) ** 2, (0.03 * data_range) ** 2
     ys, xs = range(0, p.shape[0] - h + 1, stride), range(0, p.shape[1] - w + 1, stride)
     out = np.empty((len(ys), len(xs)))
