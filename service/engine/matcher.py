@@ -325,7 +325,8 @@ class Matcher:
         maps = []
         for start, prep in zip(group.starts, group.prepared):
             out = np.empty(out_shape, np.float32)
-            finish_masked(raw, start, self.channels, prep.tenergy, prep.tsum, prep.msum, prep.msum2, self._code, out)
+            finish_masked(raw, start, self.channels, prep.tenergy, prep.tsum, prep.msum, prep.msum2, prep.binary,
+                          self._code, out)
             maps.append(out)
         return maps
 

@@ -44,6 +44,7 @@ class TemplateKernels:
     tsum: np.ndarray  # (C,) float64, masked ccoeff pair only
     msum: float = 0.0
     msum2: float = 0.0
+    binary: bool = False  # a 0/1 mask: cross terms are the masked sums
     means: np.ndarray | None = None  # (C,) ssim: the template's channel means
     variances: np.ndarray | None = None  # (C,) ssim: its channel sample variances
 
@@ -78,8 +79,11 @@ def template_kernels(template: np.ndarray, mask: np.ndarray | None, method: int)
     numerator = m2 * t
     zeros = np.zeros_like(t)
     kernels = [np.concatenate([numerator, zeros])]
+    # A binary mask is its own square: the cross terms (M^2 on channel c)
+    # are then the masked sums (M on channel c) and need no kernels of their own.
+    binary = bool(np.all((m == 0) | (m == 1)))
     if zero_mean:
-        for kind in ([m] if method == CCOEFF else [m, m2]):
+        for kind in ([m] if method == CCOEFF or binary else [m, m2]):
             for c in range(n_channels):
                 plane = np.zeros((2 * n_channels,) + m.shape)
                 plane[c] = kind
@@ -92,6 +96,7 @@ def template_kernels(template: np.ndarray, mask: np.ndarray | None, method: int)
         tsum=numerator.sum(axis=(1, 2)) if zero_mean else np.zeros(n_channels),
         msum=msum,
         msum2=float(m2.sum()),
+        binary=binary,
     )
 
 

@@ -140,7 +140,7 @@ def map_scores(method, raw, energy, inv_norm, tenergy, out):
 
 
 @njit(parallel=True, error_model="numpy", **JIT)
-def finish_masked(maps, first, n_channels, tenergy, tsum, msum, msum2, method, out):
+def finish_masked(maps, first, n_channels, tenergy, tsum, msum, msum2, binary, method, out):
     """Scores of one masked template from its correlation maps.
 
     ``maps[first:]`` holds, in order: the numerator (template kernel on the
@@ -150,12 +150,14 @@ def finish_masked(maps, first, n_channels, tenergy, tsum, msum, msum2, method, o
     squared planes), for every method that needs it.
 
     ``tsum`` holds sum(M^2 T'_c) per channel for the ccoeff pair, ``msum`` is
-    sum(M) and ``msum2`` sum(M^2).
+    sum(M) and ``msum2`` sum(M^2). With a ``binary`` mask the cross terms are
+    the masked sums and have no maps of their own.
     """
     height, width = out.shape
     zero_mean = method == CCOEFF or method == CCOEFF_NORMED
     n_mean = n_channels if zero_mean else 0
-    n_cross = n_channels if method == CCOEFF_NORMED else 0
+    normed = method == CCOEFF_NORMED
+    n_cross = n_channels if normed and not binary else 0
     has_energy = method != CCORR and method != CCOEFF
     e_index = first + 1 + n_mean + n_cross
     inv_m = 1.0 / msum if msum > 0.0 else 0.0
@@ -167,8 +169,8 @@ def finish_masked(maps, first, n_channels, tenergy, tsum, msum, msum2, method, o
             for c in range(n_mean):
                 mean_c = maps[first + 1 + c, y, x] * inv_m
                 corr -= mean_c * tsum[c]
-                if n_cross:
-                    cross = np.float64(maps[first + 1 + n_mean + c, y, x])
+                if normed:
+                    cross = np.float64(maps[first + 1 + (n_mean if n_cross else 0) + c, y, x])
                     mean2 += 2.0 * mean_c * cross - mean_c * mean_c * msum2
             energy = np.float64(maps[e_index, y, x]) if has_energy else 0.0
             out[y, x] = score(method, corr, energy, inverse_norm(energy, mean2), inv_tnorm, tenergy)
