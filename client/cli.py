@@ -19,7 +19,6 @@ import time
 import numpy as np
 
 USAGE, FAILURE = 1, 2
-METHODS = ("sqdiff", "sqdiff_normed", "ccorr", "ccorr_normed", "ccoeff", "ccoeff_normed", "ssim")
 
 
 class CommandError(Exception):
@@ -428,6 +427,8 @@ def _add_client_options(parser: argparse.ArgumentParser) -> None:
 
 
 def _add_match_options(parser: argparse.ArgumentParser) -> None:
+    from featuremap.service.engine import METHODS
+
     parser.add_argument("--template", action="append", metavar="ID", help="match this template (repeat; "
                         "default: the whole bank)")
     parser.add_argument("--method", choices=METHODS, default="ccoeff_normed")

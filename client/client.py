@@ -15,14 +15,13 @@ import numpy as np
 from google.protobuf.timestamp_pb2 import Timestamp
 
 from featuremap.service.codec import decode_image, decode_map, raw_image
+from featuremap.service.engine import METHODS
 from featuremap.v1 import featuremap_pb2 as pb
 from featuremap.v1 import featuremap_pb2_grpc as pb_grpc
 
 DEFAULT_ADDRESS = "localhost:50051"
 _MAX_MESSAGE = 64 << 20
-_METHODS = {"sqdiff": pb.METHOD_SQDIFF, "sqdiff_normed": pb.METHOD_SQDIFF_NORMED, "ccorr": pb.METHOD_CCORR,
-            "ccorr_normed": pb.METHOD_CCORR_NORMED, "ccoeff": pb.METHOD_CCOEFF,
-            "ccoeff_normed": pb.METHOD_CCOEFF_NORMED, "ssim": pb.METHOD_SSIM}
+_METHODS = {name: pb.Method.Value(f"METHOD_{name.upper()}") for name in METHODS}
 _PADDINGS = {"valid": pb.PADDING_VALID, "same": pb.PADDING_SAME, "full": pb.PADDING_FULL}
 _BORDERS = {"constant": pb.BORDER_CONSTANT, "reflect": pb.BORDER_REFLECT, "replicate": pb.BORDER_REPLICATE}
 _MAPS = {None: pb.MAP_ENCODING_UNSPECIFIED, "float32": pb.MAP_ENCODING_FLOAT32,

@@ -9,9 +9,9 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from .client import Peak
+from featuremap.service.engine import LOWER_IS_BETTER
 
-LOWER_IS_BETTER = ("sqdiff", "sqdiff_normed")
+from .client import Peak
 
 
 def colour_of(name: str) -> tuple[int, int, int]:

@@ -172,20 +172,13 @@ class Bank:
         page = ordered[:size]
         return page, (page[-1].seq if len(ordered) > size else None)
 
-    def resolve(self, names: Sequence[str], channels: int | None = None) -> list[StoredTemplate]:
-        """A snapshot of the named templates (all of them if ``names`` is empty).
-
-        With ``channels``, the whole bank means its templates of that channel
-        count; a named template of another count is an error.
-        """
+    def resolve(self, names: Sequence[str]) -> list[StoredTemplate]:
+        """A snapshot of the named templates (all of them if ``names`` is empty)."""
         if not names:
             with self._lock:
                 templates = sorted(self._templates.values(), key=lambda t: t.seq)
-            if channels is not None:
-                templates = [t for t in templates if t.image.shape[2] == channels]
             if not templates:
-                detail = f" with {channels} channel(s)" if channels is not None else ""
-                raise FailedPrecondition(f"the bank has no templates{detail}: create one first")
+                raise FailedPrecondition("the bank has no templates: create one first")
             return templates
         return [self.get(name) for name in names]
 

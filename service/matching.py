@@ -15,20 +15,13 @@ from featuremap.v1 import featuremap_pb2 as pb
 
 from . import codec
 from .bank import Bank, name_of
-from .engine import LOWER_IS_BETTER, find_peaks
+from .engine import LOWER_IS_BETTER, METHODS, find_peaks
 from .errors import InvalidArgument, LimitExceeded
 from .store import StoredTemplate
 
-_METHODS = {
-    pb.METHOD_UNSPECIFIED: "ccoeff_normed",
-    pb.METHOD_SQDIFF: "sqdiff",
-    pb.METHOD_SQDIFF_NORMED: "sqdiff_normed",
-    pb.METHOD_CCORR: "ccorr",
-    pb.METHOD_CCORR_NORMED: "ccorr_normed",
-    pb.METHOD_CCOEFF: "ccoeff",
-    pb.METHOD_CCOEFF_NORMED: "ccoeff_normed",
-    pb.METHOD_SSIM: "ssim",
-}
+# The proto names each engine method METHOD_<NAME>.
+_METHODS = {pb.METHOD_UNSPECIFIED: "ccoeff_normed",
+            **{pb.Method.Value(f"METHOD_{name.upper()}"): name for name in METHODS}}
 _PADDINGS = {pb.PADDING_UNSPECIFIED: "valid", pb.PADDING_VALID: "valid", pb.PADDING_SAME: "same",
              pb.PADDING_FULL: "full"}
 _BORDERS = {pb.BORDER_UNSPECIFIED: "constant", pb.BORDER_CONSTANT: "constant", pb.BORDER_REFLECT: "reflect",
@@ -164,44 +157,36 @@ def compute(resolved: Resolved, bank: Bank, frame: np.ndarray) -> Computed:
         templates = tuple(t for t in templates if t.image.shape[2] == frame.shape[2])
         if not templates:
             raise InvalidArgument(f"no template of the bank has the frame's {frame.shape[2]} channel(s)")
-    entries = [(t, v) for t in templates for v in bank.variants(t)]
-    if resolved.method == "ssim" and any(v.mask is not None for _, v in entries):
+    groups = [(template, bank.variants(template)) for template in templates]
+    variants = [v for _, group in groups for v in group]
+    if resolved.method == "ssim" and any(v.mask is not None for v in variants):
         raise InvalidArgument("ssim takes no masks, and rotated variants need them: use another method")
-    matcher = bank.matcher([v for _, v in entries], **resolved.engine_settings())
-    maps = matcher(frame)
+    maps = bank.matcher(variants, **resolved.engine_settings())(frame)
     lower = resolved.method in LOWER_IS_BETTER
-    per_template: dict[str, list] = {}
-    for (template, variant), score_map in zip(entries, maps):
-        height, width = variant.image.shape[:2]
-        ox, oy = _origin(resolved.padding, height, width)
-        distance = resolved.min_distance or max(1, min(height, width) // 2 // resolved.stride)
-        found = find_peaks(score_map, method=resolved.method, top_k=resolved.top_k,
-                           threshold=resolved.threshold, min_distance=distance, subpixel=resolved.subpixel)
-        per_template.setdefault(template.id, []).extend(
-            (p.score, ox + p.x * resolved.stride, oy + p.y * resolved.stride, width, height, variant, score_map)
-            for p in found
-        )
     peaks, chosen = [], []
-    for template in templates:
-        variants = bank.variants(template)
-        candidates = per_template.get(template.id, [])
-        if len(variants) > 1:
+    first = 0
+    for template, group in groups:
+        group_maps = maps[first:first + len(group)]
+        first += len(group)
+        candidates = []  # (score, x, y, width, height, index of the variant in the group)
+        for index, (variant, score_map) in enumerate(zip(group, group_maps)):
+            height, width = variant.image.shape[:2]
+            ox, oy = _origin(resolved.padding, height, width)
+            distance = resolved.min_distance or max(1, min(height, width) // 2 // resolved.stride)
+            found = find_peaks(score_map, method=resolved.method, top_k=resolved.top_k,
+                               threshold=resolved.threshold, min_distance=distance, subpixel=resolved.subpixel)
+            candidates += [(p.score, ox + p.x * resolved.stride, oy + p.y * resolved.stride, width, height, index)
+                           for p in found]
+        if len(group) > 1:
             height, width = template.image.shape[:2]
             candidates = _merge(candidates, lower, resolved.top_k, max(1, min(height, width) // 2))
         name = name_of(template.id)
-        peaks += [pb.Peak(template=name, x=x, y=y, width=w, height=h, score=score, scale=v.scale, angle=v.angle)
-                  for score, x, y, w, h, v, _ in candidates]
-        identity = next((i for i, v in enumerate(variants) if v.scale == 1.0 and v.angle % 360 == 0), None)
-        index = [i for i, (t, _) in enumerate(entries) if t.id == template.id]
-        if identity is not None:
-            pick = index[identity]
-        elif candidates:
-            pick = next(i for i in index if entries[i][1] is candidates[0][5])
-        else:
-            pick = index[0]
-        variant = entries[pick][1]
-        ox, oy = _origin(resolved.padding, *variant.image.shape[:2])
-        chosen.append((name, maps[pick], ox, oy))
+        peaks += [pb.Peak(template=name, x=x, y=y, width=w, height=h, score=score, scale=group[i].scale,
+                          angle=group[i].angle) for score, x, y, w, h, i in candidates]
+        pick = next((i for i, v in enumerate(group) if v.scale == 1.0 and v.angle % 360 == 0), None)
+        if pick is None:
+            pick = candidates[0][5] if candidates else 0
+        chosen.append((name, group_maps[pick], *_origin(resolved.padding, *group[pick].image.shape[:2])))
     return Computed(peaks=peaks, maps=chosen, compute_ms=(time.perf_counter() - started) * 1e3)
 
 
