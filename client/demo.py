@@ -73,13 +73,15 @@ def write_sample_video(path: Path, frames: int, seed: int = 3) -> None:
     writer.release()
 
 
-def _free_port() -> int:
+def free_port() -> int:
+    """A free TCP port on loopback."""
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return s.getsockname()[1]
 
 
-def _answers(address: str, timeout: float) -> bool:
+def answers(address: str, timeout: float) -> bool:
+    """Whether a server at ``address`` reports SERVING within ``timeout`` seconds."""
     import grpc
     from grpc_health.v1 import health_pb2, health_pb2_grpc
 
@@ -111,13 +113,13 @@ def run_demo(args: argparse.Namespace) -> int:
     print(f"sample video: {video} ({args.frames} frames, {SIZE[1]}x{SIZE[0]})")
     server = None
     address = args.address
-    if not _answers(address, 1.0):
-        address = f"127.0.0.1:{_free_port()}"
+    if not answers(address, 1.0):
+        address = f"127.0.0.1:{free_port()}"
         data = tempfile.mkdtemp(prefix="featuremap-demo-")
         server = subprocess.Popen([sys.executable, "-m", "featuremap.client.cli", "serve", "--address", address,
                                    "--data-dir", data, "--log-level", "error"])
         print(f"started a server at {address} (data in {data})")
-        if not _answers(address, 180.0):
+        if not answers(address, 180.0):
             server.kill()
             raise CommandError(f"the demo server at {address} did not become ready")
     try:

@@ -9,13 +9,12 @@ from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
-from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from featuremap.client import FeatureMapClient, FeatureMapError
 from featuremap.service.config import Settings
 from featuremap.service.server import create_server, drain
 
-from service_helpers import scene
+from service_helpers import scene, wait_serving
 
 
 def _name(common: str) -> x509.Name:
@@ -65,22 +64,11 @@ def serve(tmp_path, **settings):
     return server, f"127.0.0.1:{port}"
 
 
-def wait_ready(client: FeatureMapClient) -> None:
-    stub = health_pb2_grpc.HealthStub(client._channel)
-    for _ in range(600):
-        try:
-            if stub.Check(health_pb2.HealthCheckRequest(), timeout=2).status == 1:
-                return
-        except grpc.RpcError:
-            pass
-    raise TimeoutError
-
-
 def test_tls(tmp_path, pki):
     server, address = serve(tmp_path, tls_cert=pki["server.pem"], tls_key=pki["server.key"])
     try:
         with FeatureMapClient(address, ca_file=pki["ca.pem"], timeout=10) as client:
-            wait_ready(client)
+            wait_serving(client._channel)
             assert list(client.list_templates()) == []
         with FeatureMapClient(address, timeout=5) as plaintext:  # a plaintext client gets nowhere
             with pytest.raises(FeatureMapError) as caught:
@@ -96,7 +84,7 @@ def test_mutual_tls_requires_a_client_certificate_the_ca_signed(tmp_path, pki):
     try:
         with FeatureMapClient(address, ca_file=pki["ca.pem"], cert_file=pki["client.pem"],
                               key_file=pki["client.key"], timeout=10) as client:
-            wait_ready(client)
+            wait_serving(client._channel)
             assert list(client.list_templates()) == []
         for extra in ({}, {"cert_file": pki["stranger.pem"], "key_file": pki["stranger.key"]}):
             with FeatureMapClient(address, ca_file=pki["ca.pem"], timeout=5, **extra) as refused:
@@ -114,7 +102,7 @@ def test_tokens_and_scopes(tmp_path, caplog):
     frame = scene()
     try:
         with FeatureMapClient(address, token="admin-0123456789abcdefgh", timeout=10) as admin:
-            wait_ready(admin)  # health stays open: no token needed
+            wait_serving(admin._channel)  # health stays open: no token needed
             admin.create_template(frame[:16, :16], template_id="t")
             assert admin.match(frame).peaks  # admin implies match
         with FeatureMapClient(address, token="matcher-0123456789abcdef", timeout=10) as matcher:

@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import os
 import signal
-import socket
 import statistics
 import subprocess
 import sys
@@ -25,8 +24,8 @@ import time
 
 import grpc
 import numpy as np
-from grpc_health.v1 import health_pb2, health_pb2_grpc
 
+from featuremap.client.demo import answers, free_port
 from featuremap.service.codec import raw_image
 from featuremap.service.engine import Matcher, find_peaks, runtime, warmup
 from featuremap.v1 import featuremap_pb2 as pb
@@ -34,12 +33,6 @@ from featuremap.v1 import featuremap_pb2_grpc as pb_grpc
 
 FRAMES = 120
 OPTIONS = [("grpc.max_send_message_length", 64 << 20), ("grpc.max_receive_message_length", 64 << 20)]
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def workload(seed: int = 0):
@@ -92,15 +85,9 @@ def main() -> None:
             env=os.environ.copy(),
         )
         try:
+            if not answers(f"127.0.0.1:{port}", 180.0):
+                raise RuntimeError("the benchmark server did not become ready")
             channel = grpc.insecure_channel(f"127.0.0.1:{port}", options=OPTIONS)
-            health = health_pb2_grpc.HealthStub(channel)
-            while True:
-                try:
-                    if health.Check(health_pb2.HealthCheckRequest(), timeout=1).status == 1:
-                        break
-                except grpc.RpcError:
-                    pass
-                time.sleep(0.1)
             stub = pb_grpc.FeatureMapServiceStub(channel)
             for i, template in enumerate(templates):
                 stub.CreateTemplate(pb.CreateTemplateRequest(template=pb.Template(image=raw_image(template)),
