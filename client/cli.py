@@ -9,14 +9,11 @@ from __future__ import annotations
 
 import argparse
 import json
-import logging
 import os
 import signal
 import sys
 import threading
 import time
-
-import numpy as np
 
 USAGE, FAILURE = 1, 2
 
@@ -34,67 +31,14 @@ class _Parser(argparse.ArgumentParser):
         self.print_usage(sys.stderr)
         self.exit(USAGE, f"{self.prog}: error: {message}\n")
 
-
-# -- serve ------------------------------------------------------------------
-
-
-def _seed_kernel_cache() -> None:
-    """Copy kernels compiled at image build time into the (empty, writable) cache volume.
-
-    Numba only uses a cache directory it can write to; a container's is a
-    fresh volume, so the image carries its compiled kernels in
-    FEATUREMAP_KERNEL_CACHE_SEED and each start copies them over.
-    """
-    seed, target = os.environ.get("FEATUREMAP_KERNEL_CACHE_SEED"), os.environ.get("NUMBA_CACHE_DIR")
-    if seed and target and os.path.isdir(seed):
-        import shutil
-
-        shutil.copytree(seed, target, dirs_exist_ok=True)
+# -- serve (the server's own command, imported only when asked for) -----------
 
 
-def _warmup(args: argparse.Namespace) -> int:
-    from featuremap.service.engine import warmup
-    from featuremap.service.halffloat import to_float16
+def _server_command(argv: list[str]) -> int:
+    """``featuremap serve|warmup ...``: ``featuremap-server serve|warmup ...`` (kept as an alias)."""
+    from featuremap.service.command import main as server_main
 
-    started = time.perf_counter()
-    warmup()
-    to_float16(np.zeros(4, np.float32))
-    print(f"kernels compiled and cached in {time.perf_counter() - started:.1f} s "
-          f"({os.environ.get('NUMBA_CACHE_DIR') or 'beside the sources'})")
-    return 0
-
-
-def _serve(args: argparse.Namespace) -> int:
-    # Idle OpenMP threads sleep instead of spinning: between frames the
-    # server's own threads (gRPC, decoding, encoding) need those cores. Must
-    # be set before the first parallel kernel loads the OpenMP runtime.
-    os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
-    _seed_kernel_cache()
-    from featuremap.service import logs
-    from featuremap.service.config import SettingsError, settings_from
-    from featuremap.service.server import create_server, drain
-
-    try:
-        settings = settings_from(args)
-    except SettingsError as error:
-        raise CommandError(f"featuremap serve: {error}", USAGE) from None
-    logs.configure(settings.log_format, settings.log_level)
-    log = logging.getLogger("featuremap.serve")
-    try:
-        server, port = create_server(settings.address, settings)
-    except (OSError, RuntimeError) as error:
-        raise CommandError(f"featuremap serve: cannot start: {error}") from None
-    log.info("listening", extra={"address": settings.address, "port": port, "data_dir": settings.data_dir,
-                                 "metrics_address": settings.metrics_address or "off"})
-    stop = threading.Event()
-    for sig in (signal.SIGTERM, signal.SIGINT):
-        signal.signal(sig, lambda *_: stop.set())
-    stop.wait()
-    log.info("draining", extra={"grace_seconds": settings.grace_seconds})
-    drain(server, settings.grace_seconds)
-    log.info("stopped")
-    return 0
-
+    return server_main(argv, prog="featuremap")
 
 # -- client commands ----------------------------------------------------------
 
@@ -224,11 +168,10 @@ def _match(args) -> int:
     if args.overlay:
         render.write_image(args.overlay, render.draw_peaks(frame, result.peaks))
     if args.heatmap:
-        name, score_map = next(iter(result.maps.items()))
-        template = next((p for p in result.peaks if p.template == name), None)
-        size = (template.width, template.height) if template else (0, 0)
-        render.write_image(args.heatmap, render.heatmap_over(frame, score_map, template_size=size,
-                                                             method=args.method))
+        heat = render.result_heatmap(frame, result, args.method)
+        if heat is None:
+            raise CommandError("the server sent no map: is any template of the bank the image's channel count?")
+        render.write_image(args.heatmap, heat)
     return 0
 
 
@@ -278,10 +221,7 @@ def _record(result, frame, args, results: list, lines, overlay, heat) -> None:
     if overlay is not None and frame is not None:
         overlay.write(render.draw_peaks(frame, result.peaks))
     if heat is not None and frame is not None and result.maps:
-        name, score_map = next(iter(result.maps.items()))
-        box = next((p for p in result.peaks if p.template == name), None)
-        size = (box.width, box.height) if box else (0, 0)
-        heat.write(render.heatmap_over(frame, score_map, template_size=size, method=args.method))
+        heat.write(render.result_heatmap(frame, result, args.method))
 
 
 def watch(args, *, progress: bool = True) -> dict:
@@ -410,7 +350,6 @@ def _demo(args) -> int:
 
     return run_demo(args)
 
-
 # -- the parser -----------------------------------------------------------
 
 
@@ -427,26 +366,26 @@ def _add_client_options(parser: argparse.ArgumentParser) -> None:
 
 
 def _add_match_options(parser: argparse.ArgumentParser) -> None:
-    from featuremap.service.engine import METHODS
+    from featuremap.wire import METHODS
 
     parser.add_argument("--template", action="append", metavar="ID", help="match this template (repeat; "
                         "default: the whole bank)")
-    parser.add_argument("--method", choices=METHODS, default="ccoeff_normed")
+    parser.add_argument("--method", choices=list(METHODS), default="ccoeff_normed")
     parser.add_argument("--top-k", type=int, default=1, help="peaks per template (default 1)")
     parser.add_argument("--threshold", type=float, help="keep peaks scoring at least this (at most, for sqdiff)")
 
 
-def build_parser() -> argparse.ArgumentParser:
-    from featuremap.service.config import add_arguments
+_SERVER_COMMANDS = ("serve", "warmup")
 
+
+def build_parser() -> argparse.ArgumentParser:
     parser = _Parser(prog="featuremap", description="Streaming template matching.")
     commands = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
 
-    serve = commands.add_parser("serve", help="run the gRPC server",
-                                description="Run the featuremap gRPC server. Every flag is also a FEATUREMAP_* "
-                                            "environment variable; flags win.")
-    add_arguments(serve)
-    serve.set_defaults(run=_serve)
+    # Listed for --help; main() hands them to the server's command before parsing.
+    commands.add_parser("serve", help="run the gRPC server (the same as featuremap-server serve)", add_help=False)
+    commands.add_parser("warmup", help="compile every kernel into the cache (featuremap-server warmup)",
+                        add_help=False)
 
     templates = commands.add_parser("templates", help="manage the template bank")
     actions = templates.add_subparsers(dest="action", required=True, parser_class=_Parser)
@@ -495,9 +434,6 @@ def build_parser() -> argparse.ArgumentParser:
     _add_client_options(watch_)
     watch_.set_defaults(run=_watch)
 
-    warm = commands.add_parser("warmup", help="compile every kernel into the cache (for container builds)")
-    warm.set_defaults(run=_warmup)
-
     demo = commands.add_parser("demo", help="the main job on embedded defaults: video in, detections out")
     demo.add_argument("--out-dir", default="demo-out", help="where the outputs go (default demo-out)")
     demo.add_argument("--frames", type=int, default=90, help="frames of the sample video (default 90)")
@@ -508,6 +444,9 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     """Entry point of the ``featuremap`` console script."""
+    argv = sys.argv[1:] if argv is None else argv
+    if argv and argv[0] in _SERVER_COMMANDS:
+        return _server_command(argv)
     args = build_parser().parse_args(argv)
     try:
         return args.run(args)

@@ -5,27 +5,36 @@ from __future__ import annotations
 import functools
 import socket
 import threading
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any, Literal, ParamSpec, TypedDict, TypeVar, Union, Unpack, get_args
 
 import cv2
 import grpc
 import numpy as np
 from google.protobuf.timestamp_pb2 import Timestamp
 
-from featuremap.service.codec import decode_image, decode_map, raw_image
-from featuremap.service.engine import METHODS
+from featuremap import wire
 from featuremap.v1 import featuremap_pb2 as pb
 from featuremap.v1 import featuremap_pb2_grpc as pb_grpc
 
 DEFAULT_ADDRESS = "localhost:50051"
 _MAX_MESSAGE = 64 << 20
-_METHODS = {name: pb.Method.Value(f"METHOD_{name.upper()}") for name in METHODS}
-_PADDINGS = {"valid": pb.PADDING_VALID, "same": pb.PADDING_SAME, "full": pb.PADDING_FULL}
-_BORDERS = {"constant": pb.BORDER_CONSTANT, "reflect": pb.BORDER_REFLECT, "replicate": pb.BORDER_REPLICATE}
-_MAPS = {None: pb.MAP_ENCODING_UNSPECIFIED, "float32": pb.MAP_ENCODING_FLOAT32,
-         "float16": pb.MAP_ENCODING_FLOAT16, "uint8": pb.MAP_ENCODING_UINT8}
+
+#: The similarity measures (``featuremap.wire.METHODS``; a test keeps them equal).
+Method = Literal["sqdiff", "sqdiff_normed", "ccorr", "ccorr_normed", "ccoeff", "ccoeff_normed", "ssim"]
+Padding = Literal["valid", "same", "full"]
+Border = Literal["constant", "reflect", "replicate"]
+#: How the server sends maps back; None (the default) sends none.
+MapEncoding = Literal["float32", "float16", "uint8"]
+#: How frames travel: raw pixels, or compressed by the client.
+FrameEncoding = Literal["raw", "jpeg", "png"]
+#: An image to send: an array, or the path of an image file (sent as it is; the server decodes it).
+ImageInput = Union[np.ndarray, str, Path]
+
+_P = ParamSpec("_P")
+_R = TypeVar("_R")
 
 
 class FeatureMapError(Exception):
@@ -41,9 +50,11 @@ class FeatureMapError(Exception):
         self.details = details
 
 
-def _translated(method):
+def _translated(method: Callable[_P, _R]) -> Callable[_P, _R]:
+    """Turn ``grpc.RpcError`` into :class:`FeatureMapError`, keeping the method's signature."""
+
     @functools.wraps(method)
-    def call(*args, **kwargs):
+    def call(*args: _P.args, **kwargs: _P.kwargs) -> _R:
         try:
             return method(*args, **kwargs)
         except grpc.RpcError as error:
@@ -52,9 +63,31 @@ def _translated(method):
     return call
 
 
+class MatchSettings(TypedDict, total=False):
+    """How to match, for :func:`match_config`, :meth:`FeatureMapClient.match` and ``stream``.
+
+    Every key is optional; the defaults are the server's. See featuremap.proto
+    for each field's meaning.
+    """
+
+    templates: Iterable[str] | None  #: ids or names; None or empty: the whole bank
+    method: Method  #: default "ccoeff_normed"
+    padding: Padding  #: default "valid"
+    border: Border  #: default "constant"
+    border_value: float  #: default 0
+    stride: int  #: default 1
+    top_k: int  #: peaks per template, default 1
+    threshold: float | None  #: keep peaks at least this good; default None (all)
+    min_distance: int  #: between peaks of a template; default 0 (half the template)
+    subpixel: bool  #: default False
+    maps: MapEncoding | None  #: send maps back in this encoding; default None (no maps)
+    realtime: bool  #: streams only: skip stale frames; default False
+    data_range: float | None  #: ssim only: the dynamic range L; default by dtype
+
+
 @dataclass(frozen=True)
 class Peak:
-    """A matched box in frame pixels."""
+    """A matched box in frame pixels: its top-left corner (x, y), size and score."""
 
     template: str
     x: float
@@ -67,13 +100,33 @@ class Peak:
 
 
 @dataclass(frozen=True)
+class FeatureMap:
+    """One template's map of scores, placed in the frame.
+
+    Map pixel (i, j) scores the window whose top-left corner is at
+    (origin_x + j * stride, origin_y + i * stride) in the frame.
+    """
+
+    template: str
+    scores: np.ndarray  # float32, (height, width)
+    origin_x: int = 0
+    origin_y: int = 0
+    stride: int = 1
+
+    @property
+    def origin(self) -> tuple[int, int]:
+        """(origin_x, origin_y)."""
+        return self.origin_x, self.origin_y
+
+
+@dataclass(frozen=True)
 class FrameResult:
     """What the server found in one frame."""
 
     sequence: int
     timestamp: float | None
     peaks: list[Peak]
-    maps: dict[str, np.ndarray] = field(default_factory=dict)
+    maps: dict[str, FeatureMap] = field(default_factory=dict)
     timing: dict[str, float] = field(default_factory=dict)
     skipped: list[int] = field(default_factory=list)
 
@@ -97,14 +150,19 @@ class TemplateInfo:
     angles: tuple[float, ...] = (0.0,)
 
 
+def _array(image: pb.Image) -> np.ndarray:
+    """An Image the server sent (always raw) as HxW (one channel) or HxWxC."""
+    array = wire.raw_array(image.raw, "image")
+    return array[:, :, 0] if array.shape[2] == 1 else array
+
+
 def _template_info(message: pb.Template) -> TemplateInfo:
-    image = decode_image(message.image, "template", 1 << 40) if message.HasField("image") else None
-    mask = decode_image(message.mask, "mask", 1 << 40)[:, :, 0] if message.HasField("mask") else None
     return TemplateInfo(
         name=message.name, id=message.name.split("/", 1)[-1], display_name=message.display_name,
         labels=dict(message.labels), height=message.height, width=message.width, channels=message.channels,
         etag=message.etag, create_time=message.create_time.ToNanoseconds() / 1e9,
-        image=None if image is None else (image[:, :, 0] if image.shape[2] == 1 else image), mask=mask,
+        image=_array(message.image) if message.HasField("image") else None,
+        mask=_array(message.mask) if message.HasField("mask") else None,
         scales=tuple(message.scales) or (1.0,), angles=tuple(message.angles) or (0.0,),
     )
 
@@ -115,7 +173,8 @@ def _result(message: pb.FrameResult) -> FrameResult:
         timestamp=message.capture_time.ToNanoseconds() / 1e9 if message.HasField("capture_time") else None,
         peaks=[Peak(p.template, p.x, p.y, p.width, p.height, p.score, p.scale or 1.0, p.angle)
                for p in message.peaks],
-        maps={m.template: decode_map(m) for m in message.maps},
+        maps={m.template: FeatureMap(m.template, wire.map_array(m), m.origin_x, m.origin_y, m.stride or 1)
+              for m in message.maps},
         timing={"decode_ms": message.timing.decode_ms, "compute_ms": message.timing.compute_ms,
                 "encode_ms": message.timing.encode_ms},
         skipped=list(message.skipped_sequences),
@@ -126,41 +185,43 @@ def _name(template: str) -> str:
     return template if template.startswith("templates/") else f"templates/{template}"
 
 
-def _read_image(image: np.ndarray | str | Path) -> pb.Image:
+def _read_image(image: ImageInput) -> pb.Image:
     """An array as raw pixels, a path as the file's bytes (the server decodes it)."""
     if isinstance(image, (str, Path)):
         return pb.Image(encoded=Path(image).read_bytes())
-    return raw_image(np.asarray(image))
+    return wire.image_message(np.asarray(image))
 
 
-def match_config(
-    *,
-    templates: Iterable[str] | None = None,
-    method: str = "ccoeff_normed",
-    padding: str = "valid",
-    border: str = "constant",
-    border_value: float = 0.0,
-    stride: int = 1,
-    top_k: int = 1,
-    threshold: float | None = None,
-    min_distance: int = 0,
-    subpixel: bool = False,
-    maps: str | None = None,
-    realtime: bool = False,
-    data_range: float | None = None,
-) -> pb.MatchConfig:
-    """A MatchConfig from keyword settings (see featuremap.proto for their meaning)."""
-    for value, table, what in ((method, _METHODS, "method"), (padding, _PADDINGS, "padding"),
-                               (border, _BORDERS, "border"), (maps, _MAPS, "maps")):
-        if value not in table:
-            raise ValueError(f"unknown {what} {value!r}: choose one of {', '.join(str(k) for k in table)}")
-    peaks = pb.PeakOptions(top_k=top_k, min_distance=min_distance, subpixel=subpixel)
+def _choice(value: object, choices: tuple[object, ...], what: str) -> None:
+    if value not in choices:
+        raise ValueError(f"unknown {what} {value!r}: choose one of {', '.join(str(c) for c in choices)}")
+
+
+def match_config(**settings: Unpack[MatchSettings]) -> pb.MatchConfig:
+    """A MatchConfig from keyword settings (:class:`MatchSettings`; see featuremap.proto for their meaning)."""
+    unknown = set(settings) - set(MatchSettings.__annotations__)
+    if unknown:
+        raise TypeError(f"unknown match setting(s) {', '.join(sorted(unknown))}: "
+                        f"use {', '.join(MatchSettings.__annotations__)}")
+    method = settings.get("method", "ccoeff_normed")
+    padding = settings.get("padding", "valid")
+    border = settings.get("border", "constant")
+    maps = settings.get("maps")
+    _choice(method, get_args(Method), "method")
+    _choice(padding, get_args(Padding), "padding")
+    _choice(border, get_args(Border), "border")
+    _choice(maps, (None, *get_args(MapEncoding)), "maps")
+    peaks = pb.PeakOptions(top_k=settings.get("top_k", 1), min_distance=settings.get("min_distance", 0),
+                           subpixel=settings.get("subpixel", False))
+    threshold = settings.get("threshold")
     if threshold is not None:
         peaks.threshold = threshold
     return pb.MatchConfig(
-        templates=[_name(t) for t in (templates or [])], method=_METHODS[method], padding=_PADDINGS[padding],
-        border=_BORDERS[border], border_value=border_value, stride=stride, peaks=peaks,
-        maps=pb.MapOptions(encoding=_MAPS[maps]), realtime=realtime, data_range=data_range or 0.0,
+        templates=[_name(t) for t in settings.get("templates") or []], method=wire.METHODS[method],
+        padding=wire.PADDINGS[padding], border=wire.BORDERS[border], border_value=settings.get("border_value", 0.0),
+        stride=settings.get("stride", 1), peaks=peaks,
+        maps=pb.MapOptions(encoding=pb.MAP_ENCODING_UNSPECIFIED if maps is None else wire.MAP_ENCODINGS[maps]),
+        realtime=settings.get("realtime", False), data_range=settings.get("data_range") or 0.0,
     )
 
 
@@ -226,7 +287,7 @@ class FeatureMapClient:
         address: str = DEFAULT_ADDRESS,
         *,
         timeout: float | None = None,
-        options=None,
+        options: Iterable[tuple[str, object]] | None = None,
         token: str | None = None,
         tls: bool = False,
         ca_file: str | None = None,
@@ -251,7 +312,7 @@ class FeatureMapClient:
             if bool(cert_file) != bool(key_file):
                 raise ValueError("cert_file and key_file go together: give both or neither")
 
-            def read(path):
+            def read(path: str | None) -> bytes | None:
                 return Path(path).read_bytes() if path else None
 
             credentials = grpc.ssl_channel_credentials(read(ca_file), read(key_file), read(cert_file))
@@ -259,12 +320,13 @@ class FeatureMapClient:
         else:
             self._channel = grpc.insecure_channel(target, options=channel_options)
         self._metadata = (("authorization", f"Bearer {token}"),) if token else ()
-        self._stub = pb_grpc.FeatureMapServiceStub(self._channel)
+        # The generated stub has no type hints (grpc's generator writes none).
+        self._stub: Any = pb_grpc.FeatureMapServiceStub(self._channel)  # type: ignore[no-untyped-call]
 
     def __enter__(self) -> FeatureMapClient:
         return self
 
-    def __exit__(self, *exc) -> None:
+    def __exit__(self, *exc: object) -> None:
         self.close()
 
     def close(self) -> None:
@@ -276,11 +338,11 @@ class FeatureMapClient:
     @_translated
     def create_template(
         self,
-        image: np.ndarray | str | Path,
+        image: ImageInput,
         template_id: str | None = None,
         display_name: str | None = None,
         labels: dict[str, str] | None = None,
-        mask: np.ndarray | str | Path | None = None,
+        mask: ImageInput | None = None,
         scales: Iterable[float] | None = None,
         angles: Iterable[float] | None = None,
     ) -> TemplateInfo:
@@ -314,8 +376,10 @@ class FeatureMapClient:
 
     @_translated
     def _list_page(self, page_size: int, token: str) -> pb.ListTemplatesResponse:
-        return self._stub.ListTemplates(pb.ListTemplatesRequest(page_size=page_size, page_token=token),
-                                        timeout=self.timeout, metadata=self._metadata)
+        page: pb.ListTemplatesResponse = self._stub.ListTemplates(
+            pb.ListTemplatesRequest(page_size=page_size, page_token=token), timeout=self.timeout,
+            metadata=self._metadata)
+        return page
 
     @_translated
     def delete_template(self, template: str) -> None:
@@ -325,15 +389,16 @@ class FeatureMapClient:
     # -- matching ---------------------------------------------------------
 
     @_translated
-    def match(self, frame: np.ndarray, *, sequence: int = 0, encoding: str = "raw", quality: int = 90,
-              **config) -> FrameResult:
-        """Match one frame; ``config`` as for :func:`match_config`."""
+    def match(self, frame: np.ndarray, *, sequence: int = 0, encoding: FrameEncoding = "raw", quality: int = 90,
+              **config: Unpack[MatchSettings]) -> FrameResult:
+        """Match one frame; ``config`` as for :func:`match_config` (:class:`MatchSettings`)."""
         request = pb.MatchRequest(config=match_config(**config),
                                   frame=_frame(sequence, None, frame, encoding, quality))
         return _result(self._stub.Match(request, timeout=self.timeout, metadata=self._metadata).result)
 
-    def stream(self, frames: Iterable, *, window: int = 4, encoding: str = "raw", quality: int = 90,
-               timeout: float | None = None, **config) -> Iterator[FrameResult]:
+    def stream(self, frames: Iterable[np.ndarray | tuple[int, float | None, np.ndarray]], *, window: int = 4,
+               encoding: FrameEncoding = "raw", quality: int = 90, timeout: float | None = None,
+               **config: Unpack[MatchSettings]) -> Iterator[FrameResult]:
         """Match a stream of frames, results in order.
 
         Parameters
@@ -351,7 +416,7 @@ class FeatureMapClient:
         timeout : float, optional
             Deadline of the whole stream.
         **config
-            As for :func:`match_config`.
+            As for :func:`match_config` (:class:`MatchSettings`).
 
         Notes
         -----
@@ -363,7 +428,7 @@ class FeatureMapClient:
         slots = threading.Semaphore(window)
         done = threading.Event()
 
-        def requests():
+        def requests() -> Iterator[pb.StreamMatchRequest]:
             yield pb.StreamMatchRequest(config=first)
             source = iter(frames)
             index = 0
@@ -395,7 +460,8 @@ class FeatureMapClient:
             call.cancel()
 
 
-def _frame(sequence: int, timestamp: float | None, image: np.ndarray, encoding: str, quality: int) -> pb.Frame:
+def _frame(sequence: int, timestamp: float | None, image: np.ndarray, encoding: FrameEncoding,
+           quality: int) -> pb.Frame:
     frame = pb.Frame(sequence=sequence)
     if timestamp is not None:
         stamp = Timestamp()
@@ -403,7 +469,7 @@ def _frame(sequence: int, timestamp: float | None, image: np.ndarray, encoding: 
         frame.capture_time.CopyFrom(stamp)
     image = np.asarray(image)
     if encoding == "raw":
-        frame.image.CopyFrom(raw_image(image))
+        frame.image.CopyFrom(wire.image_message(image))
     else:
         params = [cv2.IMWRITE_JPEG_QUALITY, quality] if encoding == "jpeg" else []
         ok, data = cv2.imencode(".jpg" if encoding == "jpeg" else ".png", image, params)

@@ -116,7 +116,7 @@ def run_demo(args: argparse.Namespace) -> int:
     if not answers(address, 1.0):
         address = f"127.0.0.1:{free_port()}"
         data = tempfile.mkdtemp(prefix="featuremap-demo-")
-        server = subprocess.Popen([sys.executable, "-m", "featuremap.client.cli", "serve", "--address", address,
+        server = subprocess.Popen([sys.executable, "-m", "featuremap.service", "serve", "--address", address,
                                    "--data-dir", data, "--log-level", "error"])
         print(f"started a server at {address} (data in {data})")
         if not answers(address, 180.0):
@@ -135,10 +135,9 @@ def run_demo(args: argparse.Namespace) -> int:
                     pass  # not there yet
                 client.create_template(first[y:y + OBJECT, x:x + OBJECT], template_id=name, display_name=name)
             result = client.match(first, templates=["demo-a"], maps="float32")
-        from .render import heatmap_over, write_image
+        from .render import map_heatmap, write_image
 
-        write_image(out / "heatmap.png", heatmap_over(first, result.maps["templates/demo-a"],
-                                                      template_size=(OBJECT, OBJECT)))
+        write_image(out / "heatmap.png", map_heatmap(first, result.maps["templates/demo-a"], result.peaks))
         watch_args = argparse.Namespace(
             source=str(video), address=address, timeout=args.timeout,
             **{"token": None, "tls": False, "ca_file": None, "cert_file": None, "key_file": None, **secure}, template=["demo-a", "demo-b", "demo-c"],

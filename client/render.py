@@ -9,16 +9,17 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from featuremap.service.engine import LOWER_IS_BETTER
+from featuremap.wire import LOWER_IS_BETTER
 
-from .client import Peak
+from .client import FeatureMap, FrameResult, Peak
 
 
 def colour_of(name: str) -> tuple[int, int, int]:
     """A stable, bright BGR colour per template name."""
     hue = zlib.crc32(name.encode()) % 180
-    hsv = np.uint8([[[hue, 220, 255]]])
-    return tuple(int(c) for c in cv2.cvtColor(hsv, cv2.COLOR_HSV2BGR)[0, 0])
+    hsv = np.array([[[hue, 220, 255]]], np.uint8)
+    blue, green, red = (int(c) for c in cv2.cvtColor(hsv, cv2.COLOR_HSV2BGR)[0, 0])
+    return blue, green, red
 
 
 def as_bgr(frame: np.ndarray) -> np.ndarray:
@@ -53,19 +54,25 @@ def heatmap(score_map: np.ndarray, method: str = "ccoeff_normed") -> np.ndarray:
     return cv2.applyColorMap(scaled, cv2.COLORMAP_TURBO)
 
 
-def heatmap_over(frame: np.ndarray, score_map: np.ndarray, *, origin: tuple[int, int] = (0, 0),
+def heatmap_over(frame: np.ndarray, score_map: np.ndarray, *, origin: tuple[int, int] = (0, 0), stride: int = 1,
                  template_size: tuple[int, int] = (0, 0), method: str = "ccoeff_normed",
                  alpha: float = 0.5) -> np.ndarray:
     """The heatmap blended over the frame, each score drawn at its window's centre.
 
-    ``origin`` is the frame position (x, y) of map pixel (0, 0)'s window and
-    ``template_size`` its (width, height): a valid map is smaller than the
-    frame and sits half a template in from the top-left corner.
+    ``origin`` is the frame position (x, y) of map pixel (0, 0)'s window,
+    ``stride`` the frame pixels between neighbouring map pixels (each score
+    then covers a stride x stride block) and ``template_size`` the window's
+    (width, height): a valid map is smaller than the frame and sits half a
+    template in from the top-left corner. A :class:`FeatureMap` carries its
+    origin and stride: see :func:`result_heatmap`.
     """
     canvas = as_bgr(frame)
     colours = heatmap(score_map, method)
-    x0 = origin[0] + template_size[0] // 2
-    y0 = origin[1] + template_size[1] // 2
+    if stride > 1:
+        colours = cv2.resize(colours, (colours.shape[1] * stride, colours.shape[0] * stride),
+                             interpolation=cv2.INTER_NEAREST)
+    x0 = origin[0] + template_size[0] // 2 - stride // 2
+    y0 = origin[1] + template_size[1] // 2 - stride // 2
     height, width = canvas.shape[:2]
     # The part of the map that lands inside the frame.
     fx0, fy0 = max(0, x0), max(0, y0)
@@ -74,6 +81,25 @@ def heatmap_over(frame: np.ndarray, score_map: np.ndarray, *, origin: tuple[int,
         patch = colours[fy0 - y0:fy1 - y0, fx0 - x0:fx1 - x0]
         canvas[fy0:fy1, fx0:fx1] = cv2.addWeighted(canvas[fy0:fy1, fx0:fx1], 1 - alpha, patch, alpha, 0)
     return canvas
+
+
+def map_heatmap(frame: np.ndarray, feature_map: FeatureMap, peaks: Iterable[Peak] = (),
+                method: str = "ccoeff_normed", alpha: float = 0.5) -> np.ndarray:
+    """A :class:`FeatureMap` over its frame, placed by its origin and stride.
+
+    The window size comes from the template's peak among ``peaks`` (none: the
+    map is drawn from the windows' corners).
+    """
+    box = next((p for p in peaks if p.template == feature_map.template), None)
+    return heatmap_over(frame, feature_map.scores, origin=feature_map.origin, stride=feature_map.stride,
+                        template_size=(box.width, box.height) if box else (0, 0), method=method, alpha=alpha)
+
+
+def result_heatmap(frame: np.ndarray, result: FrameResult, method: str = "ccoeff_normed") -> np.ndarray | None:
+    """The first template's map of a result over its frame; None when the result carries no maps."""
+    if not result.maps:
+        return None
+    return map_heatmap(frame, next(iter(result.maps.values())), result.peaks, method)
 
 
 def beside(left: np.ndarray, right: np.ndarray) -> np.ndarray:
@@ -116,7 +142,7 @@ class VideoWriter:
         frame = as_bgr(frame)
         if self._writer is None:
             self.path.parent.mkdir(parents=True, exist_ok=True)
-            fourcc = cv2.VideoWriter_fourcc(*("MJPG" if self.path.suffix.lower() == ".avi" else "mp4v"))
+            fourcc = cv2.VideoWriter.fourcc(*("MJPG" if self.path.suffix.lower() == ".avi" else "mp4v"))
             self._writer = cv2.VideoWriter(str(self.path), fourcc, self.fps, (frame.shape[1], frame.shape[0]))
             if not self._writer.isOpened():
                 raise OSError(f"cannot write video {self.path}: use .mp4 or .avi in a writable folder")
@@ -131,5 +157,5 @@ class VideoWriter:
     def __enter__(self) -> VideoWriter:
         return self
 
-    def __exit__(self, *exc) -> None:
+    def __exit__(self, *exc: object) -> None:
         self.close()

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import glob
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -43,8 +43,8 @@ class Source:
     fps: float | None
     frame_count: int | None
     live: bool
-    _frames: Iterator = field(repr=False, default=None)
-    _close: object = field(repr=False, default=None)
+    _frames: Iterator[tuple[int, float, np.ndarray]] = field(repr=False, default_factory=lambda: iter(()))
+    _close: Callable[[], None] | None = field(repr=False, default=None)
 
     def __iter__(self) -> Iterator[tuple[int, float, np.ndarray]]:
         return self._frames
@@ -56,7 +56,7 @@ class Source:
     def __enter__(self) -> Source:
         return self
 
-    def __exit__(self, *exc) -> None:
+    def __exit__(self, *exc: object) -> None:
         self.close()
 
 
@@ -64,7 +64,7 @@ def _images(spec: str, paths: list[str]) -> Source:
     if not paths:
         raise SourceError(f"{spec}: no images found")
 
-    def frames():
+    def frames() -> Iterator[tuple[int, float, np.ndarray]]:
         for index, path in enumerate(paths):
             image = cv2.imread(path, cv2.IMREAD_UNCHANGED)
             if image is None:
@@ -81,10 +81,10 @@ def _capture(spec: str, capture: cv2.VideoCapture, live: bool) -> Source:
         kind = "camera" if spec.isdigit() else "stream" if live else "video"
         raise SourceError(f"cannot open {kind} {spec!r}: check that it exists and OpenCV can read it")
     fps = capture.get(cv2.CAP_PROP_FPS) or None
-    count = int(capture.get(cv2.CAP_PROP_FRAME_COUNT)) if not live else 0
-    count = count if count > 0 else None
+    frames_in_file = int(capture.get(cv2.CAP_PROP_FRAME_COUNT)) if not live else 0
+    count = frames_in_file if frames_in_file > 0 else None
 
-    def frames():
+    def frames() -> Iterator[tuple[int, float, np.ndarray]]:
         index = 0
         while True:
             ok, frame = capture.read()

@@ -1,10 +1,8 @@
-"""The template bank: validated templates in memory, persisted by the store,
-and the engine's prepared matchers for them.
+"""The template bank: validated templates in memory, persisted by a :class:`TemplateStore`.
 
 Every change goes to the store first and to memory after, so what a client
-was told exists does exist on disk. Matchers are prepared once per set of
-templates and settings and kept (bounded), so matching an unchanged bank
-never prepares anything again.
+was told exists does exist on disk. What the engine prepares from the
+templates is kept apart, in ``prepared``.
 """
 
 from __future__ import annotations
@@ -14,19 +12,17 @@ import re
 import threading
 import time
 import uuid
-from collections import OrderedDict
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 import numpy as np
 
-from .engine import Matcher
+from .engine import check_template
 from .errors import AlreadyExists, FailedPrecondition, InvalidArgument, LimitExceeded, NotFound
-from .store import Store, StoredTemplate
-from .variants import Variant, check_steps, make_variant, variants_of
+from .templates import StoredTemplate, TemplateStore
+from .variants import check_steps
 
 _ID = re.compile(r"^[a-z][a-z0-9-]{0,62}$")
 _PREFIX = "templates/"
-MATCHERS_KEPT = 64
 
 
 def template_id_of(name: str) -> str:
@@ -58,22 +54,18 @@ class Bank:
 
     Parameters
     ----------
-    store : Store
+    store : TemplateStore
     max_templates : int
         Bank size limit (RESOURCE_EXHAUSTED beyond it).
     """
 
-    def __init__(self, store: Store, *, max_templates: int) -> None:
+    def __init__(self, store: TemplateStore, *, max_templates: int) -> None:
         self._store = store
         self._max_templates = max_templates
         self._lock = threading.Lock()
         self._templates: dict[str, StoredTemplate] = {t.id: t for t in store.load()}
-        self._matchers: OrderedDict[tuple, Matcher] = OrderedDict()
-        self._variants: dict[tuple[str, str], list[Variant]] = {}
-        self.on_change: list = []  # called after another replica changed the bank
-        watch = getattr(store, "watch", None)
-        if watch is not None:  # a shared store: follow the other replicas
-            watch(self.refresh)
+        self.on_change: list[Callable[[], None]] = []  # called after another replica changed the bank
+        store.watch(self.refresh)  # a shared store: follow the other replicas
 
     def refresh(self) -> None:
         """Bring the bank in line with a shared store that others change too."""
@@ -111,21 +103,12 @@ class Bank:
         for key, value in labels.items():
             if not key or len(key) > 63 or len(value) > 256:
                 raise InvalidArgument(f"label {key!r}: keys must have 1-63 characters, values at most 256")
+        # The engine's checks (dtype, channels, NaN, the mask's size and
+        # type), once, at creation; the variants are made when first matched.
+        check_template(image, mask)
         if mask is not None:
-            if mask.ndim == 3 and mask.shape[2] != 1:
-                raise InvalidArgument(f"mask has {mask.shape[2]} channels: send a one-channel mask")
             mask = mask.reshape(mask.shape[:2])
-            if mask.shape != image.shape[:2]:
-                raise InvalidArgument(
-                    f"mask is {mask.shape[0]}x{mask.shape[1]} but the image is {image.shape[0]}x{image.shape[1]}"
-                )
-        scales, angles = check_steps(scales, angles)
-        # The engine's own checks (dtype, NaN, mask type), once, at creation,
-        # on every variant.
-        for scale in scales:
-            for angle in angles:
-                variant, variant_mask = make_variant(image, mask, scale, angle)
-                Matcher([variant], masks=[variant_mask])
+        scales, angles = check_steps(scales, angles, image.shape)
         template = StoredTemplate(
             id=template_id,
             image=image,
@@ -181,31 +164,3 @@ class Bank:
                 raise FailedPrecondition("the bank has no templates: create one first")
             return templates
         return [self.get(name) for name in names]
-
-    def variants(self, template: StoredTemplate) -> list[Variant]:
-        """The template's scale/rotation variants, made once per template version."""
-        key = (template.id, template.etag)
-        found = self._variants.get(key)
-        if found is None:
-            found = variants_of(template)
-            with self._lock:
-                if len(self._variants) > 4 * max(len(self._templates), 16):
-                    self._variants.clear()  # versions long gone pile up otherwise
-                self._variants[key] = found
-        return found
-
-    def matcher(self, templates: Sequence, **settings) -> Matcher:
-        """The engine's prepared Matcher for these templates (or variants) and settings (cached)."""
-        key = (tuple((t.id, t.etag) for t in templates), tuple(sorted(settings.items())))
-        with self._lock:
-            matcher = self._matchers.get(key)
-            if matcher is not None:
-                self._matchers.move_to_end(key)
-                return matcher
-        # Prepared outside the lock: other streams keep going meanwhile.
-        matcher = Matcher([t.image for t in templates], masks=[t.mask for t in templates], **settings)
-        with self._lock:
-            self._matchers[key] = matcher
-            if len(self._matchers) > MATCHERS_KEPT:
-                self._matchers.popitem(last=False)
-        return matcher

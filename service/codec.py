@@ -1,8 +1,10 @@
-"""Wire <-> numpy: images in, feature maps out.
+"""The server's side of images and maps: frames and templates decoded within its limits, maps encoded.
 
 Encoded images have their dimensions read from the file header and checked
 against the pixel limit before anything is decoded, so a few kilobytes that
-claim to be a 100000 x 100000 PNG cost nothing.
+claim to be a 100000 x 100000 PNG cost nothing. Raw images are views of the
+request's bytes (``featuremap.wire``): nothing is copied or scanned here; the
+engine checks values (NaN, channels) once, when it matches.
 """
 
 from __future__ import annotations
@@ -12,12 +14,12 @@ import struct
 import cv2
 import numpy as np
 
+from featuremap import wire
 from featuremap.v1 import featuremap_pb2 as pb
 
+from .engine import to_float16
 from .errors import InvalidArgument, LimitExceeded
-from .halffloat import to_float16
 
-_DTYPES = {pb.DATA_TYPE_UINT8: np.dtype(np.uint8), pb.DATA_TYPE_FLOAT32: np.dtype("<f4")}
 _HALF_MAX = 65504.0
 
 
@@ -85,72 +87,46 @@ def _check_pixels(width: int, height: int, max_pixels: int, what: str, limit_nam
 
 
 def decode_image(image: pb.Image, what: str, max_pixels: int, limit_name: str = "max_pixels") -> np.ndarray:
-    """A proto Image as an HxWxC array (uint8 or float32).
+    """A proto Image as an HxWxC array (uint8 or float32; raw images are uncopied, read-only views).
 
     Raises
     ------
     InvalidArgument
-        Missing, malformed, corrupt or non-finite images.
+        Missing, malformed or corrupt images.
     LimitExceeded
         More pixels than ``max_pixels``, checked before any decoding.
     """
     kind = image.WhichOneof("content")
     if kind is None:
         raise InvalidArgument(f"{what} has no image: set raw or encoded")
-    if kind == "encoded":
-        data = image.encoded
-        width, height = encoded_size(data)
-        _check_pixels(width, height, max_pixels, what, limit_name)
-        array = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_UNCHANGED)
-        if array is None:
-            raise InvalidArgument(f"{what} could not be decoded: the file is corrupt or truncated")
-        if array.dtype == np.uint16:  # 16-bit PNG: keep the 0..255 scale of 8-bit images
-            array = (array / np.float32(257.0)).astype(np.float32)
-        elif array.dtype != np.uint8:
-            raise InvalidArgument(f"{what} decodes to {array.dtype}: send 8- or 16-bit images")
-    else:
-        raw = image.raw
-        if raw.dtype not in _DTYPES:
-            raise InvalidArgument(f"{what} has dtype {raw.dtype}: use DATA_TYPE_UINT8 or DATA_TYPE_FLOAT32")
-        if raw.channels not in (1, 3, 4):
-            raise InvalidArgument(f"{what} has {raw.channels} channels: use 1, 3 or 4")
-        _check_pixels(raw.width, raw.height, max_pixels, what, limit_name)
-        dtype = _DTYPES[raw.dtype]
-        expected = raw.height * raw.width * raw.channels * dtype.itemsize
-        if len(raw.data) != expected:
-            raise InvalidArgument(
-                f"{what} has {len(raw.data)} bytes of data, but {raw.height}x{raw.width}x{raw.channels} "
-                f"{dtype.name} needs {expected}"
-            )
-        array = np.frombuffer(raw.data, dtype).reshape(raw.height, raw.width, raw.channels)
-        if dtype.kind == "f":
-            array = array.astype(np.float32)
-            if not np.isfinite(array).all():
-                raise InvalidArgument(f"{what} contains NaN or inf")
-    if array.ndim == 2:
-        array = array[:, :, None]
-    return array
+    if kind == "raw":
+        _check_pixels(image.raw.width, image.raw.height, max_pixels, what, limit_name)
+        try:
+            return wire.raw_array(image.raw, what)
+        except wire.WireError as error:
+            raise InvalidArgument(str(error)) from None
+    data = image.encoded
+    width, height = encoded_size(data)
+    _check_pixels(width, height, max_pixels, what, limit_name)
+    array = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_UNCHANGED)
+    if array is None:
+        raise InvalidArgument(f"{what} could not be decoded: the file is corrupt or truncated")
+    if array.dtype == np.uint16:  # 16-bit PNG: keep the 0..255 scale of 8-bit images
+        array = (array / np.float32(257.0)).astype(np.float32)
+    elif array.dtype != np.uint8:
+        raise InvalidArgument(f"{what} decodes to {array.dtype}: send 8- or 16-bit images")
+    return array[:, :, None] if array.ndim == 2 else array
 
 
-def raw_image(array: np.ndarray) -> pb.Image:
-    """An HxW or HxWxC uint8/float32 array as a raw proto Image."""
-    if array.ndim == 2:
-        array = array[:, :, None]
-    dtype = pb.DATA_TYPE_UINT8 if array.dtype == np.uint8 else pb.DATA_TYPE_FLOAT32
-    data = np.ascontiguousarray(array, np.uint8 if dtype == pb.DATA_TYPE_UINT8 else "<f4").tobytes()
-    height, width, channels = array.shape
-    return pb.Image(raw=pb.RawImage(height=height, width=width, channels=channels, dtype=dtype, data=data))
+def encode_map(score_map: np.ndarray, encoding: str) -> tuple[memoryview, float, float]:
+    """(data, scale, offset) of a float32 map in a map encoding (``wire.MAP_ENCODINGS``); score = value * scale + offset.
 
-
-def encode_map(score_map: np.ndarray, encoding: int) -> tuple[memoryview, float, float]:
-    """(data, scale, offset) of a float32 map in a MapEncoding; score = value * scale + offset.
-
-    ``data`` is a view of a fresh array, not a copy: :func:`frame_response`
+    ``data`` is a view of a fresh array, not a copy: the response encoder
     writes it straight into the response.
     """
-    if encoding == pb.MAP_ENCODING_FLOAT32:
+    if encoding == "float32":
         return _bytes_view(np.ascontiguousarray(score_map, "<f4")), 1.0, 0.0
-    if encoding == pb.MAP_ENCODING_FLOAT16:
+    if encoding == "float16":
         peak = max(float(score_map.max()), -float(score_map.min())) if score_map.size else 0.0
         scale = 1.0 if peak <= _HALF_MAX else peak / _HALF_MAX
         values = score_map if scale == 1.0 else score_map / np.float32(scale)
@@ -163,49 +139,3 @@ def encode_map(score_map: np.ndarray, encoding: int) -> tuple[memoryview, float,
 
 def _bytes_view(array: np.ndarray) -> memoryview:
     return memoryview(np.ascontiguousarray(array)).cast("B")
-
-
-# Protobuf wire format, for the one message whose size matters: maps are
-# megabytes, and building them as protobuf objects and serialising them
-# copied each map twice and cost ~13 ms a frame for eight FLOAT16 VGA maps.
-def _varint(value: int) -> bytes:
-    out = bytearray()
-    while True:
-        low, value = value & 0x7F, value >> 7
-        out.append(low | (0x80 if value else 0))
-        if not value:
-            return bytes(out)
-
-
-_FRAME_RESULT_MAPS = b"\x22"  # FrameResult.maps (field 4, length-delimited)
-_FEATURE_MAP_DATA = b"\x2a"  # FeatureMap.data (field 5, length-delimited)
-_RESPONSE_RESULT = b"\x0a"  # MatchResponse/StreamMatchResponse.result (field 1, length-delimited)
-
-
-def feature_map_wire(header: pb.FeatureMap, data: memoryview) -> list:
-    """The wire bytes of one ``FrameResult.maps`` entry: ``header``'s fields plus ``data``, uncopied."""
-    head = header.SerializeToString()
-    size = _varint(len(data))
-    body = len(head) + 1 + len(size) + len(data)
-    return [_FRAME_RESULT_MAPS, _varint(body), head, _FEATURE_MAP_DATA, size, data]
-
-
-def frame_response(result: pb.FrameResult, map_wire: list) -> bytes:
-    """A MatchResponse or StreamMatchResponse (the same wire shape) carrying ``result`` and the maps.
-
-    Fields may come in any order on the wire, so the maps are appended after
-    the rest of the FrameResult; the one copy of their data is this join.
-    """
-    head = result.SerializeToString()
-    size = len(head) + sum(len(part) for part in map_wire)
-    return b"".join([_RESPONSE_RESULT, _varint(size), head, *map_wire])
-
-
-def decode_map(feature_map: pb.FeatureMap) -> np.ndarray:
-    """A proto FeatureMap as a float32 (height, width) array of scores."""
-    dtype = {pb.MAP_ENCODING_FLOAT32: "<f4", pb.MAP_ENCODING_FLOAT16: "<f2", pb.MAP_ENCODING_UINT8: np.uint8}
-    values = np.frombuffer(feature_map.data, dtype[feature_map.encoding]).astype(np.float32)
-    values = values.reshape(feature_map.height, feature_map.width)
-    if feature_map.scale != 1.0 or feature_map.offset != 0.0:
-        values = values * np.float32(feature_map.scale) + np.float32(feature_map.offset)
-    return values

@@ -10,15 +10,13 @@ missed message costs at most that), then brings its bank up to date.
 
 from __future__ import annotations
 
-import json
 import logging
 import threading
 from collections.abc import Callable
 
-import numpy as np
 import redis
 
-from .store import StoredTemplate
+from .templates import StoredTemplate, from_row, to_row
 
 log = logging.getLogger("featuremap.redis")
 
@@ -53,28 +51,8 @@ def _key(template_id: str) -> str:
     return f"{_PREFIX}template:{template_id}"
 
 
-def _decode(fields: dict[bytes, bytes], template_id: str) -> StoredTemplate:
-    def array(blob: bytes, shape, dtype: bytes) -> np.ndarray:
-        return np.frombuffer(blob, np.dtype(dtype.decode())).reshape(shape)
-
-    shape = json.loads(fields[b"shape"])
-    mask = fields.get(b"mask")
-    return StoredTemplate(
-        id=template_id,
-        image=array(fields[b"pixels"], shape, fields[b"dtype"]),
-        mask=None if not mask else array(mask, shape[:2], fields[b"mask_dtype"]),
-        display_name=fields[b"display_name"].decode(),
-        labels=json.loads(fields[b"labels"]),
-        create_time=float(fields[b"create_time"]),
-        etag=fields[b"etag"].decode(),
-        seq=int(fields[b"seq"]),
-        scales=tuple(json.loads(fields.get(b"scales", b"[1.0]"))),
-        angles=tuple(json.loads(fields.get(b"angles", b"[0.0]"))),
-    )
-
-
 class RedisStore:
-    """The bank's templates in a Redis database, with change notifications.
+    """The bank's templates in a Redis database, with change notifications: a :class:`~.templates.TemplateStore`.
 
     Parameters
     ----------
@@ -99,25 +77,12 @@ class RedisStore:
 
     def add(self, template: StoredTemplate) -> StoredTemplate:
         """Store a template atomically; KeyError if the id exists."""
-        mask = template.mask
-        fields = {
-            "display_name": template.display_name,
-            "labels": json.dumps(template.labels, sort_keys=True),
-            "pixels": np.ascontiguousarray(template.image).tobytes(),
-            "shape": json.dumps(list(template.image.shape)),
-            "dtype": template.image.dtype.str,
-            "mask": b"" if mask is None else np.ascontiguousarray(mask).tobytes(),
-            "mask_dtype": "" if mask is None else mask.dtype.str,
-            "create_time": repr(template.create_time),
-            "etag": template.etag,
-            "scales": json.dumps(list(template.scales)),
-            "angles": json.dumps(list(template.angles)),
-        }
+        fields = to_row(template)
         args = [template.id] + [item for pair in fields.items() for item in pair]
         seq = self._add(keys=[_key(template.id), _ORDER, _SEQ, _VERSION, _CHANNEL], args=args)
         if not seq:
             raise KeyError(template.id)
-        return StoredTemplate(**{**template.__dict__, "seq": int(seq)})
+        return template.numbered(int(seq))
 
     def delete(self, template_id: str) -> bool:
         return bool(self._delete(keys=[_key(template_id), _ORDER, _VERSION, _CHANNEL], args=[template_id]))
@@ -132,7 +97,8 @@ class RedisStore:
         for template_id in ids:
             pipe.hgetall(_key(template_id))
         # A template deleted between the two reads has no fields: skip it.
-        return [_decode(fields, tid) for tid, fields in zip(ids, pipe.execute()) if fields]
+        return [from_row(tid, int(fields[b"seq"]), {key.decode(): value for key, value in fields.items()})
+                for tid, fields in zip(ids, pipe.execute()) if fields]
 
     def ids(self) -> dict[str, int]:
         """Every template id with its sequence number."""

@@ -1,9 +1,9 @@
 """The gRPC servicer and ``create_server``.
 
-The servicer is thin (house rule 4): decode with ``codec``, call the bank and
-``matching``, encode; every exception becomes a status in ``errors``.
-
-StreamMatch's per-stream pipeline is in ``streaming``.
+The servicer is thin (house rule 4): convert with ``featuremap.wire``, call
+the bank or the frame processor, convert back; every exception becomes a
+status in ``errors``. What the calls share (bank, frame processor, health,
+metrics) is a :class:`Server`, which ``create_server`` returns.
 """
 
 from __future__ import annotations
@@ -11,31 +11,34 @@ from __future__ import annotations
 import base64
 import functools
 import logging
-import os
 import threading
 import time
+from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
+from typing import Any, NoReturn, TypeVar
 
 import grpc
-import numpy as np
+from google.protobuf.message import DecodeError, Message
 from google.protobuf.timestamp_pb2 import Timestamp
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
+from featuremap import wire
 from featuremap.v1 import featuremap_pb2 as pb
 from featuremap.v1 import featuremap_pb2_grpc as pb_grpc
 
-from . import codec, matching
+from . import codec
 from .auth import TokenAuth, load_tokens
 from .bank import Bank, name_of
 from .config import Settings
 from .engine import runtime, warmup
-from .halffloat import to_float16
-from .errors import InvalidArgument, LimitExceeded, Unavailable, status_of
+from .errors import InvalidArgument, LimitExceeded, Malformed, Unavailable, status_of
+from .frames import FrameProcessor
 from .metrics import Metrics
-from .store import Store, StoredTemplate
+from .sqlite_store import SQLiteStore
 from .streaming import StreamPipeline
+from .templates import StoredTemplate, TemplateStore
 
 log = logging.getLogger("featuremap.server")
 
@@ -53,9 +56,9 @@ def template_proto(template: StoredTemplate, *, full: bool) -> pb.Template:
         scales=template.scales, angles=template.angles,
     )
     if full:
-        message.image.CopyFrom(codec.raw_image(template.image))
+        message.image.CopyFrom(wire.image_message(template.image))
         if template.mask is not None:
-            message.mask.CopyFrom(codec.raw_image(template.mask))
+            message.mask.CopyFrom(wire.image_message(template.mask))
     return message
 
 
@@ -75,7 +78,7 @@ def _page_after(token: str) -> int:
         raise InvalidArgument("page_token is not one this server issued: pass next_page_token as it came") from None
 
 
-def open_store(settings: Settings):
+def open_store(settings: Settings) -> TemplateStore:
     """The bank's store named by ``settings.bank`` (SQLite in the data dir by default)."""
     if settings.bank.startswith(("redis://", "rediss://")):
         from .redis_store import RedisStore
@@ -86,11 +89,15 @@ def open_store(settings: Settings):
             raise RuntimeError(f"cannot reach the bank at {settings.bank}: {error}") from None
     # sqlite:///relative/bank.db or sqlite:////absolute/bank.db, as SQLAlchemy spells them.
     path = settings.bank[len("sqlite:///"):] if settings.bank else Path(settings.data_dir) / "bank.db"
-    return Store(path)
+    return SQLiteStore(path)
 
 
-class _Service:
-    """What the servicer, health and shutdown share."""
+class Server:
+    """A featuremap server: the gRPC server and what its calls share.
+
+    Made by :func:`create_server`. ``bank``, ``frames``, ``metrics`` and
+    ``settings`` are for the process that owns it (and its tests).
+    """
 
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
@@ -99,12 +106,12 @@ class _Service:
         self.metrics = Metrics()
         self.metrics.bank.set(len(self.bank))
         self.bank.on_change.append(lambda: self.metrics.bank.set(len(self.bank)))
+        self.frames = FrameProcessor(settings, self.bank, self.metrics)
         self.health = health.HealthServicer()
         self.draining = threading.Event()
         self.warming: threading.Thread | None = None
-        # Frames of every stream are matched here: as many at once as there
-        # are cores, first come first served.
-        self.compute = ThreadPoolExecutor(max_workers=os.cpu_count() or 1, thread_name_prefix="featuremap-compute")
+        self.grpc: grpc.Server | None = None
+        self.port = 0
         self._streams = 0
         self._lock = threading.Lock()
 
@@ -114,6 +121,7 @@ class _Service:
             self.health.set(name, status)
 
     def open_stream(self) -> None:
+        """Count a new StreamMatch call in, or refuse it (draining, or at max_streams)."""
         with self._lock:
             if self.draining.is_set():
                 raise Unavailable("the server is shutting down: reconnect to another replica")
@@ -127,35 +135,58 @@ class _Service:
             self._streams -= 1
         self.metrics.streams.dec()
 
+    def wait_for_termination(self, timeout: float | None = None) -> bool:
+        assert self.grpc is not None
+        return self.grpc.wait_for_termination(timeout)
 
-def _unary(method):
+    def drain(self, grace: float) -> None:
+        """Stop taking new work, let in-flight calls finish within ``grace`` seconds, stop."""
+        self.draining.set()
+        self.set_serving(False)
+        if self.grpc is not None:
+            self.grpc.stop(grace).wait()
+        # A warm-up still compiling would meet a shutting-down interpreter.
+        if self.warming is not None:
+            self.warming.join()
+        self.frames.shutdown()
+        self.store.close()
+
+
+_Handler = TypeVar("_Handler", bound=Callable[..., Any])
+
+
+def _unary(method: _Handler) -> _Handler:
     """Run a unary handler; turn exceptions into statuses (and count them)."""
 
     @functools.wraps(method)
-    def handler(self, request, context):
+    def handler(self: FeatureMapServicer, request: Any, context: grpc.ServicerContext) -> Any:
         try:
+            if isinstance(request, Malformed):
+                raise request.error
             return method(self, request, context)
         except Exception as error:  # noqa: BLE001 - every failure must become a status
             self._fail(error, context)
 
-    return handler
+    return handler  # type: ignore[return-value]
 
 
 class FeatureMapServicer(pb_grpc.FeatureMapServiceServicer):
-    """featuremap.v1.FeatureMapService over a bank."""
+    """featuremap.v1.FeatureMapService over a :class:`Server`'s bank and frame processor."""
 
-    def __init__(self, service: _Service) -> None:
-        self._service = service
-        self._bank = service.bank
-        self._settings = service.settings
-        self._metrics = service.metrics
+    def __init__(self, server: Server) -> None:
+        self._server = server
+        self._bank = server.bank
+        self._frames = server.frames
+        self._settings = server.settings
+        self._metrics = server.metrics
 
-    def _fail(self, error: BaseException, context) -> None:
+    def _fail(self, error: BaseException, context: grpc.ServicerContext) -> NoReturn:
         code, message = status_of(error)
         if code == grpc.StatusCode.INTERNAL:
-            log.exception("internal error", exc_info=error)
+            log.error("internal error", exc_info=error)
         self._metrics.errors.labels(code.name).inc()
         context.abort(code, message)
+        raise AssertionError("abort returns only by raising")
 
     # -- the bank ---------------------------------------------------------
 
@@ -198,52 +229,39 @@ class FeatureMapServicer(pb_grpc.FeatureMapServiceServicer):
 
     # -- matching ---------------------------------------------------------
 
-    def _resolve(self, config: pb.MatchConfig) -> matching.Resolved:
-        return matching.resolve(config, self._bank, max_templates_per_request=self._settings.max_templates_per_request)
-
-    def _decode(self, frame: pb.Frame) -> tuple:
-        started = time.perf_counter()
-        image = codec.decode_image(frame.image, f"frame {frame.sequence}", self._settings.max_frame_pixels,
-                                   "max_frame_pixels")
-        return image, (time.perf_counter() - started) * 1e3
-
-    def _process(self, resolved, frame: pb.Frame, image=None, decode_ms: float = 0.0) -> tuple:
-        """Decode (unless done), match and encode one frame: its FrameResult, and its maps as wire bytes."""
-        if image is None:
-            image, decode_ms = self._decode(frame)
-        computed = matching.compute(resolved, self._bank, image)
-        started = time.perf_counter()
-        maps = matching.encode_maps(resolved, computed)
-        encode_ms = (time.perf_counter() - started) * 1e3
-        self._metrics.latency.observe((decode_ms + computed.compute_ms + encode_ms) / 1e3)
-        result = pb.FrameResult(
-            sequence=frame.sequence, capture_time=frame.capture_time, peaks=computed.peaks,
-            timing=pb.Timing(decode_ms=decode_ms, compute_ms=computed.compute_ms, encode_ms=encode_ms),
-        )
-        return result, maps
-
     @_unary
     def Match(self, request, context):
-        result, maps = self._process(self._resolve(request.config), request.frame)
-        self._metrics.frames.labels("Match").inc()
-        return codec.frame_response(result, maps)  # a MatchResponse, already on the wire
+        answer = self._frames.process(self._frames.plan(request.config), request.frame)
+        return self._frames.respond(pb.MatchResponse, answer, "Match")  # already on the wire
 
-    def StreamMatch(self, request_iterator, context):
+    def StreamMatch(self, request_iterator, context) -> Iterator[bytes]:
         try:
-            self._service.open_stream()
+            self._server.open_stream()
         except Exception as error:  # noqa: BLE001
             self._fail(error, context)
-        stream = StreamPipeline(self, request_iterator, context)
+        stream = StreamPipeline(self._frames, request_iterator, context)
         try:
             yield from stream.run()
         except Exception as error:  # noqa: BLE001
             self._fail(error, context)
         finally:
             stream.stop()
-            self._service.close_stream()
+            self._server.close_stream()
 
 
-def _wire_or_message(response) -> bytes:
+def _parser(message: type[Message]) -> Callable[[bytes], Message | Malformed]:
+    """``message.FromString``, but bytes that do not parse become a :class:`Malformed` for the handler."""
+
+    def parse(data: bytes) -> Message | Malformed:
+        try:
+            return message.FromString(data)
+        except DecodeError as error:
+            return Malformed(message.DESCRIPTOR.name, str(error) or "truncated or corrupt")
+
+    return parse
+
+
+def _wire_or_message(response: bytes | pb.DeleteTemplateResponse) -> bytes:
     return response if isinstance(response, bytes) else response.SerializeToString()
 
 
@@ -255,17 +273,16 @@ def _handlers(servicer: FeatureMapServicer) -> grpc.GenericRpcHandler:
         request = getattr(pb, method.input_type.name)
         make = {(False, False): grpc.unary_unary_rpc_method_handler,
                 (True, True): grpc.stream_stream_rpc_method_handler}[(method.client_streaming, method.server_streaming)]
-        handlers[method.name] = make(getattr(servicer, method.name), request_deserializer=request.FromString,
+        handlers[method.name] = make(getattr(servicer, method.name), request_deserializer=_parser(request),
                                      response_serializer=_wire_or_message)
     return grpc.method_handlers_generic_handler(SERVICE_NAME, handlers)
 
 
-def create_server(address: str = "[::]:0", settings: Settings | None = None) -> tuple[grpc.Server, int]:
+def create_server(address: str = "[::]:0", settings: Settings | None = None) -> tuple[Server, int]:
     """Start a featuremap server; return it and its port.
 
     The server answers at once: health says NOT_SERVING until the engine's
-    warm-up (in the background) is done, then SERVING. ``server.featuremap``
-    holds the bank, health, metrics and settings for the process that owns it.
+    warm-up (in the background) is done, then SERVING.
 
     Parameters
     ----------
@@ -284,7 +301,7 @@ def create_server(address: str = "[::]:0", settings: Settings | None = None) -> 
     else:
         log.warning("no tokens file: every client may call every method (set --tokens-file)")
     runtime.retain_freed_memory()
-    service = _Service(settings)
+    service = Server(settings)
     service.set_serving(False)
     if settings.metrics_address:
         service.metrics.serve(settings.metrics_address)
@@ -303,7 +320,9 @@ def create_server(address: str = "[::]:0", settings: Settings | None = None) -> 
         server,
     )
     if settings.tls_cert:
-        read = lambda path: Path(path).read_bytes()  # noqa: E731
+        def read(path: str) -> bytes:
+            return Path(path).read_bytes()
+
         credentials = grpc.ssl_server_credentials(
             [(read(settings.tls_key), read(settings.tls_cert))],
             root_certificates=read(settings.tls_client_ca) if settings.tls_client_ca else None,
@@ -315,28 +334,15 @@ def create_server(address: str = "[::]:0", settings: Settings | None = None) -> 
     if port == 0:
         raise OSError(f"cannot listen on {address}: is the address valid and free?")
     server.start()
-    server.featuremap = service
+    service.grpc, service.port = server, port
 
     def warm() -> None:
         started = time.perf_counter()
         warmup()
-        to_float16(np.zeros(4, np.float32))
         if not service.draining.is_set():
             service.set_serving(True)
         log.info("serving", extra={"warmup_s": round(time.perf_counter() - started, 2), "port": port})
 
     service.warming = threading.Thread(target=warm, name="featuremap-warmup", daemon=True)
     service.warming.start()
-    return server, port
-
-
-def drain(server: grpc.Server, grace: float) -> None:
-    """Stop taking new work, let in-flight calls finish within ``grace`` seconds, stop."""
-    service: _Service = server.featuremap
-    service.draining.set()
-    service.set_serving(False)
-    server.stop(grace).wait()
-    # A warm-up still compiling would meet a shutting-down interpreter.
-    service.warming.join()
-    service.compute.shutdown(wait=True)
-    service.store.close()
+    return service, port

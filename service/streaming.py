@@ -20,8 +20,10 @@ import threading
 
 import grpc
 
-from . import codec
-from .errors import FailedPrecondition, InvalidArgument
+from featuremap.v1 import featuremap_pb2 as pb
+
+from .errors import FailedPrecondition, InvalidArgument, Malformed
+from .frames import FrameProcessor
 
 _POLL = 0.1  # seconds between checks that a stream is still wanted
 
@@ -66,16 +68,15 @@ class _Queue:
 class StreamPipeline:
     """One StreamMatch call: reader and dispatcher threads, results yielded in order.
 
-    ``servicer`` is the FeatureMapServicer: it decodes, resolves configs and
-    processes frames; the pipeline only moves them along.
+    ``frames`` plans configs, decodes and processes frames; the pipeline only
+    moves them along.
     """
 
-    def __init__(self, servicer, requests, context) -> None:
-        self._servicer = servicer
+    def __init__(self, frames: FrameProcessor, requests, context: grpc.ServicerContext) -> None:
+        self._frames = frames
         self._requests = requests
-        self._context = context
         self._stopped = threading.Event()
-        capacity = self._capacity = servicer._settings.max_in_flight
+        capacity = self._capacity = frames.max_in_flight
         self._inbox = _Queue(capacity, self._stopped)
         self._outbox = _Queue(capacity, self._stopped)
         self._skipped: list[int] = []
@@ -95,10 +96,8 @@ class StreamPipeline:
             item = self._outbox.get()
             if item[0] == "result":
                 _, pending, skipped = item
-                result, maps = pending.result()  # in order, whatever order they finish in
-                result.skipped_sequences.extend(skipped)
-                self._servicer._metrics.frames.labels("StreamMatch").inc()
-                yield codec.frame_response(result, maps)  # a StreamMatchResponse, already on the wire
+                # In order, whatever order they finish in.
+                yield self._frames.respond(pb.StreamMatchResponse, pending.result(), "StreamMatch", skipped)
             elif item[0] == "error":
                 raise item[1]
             else:  # "end" or "stop"
@@ -109,6 +108,8 @@ class StreamPipeline:
         realtime = None  # None until the first config
         try:
             for request in self._requests:
+                if isinstance(request, Malformed):
+                    raise request.error
                 kind = request.WhichOneof("kind")
                 if kind == "config":
                     realtime = request.config.realtime
@@ -118,14 +119,13 @@ class StreamPipeline:
                         raise FailedPrecondition("a frame came before any config: send a MatchConfig first")
                     if realtime:
                         # Decoded on the pool: a frame that is replaced costs nothing.
-                        replaced = self._inbox.put(("frame", request.frame, None, 0.0), replace_frame=True)
+                        replaced = self._inbox.put(("frame", request.frame, None), replace_frame=True)
                         if replaced is not None:
                             with self._skipped_lock:
                                 self._skipped.append(replaced[1].sequence)
-                            self._servicer._metrics.skipped.inc()
+                            self._frames.skipped()
                     else:
-                        image, decode_ms = self._servicer._decode(request.frame)
-                        self._inbox.put(("frame", request.frame, image, decode_ms))
+                        self._inbox.put(("frame", request.frame, self._frames.decode(request.frame)))
                 else:
                     raise InvalidArgument("a StreamMatchRequest must set config or frame")
                 if self._stopped.is_set():
@@ -144,27 +144,24 @@ class StreamPipeline:
         leave cores idle that the next frame can use), and the handler takes
         them back in order.
         """
-        resolved = None
+        plan = None
         while True:
             item = self._inbox.get()
             try:
                 if item[0] == "config":
-                    resolved = self._servicer._resolve(item[1])
+                    plan = self._frames.plan(item[1])
                     # Realtime wants the newest frame, not a queue of them:
                     # one result in flight, the rest of the time frames wait
                     # in the inbox, where newer ones replace them.
-                    self._outbox.capacity = 1 if resolved.realtime else self._capacity
+                    self._outbox.capacity = 1 if plan.options.realtime else self._capacity
                     continue
                 if item[0] != "frame":
                     self._outbox.put(item)
                     return
-                _, frame, image, decode_ms = item
+                _, frame, decoded = item
                 with self._skipped_lock:
                     skipped, self._skipped = self._skipped, []
-                # Matched and encoded on the pool: encoding maps is work too.
-                pending = self._servicer._service.compute.submit(self._servicer._process, resolved, frame, image,
-                                                                 decode_ms)
-                self._outbox.put(("result", pending, skipped))
+                self._outbox.put(("result", self._frames.submit(plan, frame, decoded), skipped))
             except Exception as error:  # noqa: BLE001
                 self._outbox.put(("error", error))
                 return

@@ -34,8 +34,13 @@ class Variant:
     angle: float
 
 
-def check_steps(scales, angles) -> tuple[tuple[float, ...], tuple[float, ...]]:
-    """Validated scales and angles (empty means the identity)."""
+def _resized(height: int, width: int, scale: float) -> tuple[int, int]:
+    """(width, height) of a template of ``height`` x ``width`` resized by ``scale``."""
+    return max(1, round(width * scale)), max(1, round(height * scale))
+
+
+def check_steps(scales, angles, shape: tuple[int, ...]) -> tuple[tuple[float, ...], tuple[float, ...]]:
+    """Validated scales and angles (empty means the identity) of a template of ``shape`` (H, W, ...)."""
     scales = tuple(float(s) for s in scales) or (1.0,)
     angles = tuple(float(a) for a in angles) or (0.0,)
     if len(scales) > MAX_STEPS or len(angles) > MAX_STEPS:
@@ -44,6 +49,10 @@ def check_steps(scales, angles) -> tuple[tuple[float, ...], tuple[float, ...]]:
         raise InvalidArgument("scales must be between 0.05 and 8")
     if not all(math.isfinite(a) and -360 <= a <= 360 for a in angles):
         raise InvalidArgument("angles must be degrees between -360 and 360")
+    height, width = shape[:2]
+    for scale in scales:
+        if scale != 1.0 and min(_resized(height, width, scale)) < MIN_SIDE:
+            raise InvalidArgument(f"scale {scale} makes the {width}x{height} template smaller than {MIN_SIDE} pixels")
     return scales, angles
 
 
@@ -64,10 +73,8 @@ def make_variant(image: np.ndarray, mask: np.ndarray | None, scale: float, angle
     """(image, mask) of one variant; the identity keeps the template as it is."""
     if scale == 1.0 and angle % 360 == 0:
         return image, mask
-    height, width = image.shape[:2]
-    size = (max(1, round(width * scale)), max(1, round(height * scale)))
-    if min(size) < MIN_SIDE:
-        raise InvalidArgument(f"scale {scale} makes the {width}x{height} template smaller than {MIN_SIDE} pixels")
+    # check_steps has made sure the variant keeps MIN_SIDE pixels a side.
+    size = _resized(image.shape[0], image.shape[1], scale)
     shrink = cv2.INTER_AREA if scale < 1 else cv2.INTER_LINEAR
     resized = cv2.resize(image, size, interpolation=shrink).reshape(size[1], size[0], -1)
     weights = np.ones(image.shape[:2], np.float32) if mask is None else mask.astype(np.float32)

@@ -16,9 +16,9 @@ import grpc
 import numpy as np
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
-from featuremap.service.codec import raw_image
+from featuremap.wire import image_message as raw_image
 from featuremap.service.config import Settings
-from featuremap.service.server import create_server, drain
+from featuremap.service.server import create_server
 from featuremap.v1 import featuremap_pb2 as pb
 from featuremap.v1 import featuremap_pb2_grpc as pb_grpc
 
@@ -55,12 +55,12 @@ def running_server(data_dir: Path, **settings):
         yield pb_grpc.FeatureMapServiceStub(channel), channel, server
     finally:
         channel.close()
-        drain(server, 0)
+        server.drain(0)
 
 
 def start_process(data_dir: Path, port: int, *extra: str, env: dict | None = None) -> subprocess.Popen:
-    """``featuremap serve`` as its own process, exactly as a deployment runs it."""
-    command = [sys.executable, "-m", "featuremap.client.cli", "serve", "--address", f"127.0.0.1:{port}",
+    """``featuremap-server serve`` as its own process, exactly as a deployment runs it."""
+    command = [sys.executable, "-m", "featuremap.service", "serve", "--address", f"127.0.0.1:{port}",
                "--data-dir", str(data_dir), *extra]
     return subprocess.Popen(command, env={**os.environ, **(env or {})}, stdout=subprocess.PIPE,
                             stderr=subprocess.PIPE, text=True)

@@ -5,11 +5,10 @@ import subprocess
 import sys
 
 import cv2
-import grpc
 import numpy as np
 import pytest
 
-from service_helpers import free_port, start_process, wait_serving
+from service_helpers import free_port
 
 
 def run(*args, address=None, timeout=120):
@@ -20,17 +19,8 @@ def run(*args, address=None, timeout=120):
 
 
 @pytest.fixture(scope="module")
-def server(tmp_path_factory):
-    port = free_port()
-    process = start_process(tmp_path_factory.mktemp("data"), port)
-    channel = grpc.insecure_channel(f"127.0.0.1:{port}")
-    wait_serving(channel)
-    channel.close()
-    yield f"127.0.0.1:{port}"
-    process.terminate()
-    process.wait(60)
-    process.stdout.close()
-    process.stderr.close()
+def server(server_process):
+    return server_process
 
 
 def moving_video(path, frames=24, step=2):

@@ -7,18 +7,10 @@ import grpc
 import numpy as np
 import pytest
 
-from featuremap.client import FeatureMapClient, FeatureMapError
+from featuremap.client import FeatureMapClient, FeatureMapError, render
 from featuremap.service.engine import Matcher
 
-from service_helpers import free_port, running_server, scene
-
-
-@pytest.fixture
-def client(tmp_path):
-    with running_server(tmp_path / "data") as (_, channel, server):
-        port = channel._channel.target().decode().rsplit(":", 1)[1]
-        with FeatureMapClient(f"127.0.0.1:{port}", timeout=30) as c:
-            yield c, server
+from service_helpers import free_port, scene
 
 
 def test_bank_calls_take_ids_or_names(client, tmp_path):
@@ -46,8 +38,28 @@ def test_match_returns_plain_objects(client):
     assert result.sequence == 5
     (peak,) = result.peaks
     assert (peak.template, peak.x, peak.y, peak.width, peak.height) == ("templates/t", 40, 30, 30, 20)
-    assert np.array_equal(result.maps["templates/t"], Matcher([frame[30:50, 40:70]])(frame)[0])
+    feature_map = result.maps["templates/t"]
+    assert np.array_equal(feature_map.scores, Matcher([frame[30:50, 40:70]])(frame)[0])
+    assert (feature_map.origin, feature_map.stride) == ((0, 0), 1)
     assert result.timing["compute_ms"] > 0
+
+
+def test_maps_come_back_placed_and_heatmaps_land_on_the_template(client):
+    c, _ = client
+    frame = scene(5)
+    c.create_template(frame[30:50, 41:71], template_id="t")  # 30 x 20 at x=41, y=30
+    result = c.match(frame, padding="same", stride=2, maps="float32")
+    feature_map = result.maps["templates/t"]
+    # same padding centres the window on each position; stride 2 samples every other one.
+    assert (feature_map.origin, feature_map.stride) == ((-15, -10), 2)
+    assert feature_map.scores.shape == ((120 + 1) // 2, (160 + 1) // 2)
+    row, col = np.unravel_index(np.argmax(feature_map.scores), feature_map.scores.shape)
+    assert (-15 + 2 * col, -10 + 2 * row) == (41, 30) == (result.peaks[0].x, result.peaks[0].y)
+    # Drawn opaque, the best score's colour sits on the template's centre in the frame.
+    heat = render.map_heatmap(frame, feature_map, result.peaks, alpha=1.0)
+    hottest = render.heatmap(feature_map.scores)[row, col]
+    assert np.array_equal(heat[30 + 10, 41 + 15], hottest)
+    assert not np.array_equal(heat[30 + 10 - 4, 41 + 15 - 4], hottest)
 
 
 def test_stream_is_pipelined_and_in_order(client):
@@ -93,9 +105,9 @@ def test_stopping_early_cancels_the_call(client):
         if result.sequence == 3:
             break
     deadline = time.monotonic() + 10
-    while server.featuremap.metrics.streams._value.get() != 0 and time.monotonic() < deadline:
+    while server.metrics.streams._value.get() != 0 and time.monotonic() < deadline:
         time.sleep(0.05)
-    assert server.featuremap.metrics.streams._value.get() == 0
+    assert server.metrics.streams._value.get() == 0
 
 
 def test_stream_errors_are_feature_map_errors(client):

@@ -49,7 +49,7 @@ def test_entrypoint_reaches_serving_with_the_image_env(tmp_path):
              for p in ("/opt/featuremap-kernels", "/var/cache/featuremap", "/var/lib/featuremap")}
     env = container_env(stage, paths)
     # The build step: the RUN that compiles the kernels into the seed folder.
-    (build,) = [line for line in stage if line.startswith("RUN ") and "featuremap warmup" in line]
+    (build,) = [line for line in stage if line.startswith("RUN ") and "featuremap-server warmup" in line]
     warm = build[4:].split("&&")[0].strip()
     for inside, outside in paths.items():
         warm = warm.replace(inside, outside)
@@ -107,5 +107,12 @@ def test_kubernetes_manifests_hang_together():
     env = container_env(stage, {})
     assert {env["NUMBA_CACHE_DIR"], env["FEATUREMAP_DATA_DIR"]} <= mounts
     assert config["FEATUREMAP_BANK"].startswith("redis://featuremap-redis:")
+    # The pod and compose run the server's own command, as the image does.
+    (entry,) = [line for line in stage if line.startswith("ENTRYPOINT")]
+    server_command = json.loads(entry[len("ENTRYPOINT"):].strip())
+    assert server_command == ["featuremap-server", "serve"]
+    assert container["command"] == server_command
+    compose = yaml.safe_load((ROOT / "deploy" / "compose.yaml").read_text())
+    assert compose["x-featuremap"]["entrypoint"] == server_command
     headless = by_kind[("Service", "featuremap-headless")]["spec"]
     assert headless["clusterIP"] == "None" and headless["ports"][0]["name"] == "grpc"

@@ -162,3 +162,27 @@ def test_plans_for_many_frame_sizes_stay_bounded():
         frame = random_image(rng, size, size + 3, 1, np.uint8)
         assert matcher(frame)[0].shape == (size - 39, size - 36)
     assert len(matcher._plans) == PLANS_KEPT
+
+
+@pytest.mark.parametrize("algorithm", ["direct", "spectral"])
+@pytest.mark.parametrize("padding", ["valid", "same"])
+@pytest.mark.parametrize("method", METHODS)
+def test_inputs_are_never_written(method, padding, algorithm):
+    # A gray float32 frame is the one the engine could use uncopied: read-only
+    # and non-contiguous inputs must work, and no input may change.
+    rng = np.random.default_rng(5)
+    base = (rng.random((40, 100)) * 200 + 20).astype(np.float32)
+    frames = {"contiguous": base[:, :50].copy(), "hxwx1": base[:, :50, None].copy(), "strided": base[:, ::2]}
+    template = base[10:18, 12:22].copy()
+    mask = None if method == "ssim" else [(rng.random(template.shape) > 0.3).astype(np.uint8)]
+    for name, frame in frames.items():
+        before, template_before = frame.copy(), template.copy()
+        frame.setflags(write=False)
+        template.setflags(write=False)
+        for masks in (None, mask):
+            score_map = Matcher([template], method=method, padding=padding, algorithm=algorithm,
+                                masks=masks)(frame)[0]
+            assert np.isfinite(score_map).all()
+        assert np.array_equal(frame, before), f"{name} frame was written"
+        assert np.array_equal(template, template_before)
+        template.setflags(write=True)

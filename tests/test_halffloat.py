@@ -2,7 +2,7 @@
 
 import numpy as np
 
-from featuremap.service.halffloat import to_float16
+from featuremap.service.engine import to_float16
 
 
 def test_matches_numpy_on_every_kind_of_value():

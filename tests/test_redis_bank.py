@@ -16,7 +16,7 @@ import pytest
 import redis
 
 from featuremap.client import FeatureMapClient
-from featuremap.service.codec import raw_image
+from featuremap.wire import image_message as raw_image
 from featuremap.v1 import featuremap_pb2 as pb
 from featuremap.v1 import featuremap_pb2_grpc as pb_grpc
 

@@ -12,7 +12,7 @@ from cryptography.x509.oid import NameOID
 
 from featuremap.client import FeatureMapClient, FeatureMapError
 from featuremap.service.config import Settings
-from featuremap.service.server import create_server, drain
+from featuremap.service.server import create_server
 
 from service_helpers import scene, wait_serving
 
@@ -75,7 +75,7 @@ def test_tls(tmp_path, pki):
                 list(plaintext.list_templates())
             assert caught.value.code == grpc.StatusCode.UNAVAILABLE
     finally:
-        drain(server, 0)
+        server.drain(0)
 
 
 def test_mutual_tls_requires_a_client_certificate_the_ca_signed(tmp_path, pki):
@@ -92,7 +92,7 @@ def test_mutual_tls_requires_a_client_certificate_the_ca_signed(tmp_path, pki):
                     list(refused.list_templates())
                 assert caught.value.code == grpc.StatusCode.UNAVAILABLE
     finally:
-        drain(server, 0)
+        server.drain(0)
 
 
 def test_tokens_and_scopes(tmp_path, caplog):
@@ -123,13 +123,13 @@ def test_tokens_and_scopes(tmp_path, caplog):
                     list(stranger.stream([frame]))
                 assert caught.value.code == grpc.StatusCode.UNAUTHENTICATED
     finally:
-        drain(server, 0)
+        server.drain(0)
     assert "0123456789abcdef" not in caplog.text  # tokens are never logged
 
 
 def test_an_open_server_says_so_once(tmp_path, caplog):
     server, _ = serve(tmp_path)
-    drain(server, 0)
+    server.drain(0)
     assert caplog.text.count("no tokens file") == 1
 
 

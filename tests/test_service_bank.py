@@ -8,16 +8,11 @@ import grpc
 import numpy as np
 import pytest
 
-from featuremap.service.codec import decode_image, raw_image
+from featuremap.service.codec import decode_image
+from featuremap.wire import image_message as raw_image
 from featuremap.v1 import featuremap_pb2 as pb
 
 from service_helpers import create, running_server, scene
-
-
-@pytest.fixture
-def server(tmp_path):
-    with running_server(tmp_path / "data") as running:
-        yield running
 
 
 def code_of(call, *args, **kwargs) -> grpc.StatusCode:
@@ -100,7 +95,7 @@ def test_bad_templates_are_refused_and_the_bank_is_intact(server):
          grpc.StatusCode.INVALID_ARGUMENT, "NaN"),
         (pb.CreateTemplateRequest(template=pb.Template(image=raw_image(image), mask=raw_image(image[:5])),
                                   template_id="masked"),
-         grpc.StatusCode.INVALID_ARGUMENT, "mask is 5x10"),
+         grpc.StatusCode.INVALID_ARGUMENT, "mask has shape (5, 10)"),
     ]
     for request, code, message in cases:
         got_code, details = code_of(stub.CreateTemplate, request)

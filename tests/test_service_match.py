@@ -8,17 +8,16 @@ import grpc
 import numpy as np
 import pytest
 
-from featuremap.service.codec import decode_map
+from featuremap.wire import map_array as decode_map
 from featuremap.service.engine import Matcher
 from featuremap.v1 import featuremap_pb2 as pb
 
-from service_helpers import create, frame_message, running_server, scene
+from service_helpers import create, frame_message, scene
 
 
 @pytest.fixture
-def server(tmp_path):
-    with running_server(tmp_path / "data", max_in_flight=2) as running:
-        yield running
+def server_settings():
+    return {"max_in_flight": 2}
 
 
 def bank_of(stub, frame):
@@ -43,7 +42,7 @@ def test_match_equals_the_engine(server):
     result = response.result
     assert result.sequence == 7
     expected = Matcher(list(templates.values()), method="ccoeff_normed")(frame)
-    for feature_map, want in zip(result.maps, expected):
+    for feature_map, want in zip(result.maps, expected, strict=True):
         assert np.array_equal(decode_map(feature_map), want)
     found = {p.template: (p.x, p.y, p.width, p.height) for p in result.peaks}
     assert found == {f"templates/{tid}": (x, y, w, h) for tid, (x, y, w, h) in cuts.items()}
@@ -93,7 +92,7 @@ def test_stream_answers_every_frame_in_order_and_follows_config_changes(server):
     for r, f in zip(results[3:], frames[3:]):
         assert [m.template for m in r.maps] == ["templates/b", "templates/c"]
         want = Matcher([templates["b"], templates["c"]], method="sqdiff")(f)
-        assert all(np.array_equal(decode_map(m), w) for m, w in zip(r.maps, want))
+        assert all(np.array_equal(decode_map(m), w) for m, w in zip(r.maps, want, strict=True))
 
 
 def test_a_stream_keeps_its_snapshot_when_templates_are_deleted(server):
@@ -159,7 +158,7 @@ def test_eight_concurrent_streams(server):
             if [r.sequence for r in results] != list(range(10)):
                 failures.append((index, "order"))
             for r in results:
-                if not all(np.array_equal(decode_map(m), w) for m, w in zip(r.maps, expected[index])):
+                if not all(np.array_equal(decode_map(m), w) for m, w in zip(r.maps, expected[index], strict=True)):
                     failures.append((index, r.sequence))
         except grpc.RpcError as error:
             failures.append((index, error.code()))
@@ -173,7 +172,7 @@ def test_eight_concurrent_streams(server):
 
 
 def active_streams(server) -> float:
-    return server.featuremap.metrics.streams._value.get()
+    return server.metrics.streams._value.get()
 
 
 def wait_until(predicate, timeout=10.0):

@@ -7,7 +7,8 @@ import grpc
 import numpy as np
 import pytest
 
-from featuremap.service.codec import decode_image, raw_image
+from featuremap.service.codec import decode_image
+from featuremap.wire import image_message as raw_image
 from featuremap.service.variants import make_variant
 from featuremap.v1 import featuremap_pb2 as pb
 
@@ -36,12 +37,6 @@ def paste_transformed(scene, obj, scale, angle, centre):
     region = scene[top:top + canvas, left:left + canvas]
     region[cover > 0] = big[cover > 0]
     return scene
-
-
-@pytest.fixture
-def server(tmp_path):
-    with running_server(tmp_path / "data") as running:
-        yield running
 
 
 SCALES = [0.5, 0.6, 0.7, 0.8, 0.9, 1.0, 1.2]
@@ -111,7 +106,7 @@ def test_variants_are_stored_and_validated(tmp_path):
 def test_a_bank_from_before_variants_still_opens(tmp_path):
     import sqlite3
 
-    from featuremap.service.store import Store
+    from featuremap.service.sqlite_store import SQLiteStore as Store
 
     path = tmp_path / "bank.db"
     db = sqlite3.connect(path)

@@ -1,6 +1,8 @@
 """The featuremap engine: template matching as feature maps, in Numba.
 
-Pure functions on numpy arrays: no gRPC, no I/O, no logging.
+Pure functions on numpy arrays: no gRPC, no I/O, no logging. Every input or
+option it refuses raises :class:`OptionError` (a ``ValueError``; wrong types
+raise its subclass :class:`OptionTypeError`, also a ``TypeError``).
 
 >>> import numpy as np
 >>> from featuremap.service.engine import Matcher, find_peaks
@@ -11,9 +13,22 @@ Pure functions on numpy arrays: no gRPC, no I/O, no logging.
 """
 
 from . import runtime  # noqa: F401  (sets the threading layer before any kernel runs)
+from .halffloat import to_float16
 from .matcher import Matcher, match
-from .options import ALGORITHMS, BORDERS, LOWER_IS_BETTER, METHODS, OPENCV_METHODS, PADDINGS
-from .peaks import Peak, find_peaks
+from .options import (
+    ALGORITHMS,
+    BORDERS,
+    LOWER_IS_BETTER,
+    METHODS,
+    OPENCV_METHODS,
+    PADDINGS,
+    OptionError,
+    OptionTypeError,
+    check_options,
+    check_template,
+    map_origin,
+)
+from .peaks import Peak, check_peak_options, find_peaks
 from .warmup import warmup
 
 __all__ = [
@@ -24,8 +39,15 @@ __all__ = [
     "OPENCV_METHODS",
     "PADDINGS",
     "Matcher",
+    "OptionError",
+    "OptionTypeError",
     "Peak",
+    "check_options",
+    "check_peak_options",
+    "check_template",
     "find_peaks",
+    "map_origin",
     "match",
+    "to_float16",
     "warmup",
 ]

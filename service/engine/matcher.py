@@ -27,15 +27,6 @@ from .scores import CCOEFF, CCOEFF_NORMED, CCORR, SSIM, finish_masked, finish_ss
 PLANS_KEPT = 4
 
 
-def _padding_of(padding: str, height: int, width: int) -> tuple[int, int, int, int]:
-    """(top, bottom, left, right) border a template needs under ``padding``."""
-    if padding == "valid":
-        return 0, 0, 0, 0
-    if padding == "same":
-        return height // 2, height - 1 - height // 2, width // 2, width - 1 - width // 2
-    return height - 1, height - 1, width - 1, width - 1
-
-
 class Matcher:
     """A template bank prepared for matching, callable on frames.
 
@@ -86,21 +77,23 @@ class Matcher:
         algorithm: str = "auto",
         data_range: float | None = None,
     ) -> None:
-        self.method = options.check_choice("method", method, options.METHODS)
-        self.padding = options.check_choice("padding", padding, options.PADDINGS)
-        self.border = options.check_choice("border", border, options.BORDERS)
-        self.border_value = options.check_border_value(border_value)
-        self.stride = options.check_stride(stride)
-        self.algorithm = options.check_choice("algorithm", algorithm, options.ALGORITHMS)
-        self.data_range = options.check_data_range(data_range)
+        checked = options.check_options(method=method, padding=padding, border=border, border_value=border_value,
+                                        stride=stride, algorithm=algorithm, data_range=data_range)
+        self.method: str = checked["method"]
+        self.padding: str = checked["padding"]
+        self.border: str = checked["border"]
+        self.border_value: float = checked["border_value"]
+        self.stride: int = checked["stride"]
+        self.algorithm: str = checked["algorithm"]
+        self.data_range: float | None = checked["data_range"]
         if isinstance(templates, np.ndarray) or not isinstance(templates, Sequence):
-            raise TypeError("templates must be a list of arrays (wrap a single template in a list)")
+            raise options.OptionTypeError("templates must be a list of arrays (wrap a single template in a list)")
         if len(templates) == 0:
-            raise ValueError("templates is empty: give at least one template")
+            raise options.OptionError("templates is empty: give at least one template")
         images = [options.as_image(t, f"template {i}") for i, t in enumerate(templates)]
         channels = {img.shape[2] for img in images}
         if len(channels) > 1:
-            raise ValueError(
+            raise options.OptionError(
                 f"templates have different channel counts {sorted(channels)}: convert them all to the "
                 "frames' channel count"
             )
@@ -108,16 +101,16 @@ class Matcher:
         if masks is None:
             masks = [None] * len(images)
         if isinstance(masks, np.ndarray) or len(masks) != len(images):
-            raise ValueError(f"masks must be a list with one entry (array or None) per template ({len(images)})")
+            raise options.OptionError(f"masks must be a list with one entry (array or None) per template ({len(images)})")
         weights = [
             None if m is None else options.as_mask(m, img.shape[:2], f"mask {i}")
             for i, (m, img) in enumerate(zip(masks, images))
         ]
         if self.method == "ssim" and any(w is not None for w in weights):
-            raise ValueError("ssim does not take masks: match masked templates with another method")
+            raise options.OptionError("ssim does not take masks: match masked templates with another method")
         self.shapes = [img.shape[:2] for img in images]
         self._code = options.METHOD_CODES[self.method]
-        pads = [_padding_of(self.padding, h, w) for h, w in self.shapes]
+        pads = [options.padding_of(self.padding, h, w) for h, w in self.shapes]
         self._pad = tuple(max(p[i] for p in pads) for i in range(4))
 
         by_key: dict[tuple[int, int, bool], list[int]] = {}
@@ -129,7 +122,7 @@ class Matcher:
                 template_kernels(images[i].transpose(2, 0, 1), weights[i], self._code) for i in members
             ]
             group = make_group(h, w, masked, members, prepared, channel_major=self.method == "ssim")
-            top, _, left, _ = _padding_of(self.padding, h, w)
+            top, _, left, _ = options.padding_of(self.padding, h, w)
             group.place((self._pad[0] - top, self._pad[2] - left), self.stride)
             self._groups.append(group)
         # Large kernels first, so the cost model sees the frame's spectra as
@@ -196,21 +189,21 @@ class Matcher:
         image = options.as_image(frame, "frame")
         height, width, channels = image.shape
         if channels != self.channels:
-            raise ValueError(
+            raise options.OptionError(
                 f"frame has {channels} channel(s) but the templates have {self.channels}: convert the "
                 "frame (e.g. cv2.cvtColor) or the templates"
             )
         if self.padding == "valid":
             for i, (h, w) in enumerate(self.shapes):
                 if h > height or w > width:
-                    raise ValueError(
+                    raise options.OptionError(
                         f"template {i} ({h}x{w}) is larger than the frame ({height}x{width}) under "
                         "padding='valid': use padding='same' or 'full', or a smaller template"
                     )
         return image
 
-    def _planes(self, image: np.ndarray) -> np.ndarray:
-        """The frame padded for this Matcher, as (C, H, W) float32 planes."""
+    def _planes(self, image: np.ndarray, frame: np.ndarray) -> np.ndarray:
+        """The frame (``image``, as validated from ``frame``) padded for this Matcher, as (C, H, W) float32 planes."""
         top, bottom, left, right = self._pad
         if top or bottom or left or right:
             padded = cv2.copyMakeBorder(
@@ -227,7 +220,13 @@ class Matcher:
         if self._code in (CCOEFF, CCOEFF_NORMED):
             # The ccoeff pair is invariant to an offset; centring the frame
             # keeps float32 correlations accurate on bright, flat regions.
-            planes -= planes.mean(axis=(1, 2), dtype=np.float64, keepdims=True).astype(np.float32)
+            # A gray float32 frame reaches here uncopied: centre a copy of
+            # it, never the caller's array (which may also be read-only).
+            means = planes.mean(axis=(1, 2), dtype=np.float64, keepdims=True).astype(np.float32)
+            if np.shares_memory(planes, frame):
+                planes = planes - means
+            else:
+                planes -= means
         return planes
 
     def __call__(self, frame: np.ndarray) -> list[np.ndarray]:
@@ -246,7 +245,7 @@ class Matcher:
         image = self._check_frame(frame)
         frame_shape = image.shape[:2]
         plan = self._plan(frame_shape)
-        work = _FrameWork(self, self._planes(image), any(kspectra is not None for _, kspectra in plan))
+        work = _FrameWork(self, self._planes(image, frame), any(kspectra is not None for _, kspectra in plan))
         work.data_range = self.data_range or (255.0 if frame.dtype == np.uint8 else 1.0)
         results: list[np.ndarray | None] = [None] * len(self.shapes)
         for group, (_, kspectra) in zip(self._groups, plan):

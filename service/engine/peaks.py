@@ -63,6 +63,18 @@ def _greedy_by_sorting(goodness: np.ndarray, top_k: int, distance: int, limit) -
     return kept
 
 
+def check_peak_options(*, top_k: int = 1, threshold: float | None = None, min_distance: int | None = None) -> int:
+    """Check :func:`find_peaks`'s options (raises OptionError); returns the minimum distance to use."""
+    if isinstance(top_k, bool) or not isinstance(top_k, (int, np.integer)) or top_k < 1:
+        raise options.OptionError(f"top_k must be an integer >= 1, got {top_k!r}")
+    distance = 1 if min_distance is None else min_distance
+    if isinstance(distance, bool) or not isinstance(distance, (int, np.integer)) or distance < 1:
+        raise options.OptionError(f"min_distance must be an integer >= 1, got {min_distance!r}")
+    if threshold is not None and not np.isfinite(threshold):
+        raise options.OptionError(f"threshold must be a finite number, got {threshold!r}")
+    return int(distance)
+
+
 def find_peaks(
     score_map: np.ndarray,
     *,
@@ -97,12 +109,8 @@ def find_peaks(
     """
     method = options.check_choice("method", method, options.METHODS)
     if not isinstance(score_map, np.ndarray) or score_map.ndim != 2 or score_map.size == 0:
-        raise ValueError("score_map must be a non-empty 2-D array (one map from Matcher)")
-    if isinstance(top_k, bool) or not isinstance(top_k, (int, np.integer)) or top_k < 1:
-        raise ValueError(f"top_k must be an integer >= 1, got {top_k!r}")
-    distance = 1 if min_distance is None else min_distance
-    if isinstance(distance, bool) or not isinstance(distance, (int, np.integer)) or distance < 1:
-        raise ValueError(f"min_distance must be an integer >= 1, got {min_distance!r}")
+        raise options.OptionError("score_map must be a non-empty 2-D array (one map from Matcher)")
+    distance = check_peak_options(top_k=top_k, threshold=threshold, min_distance=min_distance)
     values = np.asarray(score_map, dtype=np.float32)
     lower = method in options.LOWER_IS_BETTER
     goodness = -values if lower else values

@@ -12,7 +12,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from .direct import block_activity, padded_count, phase_kernels
-from .scores import CCOEFF, CCORR, SSIM
+from .scores import CCOEFF, CCOEFF_NORMED, CCORR, SSIM
 
 # Fitted to forced-direct and forced-spectral timings on the 2-core AVX2
 # benchmark machine (VGA and 720p, 1 and 3 channels, K = 1..8, k = 8..32; see
@@ -65,7 +65,7 @@ def template_kernels(template: np.ndarray, mask: np.ndarray | None, method: int)
         variances = (centred * centred).sum(axis=(1, 2)) / max(n - 1, 1)
         return TemplateKernels(kernels=kernels.astype(np.float32), tenergy=0.0, tsum=np.zeros(n_channels),
                                means=means, variances=variances)
-    zero_mean = method >= CCOEFF
+    zero_mean = method == CCOEFF or method == CCOEFF_NORMED
     if mask is None:
         k = t - t.mean(axis=(1, 2), keepdims=True) if zero_mean else t
         return TemplateKernels(

@@ -1,4 +1,4 @@
-"""From raw correlations to the six methods' scores.
+"""From raw correlations to the methods' scores (OpenCV's six and ssim's finishing step).
 
 The correlation paths (direct, spectral) compute sums of kernel x window; this
 module adds the window statistics and applies OpenCV's formulas. All of it in
@@ -19,6 +19,8 @@ from numba import njit, prange
 
 from .runtime import JIT
 
+# The methods' codes, defined here once: OpenCV's numbers (TM_SQDIFF = 0 ...)
+# for OpenCV's six, then ssim. Nothing depends on their order.
 SQDIFF, SQDIFF_NORMED, CCORR, CCORR_NORMED, CCOEFF, CCOEFF_NORMED, SSIM = range(7)
 
 # A variance below this fraction of the window's energy is rounding noise:
@@ -56,7 +58,7 @@ def score(method, corr, energy, inv_norm, inv_tnorm, tenergy):
     if method == CCORR or method == CCOEFF:
         return corr
     num = corr
-    if method <= SQDIFF_NORMED:
+    if method == SQDIFF or method == SQDIFF_NORMED:
         num = max(energy - 2.0 * corr + tenergy, 0.0)
         if method == SQDIFF:
             return num

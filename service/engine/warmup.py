@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from .halffloat import to_float16
 from .matcher import Matcher
 from .options import METHODS
 
@@ -13,7 +14,7 @@ def warmup() -> None:
 
     Runs a tiny match through each method, path, stride kind and mask kind,
     for uint8 and float32 frames, and checks the maps are finite. A server
-    calls this before it reports SERVING.
+    calls this before it reports SERVING. The float16 map conversion too.
     """
     rng = np.random.default_rng(0)
     for dtype in (np.uint8, np.float32):
@@ -29,3 +30,4 @@ def warmup() -> None:
                         )
                         if not np.isfinite(matcher(frame)[0]).all():
                             raise RuntimeError(f"warm-up produced a non-finite map for {method}")
+    to_float16(np.zeros(4, np.float32))

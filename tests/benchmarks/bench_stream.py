@@ -26,7 +26,7 @@ import grpc
 import numpy as np
 
 from featuremap.client.demo import answers, free_port
-from featuremap.service.codec import raw_image
+from featuremap.wire import image_message as raw_image
 from featuremap.service.engine import Matcher, find_peaks, runtime, warmup
 from featuremap.v1 import featuremap_pb2 as pb
 from featuremap.v1 import featuremap_pb2_grpc as pb_grpc

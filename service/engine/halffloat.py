@@ -12,7 +12,7 @@ from __future__ import annotations
 import numpy as np
 from numba import njit
 
-from .engine.runtime import JIT
+from .runtime import JIT
 
 _HALF_OVERFLOW = 0x47800000  # 65536.0: from here on the half is inf
 _F32_INF = 0x7F800000

@@ -1,0 +1,182 @@
+"""The frame processor: a MatchConfig planned once, then each frame decoded, matched and encoded.
+
+Match and StreamMatch both go through it, and it owns what they share: the
+compute pool (as many frames at once as there are cores), the cache of
+prepared matchers, and the per-frame metrics. It speaks the wire on both
+sides (``featuremap.wire``) and plain data to the bank and the engine.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from collections.abc import Mapping
+from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import dataclass
+
+import numpy as np
+from google.protobuf.message import Message
+
+from featuremap import wire
+from featuremap.v1 import featuremap_pb2 as pb
+
+from . import codec
+from .bank import Bank
+from .config import Settings
+from .engine import check_options, check_peak_options
+from .errors import InvalidArgument, LimitExceeded
+from .matching import Computed, MatchOptions, Plan, compute
+from .metrics import Metrics
+from .prepared import PreparedCache
+
+#: The service's own limits on a config (the engine has none on these).
+MAX_TOP_K = 1000
+MAX_STRIDE = 64
+
+
+@dataclass(frozen=True)
+class Decoded:
+    """A frame's pixels (HxWxC) and what decoding them cost."""
+
+    image: np.ndarray
+    decode_ms: float
+
+
+@dataclass(frozen=True)
+class Answer:
+    """One frame's FrameResult (without maps) and its maps, ready for the response encoder."""
+
+    result: pb.FrameResult
+    maps: list[wire.EncodedMap]
+
+
+def _name(table: Mapping[str, int], number: int, what: str, default: str | None = None) -> str | None:
+    try:
+        return wire.name_of(table, number, what, default)
+    except wire.WireError as error:
+        raise InvalidArgument(str(error)) from None
+
+
+def match_options(config: pb.MatchConfig) -> MatchOptions:
+    """A config's options by name, the proto's defaults filled in; the engine checks their values."""
+    stride = config.stride or 1
+    if stride > MAX_STRIDE:
+        raise InvalidArgument(f"stride {stride} is over {MAX_STRIDE}")
+    top_k = config.peaks.top_k or 1
+    if top_k > MAX_TOP_K:
+        raise InvalidArgument(f"peaks.top_k {top_k} is over {MAX_TOP_K}")
+    options = MatchOptions(
+        method=_name(wire.METHODS, config.method, "method", wire.DEFAULT_METHOD),  # type: ignore[arg-type]
+        padding=_name(wire.PADDINGS, config.padding, "padding", wire.DEFAULT_PADDING),  # type: ignore[arg-type]
+        border=_name(wire.BORDERS, config.border, "border", wire.DEFAULT_BORDER),  # type: ignore[arg-type]
+        border_value=config.border_value,
+        stride=stride,
+        data_range=config.data_range or None,
+        top_k=top_k,
+        threshold=config.peaks.threshold if config.peaks.HasField("threshold") else None,
+        min_distance=config.peaks.min_distance,
+        subpixel=config.peaks.subpixel,
+        encoding=_name(wire.MAP_ENCODINGS, config.maps.encoding, "map encoding"),
+        realtime=config.realtime,
+    )
+    # The engine's own checks, now rather than at the first frame.
+    check_options(**options.engine_options())
+    check_peak_options(top_k=options.top_k, threshold=options.threshold, min_distance=options.min_distance or None)
+    return options
+
+
+class FrameProcessor:
+    """Decode -> compute -> encode, for every frame of every call.
+
+    Parameters
+    ----------
+    settings : Settings
+        Its limits: frame pixels, templates per request, frames in flight.
+    bank : Bank
+        Where configs find their templates.
+    metrics : Metrics
+        Frames, skipped frames and latency are counted here.
+    """
+
+    def __init__(self, settings: Settings, bank: Bank, metrics: Metrics) -> None:
+        self._settings = settings
+        self._bank = bank
+        self._metrics = metrics
+        self.prepared = PreparedCache()
+        self._pool = ThreadPoolExecutor(max_workers=os.cpu_count() or 1, thread_name_prefix="featuremap-compute")
+
+    @property
+    def max_in_flight(self) -> int:
+        """Frames a stream may have between its reader and its handler."""
+        return self._settings.max_in_flight
+
+    def plan(self, config: pb.MatchConfig) -> Plan:
+        """Check a config and take the snapshot of the templates it names."""
+        limit = self._settings.max_templates_per_request
+        if len(config.templates) > limit:
+            raise LimitExceeded(f"the config names {len(config.templates)} templates, over the limit of {limit} "
+                                "(max_templates_per_request)")
+        templates = tuple(self._bank.resolve(list(config.templates)))
+        if not config.templates and len(templates) > limit:
+            raise LimitExceeded(f"the whole bank is {len(templates)} templates, over the limit of {limit} "
+                                "(max_templates_per_request): name the templates")
+        options = match_options(config)
+        return Plan(templates=templates, whole_bank=not config.templates, options=options)
+
+    def decode(self, frame: pb.Frame) -> Decoded:
+        """A frame's pixels, within the frame pixel limit."""
+        started = time.perf_counter()
+        image = codec.decode_image(frame.image, f"frame {frame.sequence}", self._settings.max_frame_pixels,
+                                   "max_frame_pixels")
+        return Decoded(image, (time.perf_counter() - started) * 1e3)
+
+    def process(self, plan: Plan, frame: pb.Frame, decoded: Decoded | None = None) -> Answer:
+        """Decode (unless done), match and encode one frame."""
+        decoded = decoded or self.decode(frame)
+        computed = compute(plan, self.prepared, decoded.image)
+        started = time.perf_counter()
+        maps = self._encode_maps(plan, computed)
+        encode_ms = (time.perf_counter() - started) * 1e3
+        self._metrics.latency.observe((decoded.decode_ms + computed.compute_ms + encode_ms) / 1e3)
+        result = pb.FrameResult(
+            sequence=frame.sequence, capture_time=frame.capture_time,
+            peaks=[pb.Peak(template=p.template, x=p.x, y=p.y, width=p.width, height=p.height, score=p.score,
+                           scale=p.scale, angle=p.angle) for p in computed.peaks],
+            timing=pb.Timing(decode_ms=decoded.decode_ms, compute_ms=computed.compute_ms, encode_ms=encode_ms),
+        )
+        return Answer(result, maps)
+
+    def submit(self, plan: Plan, frame: pb.Frame, decoded: Decoded | None = None) -> Future[Answer]:
+        """:meth:`process` on the compute pool (maps are encoded there too: encoding is work)."""
+        return self._pool.submit(self.process, plan, frame, decoded)
+
+    def respond(self, response: type[Message], answer: Answer, rpc: str, skipped: list[int] | None = None) -> bytes:
+        """The response's wire bytes for an answered frame (counted as answered by ``rpc``)."""
+        if skipped:
+            answer.result.skipped_sequences.extend(skipped)
+        self._metrics.frames.labels(rpc).inc()
+        return wire.response_bytes(response, answer.result, answer.maps)
+
+    def skipped(self) -> None:
+        """Count a frame that realtime mode replaced by a newer one."""
+        self._metrics.skipped.inc()
+
+    def shutdown(self) -> None:
+        """Finish the frames in hand and stop the pool."""
+        self._pool.shutdown(wait=True)
+
+    @staticmethod
+    def _encode_maps(plan: Plan, computed: Computed) -> list[wire.EncodedMap]:
+        encoding = plan.options.encoding
+        if encoding is None:
+            return []
+        number = wire.MAP_ENCODINGS[encoding]
+        encoded = []
+        for placed in computed.maps:
+            data, scale, offset = codec.encode_map(placed.scores, encoding)
+            encoded.append(wire.EncodedMap(
+                template=placed.template, height=placed.scores.shape[0], width=placed.scores.shape[1],
+                encoding=number, data=data, scale=scale, offset=offset, origin_x=placed.origin_x,
+                origin_y=placed.origin_y, stride=plan.options.stride,
+            ))
+        return encoded

@@ -1,0 +1,69 @@
+"""What the engine prepares from templates alone, made once and kept.
+
+A template's scale/rotation variants are made once per template version
+(id and etag); an engine :class:`Matcher` is prepared once per set of
+variants and match options. Both are bounded, so a bank that changes, or
+clients that cycle through settings, cannot grow the server's memory without
+end. Matching an unchanged bank with unchanged settings prepares nothing.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections import OrderedDict
+from collections.abc import Sequence
+from typing import Any
+
+from .engine import Matcher
+from .templates import StoredTemplate
+from .variants import Variant, variants_of
+
+MATCHERS_KEPT = 64
+VARIANT_SETS_KEPT = 1024
+
+
+class PreparedCache:
+    """Variants by template version and Matchers by (variants, options), least recently used out first."""
+
+    def __init__(self, *, matchers: int = MATCHERS_KEPT, variant_sets: int = VARIANT_SETS_KEPT) -> None:
+        self._lock = threading.Lock()
+        self._matchers: OrderedDict[tuple, Matcher] = OrderedDict()
+        self._variants: OrderedDict[tuple[str, str], list[Variant]] = OrderedDict()
+        self._limits = matchers, variant_sets
+
+    def variants(self, template: StoredTemplate) -> list[Variant]:
+        """The template's scale/rotation variants, made once per template version."""
+        key = (template.id, template.etag)
+        with self._lock:
+            found = self._variants.get(key)
+            if found is not None:
+                self._variants.move_to_end(key)
+                return found
+        found = variants_of(template)  # outside the lock: other streams keep going meanwhile
+        with self._lock:
+            self._variants[key] = found
+            if len(self._variants) > self._limits[1]:
+                self._variants.popitem(last=False)
+        return found
+
+    def matcher(self, variants: Sequence[Variant], **options: Any) -> Matcher:
+        """The engine's prepared Matcher for these variants and options.
+
+        Raises
+        ------
+        featuremap.service.engine.OptionError
+            Options the engine refuses (checked by the engine, once, when the
+            Matcher is prepared).
+        """
+        key = (tuple((v.id, v.etag) for v in variants), tuple(sorted(options.items())))
+        with self._lock:
+            matcher = self._matchers.get(key)
+            if matcher is not None:
+                self._matchers.move_to_end(key)
+                return matcher
+        matcher = Matcher([v.image for v in variants], masks=[v.mask for v in variants], **options)
+        with self._lock:
+            self._matchers[key] = matcher
+            if len(self._matchers) > self._limits[0]:
+                self._matchers.popitem(last=False)
+        return matcher

@@ -1,0 +1,66 @@
+"""Shared fixtures: real servers on real ports (in-process or as their own process), real gRPC.
+
+A module tunes its server by overriding ``server_settings`` (function-scoped
+``server``) or ``module_server_settings`` (``module_server``, one server for
+the whole module).
+"""
+
+from __future__ import annotations
+
+import grpc
+import pytest
+
+from featuremap.client import FeatureMapClient
+
+from service_helpers import free_port, running_server, start_process, wait_serving
+
+
+@pytest.fixture
+def server_settings() -> dict:
+    """Settings of ``server`` beyond the defaults (override in a module)."""
+    return {}
+
+
+@pytest.fixture
+def server(tmp_path, server_settings):
+    """An in-process server with its own bank: (stub, channel, Server)."""
+    with running_server(tmp_path / "data", **server_settings) as running:
+        yield running
+
+
+@pytest.fixture(scope="module")
+def module_server_settings() -> dict:
+    """Settings of ``module_server`` beyond the defaults (override in a module)."""
+    return {}
+
+
+@pytest.fixture(scope="module")
+def module_server(tmp_path_factory, module_server_settings):
+    """One in-process server for a whole module: (stub, channel, Server)."""
+    with running_server(tmp_path_factory.mktemp("data"), **module_server_settings) as running:
+        yield running
+
+
+@pytest.fixture
+def client(server):
+    """A FeatureMapClient of ``server``, and the Server."""
+    _, _, running = server
+    with FeatureMapClient(f"127.0.0.1:{running.port}", timeout=30) as c:
+        yield c, running
+
+
+@pytest.fixture(scope="module")
+def server_process(tmp_path_factory):
+    """``featuremap-server serve`` as its own process, for a whole module; yields its address."""
+    port = free_port()
+    process = start_process(tmp_path_factory.mktemp("data"), port)
+    channel = grpc.insecure_channel(f"127.0.0.1:{port}")
+    try:
+        wait_serving(channel)
+    finally:
+        channel.close()
+    yield f"127.0.0.1:{port}"
+    process.terminate()
+    process.wait(60)
+    process.stdout.close()
+    process.stderr.close()
