@@ -32,9 +32,10 @@ def load_tokens(path: str | Path) -> dict[str, frozenset[str]]:
         if len(parts) != 2:
             raise ValueError(f"{path}:{number}: expected 'token scope[,scope]'")
         token, scopes = parts[0], frozenset(s for s in parts[1].split(",") if s)
-        unknown = scopes - set(SCOPES)
-        if unknown or not scopes:
-            raise ValueError(f"{path}:{number}: unknown scope {sorted(unknown)}: use {', '.join(SCOPES)}")
+        if not scopes or not scopes <= set(SCOPES):
+            # Never echo the field: with token and scopes swapped it is the token.
+            raise ValueError(f"{path}:{number}: the second field must be scopes ({', '.join(SCOPES)}, "
+                             "comma-separated): is the line 'token scope' in that order?")
         if len(token) < 16:
             raise ValueError(f"{path}:{number}: tokens must have at least 16 characters")
         tokens[token] = scopes | ({"match"} if "admin" in scopes else set())
@@ -70,11 +71,12 @@ class TokenAuth(grpc.ServerInterceptor):
         if not full.startswith(SERVICE_PREFIX):
             return continuation(handler_call_details)  # health and reflection stay open
         method = full[len(SERVICE_PREFIX):]
-        header = dict(handler_call_details.invocation_metadata or ()).get("authorization", "")
-        if not header.startswith("Bearer "):
+        header = str(dict(handler_call_details.invocation_metadata or ()).get("authorization", ""))
+        scheme, _, presented = header.strip().partition(" ")
+        if scheme.lower() != "bearer" or not presented.strip():  # RFC 6750: the scheme is case-insensitive
             return _deny(method, grpc.StatusCode.UNAUTHENTICATED,
                          "missing token: send 'authorization: Bearer <token>' metadata")
-        scopes = self._scopes_of(header[len("Bearer "):].strip().encode())
+        scopes = self._scopes_of(presented.strip().encode())
         if scopes is None:
             return _deny(method, grpc.StatusCode.UNAUTHENTICATED, "unknown token")
         needed = "admin" if method in _ADMIN_METHODS else "match"

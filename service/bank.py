@@ -18,19 +18,25 @@ import numpy as np
 
 from .engine import check_template
 from .errors import AlreadyExists, FailedPrecondition, InvalidArgument, LimitExceeded, NotFound
-from .templates import StoredTemplate, TemplateStore
+from .templates import StoredTemplate, TemplateStore, Version
 from .variants import check_steps
 
-_ID = re.compile(r"^[a-z][a-z0-9-]{0,62}$")
+_ID = re.compile(r"[a-z][a-z0-9-]{0,62}")
+MAX_LABELS = 64
 _PREFIX = "templates/"
+
+
+def shown(text: str, limit: int = 80) -> str:
+    """``text`` as an error message may echo it: quoted, cut to ``limit`` characters."""
+    return repr(text) if len(text) <= limit else repr(text[:limit]) + f"... ({len(text)} characters)"
 
 
 def template_id_of(name: str) -> str:
     """The id in ``templates/{id}`` (or a bare id)."""
     tid = name[len(_PREFIX):] if name.startswith(_PREFIX) else name
-    if not _ID.match(tid):
+    if not _ID.fullmatch(tid):  # fullmatch: "$" would let a trailing newline through
         raise InvalidArgument(
-            f"{name!r} is not a template name: use templates/{{id}} with an id of 1-63 characters of a-z, "
+            f"{shown(name)} is not a template name: use templates/{{id}} with an id of 1-63 characters of a-z, "
             "0-9 and '-', starting with a letter"
         )
     return tid
@@ -57,24 +63,52 @@ class Bank:
     store : TemplateStore
     max_templates : int
         Bank size limit (RESOURCE_EXHAUSTED beyond it).
+    max_template_pixels : int, optional
+        Largest scale/rotation variant a template may have, in pixels.
     """
 
-    def __init__(self, store: TemplateStore, *, max_templates: int) -> None:
+    def __init__(self, store: TemplateStore, *, max_templates: int, max_template_pixels: int | None = None) -> None:
         self._store = store
         self._max_templates = max_templates
+        self._max_template_pixels = max_template_pixels
         self._lock = threading.Lock()
-        self._templates: dict[str, StoredTemplate] = {t.id: t for t in store.load()}
+        version, ids = store.snapshot()
+        self._templates: dict[str, StoredTemplate] = {t.id: t for t in store.fetch(list(ids))}
+        # Changes apply by version, never newer state replaced by older: the
+        # last snapshot applied, and this replica's own writes since then
+        # (version, id, template or None for a delete), replayed over any
+        # snapshot older than them.
+        self._applied = version
+        self._own: list[tuple[Version, str, StoredTemplate | None]] = []
         self.on_change: list[Callable[[], None]] = []  # called after another replica changed the bank
         store.watch(self.refresh)  # a shared store: follow the other replicas
 
     def refresh(self) -> None:
-        """Bring the bank in line with a shared store that others change too."""
-        ids = self._store.ids()
+        """Bring the bank in line with a shared store that others change too.
+
+        A snapshot older than the last one applied is dropped; this replica's
+        own acknowledged writes newer than the snapshot stay (read-your-writes).
+        """
+        version, ids = self._store.snapshot()
         with self._lock:
+            if self._applied.covers(version):
+                return
             known = {tid: t for tid, t in self._templates.items() if ids.get(tid) == t.seq}
         fetched = {t.id: t for t in self._store.fetch([tid for tid in ids if tid not in known])}
         with self._lock:
-            self._templates = {tid: known.get(tid) or fetched[tid] for tid in ids if tid in known or tid in fetched}
+            if self._applied.covers(version):  # another refresh got further meanwhile
+                return
+            templates = {tid: known.get(tid) or fetched[tid] for tid in ids if tid in known or tid in fetched}
+            # Own writes the snapshot does not hold yet stay; those of an
+            # epoch the store has left were lost with it.
+            self._own = [w for w in self._own if w[0].epoch == version.epoch and w[0].number > version.number]
+            for _, tid, template in self._own:
+                if template is None:
+                    templates.pop(tid, None)
+                else:
+                    templates[tid] = template
+            self._templates = templates
+            self._applied = version
         for callback in self.on_change:
             callback()
 
@@ -100,15 +134,17 @@ class Bank:
             template_id = "t" + uuid.uuid4().hex[:16]
         if len(display_name) > 256:
             raise InvalidArgument("display_name is longer than 256 characters")
+        if len(labels) > MAX_LABELS:
+            raise InvalidArgument(f"{len(labels)} labels: a template may have at most {MAX_LABELS}")
         for key, value in labels.items():
             if not key or len(key) > 63 or len(value) > 256:
-                raise InvalidArgument(f"label {key!r}: keys must have 1-63 characters, values at most 256")
+                raise InvalidArgument(f"label {shown(key)}: keys must have 1-63 characters, values at most 256")
         # The engine's checks (dtype, channels, NaN, the mask's size and
         # type), once, at creation; the variants are made when first matched.
         check_template(image, mask)
         if mask is not None:
             mask = mask.reshape(mask.shape[:2])
-        scales, angles = check_steps(scales, angles, image.shape)
+        scales, angles = check_steps(scales, angles, image.shape, self._max_template_pixels)
         template = StoredTemplate(
             id=template_id,
             image=image,
@@ -126,10 +162,12 @@ class Bank:
             if len(self._templates) >= self._max_templates:
                 raise LimitExceeded(f"the bank holds {len(self._templates)} templates, the limit (max_templates)")
             try:
-                stored = self._store.add(template)
+                stored, version = self._store.add(template)
             except KeyError:
                 raise AlreadyExists(f"template {name_of(template_id)} already exists") from None
             self._templates[template_id] = stored
+            if not self._applied.covers(version):
+                self._own.append((version, template_id, stored))
         return stored
 
     def get(self, name: str) -> StoredTemplate:
@@ -142,10 +180,13 @@ class Bank:
     def delete(self, name: str) -> None:
         tid = template_id_of(name)
         with self._lock:
-            if tid not in self._templates:
+            # The store decides: another replica may have created it a moment ago.
+            version = self._store.delete(tid)
+            if version is None:
                 raise NotFound(f"template {name_of(tid)} does not exist")
-            self._store.delete(tid)
-            del self._templates[tid]
+            self._templates.pop(tid, None)
+            if not self._applied.covers(version):
+                self._own.append((version, tid, None))
 
     def page(self, after: int, size: int) -> tuple[list[StoredTemplate], int | None]:
         """Up to ``size`` templates created after sequence ``after``, and the last one's sequence if more follow."""

@@ -9,8 +9,11 @@ metrics) is a :class:`Server`, which ``create_server`` returns.
 from __future__ import annotations
 
 import base64
+import errno
 import functools
 import logging
+import socket
+import ssl
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -83,10 +86,7 @@ def open_store(settings: Settings) -> TemplateStore:
     if settings.bank.startswith(("redis://", "rediss://")):
         from .redis_store import RedisStore
 
-        try:
-            return RedisStore(settings.bank)
-        except Exception as error:  # noqa: BLE001 - any failure to reach it is a start-up error
-            raise RuntimeError(f"cannot reach the bank at {settings.bank}: {error}") from None
+        return RedisStore(settings.bank)  # StoreError (a RuntimeError) names what is wrong
     # sqlite:///relative/bank.db or sqlite:////absolute/bank.db, as SQLAlchemy spells them.
     path = settings.bank[len("sqlite:///"):] if settings.bank else Path(settings.data_dir) / "bank.db"
     return SQLiteStore(path)
@@ -102,7 +102,8 @@ class Server:
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
         self.store = open_store(settings)
-        self.bank = Bank(self.store, max_templates=settings.max_templates)
+        self.bank = Bank(self.store, max_templates=settings.max_templates,
+                         max_template_pixels=settings.max_template_pixels)
         self.metrics = Metrics()
         self.metrics.bank.set(len(self.bank))
         self.bank.on_change.append(lambda: self.metrics.bank.set(len(self.bank)))
@@ -278,6 +279,52 @@ def _handlers(servicer: FeatureMapServicer) -> grpc.GenericRpcHandler:
     return grpc.method_handlers_generic_handler(SERVICE_NAME, handlers)
 
 
+def _tls_credentials(settings: Settings) -> grpc.ServerCredentials:
+    """The server's TLS credentials, the key checked against the certificate first.
+
+    gRPC only says "Failed to bind" for a key that does not match: say what is wrong.
+    """
+    try:
+        ssl.create_default_context(ssl.Purpose.CLIENT_AUTH).load_cert_chain(settings.tls_cert, settings.tls_key)
+    except ssl.SSLError as error:
+        reason = "does not match the certificate" if "KEY_VALUES_MISMATCH" in str(error) else f"cannot be used: {error}"
+        raise RuntimeError(f"tls_key {settings.tls_key} {reason} (tls_cert {settings.tls_cert})") from None
+    if settings.tls_client_ca:
+        try:
+            ssl.create_default_context(cafile=settings.tls_client_ca)
+        except ssl.SSLError as error:
+            raise RuntimeError(f"tls_client_ca {settings.tls_client_ca} is not a PEM CA bundle: {error}") from None
+
+    def read(path: str) -> bytes:
+        return Path(path).read_bytes()
+
+    return grpc.ssl_server_credentials(
+        [(read(settings.tls_key), read(settings.tls_cert))],
+        root_certificates=read(settings.tls_client_ca) if settings.tls_client_ca else None,
+        require_client_auth=bool(settings.tls_client_ca),
+    )
+
+
+def _why_not_listening(address: str) -> str | None:
+    """Why ``address`` cannot be bound ("address in use" when another socket holds it); None if it can."""
+    host, _, port = address.rpartition(":")
+    try:
+        infos = socket.getaddrinfo(host.strip("[]") or None, int(port), type=socket.SOCK_STREAM,
+                                   flags=socket.AI_PASSIVE)
+    except (socket.gaierror, ValueError):
+        return "not a valid host:port"
+    for family, kind, proto, _, sockaddr in infos:
+        with socket.socket(family, kind, proto) as probe:
+            probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as gRPC binds
+            try:
+                probe.bind(sockaddr)
+            except OSError as error:
+                if error.errno == errno.EADDRINUSE:
+                    return "address in use (is another server running there?)"
+                return str(error)
+    return None
+
+
 def create_server(address: str = "[::]:0", settings: Settings | None = None) -> tuple[Server, int]:
     """Start a featuremap server; return it and its port.
 
@@ -300,6 +347,11 @@ def create_server(address: str = "[::]:0", settings: Settings | None = None) -> 
             raise RuntimeError(f"tokens file: {error}") from None
     else:
         log.warning("no tokens file: every client may call every method (set --tokens-file)")
+    credentials = _tls_credentials(settings) if settings.tls_cert else None
+    # Asked before gRPC tries, which would log its own lines about it.
+    busy = None if address.endswith(":0") else _why_not_listening(address)
+    if busy is not None:
+        raise OSError(f"cannot listen on {address}: {busy}")
     runtime.retain_freed_memory()
     service = Server(settings)
     service.set_serving(False)
@@ -308,6 +360,9 @@ def create_server(address: str = "[::]:0", settings: Settings | None = None) -> 
     options = [
         ("grpc.max_receive_message_length", settings.max_message_bytes),
         ("grpc.max_send_message_length", settings.max_message_bytes),
+        # gRPC Python shares ports by default (SO_REUSEPORT): a second server
+        # on a busy address would start and split the clients between them.
+        ("grpc.so_reuseport", 0),
     ]
     # Each open stream holds a handler thread; unary calls need room beside them.
     server = grpc.server(ThreadPoolExecutor(max_workers=settings.max_streams + 16,
@@ -319,20 +374,17 @@ def create_server(address: str = "[::]:0", settings: Settings | None = None) -> 
         (SERVICE_NAME, health_pb2.DESCRIPTOR.services_by_name["Health"].full_name, reflection.SERVICE_NAME),
         server,
     )
-    if settings.tls_cert:
-        def read(path: str) -> bytes:
-            return Path(path).read_bytes()
-
-        credentials = grpc.ssl_server_credentials(
-            [(read(settings.tls_key), read(settings.tls_cert))],
-            root_certificates=read(settings.tls_client_ca) if settings.tls_client_ca else None,
-            require_client_auth=bool(settings.tls_client_ca),
-        )
-        port = server.add_secure_port(address, credentials)
-    else:
-        port = server.add_insecure_port(address)
+    try:
+        if credentials is not None:
+            port = server.add_secure_port(address, credentials)
+        else:
+            port = server.add_insecure_port(address)
+    except RuntimeError:
+        port = 0
     if port == 0:
-        raise OSError(f"cannot listen on {address}: is the address valid and free?")
+        service.frames.shutdown()
+        service.store.close()
+        raise OSError(f"cannot listen on {address}: {_why_not_listening(address) or 'gRPC could not bind it'}")
     server.start()
     service.grpc, service.port = server, port
 

@@ -13,7 +13,8 @@ import threading
 from collections.abc import Callable
 from pathlib import Path
 
-from .templates import ROW_FIELDS, StoredTemplate, from_row, to_row
+from .errors import LimitExceeded, Unavailable
+from .templates import ROW_FIELDS, StoredTemplate, StoreError, Version, from_row, to_row
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS templates (
@@ -34,6 +35,17 @@ CREATE TABLE IF NOT EXISTS templates (
 """
 
 
+def _fault(path: Path, error: Exception) -> Exception:
+    """What a failed write means to a caller: a full disk is RESOURCE_EXHAUSTED, the rest UNAVAILABLE.
+
+    Nothing was written either way: each template is one transaction.
+    """
+    text = str(error)
+    if "full" in text or getattr(error, "errno", None) == 28:  # SQLITE_FULL, ENOSPC
+        return LimitExceeded(f"the bank's disk is full ({path}): free space, then retry")
+    return Unavailable(f"the bank ({path}) cannot be written: {text}; retry later")
+
+
 class SQLiteStore:
     """The bank's SQLite file, a :class:`~.templates.TemplateStore`. Thread-safe: one connection behind a lock.
 
@@ -45,25 +57,31 @@ class SQLiteStore:
 
     def __init__(self, path: str | Path) -> None:
         path = Path(path)
-        path.parent.mkdir(parents=True, exist_ok=True)
         self.path = path
         self._lock = threading.Lock()
-        self._db = sqlite3.connect(str(path), check_same_thread=False, isolation_level=None)
-        self._db.execute("PRAGMA journal_mode=WAL")
-        self._db.execute("PRAGMA synchronous=FULL")
-        self._db.execute(_SCHEMA)
-        # Banks written before templates had variants: add the columns.
-        columns = {row[1] for row in self._db.execute("PRAGMA table_info(templates)")}
-        for column, default in (("scales", "[1.0]"), ("angles", "[0.0]")):
-            if column not in columns:
-                self._db.execute(f"ALTER TABLE templates ADD COLUMN {column} TEXT NOT NULL DEFAULT '{default}'")
+        self._version = 0  # this process is the file's one writer: its writes are the versions
+        try:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            self._db = sqlite3.connect(str(path), check_same_thread=False, isolation_level=None)
+            self._db.execute("PRAGMA journal_mode=WAL")
+            self._db.execute("PRAGMA synchronous=FULL")
+            self._db.execute(_SCHEMA)
+            # Banks written before templates had variants: add the columns.
+            columns = {row[1] for row in self._db.execute("PRAGMA table_info(templates)")}
+            for column, default in (("scales", "[1.0]"), ("angles", "[0.0]")):
+                if column not in columns:
+                    self._db.execute(f"ALTER TABLE templates ADD COLUMN {column} TEXT NOT NULL DEFAULT '{default}'")
+            self._db.execute("SELECT count(*) FROM templates").fetchone()  # reads the file: corrupt ones fail here
+        except (sqlite3.Error, OSError) as error:
+            raise StoreError(f"cannot open the bank {path}: {error} (is it a SQLite file, in a writable folder?)") \
+                from None
 
     def close(self) -> None:
         with self._lock:
             self._db.close()
 
-    def add(self, template: StoredTemplate) -> StoredTemplate:
-        """Insert a template; returns it with its sequence number. Raises KeyError if the id exists."""
+    def add(self, template: StoredTemplate) -> tuple[StoredTemplate, Version]:
+        """Insert a template; returns it with its sequence number, and the version. KeyError if the id exists."""
         row = to_row(template)
         row["mask"] = row["mask"] or None  # NULL, as banks written before the row format have it
         row["mask_dtype"] = row["mask_dtype"] or None
@@ -75,13 +93,22 @@ class SQLiteStore:
                 )
             except sqlite3.IntegrityError:
                 raise KeyError(template.id) from None
-        return template.numbered(cursor.lastrowid)
+            except (sqlite3.Error, OSError) as error:
+                raise _fault(self.path, error) from None
+            self._version += 1
+            return template.numbered(cursor.lastrowid), Version("", self._version)
 
-    def delete(self, template_id: str) -> bool:
-        """Remove a template; False if it did not exist."""
+    def delete(self, template_id: str) -> Version | None:
+        """Remove a template; the version after it, None if it did not exist."""
         with self._lock:
-            cursor = self._db.execute("DELETE FROM templates WHERE id = ?", (template_id,))
-        return cursor.rowcount > 0
+            try:
+                cursor = self._db.execute("DELETE FROM templates WHERE id = ?", (template_id,))
+            except (sqlite3.Error, OSError) as error:
+                raise _fault(self.path, error) from None
+            if cursor.rowcount == 0:
+                return None
+            self._version += 1
+            return Version("", self._version)
 
     def _select(self, where: str = "", args: tuple = ()) -> list[StoredTemplate]:
         with self._lock:
@@ -94,14 +121,16 @@ class SQLiteStore:
         """Every template, in creation order."""
         return self._select()
 
-    def ids(self) -> dict[str, int]:
-        """Every template id with its sequence number."""
+    def snapshot(self) -> tuple[Version, dict[str, int]]:
+        """The version and every template id with its sequence number."""
         with self._lock:
-            return dict(self._db.execute("SELECT id, seq FROM templates ORDER BY seq").fetchall())
+            return Version("", self._version), dict(self._db.execute("SELECT id, seq FROM templates ORDER BY seq").fetchall())
 
     def fetch(self, ids: list[str]) -> list[StoredTemplate]:
         """These templates (those still there), in the given order."""
-        found = {t.id: t for t in self._select(f"WHERE id IN ({', '.join('?' * len(ids))})", tuple(ids))} if ids else {}
+        if not ids:
+            return []
+        found = {t.id: t for t in self._select(f"WHERE id IN ({', '.join('?' * len(ids))})", tuple(ids))}
         return [found[tid] for tid in ids if tid in found]
 
     def watch(self, on_change: Callable[[], None]) -> None:

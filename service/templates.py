@@ -16,6 +16,26 @@ from typing import Protocol
 import numpy as np
 
 
+class StoreError(RuntimeError):
+    """A store that cannot be opened (start-up); the message names it and says what to check."""
+
+
+@dataclass(frozen=True)
+class Version:
+    """Where a store's history stands: writes count up ``number`` within an ``epoch``.
+
+    The epoch changes when the store starts over (a Redis that lost its
+    data): numbers from another epoch do not compare.
+    """
+
+    epoch: str
+    number: int
+
+    def covers(self, other: Version) -> bool:
+        """Whether a snapshot at this version already holds the write or snapshot at ``other``."""
+        return self.epoch == other.epoch and self.number >= other.number
+
+
 @dataclass(frozen=True)
 class StoredTemplate:
     """One template as the bank keeps it: pixels, optional mask and metadata."""
@@ -90,23 +110,31 @@ class TemplateStore(Protocol):
 
     Every method is safe to call from many threads. ``add`` returns only once
     the template is durable; a crash mid-write leaves the whole template or
-    nothing.
+    nothing. Failures a caller can meet are service errors: UNAVAILABLE
+    (storage unreachable), RESOURCE_EXHAUSTED (disk full).
     """
 
-    def add(self, template: StoredTemplate) -> StoredTemplate:
-        """Store a new template; returns it with its sequence number. Raises KeyError if the id exists."""
+    def add(self, template: StoredTemplate) -> tuple[StoredTemplate, Version]:
+        """Store a new template; returns it with its sequence number, and the store's version after the write.
+
+        Raises KeyError if the id exists.
+        """
         ...
 
-    def delete(self, template_id: str) -> bool:
-        """Remove a template; False if it did not exist."""
+    def delete(self, template_id: str) -> Version | None:
+        """Remove a template; returns the store's version after the write, None if it did not exist."""
         ...
 
     def load(self) -> list[StoredTemplate]:
         """Every template, in creation order."""
         ...
 
-    def ids(self) -> dict[str, int]:
-        """Every template id with its sequence number."""
+    def snapshot(self) -> tuple[Version, dict[str, int]]:
+        """The store's version and every template id with its sequence number, read together.
+
+        Versions grow with every write, so a snapshot at version v holds
+        every write numbered v or less and none after.
+        """
         ...
 
     def fetch(self, ids: list[str]) -> list[StoredTemplate]:

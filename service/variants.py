@@ -15,7 +15,7 @@ from dataclasses import dataclass
 import cv2
 import numpy as np
 
-from .errors import InvalidArgument
+from .errors import InvalidArgument, LimitExceeded
 
 MAX_STEPS = 16  # scales or angles per template
 MIN_SIDE = 3
@@ -39,8 +39,19 @@ def _resized(height: int, width: int, scale: float) -> tuple[int, int]:
     return max(1, round(width * scale)), max(1, round(height * scale))
 
 
-def check_steps(scales, angles, shape: tuple[int, ...]) -> tuple[tuple[float, ...], tuple[float, ...]]:
-    """Validated scales and angles (empty means the identity) of a template of ``shape`` (H, W, ...)."""
+def _canvas(width: int, height: int, angle: float) -> tuple[int, int]:
+    """(width, height) of a canvas that holds a width x height image rotated by ``angle`` degrees."""
+    radians = math.radians(angle)
+    cos, sin = abs(math.cos(radians)), abs(math.sin(radians))
+    return int(math.ceil(width * cos + height * sin - 1e-6)), int(math.ceil(width * sin + height * cos - 1e-6))
+
+
+def check_steps(scales, angles, shape: tuple[int, ...],
+                max_pixels: int | None = None) -> tuple[tuple[float, ...], tuple[float, ...]]:
+    """Validated scales and angles (empty means the identity) of a template of ``shape`` (H, W, ...).
+
+    With ``max_pixels``, every variant (resized, then on its rotated canvas) must fit it too.
+    """
     scales = tuple(float(s) for s in scales) or (1.0,)
     angles = tuple(float(a) for a in angles) or (0.0,)
     if len(scales) > MAX_STEPS or len(angles) > MAX_STEPS:
@@ -53,6 +64,11 @@ def check_steps(scales, angles, shape: tuple[int, ...]) -> tuple[tuple[float, ..
     for scale in scales:
         if scale != 1.0 and min(_resized(height, width, scale)) < MIN_SIDE:
             raise InvalidArgument(f"scale {scale} makes the {width}x{height} template smaller than {MIN_SIDE} pixels")
+        for angle in angles if max_pixels is not None else ():
+            out_w, out_h = _canvas(*_resized(height, width, scale), angle)
+            if out_w * out_h > max_pixels:
+                raise LimitExceeded(f"the variant at scale {scale:g}, angle {angle:g} is {out_w}x{out_h} = "
+                                    f"{out_w * out_h} pixels, over the limit of {max_pixels} (max_template_pixels)")
     return scales, angles
 
 
@@ -60,9 +76,7 @@ def _rotate(image: np.ndarray, angle: float, interpolation: int) -> np.ndarray:
     height, width = image.shape[:2]
     centre = ((width - 1) / 2.0, (height - 1) / 2.0)
     matrix = cv2.getRotationMatrix2D(centre, angle, 1.0)
-    cos, sin = abs(matrix[0, 0]), abs(matrix[0, 1])
-    out_w = int(math.ceil(width * cos + height * sin - 1e-6))
-    out_h = int(math.ceil(width * sin + height * cos - 1e-6))
+    out_w, out_h = _canvas(width, height, angle)
     matrix[0, 2] += (out_w - width) / 2.0
     matrix[1, 2] += (out_h - height) / 2.0
     return cv2.warpAffine(image, matrix, (out_w, out_h), flags=interpolation, borderMode=cv2.BORDER_CONSTANT,

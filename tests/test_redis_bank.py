@@ -6,6 +6,7 @@ import re
 import shutil
 import subprocess
 import sys
+import threading
 import time
 import urllib.request
 
@@ -38,26 +39,48 @@ if shutil.which("redis-server") is None:
                 allow_module_level=True)
 
 
+class RedisServer:
+    """A real redis-server on a free port, which a test may kill and start again."""
+
+    def __init__(self, folder) -> None:
+        self.port = free_port()
+        self.folder = folder
+        self.url = f"redis://127.0.0.1:{self.port}/0"
+        self.process = None
+        self.start()
+
+    def start(self) -> None:
+        self.process = subprocess.Popen(["redis-server", "--port", str(self.port), "--bind", "127.0.0.1", "--save",
+                                         "", "--appendonly", "no", "--dir", str(self.folder)],
+                                        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        deadline = time.monotonic() + 10
+        client = redis.Redis(port=self.port)
+        while True:
+            try:
+                client.ping()
+                break
+            except redis.ConnectionError:
+                if time.monotonic() > deadline:
+                    raise
+                time.sleep(0.05)
+        client.close()
+
+    def kill(self) -> None:
+        self.process.kill()
+        self.process.wait(10)
+
+
 @pytest.fixture
-def redis_url(tmp_path):
-    port = free_port()
-    process = subprocess.Popen(["redis-server", "--port", str(port), "--bind", "127.0.0.1", "--save", "",
-                                "--appendonly", "no", "--dir", str(tmp_path)],
-                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    deadline = time.monotonic() + 10
-    client = redis.Redis(port=port)
-    while True:
-        try:
-            client.ping()
-            break
-        except redis.ConnectionError:
-            if time.monotonic() > deadline:
-                raise
-            time.sleep(0.05)
-    client.close()
-    yield f"redis://127.0.0.1:{port}/0"
-    process.terminate()
-    process.wait(10)
+def redis_server(tmp_path):
+    server = RedisServer(tmp_path)
+    yield server
+    server.process.terminate()
+    server.process.wait(10)
+
+
+@pytest.fixture
+def redis_url(redis_server):
+    return redis_server.url
 
 
 @pytest.fixture
@@ -210,3 +233,59 @@ def test_templates_stay_intact_when_a_replica_dies_mid_write(cluster):
         assert (template.height, template.width, template.channels) == (24, 24, 1)  # never half a template
         if tid in creators.acknowledged:
             assert template.image.raw.data == creators.acknowledged[tid].tobytes()
+
+
+def test_a_replica_reads_its_own_writes_while_another_replica_writes(replicas):
+    one, two, _ = replicas
+    image = raw_image(scene(6)[:12, :12])
+    stop = threading.Event()
+
+    def other_writer():
+        i = 0
+        while not stop.is_set():
+            two.CreateTemplate(pb.CreateTemplateRequest(template=pb.Template(image=image), template_id=f"b{i}"),
+                               timeout=10)
+            i += 1
+
+    writer = threading.Thread(target=other_writer)
+    writer.start()
+    missing = []
+    try:
+        for i in range(150):
+            one.CreateTemplate(pb.CreateTemplateRequest(template=pb.Template(image=image), template_id=f"a{i}"),
+                               timeout=10)
+            for _ in range(3):  # each read right after the write, while the other replica writes
+                try:
+                    one.GetTemplate(pb.GetTemplateRequest(name=f"templates/a{i}"), timeout=10)
+                except grpc.RpcError as error:
+                    missing.append((i, error.code()))
+    finally:
+        stop.set()
+        writer.join()
+    assert not missing, f"{len(missing)} of 450 reads missed the replica's own write: {missing[:5]}"
+    # And every replica sees every write within a second.
+    want = set(all_templates(two)) | {f"a{i}" for i in range(150)}
+    assert within(1.5, lambda: set(all_templates(one)) == want == set(all_templates(two)))
+
+
+def test_redis_down_is_unavailable_for_writes_and_matching_goes_on(redis_server, replicas):
+    one, two, _ = replicas
+    frame = scene(7)
+    one.CreateTemplate(pb.CreateTemplateRequest(template=pb.Template(image=raw_image(frame[20:40, 30:60])),
+                                                template_id="kept"))
+    assert within(2, lambda: names(two) == ["templates/kept"])
+    redis_server.kill()
+    for call, request in ((one.CreateTemplate, pb.CreateTemplateRequest(
+            template=pb.Template(image=raw_image(frame[:8, :8])), template_id="lost")),
+            (two.DeleteTemplate, pb.DeleteTemplateRequest(name="templates/kept"))):
+        with pytest.raises(grpc.RpcError) as caught:
+            call(request, timeout=30)
+        assert caught.value.code() == grpc.StatusCode.UNAVAILABLE, caught.value.details()
+        assert "retry later" in caught.value.details()
+    # Reads and matching go on from the replicas' memory.
+    result = two.Match(pb.MatchRequest(config=pb.MatchConfig(), frame=frame_message(frame)), timeout=30).result
+    assert [(p.x, p.y) for p in result.peaks] == [(30, 20)]
+    redis_server.start()  # an empty Redis (no persistence here): the replicas recover and follow it
+    one.CreateTemplate(pb.CreateTemplateRequest(template=pb.Template(image=raw_image(frame[:8, :8])),
+                                                template_id="after"), timeout=30)
+    assert within(3, lambda: "templates/after" in names(two))

@@ -13,6 +13,8 @@ from cryptography.x509.oid import NameOID
 from featuremap.client import FeatureMapClient, FeatureMapError
 from featuremap.service.config import Settings
 from featuremap.service.server import create_server
+from featuremap.v1 import featuremap_pb2 as pb
+from featuremap.v1 import featuremap_pb2_grpc as pb_grpc
 
 from service_helpers import scene, wait_serving
 
@@ -135,11 +137,39 @@ def test_an_open_server_says_so_once(tmp_path, caplog):
 
 @pytest.mark.parametrize("content,message", [
     ("short match\n", "at least 16 characters"),
-    ("abcdefghijklmnopqrstu root\n", "unknown scope"),
+    ("abcdefghijklmnopqrstu root\n", "the second field must be scopes"),
+    # Token and scope swapped: the error must not show the token.
+    ("match abcdefghijklmnopqrstu\n", "the second field must be scopes"),
     ("\n# nothing\n", "no tokens"),
 ])
 def test_a_bad_tokens_file_fails_at_start(tmp_path, content, message):
     tokens = tmp_path / "tokens"
     tokens.write_text(content)
-    with pytest.raises(RuntimeError, match=message):
+    with pytest.raises(RuntimeError, match=message) as caught:
         serve(tmp_path, tokens_file=str(tokens))
+    assert "abcdefghijklmnopqrstu" not in str(caught.value)
+
+
+def test_a_key_that_does_not_match_its_certificate_says_so(tmp_path, pki):
+    with pytest.raises(RuntimeError, match="does not match the certificate"):
+        serve(tmp_path, tls_cert=pki["server.pem"], tls_key=pki["client.key"])
+
+
+def test_the_bearer_scheme_is_case_insensitive(tmp_path):
+    tokens = tmp_path / "tokens"
+    tokens.write_text("abcdefghijklmnopqrstu match\n")
+    server, address = serve(tmp_path, tokens_file=str(tokens))
+    try:
+        channel = grpc.insecure_channel(address)
+        wait_serving(channel)
+        stub = pb_grpc.FeatureMapServiceStub(channel)
+        for scheme in ("Bearer", "bearer", "BEARER"):
+            page = stub.ListTemplates(pb.ListTemplatesRequest(), timeout=10,
+                                      metadata=(("authorization", f"{scheme} abcdefghijklmnopqrstu"),))
+            assert list(page.templates) == []
+        with pytest.raises(grpc.RpcError) as caught:
+            stub.ListTemplates(pb.ListTemplatesRequest(), timeout=10, metadata=(("authorization", "Basic abc"),))
+        assert caught.value.code() == grpc.StatusCode.UNAUTHENTICATED
+        channel.close()
+    finally:
+        server.drain(0)

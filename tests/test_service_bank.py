@@ -8,7 +8,10 @@ import grpc
 import numpy as np
 import pytest
 
+from featuremap.service.bank import Bank
 from featuremap.service.codec import decode_image
+from featuremap.service.errors import LimitExceeded
+from featuremap.service.sqlite_store import SQLiteStore
 from featuremap.wire import image_message as raw_image
 from featuremap.v1 import featuremap_pb2 as pb
 
@@ -131,3 +134,44 @@ def test_the_bank_survives_a_restart(tmp_path):
         assert [t.name for t in listed] == ["templates/kept"]
         assert listed[0].etag == created.etag and dict(listed[0].labels) == {"k": "v"}
         assert listed[0].image.raw.data == image.tobytes()
+
+
+def test_names_labels_and_variants_at_the_edges_are_refused_with_short_messages(server):
+    stub, _, _ = server
+    image = raw_image(scene(3)[:10, :10])
+    long_id = "a" * 20000
+    cases = [
+        (pb.CreateTemplateRequest(template=pb.Template(image=image), template_id="abc\n"),
+         grpc.StatusCode.INVALID_ARGUMENT, "is not a template name"),
+        (pb.CreateTemplateRequest(template=pb.Template(image=image), template_id=long_id),
+         grpc.StatusCode.INVALID_ARGUMENT, "(20000 characters)"),
+        (pb.CreateTemplateRequest(template=pb.Template(image=image, labels={f"k{i}": "v" for i in range(65)})),
+         grpc.StatusCode.INVALID_ARGUMENT, "at most 64"),
+        # 10x10 at scale 8 and 45 degrees is 114x114: fine; a 1000x1000 template at scale 1.2 is not.
+        (pb.CreateTemplateRequest(template=pb.Template(image=raw_image(np.zeros((1000, 1000), np.uint8)),
+                                                       scales=[1.0, 1.2])),
+         grpc.StatusCode.RESOURCE_EXHAUSTED, "(max_template_pixels)"),
+    ]
+    for request, code, message in cases:
+        got_code, details = code_of(stub.CreateTemplate, request)
+        assert (got_code, message in details) == (code, True), details[:200]
+        assert len(details) < 400
+    got_code, details = code_of(stub.GetTemplate, pb.GetTemplateRequest(name="templates/" + long_id))
+    assert got_code == grpc.StatusCode.INVALID_ARGUMENT and len(details) < 400
+    assert stub.CreateTemplate(pb.CreateTemplateRequest(template=pb.Template(image=image, scales=[8], angles=[45]),
+                                                        template_id="big")).template.name == "templates/big"
+    assert [t.name for t in stub.ListTemplates(pb.ListTemplatesRequest()).templates] == ["templates/big"]
+
+
+def test_a_full_disk_is_resource_exhausted_and_loses_nothing(tmp_path):
+    # A real SQLite file that cannot grow (max_page_count): SQLite says "database or disk is full".
+    store = SQLiteStore(tmp_path / "bank.db")
+    bank = Bank(store, max_templates=100)
+    first = bank.create(np.zeros((8, 8, 1), np.uint8), None, template_id="first")
+    pages = store._db.execute("PRAGMA page_count").fetchone()[0]
+    store._db.execute(f"PRAGMA max_page_count = {pages}")
+    with pytest.raises(LimitExceeded, match="disk is full"):
+        bank.create(np.zeros((200, 200, 1), np.uint8), None, template_id="second")
+    assert [t.id for t in bank.page(0, 10)[0]] == ["first"]
+    store.close()
+    assert [t.id for t in SQLiteStore(tmp_path / "bank.db").load()] == [first.id]

@@ -1,5 +1,6 @@
 """The server as a process: settings, health, reflection, metrics, kill -9 and SIGTERM."""
 
+import os
 import signal
 import threading
 import time
@@ -58,6 +59,76 @@ def test_a_bad_setting_fails_at_start_with_a_clear_message(tmp_path, flag, value
     assert process.wait(60) == 1  # a usage error
     assert message in process.stderr.read()
     stop(process)
+
+
+def one_line_error(process) -> str:
+    """The process's stderr, checked to be one line without a traceback."""
+    err = process.stderr.read()
+    assert "Traceback" not in err, err
+    lines = [line for line in err.splitlines() if line.strip() and "no tokens file" not in line]
+    assert len(lines) == 1, err
+    return lines[0]
+
+
+def test_a_second_server_on_a_busy_address_exits_2(tmp_path):
+    port = free_port()
+    first = start_process(tmp_path / "one", port)
+    channel, _ = connect(port)
+    try:
+        wait_serving(channel)
+        second = start_process(tmp_path / "two", port)
+        assert second.wait(60) == 2
+        assert "address in use" in one_line_error(second)
+        stop(second)
+        wait_serving(channel, timeout=5)  # the first one is untouched
+    finally:
+        channel.close()
+        assert stop(first) == 0
+
+
+def _corrupt(folder):
+    folder.mkdir()
+    (folder / "bank.db").write_bytes(b"this is not a SQLite file" * 100)
+
+
+def _truncated(folder):
+    folder.mkdir()
+    with running_server(folder) as (stub, _, _):
+        stub.CreateTemplate(pb.CreateTemplateRequest(template=pb.Template(image=raw_image(scene(1)[:8, :8]))))
+    data = (folder / "bank.db").read_bytes()
+    (folder / "bank.db").write_bytes(data[:50])
+
+
+def _directory(folder):
+    (folder / "bank.db").mkdir(parents=True)
+
+
+def _read_only(folder):
+    folder.mkdir()
+    folder.chmod(0o500)
+
+
+def _under_a_file(folder):
+    folder.parent.joinpath("file").write_text("a file, not a folder")
+    return folder.parent / "file" / "data"
+
+
+@pytest.mark.parametrize("spoil", [_corrupt, _truncated, _directory, _read_only, _under_a_file])
+def test_a_bank_that_cannot_be_opened_stops_the_start_with_one_line(tmp_path, spoil):
+    folder = tmp_path / "data"
+    folder = spoil(folder) or folder
+    if spoil is _read_only and os.access(folder, os.W_OK):
+        folder.chmod(0o700)
+        pytest.skip("root writes to read-only folders")
+    process = start_process(folder, free_port())
+    try:
+        assert process.wait(120) == 2
+        line = one_line_error(process)
+        assert "cannot open the bank" in line and "bank.db" in line
+    finally:
+        stop(process)
+        if folder.is_dir():
+            folder.chmod(0o700)
 
 
 def test_settings_come_from_the_environment_and_flags_win(tmp_path):

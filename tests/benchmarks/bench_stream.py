@@ -5,7 +5,7 @@ top-1 peaks): frames per second of
 
 - the engine in this process (Matcher + find_peaks per frame, what the server
   computes per frame),
-- StreamMatch to a ``featuremap serve`` process on loopback, peaks only,
+- StreamMatch to a ``featuremap-server serve`` process on loopback, peaks only,
 - the same with every map returned as FLOAT16,
 
 with the ratio to the engine and the p50/p99 frame latency seen by the client
@@ -80,7 +80,7 @@ def main() -> None:
     port = free_port()
     with tempfile.TemporaryDirectory() as data:
         server = subprocess.Popen(
-            [sys.executable, "-m", "featuremap.client.cli", "serve", "--address", f"127.0.0.1:{port}",
+            [sys.executable, "-m", "featuremap.service", "serve", "--address", f"127.0.0.1:{port}",
              "--data-dir", data, "--log-level", "warning"],
             env=os.environ.copy(),
         )
@@ -113,7 +113,7 @@ def main() -> None:
             server.send_signal(signal.SIGTERM)
             server.wait(60)
     print(f"StreamMatch vs the engine: VGA gray frames, K=8 templates 16x16, ccoeff_normed, top-1 peaks; "
-          f"{FRAMES} frames per run, median of 3 runs; server: `featuremap serve` on loopback\n")
+          f"{FRAMES} frames per run, median of 3 runs; server: `featuremap-server serve` on loopback\n")
     header = f"{'':<28}{'frames/s':>10}{'vs engine':>11}{'p50 ms':>9}{'p99 ms':>9}"
     print(header)
     print("-" * len(header))
