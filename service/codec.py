@@ -86,7 +86,38 @@ def _check_pixels(width: int, height: int, max_pixels: int, what: str, limit_nam
         )
 
 
-def decode_image(image: pb.Image, what: str, max_pixels: int, limit_name: str = "max_pixels") -> np.ndarray:
+def jpeg_scans(data: bytes) -> int:
+    """How many scans (SOS segments) a JPEG has, counted from its markers without decoding.
+
+    A progressive JPEG decodes every scan over the whole image: a small file
+    that repeats one scan thousands of times costs CPU-minutes. Baseline
+    files have one scan, normal progressive ones about ten.
+    """
+    scans, i, size = 0, 2, len(data)
+    while i + 4 <= size:
+        if data[i] != 0xFF:
+            i = data.find(b"\xff", i)  # inside entropy-coded data: on to the next marker
+            if i < 0:
+                break
+            continue
+        marker = data[i + 1]
+        if marker == 0xFF:
+            i += 1
+            continue
+        if marker == 0x00 or 0xD0 <= marker <= 0xD7 or marker in (0x01, 0xD8):
+            i += 2  # stuffed byte, restart markers: no length
+            continue
+        if marker == 0xD9:
+            break  # end of image
+        length = (data[i + 2] << 8) | data[i + 3]
+        if marker == 0xDA:
+            scans += 1
+        i += 2 + length
+    return scans
+
+
+def decode_image(image: pb.Image, what: str, max_pixels: int, limit_name: str = "max_pixels", *,
+                 max_jpeg_scans: int | None = None) -> np.ndarray:
     """A proto Image as an HxWxC array (uint8 or float32; raw images are uncopied, read-only views).
 
     Raises
@@ -108,6 +139,11 @@ def decode_image(image: pb.Image, what: str, max_pixels: int, limit_name: str = 
     data = image.encoded
     width, height = encoded_size(data)
     _check_pixels(width, height, max_pixels, what, limit_name)
+    if max_jpeg_scans is not None and data.startswith(b"\xff\xd8"):
+        scans = jpeg_scans(data)
+        if scans > max_jpeg_scans:
+            raise LimitExceeded(f"{what} is a JPEG of {scans} scans, over the limit of {max_jpeg_scans} "
+                                "(max_jpeg_scans): re-encode it (baseline JPEG has one scan)")
     array = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_UNCHANGED)
     if array is None:
         raise InvalidArgument(f"{what} could not be decoded: the file is corrupt or truncated")

@@ -57,16 +57,19 @@ def serve_command(args: argparse.Namespace) -> int:
     os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
     seed_kernel_cache()
     from . import logs
+    from .cgroup import available_cpus
     from .config import SettingsError, settings_from
-    from .server import create_server
 
     try:
         settings = settings_from(args)
     except SettingsError as error:
         print(f"{args.prog}: {error}", file=sys.stderr)
         return USAGE
+    # Numba sizes its thread pool when it loads: by the container's CPUs, not the host's.
+    os.environ.setdefault("NUMBA_NUM_THREADS", str(settings.cpus or available_cpus()))
     logs.configure(settings.log_format, settings.log_level)
     log = logging.getLogger("featuremap.serve")
+    from .server import create_server  # loads Numba
     try:
         server, port = create_server(settings.address, settings)
     except (OSError, RuntimeError) as error:

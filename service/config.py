@@ -32,7 +32,12 @@ class Settings:
     max_templates: int = 10000
     max_templates_per_request: int = 256
     max_streams: int = 64
+    max_calls: int = 16
     max_in_flight: int = 4
+    max_variants_per_request: int = 1024
+    max_jpeg_scans: int = 100
+    memory_budget: int = 0
+    cpus: int = 0
     grace_seconds: float = 10.0
     tokens_file: str = ""
     tls_cert: str = ""
@@ -54,13 +59,24 @@ _HELP = {
     "max_templates": "most templates in the bank",
     "max_templates_per_request": "most templates one config may match",
     "max_streams": "most concurrent StreamMatch calls",
+    "max_calls": "most Match calls running or queued at once; more are refused with RESOURCE_EXHAUSTED",
     "max_in_flight": "frames buffered per stream before the client is slowed down",
+    "max_variants_per_request": "most template variants (templates x their scales x angles) one config may match",
+    "max_jpeg_scans": "most scans a progressive JPEG may have (counted before decoding; normal files have ~10)",
+    "memory_budget": "bytes matching may hold at once, all calls together; 0: half the container's memory limit "
+                     "(cgroup memory.max), or of the machine's memory",
+    "cpus": "CPUs to size the compute pool and Numba's threads by; 0: the container's CPU quota (cgroup "
+            "cpu.max), or the CPUs this process may run on",
     "grace_seconds": "on SIGTERM, how long in-flight calls may take to finish",
     "tokens_file": "bearer tokens with scopes, one 'token scope[,scope]' per line; empty: no authentication",
     "tls_cert": "PEM certificate chain of the server: serve TLS",
     "tls_key": "PEM private key of --tls-cert",
     "tls_client_ca": "PEM CA bundle: require client certificates it signed (mutual TLS)",
 }
+
+
+#: Settings where 0 means "work it out from the container".
+_AUTO = {"memory_budget": "half the memory limit", "cpus": "the CPU quota"}
 
 
 def env_name(field: str) -> str:
@@ -70,7 +86,10 @@ def env_name(field: str) -> str:
 def _check(settings: Settings) -> Settings:
     for field in fields(Settings):
         value = getattr(settings, field.name)
-        if field.type in ("int", "float") and value <= 0:
+        if field.name in _AUTO:
+            if value < 0:
+                raise SettingsError(f"{field.name} must be >= 0 (0: {_AUTO[field.name]}), got {value}")
+        elif field.type in ("int", "float") and value <= 0:
             raise SettingsError(f"{field.name} must be > 0, got {value}")
     if settings.log_format not in ("text", "json"):
         raise SettingsError(f"log_format must be text or json, got {settings.log_format!r}")

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import grpc
 
-from .engine import OptionError
+from .engine import Cancelled, OptionError
 
 
 class ServiceError(Exception):
@@ -56,4 +56,6 @@ def status_of(error: BaseException) -> tuple[grpc.StatusCode, str]:
         return error.code, str(error)
     if isinstance(error, OptionError):
         return grpc.StatusCode.INVALID_ARGUMENT, str(error)
+    if isinstance(error, Cancelled):  # the caller went away or its deadline passed
+        return grpc.StatusCode.CANCELLED, str(error)
     return grpc.StatusCode.INTERNAL, "internal error (the server log has the details)"

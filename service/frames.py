@@ -8,9 +8,8 @@ sides (``featuremap.wire``) and plain data to the bank and the engine.
 
 from __future__ import annotations
 
-import os
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 
@@ -23,11 +22,13 @@ from featuremap.v1 import featuremap_pb2 as pb
 from . import codec
 from .bank import Bank
 from .config import Settings
-from .engine import check_options, check_peak_options
+from .engine import Cancelled, check_options, check_peak_options, runtime
 from .errors import InvalidArgument, LimitExceeded
 from .matching import Computed, MatchOptions, Plan, compute
 from .metrics import Metrics
 from .prepared import PreparedCache
+from .budget import MemoryBudget
+from .cgroup import available_cpus, default_memory_budget
 
 #: The service's own limits on a config (the engine has none on these).
 MAX_TOP_K = 1000
@@ -102,8 +103,16 @@ class FrameProcessor:
         self._settings = settings
         self._bank = bank
         self._metrics = metrics
-        self.prepared = PreparedCache()
-        self._pool = ThreadPoolExecutor(max_workers=os.cpu_count() or 1, thread_name_prefix="featuremap-compute")
+        self.cpus = settings.cpus or available_cpus()
+        budget = settings.memory_budget or default_memory_budget()
+        # Three quarters for the calls in hand, a quarter for what prepared
+        # Matchers keep between calls (kernel spectra).
+        self.budget = MemoryBudget(budget - budget // 4)
+        self.prepared = PreparedCache(retained_bytes=budget // 4)
+        # As many frames at once as the container has CPUs, each kernel on
+        # that many threads (Numba's count is per calling thread).
+        self._pool = ThreadPoolExecutor(max_workers=self.cpus, thread_name_prefix="featuremap-compute",
+                                        initializer=runtime.set_threads, initargs=(self.cpus,))
 
     @property
     def max_in_flight(self) -> int:
@@ -120,6 +129,10 @@ class FrameProcessor:
         if not config.templates and len(templates) > limit:
             raise LimitExceeded(f"the whole bank is {len(templates)} templates, over the limit of {limit} "
                                 "(max_templates_per_request): name the templates")
+        variants = sum(len(t.scales) * len(t.angles) for t in templates)
+        if variants > self._settings.max_variants_per_request:
+            raise LimitExceeded(f"the config's templates have {variants} scale/rotation variants, over the limit of "
+                                f"{self._settings.max_variants_per_request} (max_variants_per_request)")
         options = match_options(config)
         return Plan(templates=templates, whole_bank=not config.templates, options=options)
 
@@ -127,13 +140,25 @@ class FrameProcessor:
         """A frame's pixels, within the frame pixel limit."""
         started = time.perf_counter()
         image = codec.decode_image(frame.image, f"frame {frame.sequence}", self._settings.max_frame_pixels,
-                                   "max_frame_pixels")
+                                   "max_frame_pixels", max_jpeg_scans=self._settings.max_jpeg_scans)
         return Decoded(image, (time.perf_counter() - started) * 1e3)
 
-    def process(self, plan: Plan, frame: pb.Frame, decoded: Decoded | None = None) -> Answer:
-        """Decode (unless done), match and encode one frame."""
+    def process(self, plan: Plan, frame: pb.Frame, decoded: Decoded | None = None,
+                cancelled: Callable[[], bool] = lambda: False) -> Answer:
+        """Decode (unless done), match and encode one frame; stop between stages once ``cancelled()``.
+
+        Raises
+        ------
+        featuremap.service.engine.Cancelled
+            The caller went away or its deadline passed.
+        """
         decoded = decoded or self.decode(frame)
-        computed = compute(plan, self.prepared, decoded.image)
+        self._check_response_size(plan, decoded.image)
+        if cancelled():
+            raise Cancelled("the call ended before its frame was matched")
+        computed = compute(plan, self.prepared, decoded.image, budget=self.budget, cancelled=cancelled)
+        if cancelled():
+            raise Cancelled("the call ended before its maps were encoded")
         started = time.perf_counter()
         maps = self._encode_maps(plan, computed)
         encode_ms = (time.perf_counter() - started) * 1e3
@@ -146,9 +171,29 @@ class FrameProcessor:
         )
         return Answer(result, maps)
 
-    def submit(self, plan: Plan, frame: pb.Frame, decoded: Decoded | None = None) -> Future[Answer]:
+    def submit(self, plan: Plan, frame: pb.Frame, decoded: Decoded | None = None,
+               cancelled: Callable[[], bool] = lambda: False) -> Future[Answer]:
         """:meth:`process` on the compute pool (maps are encoded there too: encoding is work)."""
-        return self._pool.submit(self.process, plan, frame, decoded)
+        return self._pool.submit(self.process, plan, frame, decoded, cancelled)
+
+    def _check_response_size(self, plan: Plan, image: np.ndarray) -> None:
+        """Refuse, before matching, maps that could not be sent (over max_message_bytes)."""
+        encoding = plan.options.encoding
+        if encoding is None:
+            return
+        height, width = image.shape[:2]
+        stride, padding = plan.options.stride, plan.options.padding
+        item = {"float32": 4, "float16": 2, "uint8": 1}[encoding]
+        total = 0
+        for template in plan.templates:
+            h, w = template.image.shape[:2]
+            rows, cols = {"valid": (height - h + 1, width - w + 1), "same": (height, width),
+                          "full": (height + h - 1, width + w - 1)}[padding]
+            total += max(0, (rows - 1) // stride + 1) * max(0, (cols - 1) // stride + 1) * item + 64
+        if total > self._settings.max_message_bytes:
+            raise LimitExceeded(f"the maps of this frame would be {total} bytes, over the limit of "
+                                f"{self._settings.max_message_bytes} (max_message_bytes): ask for fewer templates, "
+                                "a stride, a smaller encoding (float16, uint8) or no maps")
 
     def respond(self, response: type[Message], answer: Answer, rpc: str, skipped: list[int] | None = None) -> bytes:
         """The response's wire bytes for an answered frame (counted as answered by ``rpc``)."""

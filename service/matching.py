@@ -7,17 +7,23 @@ dataclasses; the wire is the frame processor's business.
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 
 from .bank import name_of
-from .engine import LOWER_IS_BETTER, find_peaks, map_origin
+from .engine import LOWER_IS_BETTER, Cancelled, find_peaks, map_origin
 from .errors import InvalidArgument
 from .prepared import PreparedCache
+from .budget import MemoryBudget
 from .templates import StoredTemplate
 from .variants import Variant
+
+
+#: A chunk of templates may hold maps of this many bytes at least (see _chunks).
+CHUNK_MIN_BYTES = 64 << 20
 
 
 @dataclass(frozen=True)
@@ -98,18 +104,46 @@ def _merge(candidates: list[tuple], lower: bool, top_k: int, distance: int) -> l
     return kept
 
 
-def compute(plan: Plan, prepared: PreparedCache, frame: np.ndarray) -> Computed:
-    """Match one decoded frame (HxWxC) with a plan.
+def _chunks(groups: list[tuple[StoredTemplate, list[Variant]]], frame: np.ndarray,
+            stride: int) -> list[list[tuple[StoredTemplate, list[Variant]]]]:
+    """Templates in runs whose maps take about as much memory as the frame (at least 64 MiB).
+
+    When only peaks are wanted, each run's maps are reduced to peaks and
+    dropped before the next run: memory is O(frame + chunk), not O(K x frame).
+    """
+    height, width = frame.shape[:2]
+    map_bytes = ((height - 1) // stride + 1) * ((width - 1) // stride + 1) * 4
+    limit = max(CHUNK_MIN_BYTES, 2 * frame.shape[2] * height * width * 4)
+    chunks: list[list[tuple[StoredTemplate, list[Variant]]]] = [[]]
+    used = 0
+    for group in groups:
+        cost = len(group[1]) * map_bytes
+        if chunks[-1] and used + cost > limit:
+            chunks.append([])
+            used = 0
+        chunks[-1].append(group)
+        used += cost
+    return chunks
+
+
+def compute(plan: Plan, prepared: PreparedCache, frame: np.ndarray, *, budget: MemoryBudget,
+            cancelled: Callable[[], bool] = lambda: False) -> Computed:
+    """Match one decoded frame (HxWxC) with a plan, within the memory budget.
 
     Templates with scales or angles are matched through every variant; their
     peaks are reported per template (the best variants, suppressed across
     variants, with their scale and angle), their map is the unscaled,
-    unrotated variant's when there is one, else the best variant's.
+    unrotated variant's when there is one, else the best variant's. Without
+    maps to send, templates are matched in chunks (see :func:`_chunks`).
 
     Raises
     ------
     featuremap.service.engine.OptionError
         What the engine refuses (the frame, or the options with these templates).
+    featuremap.service.engine.Cancelled
+        ``cancelled()`` said so, between chunks or groups of templates.
+    LimitExceeded
+        A chunk needs more than the whole memory budget.
     """
     started = time.perf_counter()
     options = plan.options
@@ -120,32 +154,50 @@ def compute(plan: Plan, prepared: PreparedCache, frame: np.ndarray) -> Computed:
         if not templates:
             raise InvalidArgument(f"no template of the bank has the frame's {frame.shape[2]} channel(s)")
     groups: list[tuple[StoredTemplate, list[Variant]]] = [(t, prepared.variants(t)) for t in templates]
-    variants = [v for _, group in groups for v in group]
-    maps = prepared.matcher(variants, **options.engine_options())(frame)
+    keep_maps = options.encoding is not None
+    chunks = [groups] if keep_maps else _chunks(groups, frame, options.stride)
     lower = options.method in LOWER_IS_BETTER
     peaks: list[FoundPeak] = []
     chosen: list[TemplateMap] = []
-    first = 0
-    for template, group in groups:
-        group_maps = maps[first:first + len(group)]
-        first += len(group)
-        candidates = []  # (score, x, y, width, height, index of the variant in the group)
-        for index, (variant, score_map) in enumerate(zip(group, group_maps, strict=True)):
-            height, width = variant.image.shape[:2]
-            ox, oy = map_origin(options.padding, height, width)
-            distance = options.min_distance or max(1, min(height, width) // 2 // options.stride)
-            found = find_peaks(score_map, method=options.method, top_k=options.top_k,
-                               threshold=options.threshold, min_distance=distance, subpixel=options.subpixel)
-            candidates += [(p.score, ox + p.x * options.stride, oy + p.y * options.stride, width, height, index)
-                           for p in found]
-        if len(group) > 1:
-            height, width = template.image.shape[:2]
-            candidates = _merge(candidates, lower, options.top_k, max(1, min(height, width) // 2))
-        name = name_of(template.id)
-        peaks += [FoundPeak(name, x, y, w, h, score, group[i].scale, group[i].angle)
-                  for score, x, y, w, h, i in candidates]
-        pick = next((i for i, v in enumerate(group) if v.scale == 1.0 and v.angle % 360 == 0), None)
-        if pick is None:
-            pick = candidates[0][5] if candidates else 0
-        chosen.append(TemplateMap(name, group_maps[pick], *map_origin(options.padding, *group[pick].image.shape[:2])))
+    for chunk in chunks:
+        if cancelled():
+            raise Cancelled("the call ended before its frame was matched")
+        matcher = prepared.matcher([v for _, group in chunk for v in group], **options.engine_options())
+        working, retained = matcher.memory_estimate(frame.shape[:2])
+        with budget.hold(working + retained, cancelled):
+            maps = matcher(frame, cancelled=cancelled)
+        prepared.trim()
+        first = 0
+        for template, group in chunk:
+            group_maps = maps[first:first + len(group)]
+            first += len(group)
+            found, chosen_map = _template_peaks(template, group, group_maps, options, lower)
+            peaks += found
+            if keep_maps:
+                chosen.append(chosen_map)
+        del maps  # a chunk's maps go before the next chunk's come
     return Computed(peaks=peaks, maps=chosen, compute_ms=(time.perf_counter() - started) * 1e3)
+
+
+def _template_peaks(template: StoredTemplate, group: list[Variant], group_maps: list[np.ndarray],
+                    options: MatchOptions, lower: bool) -> tuple[list[FoundPeak], TemplateMap]:
+    """One template's peaks in frame pixels (merged across its variants) and the map to send for it."""
+    candidates = []  # (score, x, y, width, height, index of the variant in the group)
+    for index, (variant, score_map) in enumerate(zip(group, group_maps, strict=True)):
+        height, width = variant.image.shape[:2]
+        ox, oy = map_origin(options.padding, height, width)
+        distance = options.min_distance or max(1, min(height, width) // 2 // options.stride)
+        found = find_peaks(score_map, method=options.method, top_k=options.top_k,
+                           threshold=options.threshold, min_distance=distance, subpixel=options.subpixel)
+        candidates += [(p.score, ox + p.x * options.stride, oy + p.y * options.stride, width, height, index)
+                       for p in found]
+    if len(group) > 1:
+        height, width = template.image.shape[:2]
+        candidates = _merge(candidates, lower, options.top_k, max(1, min(height, width) // 2))
+    name = name_of(template.id)
+    peaks = [FoundPeak(name, x, y, w, h, score, group[i].scale, group[i].angle) for score, x, y, w, h, i in candidates]
+    pick = next((i for i, v in enumerate(group) if v.scale == 1.0 and v.angle % 360 == 0), None)
+    if pick is None:
+        pick = candidates[0][5] if candidates else 0
+    placed = TemplateMap(name, group_maps[pick], *map_origin(options.padding, *group[pick].image.shape[:2]))
+    return peaks, placed

@@ -2,9 +2,11 @@
 
 A template's scale/rotation variants are made once per template version
 (id and etag); an engine :class:`Matcher` is prepared once per set of
-variants and match options. Both are bounded, so a bank that changes, or
-clients that cycle through settings, cannot grow the server's memory without
-end. Matching an unchanged bank with unchanged settings prepares nothing.
+variants and match options. Both are bounded (by count, and the Matchers'
+kernel spectra by bytes, a share of the memory budget), so a bank that
+changes, or clients that cycle through settings, cannot grow the server's
+memory without end. Matching an unchanged bank with unchanged settings
+prepares nothing.
 """
 
 from __future__ import annotations
@@ -25,11 +27,32 @@ VARIANT_SETS_KEPT = 1024
 class PreparedCache:
     """Variants by template version and Matchers by (variants, options), least recently used out first."""
 
-    def __init__(self, *, matchers: int = MATCHERS_KEPT, variant_sets: int = VARIANT_SETS_KEPT) -> None:
+    def __init__(self, *, matchers: int = MATCHERS_KEPT, variant_sets: int = VARIANT_SETS_KEPT,
+                 retained_bytes: int | None = None) -> None:
         self._lock = threading.Lock()
         self._matchers: OrderedDict[tuple, Matcher] = OrderedDict()
         self._variants: OrderedDict[tuple[str, str], list[Variant]] = OrderedDict()
         self._limits = matchers, variant_sets
+        self._retained_limit = retained_bytes
+
+    def retained_bytes(self) -> int:
+        """What the kept Matchers hold between calls (their plans' kernel spectra)."""
+        with self._lock:
+            matchers = list(self._matchers.values())
+        return sum(m.retained_bytes() for m in matchers)
+
+    def trim(self) -> None:
+        """Forget the least recently used Matchers until what they retain fits its share of the budget."""
+        if self._retained_limit is None:
+            return
+        with self._lock:
+            sizes = [(key, matcher.retained_bytes()) for key, matcher in self._matchers.items()]
+            total = sum(size for _, size in sizes)
+            for key, size in sizes[:-1]:  # never the most recent: a call may be using it
+                if total <= self._retained_limit:
+                    break
+                del self._matchers[key]
+                total -= size
 
     def variants(self, template: StoredTemplate) -> list[Variant]:
         """The template's scale/rotation variants, made once per template version."""

@@ -9,6 +9,7 @@ metrics) is a :class:`Server`, which ``create_server`` returns.
 from __future__ import annotations
 
 import base64
+import contextlib
 import errno
 import functools
 import logging
@@ -46,6 +47,8 @@ from .templates import StoredTemplate, TemplateStore
 log = logging.getLogger("featuremap.server")
 
 SERVICE_NAME = pb.DESCRIPTOR.services_by_name["FeatureMapService"].full_name
+#: RPC threads beyond those streams and Match calls may hold.
+LIGHT_THREADS = 8
 
 
 def template_proto(template: StoredTemplate, *, full: bool) -> pb.Template:
@@ -114,6 +117,7 @@ class Server:
         self.grpc: grpc.Server | None = None
         self.port = 0
         self._streams = 0
+        self._calls = 0
         self._lock = threading.Lock()
 
     def set_serving(self, serving: bool) -> None:
@@ -135,6 +139,27 @@ class Server:
         with self._lock:
             self._streams -= 1
         self.metrics.streams.dec()
+
+    @contextlib.contextmanager
+    def admit_call(self) -> Iterator[None]:
+        """Hold one of ``max_calls`` places for a Match call, or refuse it at once.
+
+        Heavy calls beyond the places would hold RPC threads while they wait:
+        refused, they leave the threads held back for health checks and the
+        bank's calls free (see :func:`create_server`).
+        """
+        with self._lock:
+            if self.draining.is_set():
+                raise Unavailable("the server is shutting down: retry on another replica")
+            if self._calls >= self.settings.max_calls:
+                raise LimitExceeded(f"{self._calls} Match calls are in progress, the limit (max_calls): "
+                                    "retry with backoff, or use StreamMatch")
+            self._calls += 1
+        try:
+            yield
+        finally:
+            with self._lock:
+                self._calls -= 1
 
     def wait_for_termination(self, timeout: float | None = None) -> bool:
         assert self.grpc is not None
@@ -195,8 +220,10 @@ class FeatureMapServicer(pb_grpc.FeatureMapServiceServicer):
     def CreateTemplate(self, request, context):
         template = request.template
         limit = self._settings.max_template_pixels
-        image = codec.decode_image(template.image, "template image", limit, "max_template_pixels")
-        mask = (codec.decode_image(template.mask, "template mask", limit, "max_template_pixels")
+        scans = self._settings.max_jpeg_scans
+        image = codec.decode_image(template.image, "template image", limit, "max_template_pixels",
+                                   max_jpeg_scans=scans)
+        mask = (codec.decode_image(template.mask, "template mask", limit, "max_template_pixels", max_jpeg_scans=scans)
                 if template.HasField("mask") else None)
         stored = self._bank.create(image, mask, template_id=request.template_id,
                                    display_name=template.display_name, labels=dict(template.labels),
@@ -232,7 +259,11 @@ class FeatureMapServicer(pb_grpc.FeatureMapServiceServicer):
 
     @_unary
     def Match(self, request, context):
-        answer = self._frames.process(self._frames.plan(request.config), request.frame)
+        with self._server.admit_call():
+            plan = self._frames.plan(request.config)
+            # On the compute pool, as wide as the machine: however many calls
+            # wait, no more frames are matched at once than there are cores.
+            answer = self._frames.submit(plan, request.frame, cancelled=lambda: not context.is_active()).result()
         return self._frames.respond(pb.MatchResponse, answer, "Match")  # already on the wire
 
     def StreamMatch(self, request_iterator, context) -> Iterator[bytes]:
@@ -364,10 +395,12 @@ def create_server(address: str = "[::]:0", settings: Settings | None = None) -> 
         # on a busy address would start and split the clients between them.
         ("grpc.so_reuseport", 0),
     ]
-    # Each open stream holds a handler thread; unary calls need room beside them.
-    server = grpc.server(ThreadPoolExecutor(max_workers=settings.max_streams + 16,
-                                            thread_name_prefix="featuremap-rpc"), options=options,
-                         interceptors=interceptors)
+    # Each open stream holds a handler thread and each admitted Match call
+    # one; LIGHT_THREADS more are held back for health checks, reflection and
+    # the bank's calls, so probes answer promptly under any load.
+    threads = settings.max_streams + settings.max_calls + LIGHT_THREADS
+    server = grpc.server(ThreadPoolExecutor(max_workers=threads, thread_name_prefix="featuremap-rpc"),
+                         options=options, interceptors=interceptors, maximum_concurrent_rpcs=4 * threads)
     server.add_generic_rpc_handlers((_handlers(FeatureMapServicer(service)),))
     health_pb2_grpc.add_HealthServicer_to_server(service.health, server)
     reflection.enable_server_reflection(
@@ -393,7 +426,9 @@ def create_server(address: str = "[::]:0", settings: Settings | None = None) -> 
         warmup()
         if not service.draining.is_set():
             service.set_serving(True)
-        log.info("serving", extra={"warmup_s": round(time.perf_counter() - started, 2), "port": port})
+        log.info("serving", extra={"warmup_s": round(time.perf_counter() - started, 2), "port": port,
+                                   "cpus": service.frames.cpus, "numba_threads": runtime.max_threads(),
+                                   "memory_budget_mib": (service.frames.budget.total >> 20)})
 
     service.warming = threading.Thread(target=warm, name="featuremap-warmup", daemon=True)
     service.warming.start()

@@ -1,5 +1,6 @@
 """The server as a process: settings, health, reflection, metrics, kill -9 and SIGTERM."""
 
+import json
 import os
 import signal
 import threading
@@ -36,12 +37,14 @@ def connect(port):
 
 
 def stop(process, sig=signal.SIGTERM, timeout=30):
+    """Stop the process; what it wrote to stderr is kept in ``process.stderr_text``."""
     if process.poll() is None:
         process.send_signal(sig)
     try:
         return process.wait(timeout)
     finally:
         process.stdout.close()
+        process.stderr_text = process.stderr.read() if not process.stderr.closed else ""
         process.stderr.close()
 
 
@@ -129,6 +132,20 @@ def test_a_bank_that_cannot_be_opened_stops_the_start_with_one_line(tmp_path, sp
         stop(process)
         if folder.is_dir():
             folder.chmod(0o700)
+
+
+def test_pools_and_numba_are_sized_by_the_cpus_setting(tmp_path):
+    port = free_port()
+    process = start_process(tmp_path, port, "--cpus", "1", "--log-format", "json", "--memory-budget", str(1 << 30))
+    channel, _ = connect(port)
+    try:
+        wait_serving(channel)
+    finally:
+        channel.close()
+        stop(process)
+    events = [json.loads(line) for line in process.stderr_text.splitlines() if line.startswith("{")]
+    (serving,) = [e for e in events if e["message"] == "serving"]
+    assert (serving["cpus"], serving["numba_threads"], serving["memory_budget_mib"]) == (1, 1, 768)
 
 
 def test_settings_come_from_the_environment_and_flags_win(tmp_path):

@@ -14,7 +14,7 @@ raise its subclass :class:`OptionTypeError`, also a ``TypeError``).
 
 from . import runtime  # noqa: F401  (sets the threading layer before any kernel runs)
 from .halffloat import to_float16
-from .matcher import Matcher, match
+from .matcher import Cancelled, Matcher, match
 from .options import (
     ALGORITHMS,
     BORDERS,
@@ -34,6 +34,7 @@ from .warmup import warmup
 __all__ = [
     "ALGORITHMS",
     "BORDERS",
+    "Cancelled",
     "LOWER_IS_BETTER",
     "METHODS",
     "OPENCV_METHODS",

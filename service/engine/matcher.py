@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import threading
 from collections import OrderedDict
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 import cv2
 import numpy as np
@@ -21,6 +21,10 @@ from .plan import (
     template_kernels,
 )
 from .scores import CCOEFF, CCOEFF_NORMED, CCORR, SSIM, finish_masked, finish_ssim, map_scores, window_stats
+
+
+class Cancelled(Exception):
+    """A match stopped because its caller's ``cancelled()`` said so."""
 
 
 #: Frame shapes whose plans (and kernel spectra) a Matcher keeps.
@@ -150,6 +154,26 @@ class Matcher:
         }[self.padding]
         return tuple((e - 1) // self.stride + 1 for e in extents)
 
+    def _padded(self, frame_shape: tuple[int, int]) -> tuple[int, int]:
+        return frame_shape[0] + self._pad[0] + self._pad[1], frame_shape[1] + self._pad[2] + self._pad[3]
+
+    def _choices(self, frame_shape: tuple[int, int]) -> list[str]:
+        """Each group's path for frames of ``frame_shape`` (the cost model; nothing is prepared)."""
+        shape = spectral.transform_shape(*self._padded(frame_shape))
+        planes = self.channels * (2 if self._masked else 1)
+        choices, shared = [], False
+        for group in self._groups:
+            if self.algorithm != "auto":
+                choice = self.algorithm
+            else:
+                out = self.output_shape(group.members[0], frame_shape)
+                slow = direct_seconds(group, out)
+                fast = spectral_seconds(group, shape, planes, shared)
+                choice = "spectral" if fast < slow else "direct"
+            shared = shared or choice == "spectral"
+            choices.append(choice)
+        return choices
+
     def _plan(self, frame_shape: tuple[int, int]) -> list[tuple[str, list | None]]:
         """Each group's path (and kernel spectra) for frames of ``frame_shape``, decided once per shape."""
         with self._lock:
@@ -157,27 +181,61 @@ class Matcher:
             if plan is not None:
                 self._plans.move_to_end(frame_shape)
                 return plan
-            padded = (frame_shape[0] + self._pad[0] + self._pad[1], frame_shape[1] + self._pad[2] + self._pad[3])
-            shape = spectral.transform_shape(*padded)
-            planes = self.channels * (2 if self._masked else 1)
-            plan, shared = [], False
-            for group in self._groups:
-                if self.algorithm != "auto":
-                    choice = self.algorithm
-                else:
-                    out = self.output_shape(group.members[0], frame_shape)
-                    slow = direct_seconds(group, out)
-                    fast = spectral_seconds(group, shape, planes, shared)
-                    choice = "spectral" if fast < slow else "direct"
+            shape = spectral.transform_shape(*self._padded(frame_shape))
+            plan = []
+            for group, choice in zip(self._groups, self._choices(frame_shape)):
                 kspectra = None
                 if choice == "spectral":
                     kspectra = spectral.kernel_spectra(group.kernels[: group.n_kernels], shape, spectrum_dtype(group))
-                    shared = True
                 plan.append((choice, kspectra))
             self._plans[frame_shape] = plan
             if len(self._plans) > PLANS_KEPT:
                 self._plans.popitem(last=False)
             return plan
+
+    def memory_estimate(self, frame_shape: tuple[int, int]) -> tuple[int, int]:
+        """Bytes a call on a frame of ``frame_shape`` (H, W) needs: (working, retained).
+
+        ``working`` is the most one call holds at once (padded planes,
+        integral images, frame spectra, the maps it returns and the largest
+        group's scratch); ``retained`` is what the plan for this shape keeps
+        between calls (kernel spectra), up to ``PLANS_KEPT`` shapes. An upper
+        bound, from the shapes alone: nothing is allocated.
+        """
+        height, width = self._padded(tuple(frame_shape))
+        planes = self.channels * (2 if self._masked else 1)
+        working = planes * height * width * 4
+        working += 2 * (height + 1) * (width + 1) * 8 * (self.channels if self.method == "ssim" else 1)
+        shape = spectral.transform_shape(height, width)
+        cells = shape[0] * shape[1]
+        retained = maps = scratch = 0
+        spectra = False
+        for group, choice in zip(self._groups, self._choices(tuple(frame_shape))):
+            out_h, out_w = self.output_shape(group.members[0], tuple(frame_shape))
+            cells_out = out_h * out_w
+            maps += len(group.members) * cells_out * 4
+            group_scratch = len(group.kernels) * cells_out * 4 + 2 * cells_out * 8
+            if choice == "spectral":
+                itemsize = np.dtype(spectrum_dtype(group)).itemsize
+                nonzero = int(group.kernels[: group.n_kernels].reshape(group.n_kernels, group.kernels.shape[1], -1)
+                              .any(axis=2).sum())
+                retained += nonzero * cells * itemsize
+                spectra = True
+                group_scratch += 2 * spectral.WORKERS * cells * itemsize  # products and inverses in flight
+            scratch = max(scratch, group_scratch)
+        if spectra:
+            working += planes * cells * 8
+        # The frame as float32 and its centred copy, then a margin for what
+        # the terms above leave out (measured: within it on VGA to 4096^2).
+        working += 2 * self.channels * frame_shape[0] * frame_shape[1] * 4
+        return (working + maps + scratch) * 3 // 2, retained
+
+    def retained_bytes(self) -> int:
+        """What the plans this Matcher keeps hold now (kernel spectra)."""
+        with self._lock:
+            plans = list(self._plans.values())
+        return sum(spectrum.nbytes for plan in plans for _, kspectra in plan if kspectra is not None
+                   for kernel in kspectra for _, spectrum in kernel)
 
     def algorithms(self, frame_shape: tuple[int, int]) -> dict[tuple[int, int], str]:
         """Which path each template size takes for frames of ``frame_shape``."""
@@ -229,13 +287,17 @@ class Matcher:
                 planes -= means
         return planes
 
-    def __call__(self, frame: np.ndarray) -> list[np.ndarray]:
+    def __call__(self, frame: np.ndarray, *, cancelled: Callable[[], bool] | None = None) -> list[np.ndarray]:
         """Match every template against ``frame``.
 
         Parameters
         ----------
         frame : numpy.ndarray
             HxW or HxWxC, uint8, float32 or float64 (converted), no NaN/inf.
+        cancelled : callable, optional
+            Asked before each group of same-sized templates; when it returns
+            True the call stops with :class:`Cancelled` (a caller that has
+            gone away should not keep the cores busy).
 
         Returns
         -------
@@ -249,6 +311,8 @@ class Matcher:
         work.data_range = self.data_range or (255.0 if frame.dtype == np.uint8 else 1.0)
         results: list[np.ndarray | None] = [None] * len(self.shapes)
         for group, (_, kspectra) in zip(self._groups, plan):
+            if cancelled is not None and cancelled():
+                raise Cancelled("the match was cancelled")
             out_shape = self.output_shape(group.members[0], frame_shape)
             if group.masked:
                 maps = self._match_masked(group, kspectra, out_shape, work)

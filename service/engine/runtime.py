@@ -31,6 +31,21 @@ FASTMATH = {"contract", "reassoc"}
 JIT = dict(nogil=True, cache=True)
 
 
+def max_threads() -> int:
+    """Threads Numba's pool has (NUMBA_NUM_THREADS, read when Numba loaded)."""
+    return int(numba.config.NUMBA_NUM_THREADS)
+
+
+def set_threads(count: int) -> int:
+    """Use ``count`` threads (at most NUMBA_NUM_THREADS) for this thread's parallel kernels; returns it.
+
+    Numba's setting is per calling thread: a pool calls it in each worker.
+    """
+    count = max(1, min(count, numba.config.NUMBA_NUM_THREADS))
+    numba.set_num_threads(count)
+    return count
+
+
 def threading_layer() -> str:
     """Return the threading layer Numba is using (after the first parallel launch)."""
     try:

@@ -10,18 +10,21 @@ GIL and runs at library speed.
 
 from __future__ import annotations
 
-import os
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 
 import cv2
+import numba
 import numpy as np
 
 # OpenCV runs one 2-D transform on one core; the bank's templates are
 # independent, so they are spread over a pool as wide as the machine. The
 # pool is shared by every Matcher: concurrent frames queue on the same cores
 # instead of multiplying threads.
-_POOL = ThreadPoolExecutor(max_workers=os.cpu_count() or 1, thread_name_prefix="featuremap-dft")
+# As wide as Numba's pool (NUMBA_NUM_THREADS: the server sets it from the
+# container's CPU quota before the engine loads).
+WORKERS = numba.config.NUMBA_NUM_THREADS
+_POOL = ThreadPoolExecutor(max_workers=WORKERS, thread_name_prefix="featuremap-dft")
 
 
 def transform_shape(height: int, width: int) -> tuple[int, int]:

@@ -1,0 +1,190 @@
+"""Bounded work per request: memory budget, chunked peaks, decode bombs, deadlines, probes under load."""
+
+import statistics
+import threading
+import time
+
+import cv2
+import grpc
+import numpy as np
+import pytest
+from grpc_health.v1 import health_pb2, health_pb2_grpc
+
+from featuremap.service.codec import jpeg_scans
+from featuremap.v1 import featuremap_pb2 as pb
+from featuremap.v1 import featuremap_pb2_grpc as pb_grpc
+from featuremap.wire import image_message
+
+from service_helpers import MESSAGE_OPTIONS, free_port, running_server, scene, start_process, wait_serving
+
+
+def checkerboard(side: int) -> np.ndarray:
+    y, x = np.mgrid[0:side, 0:side]
+    return ((x // 64 + y // 64) % 2 * 200 + 20).astype(np.uint8)
+
+
+def memory_of(pid: int, key: str) -> int:
+    with open(f"/proc/{pid}/status") as status:
+        return next(int(line.split()[1]) * 1024 for line in status if line.startswith(key))
+
+
+def create_tiny(stub, count: int) -> None:
+    rng = np.random.default_rng(0)
+    for i in range(count):
+        image = image_message(rng.integers(0, 256, (8, 8), dtype=np.uint8))
+        stub.CreateTemplate(pb.CreateTemplateRequest(template=pb.Template(image=image), template_id=f"t{i}"))
+
+
+def test_a_small_png_of_4096x4096_against_80_templates_completes_in_bounded_memory(tmp_path):
+    # Before: memory grew as templates x frame pixels, and one such request OOM-killed the server at 4 GiB.
+    port = free_port()
+    process = start_process(tmp_path, port)
+    channel = grpc.insecure_channel(f"127.0.0.1:{port}", options=MESSAGE_OPTIONS)
+    try:
+        wait_serving(channel)
+        stub = pb_grpc.FeatureMapServiceStub(channel)
+        create_tiny(stub, 80)
+        ok, png = cv2.imencode(".png", checkerboard(4096))
+        assert len(png) < 400_000
+        idle = memory_of(process.pid, "VmRSS")
+        result = stub.Match(pb.MatchRequest(config=pb.MatchConfig(), frame=pb.Frame(image=pb.Image(
+            encoded=png.tobytes()))), timeout=600).result
+        assert sorted(p.template for p in result.peaks) == sorted(f"templates/t{i}" for i in range(80))
+        assert memory_of(process.pid, "VmHWM") - idle < 1 << 30
+    finally:
+        channel.close()
+        process.terminate()
+        process.wait(60)
+        process.stdout.close()
+        process.stderr.close()
+
+
+def test_only_what_cannot_fit_the_budget_is_refused(tmp_path):
+    with running_server(tmp_path, memory_budget=512 << 20) as (stub, _, server):
+        create_tiny(stub, 4)
+        # VGA and 1024x1024 fit; 4096x4096 needs more than the whole budget even a template at a time.
+        for frame in (scene(1), checkerboard(1024)):
+            result = stub.Match(pb.MatchRequest(config=pb.MatchConfig(), frame=pb.Frame(image=image_message(frame))),
+                                timeout=120).result
+            assert len(result.peaks) == 4
+        with pytest.raises(grpc.RpcError) as caught:
+            stub.Match(pb.MatchRequest(config=pb.MatchConfig(), frame=pb.Frame(image=image_message(
+                checkerboard(4096)))), timeout=120)
+        assert caught.value.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
+        assert "(memory_budget)" in caught.value.details()
+        assert server.frames.budget.used == 0
+
+
+def test_maps_that_could_not_be_sent_are_refused_before_matching(tmp_path):
+    with running_server(tmp_path) as (stub, _, _):
+        create_tiny(stub, 6)  # 6 FLOAT32 maps of 2041x2041: 100 MB, over the 64 MiB message limit
+        frame = pb.Frame(image=image_message(checkerboard(2048)))
+        with pytest.raises(grpc.RpcError) as caught:
+            stub.Match(pb.MatchRequest(config=pb.MatchConfig(maps=pb.MapOptions(encoding=pb.MAP_ENCODING_FLOAT32)),
+                                       frame=frame), timeout=60)
+        assert caught.value.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
+        assert "(max_message_bytes)" in caught.value.details()
+
+
+def test_too_many_variants_are_refused(tmp_path):
+    with running_server(tmp_path, max_variants_per_request=16) as (stub, _, _):
+        image = image_message(scene(2)[:24, :24])
+        stub.CreateTemplate(pb.CreateTemplateRequest(template=pb.Template(image=image, scales=[0.8, 1, 1.2],
+                                                                          angles=[-20, -10, 0, 10, 20])))
+        stub.CreateTemplate(pb.CreateTemplateRequest(template=pb.Template(image=image, scales=[1, 1.1])))
+        with pytest.raises(grpc.RpcError) as caught:
+            stub.Match(pb.MatchRequest(config=pb.MatchConfig(), frame=pb.Frame(image=image_message(scene(2)))),
+                       timeout=60)
+        assert caught.value.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
+        assert "17 scale/rotation variants" in caught.value.details()
+
+
+def repeated_scans(image: np.ndarray, copies: int) -> bytes:
+    """A progressive JPEG whose first scan after the DC one is repeated ``copies`` times (same header)."""
+    ok, data = cv2.imencode(".jpg", image, [cv2.IMWRITE_JPEG_PROGRESSIVE, 1])
+    data = data.tobytes()
+    starts = [i for i in range(len(data) - 1) if data[i] == 0xFF and data[i + 1] == 0xDA]
+    scan = data[starts[1]:starts[2]]
+    return data[:starts[2]] + scan * copies + data[starts[2]:]
+
+
+def test_a_jpeg_decode_bomb_is_refused_from_its_markers(tmp_path):
+    bomb = repeated_scans(checkerboard(512), 300)
+    assert jpeg_scans(bomb) > 300
+    with running_server(tmp_path) as (stub, _, _):
+        create_tiny(stub, 1)
+        with pytest.raises(grpc.RpcError) as caught:
+            stub.Match(pb.MatchRequest(config=pb.MatchConfig(), frame=pb.Frame(image=pb.Image(encoded=bomb))),
+                       timeout=30)
+        assert caught.value.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
+        assert "(max_jpeg_scans)" in caught.value.details()
+        ok, normal = cv2.imencode(".jpg", scene(3), [cv2.IMWRITE_JPEG_PROGRESSIVE, 1])
+        stub.Match(pb.MatchRequest(config=pb.MatchConfig(), frame=pb.Frame(image=pb.Image(encoded=normal.tobytes()))),
+                   timeout=30)
+
+
+def test_a_call_past_its_deadline_stops_its_work(tmp_path):
+    with running_server(tmp_path) as (stub, _, server):
+        create_tiny(stub, 80)
+        big = pb.Frame(image=image_message(checkerboard(4096)))
+        with pytest.raises(grpc.RpcError) as caught:
+            stub.Match(pb.MatchRequest(config=pb.MatchConfig(), frame=big), timeout=1.5)
+        assert caught.value.code() == grpc.StatusCode.DEADLINE_EXCEEDED
+        # The whole request takes ~10 s; stopped between chunks, it lets go of its memory at once.
+        deadline = time.monotonic() + 4
+        while server.frames.budget.used and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert server.frames.budget.used == 0
+
+
+@pytest.fixture
+def small_server(tmp_path):
+    """A server process with 12 RPC threads (2 streams, 2 Match calls, 8 held back): (stub, channel)."""
+    port = free_port()
+    process = start_process(tmp_path, port, "--max-streams", "2", "--max-calls", "2")
+    channel = grpc.insecure_channel(f"127.0.0.1:{port}", options=MESSAGE_OPTIONS)
+    wait_serving(channel)
+    yield pb_grpc.FeatureMapServiceStub(channel), channel
+    channel.close()
+    process.terminate()
+    process.wait(60)
+    process.stdout.close()
+    process.stderr.close()
+
+
+def test_health_answers_promptly_with_twice_as_many_heavy_calls_as_rpc_threads(small_server):
+    stub, channel = small_server
+    create_tiny(stub, 16)
+    threads = 2 + 2 + 8  # max_streams + max_calls + the threads held back for light calls
+    request = pb.MatchRequest(config=pb.MatchConfig(), frame=pb.Frame(image=image_message(scene(4, 480, 640))))
+    stop = threading.Event()
+    outcomes = []
+
+    def heavy():
+        while not stop.is_set():
+            try:
+                stub.Match(request, timeout=60)
+                outcomes.append("ok")
+            except grpc.RpcError as error:
+                outcomes.append(error.code())
+
+    workers = [threading.Thread(target=heavy) for _ in range(2 * threads)]
+    for worker in workers:
+        worker.start()
+    health = health_pb2_grpc.HealthStub(channel)
+    latencies = []
+    try:
+        time.sleep(0.5)
+        for _ in range(100):
+            started = time.perf_counter()
+            assert health.Check(health_pb2.HealthCheckRequest(), timeout=5).status == \
+                health_pb2.HealthCheckResponse.SERVING
+            latencies.append(time.perf_counter() - started)
+            time.sleep(0.02)
+    finally:
+        stop.set()
+        for worker in workers:
+            worker.join()
+    assert "ok" in outcomes and grpc.StatusCode.RESOURCE_EXHAUSTED in outcomes
+    assert set(outcomes) <= {"ok", grpc.StatusCode.RESOURCE_EXHAUSTED}
+    assert statistics.quantiles(latencies, n=100)[98] <= 0.2, sorted(latencies)[-5:]
