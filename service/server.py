@@ -26,13 +26,12 @@ import grpc
 from google.protobuf.message import DecodeError, Message
 from google.protobuf.timestamp_pb2 import Timestamp
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
-from grpc_reflection.v1alpha import reflection
 
 from featuremap import wire
 from featuremap.v1 import featuremap_pb2 as pb
 from featuremap.v1 import featuremap_pb2_grpc as pb_grpc
 
-from . import codec
+from . import codec, reflection
 from .auth import TokenAuth, load_tokens
 from .bank import Bank, name_of
 from .config import Settings
@@ -403,10 +402,7 @@ def create_server(address: str = "[::]:0", settings: Settings | None = None) -> 
                          options=options, interceptors=interceptors, maximum_concurrent_rpcs=4 * threads)
     server.add_generic_rpc_handlers((_handlers(FeatureMapServicer(service)),))
     health_pb2_grpc.add_HealthServicer_to_server(service.health, server)
-    reflection.enable_server_reflection(
-        (SERVICE_NAME, health_pb2.DESCRIPTOR.services_by_name["Health"].full_name, reflection.SERVICE_NAME),
-        server,
-    )
+    reflection.enable((SERVICE_NAME, health_pb2.DESCRIPTOR.services_by_name["Health"].full_name), server)
     try:
         if credentials is not None:
             port = server.add_secure_port(address, credentials)

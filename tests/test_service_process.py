@@ -209,6 +209,32 @@ def test_reflection_lists_the_service_and_metrics_are_served(tmp_path):
         assert "featuremap_frame_latency_seconds_count 1.0" in text
 
 
+def test_reflection_answers_v1_clients_too(tmp_path):
+    from google.protobuf import descriptor_pb2, descriptor_pool, message_factory
+
+    with running_server(tmp_path) as (_, channel, _):
+        pool = descriptor_pool.Default()
+        request_type = message_factory.GetMessageClass(
+            pool.FindMessageTypeByName("grpc.reflection.v1.ServerReflectionRequest"))
+        response_type = message_factory.GetMessageClass(
+            pool.FindMessageTypeByName("grpc.reflection.v1.ServerReflectionResponse"))
+        call = channel.stream_stream("/grpc.reflection.v1.ServerReflection/ServerReflectionInfo",
+                                     request_serializer=request_type.SerializeToString,
+                                     response_deserializer=response_type.FromString)
+        answers = list(call(iter([request_type(list_services=""),
+                                  request_type(file_containing_symbol="featuremap.v1.FeatureMapService"),
+                                  request_type(file_containing_symbol="grpc.reflection.v1.ServerReflection")]),
+                            timeout=10))
+        services = {s.name for s in answers[0].list_services_response.service}
+        assert {"featuremap.v1.FeatureMapService", "grpc.health.v1.Health", "grpc.reflection.v1.ServerReflection",
+                "grpc.reflection.v1alpha.ServerReflection"} <= services
+        for answer, name in zip(answers[1:], ("featuremap/v1/featuremap.proto", "grpc/reflection/v1/reflection.proto"),
+                                strict=True):
+            files = [descriptor_pb2.FileDescriptorProto.FromString(data)
+                     for data in answer.file_descriptor_response.file_descriptor_proto]
+            assert name in {f.name for f in files}
+
+
 def test_every_acknowledged_template_survives_kill_9(tmp_path):
     data, port = tmp_path / "data", free_port()
     process = start_process(data, port)
