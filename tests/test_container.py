@@ -11,6 +11,7 @@ import re
 import shlex
 import subprocess
 import sys
+import tomllib
 from pathlib import Path
 
 import grpc
@@ -106,7 +107,28 @@ def test_kubernetes_manifests_hang_together():
     stage = runtime_stage()
     env = container_env(stage, {})
     assert {env["NUMBA_CACHE_DIR"], env["FEATUREMAP_DATA_DIR"]} <= mounts
-    assert config["FEATUREMAP_BANK"].startswith("redis://featuremap-redis:")
+    # The bank URL carries the Redis password from a Secret, which Redis requires.
+    env_of = {e["name"]: e for e in container["env"]}
+    assert env_of["REDIS_PASSWORD"]["valueFrom"]["secretKeyRef"]["name"] == "featuremap-redis"
+    assert env_of["FEATUREMAP_BANK"]["value"] == "redis://:$(REDIS_PASSWORD)@featuremap-redis:6379/0"
+    assert "FEATUREMAP_BANK" not in config
+    redis_pod = by_kind[("Deployment", "featuremap-redis")]["spec"]["template"]["spec"]
+    (redis_container,) = redis_pod["containers"]
+    assert "--requirepass" in redis_container["args"] and "livenessProbe" in redis_container
+    assert by_kind[("Secret", "featuremap-redis")]["stringData"]["password"]
+    # No service-account token, replicas spread over nodes, a pinned image.
+    assert pod["automountServiceAccountToken"] is False and redis_pod["automountServiceAccountToken"] is False
+    assert pod["topologySpreadConstraints"][0]["topologyKey"] == "kubernetes.io/hostname"
+    image, _, tag = container["image"].partition(":")
+    assert tag and tag != "latest" and kustomization["images"][0]["newTag"] == tag
+    # Tokens and TLS material can come from Secrets (optional volumes).
+    secrets = {v["secret"]["secretName"] for v in pod["volumes"] if "secret" in v}
+    assert secrets == {"featuremap-tokens", "featuremap-tls"}
+    assert all(v["secret"]["optional"] for v in pod["volumes"] if "secret" in v)
+    # gRPC only from labelled clients, metrics only from labelled scrapers.
+    policy = by_kind[("NetworkPolicy", "featuremap")]["spec"]
+    labels = [rule["from"][0]["podSelector"]["matchLabels"] for rule in policy["ingress"]]
+    assert labels == [{"featuremap.io/client": "true"}, {"featuremap.io/metrics": "true"}]
     # The pod and compose run the server's own command, as the image does.
     (entry,) = [line for line in stage if line.startswith("ENTRYPOINT")]
     server_command = json.loads(entry[len("ENTRYPOINT"):].strip())
@@ -114,5 +136,25 @@ def test_kubernetes_manifests_hang_together():
     assert container["command"] == server_command
     compose = yaml.safe_load((ROOT / "deploy" / "compose.yaml").read_text())
     assert compose["x-featuremap"]["entrypoint"] == server_command
+    # Compose restarts what dies, and starts the replicas once Redis answers.
+    assert compose["x-featuremap"]["restart"] == compose["services"]["redis"]["restart"] == "unless-stopped"
+    assert compose["services"]["replica"]["depends_on"] == {"redis": {"condition": "service_healthy"}}
+    assert "healthcheck" in compose["services"]["redis"]
+    assert compose["services"]["replica"]["environment"]["FEATUREMAP_BANK"].startswith("redis://:${REDIS_PASSWORD")
+
     headless = by_kind[("Service", "featuremap-headless")]["spec"]
     assert headless["clusterIP"] == "None" and headless["ports"][0]["name"] == "grpc"
+
+
+def test_the_image_installs_its_dependencies_in_a_layer_of_their_own(tmp_path):
+    text = DOCKERFILE.read_text().replace("\\\n", " ")
+    lines = [line.strip() for line in text.splitlines() if line.strip() and not line.strip().startswith("#")]
+    build = lines[:next(i for i, line in enumerate(lines) if line.startswith("FROM ") and i > 0)]
+    deps = next(i for i, line in enumerate(build) if "requirements.txt" in line and line.startswith("RUN "))
+    sources = next(i for i, line in enumerate(build) if line.startswith("COPY service"))
+    assert deps < sources and build[deps - 1].startswith("COPY pyproject.toml")
+    # The command that lists the dependencies lists exactly pyproject's.
+    command = build[deps][4:].split(">")[0].strip()
+    listed = subprocess.run(["sh", "-c", command.replace("python ", f"{sys.executable} ", 1)], cwd=ROOT,
+                            capture_output=True, text=True, check=True).stdout
+    assert listed.split() == tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["dependencies"]

@@ -289,3 +289,69 @@ def test_redis_down_is_unavailable_for_writes_and_matching_goes_on(redis_server,
     one.CreateTemplate(pb.CreateTemplateRequest(template=pb.Template(image=raw_image(frame[:8, :8])),
                                                 template_id="after"), timeout=30)
     assert within(3, lambda: "templates/after" in names(two))
+
+
+def test_a_bank_behind_tls_and_a_password(tmp_path):
+    # rediss:// with credentials, the CA passed in the URL, as a managed Redis or the manifests' Secret give them.
+    import datetime
+
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes, serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+    from cryptography.x509.oid import NameOID
+
+    key = ec.generate_private_key(ec.SECP256R1())
+    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "localhost")])
+    now = datetime.datetime.now(datetime.timezone.utc)
+    cert = (x509.CertificateBuilder().subject_name(name).issuer_name(name).public_key(key.public_key())
+            .serial_number(x509.random_serial_number()).not_valid_before(now - datetime.timedelta(minutes=5))
+            .not_valid_after(now + datetime.timedelta(days=1))
+            .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
+            .add_extension(x509.SubjectAlternativeName([x509.DNSName("localhost")]), critical=False)
+            .sign(key, hashes.SHA256()))
+    (tmp_path / "redis.pem").write_bytes(cert.public_bytes(serialization.Encoding.PEM))
+    (tmp_path / "redis.key").write_bytes(key.private_bytes(serialization.Encoding.PEM,
+                                                           serialization.PrivateFormat.PKCS8,
+                                                           serialization.NoEncryption()))
+    port = free_port()
+    redis_process = subprocess.Popen(
+        ["redis-server", "--port", "0", "--tls-port", str(port), "--bind", "127.0.0.1", "--save", "",
+         "--tls-cert-file", str(tmp_path / "redis.pem"), "--tls-key-file", str(tmp_path / "redis.key"),
+         "--tls-ca-cert-file", str(tmp_path / "redis.pem"), "--tls-auth-clients", "no",
+         "--requirepass", "s3cret-pass", "--dir", str(tmp_path)],
+        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    url = f"rediss://:s3cret-pass@localhost:{port}/0?ssl_ca_certs={tmp_path / 'redis.pem'}"
+    client = redis.Redis.from_url(url)
+    try:
+        assert within(10, lambda: _pings(client))
+        server_port = free_port()
+        process = start_process(tmp_path / "data", server_port, "--bank", url)
+        channel = grpc.insecure_channel(f"127.0.0.1:{server_port}", options=MESSAGE_OPTIONS)
+        wait_serving(channel)
+        stub = pb_grpc.FeatureMapServiceStub(channel)
+        stub.CreateTemplate(pb.CreateTemplateRequest(template=pb.Template(image=raw_image(scene(8)[:8, :8])),
+                                                     template_id="secure"))
+        assert client.zrange("featuremap:order", 0, -1) == [b"secure"]
+        channel.close()
+        process.terminate()
+        process.wait(30)
+        process.stdout.close()
+        process.stderr.close()
+        # A wrong password stops the start with one line, which never shows the password.
+        wrong = start_process(tmp_path / "data2", free_port(), "--bank", url.replace("s3cret-pass", "wrong-pass"))
+        assert wrong.wait(60) == 2
+        err = wrong.stderr.read()
+        wrong.stdout.close()
+        wrong.stderr.close()
+        assert "cannot reach the bank" in err and "wrong-pass" not in err and "Traceback" not in err
+    finally:
+        client.close()
+        redis_process.terminate()
+        redis_process.wait(10)
+
+
+def _pings(client) -> bool:
+    try:
+        return bool(client.ping())
+    except redis.RedisError:
+        return False
