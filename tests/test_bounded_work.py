@@ -153,7 +153,15 @@ def small_server(tmp_path):
 
 
 def test_health_answers_promptly_with_twice_as_many_heavy_calls_as_rpc_threads(small_server):
-    stub, channel = small_server
+    health_under_load(*small_server, checks=100)
+
+
+@pytest.mark.soak
+def test_health_answers_promptly_under_load_soak(small_server):
+    health_under_load(*small_server, checks=3000)
+
+
+def health_under_load(stub, channel, checks: int) -> None:
     create_tiny(stub, 16)
     threads = 2 + 2 + 8  # max_streams + max_calls + the threads held back for light calls
     request = pb.MatchRequest(config=pb.MatchConfig(), frame=pb.Frame(image=image_message(scene(4, 480, 640))))
@@ -175,7 +183,7 @@ def test_health_answers_promptly_with_twice_as_many_heavy_calls_as_rpc_threads(s
     latencies = []
     try:
         time.sleep(0.5)
-        for _ in range(100):
+        for _ in range(checks):
             started = time.perf_counter()
             assert health.Check(health_pb2.HealthCheckRequest(), timeout=5).status == \
                 health_pb2.HealthCheckResponse.SERVING

@@ -236,6 +236,15 @@ def test_templates_stay_intact_when_a_replica_dies_mid_write(cluster):
 
 
 def test_a_replica_reads_its_own_writes_while_another_replica_writes(replicas):
+    reads_own_writes(replicas, 150)
+
+
+@pytest.mark.soak
+def test_a_replica_reads_its_own_writes_soak(replicas):
+    reads_own_writes(replicas, 2000)
+
+
+def reads_own_writes(replicas, writes: int) -> None:
     one, two, _ = replicas
     image = raw_image(scene(6)[:12, :12])
     stop = threading.Event()
@@ -251,7 +260,7 @@ def test_a_replica_reads_its_own_writes_while_another_replica_writes(replicas):
     writer.start()
     missing = []
     try:
-        for i in range(150):
+        for i in range(writes):
             one.CreateTemplate(pb.CreateTemplateRequest(template=pb.Template(image=image), template_id=f"a{i}"),
                                timeout=10)
             for _ in range(3):  # each read right after the write, while the other replica writes
@@ -262,9 +271,9 @@ def test_a_replica_reads_its_own_writes_while_another_replica_writes(replicas):
     finally:
         stop.set()
         writer.join()
-    assert not missing, f"{len(missing)} of 450 reads missed the replica's own write: {missing[:5]}"
+    assert not missing, f"{len(missing)} of {3 * writes} reads missed the replica's own write: {missing[:5]}"
     # And every replica sees every write within a second.
-    want = set(all_templates(two)) | {f"a{i}" for i in range(150)}
+    want = set(all_templates(two)) | {f"a{i}" for i in range(writes)}
     assert within(1.5, lambda: set(all_templates(one)) == want == set(all_templates(two)))
 
 
