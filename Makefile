@@ -47,6 +47,7 @@ proto: $(STAMP)
 # install hides it behind an import hook): a fresh copy in build/lint.
 LINT_SITE := build/lint
 TYPED := -m featuremap.wire -m featuremap.client -m featuremap.client.client -m featuremap.client.render \
+	-m featuremap.client.tracking -m featuremap.client.watch \
 	-m featuremap.client.video
 
 lint: $(STAMP)

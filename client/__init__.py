@@ -5,8 +5,52 @@
 ...     client.create_template(frame[100:132, 200:232], template_id="patch")
 ...     result = client.match(frame, templates=["patch"])
 ...     print(result.peaks)
+
+The names below load on first use, so that ``featuremap`` (the command) can
+quiet gRPC's and OpenCV's own logging before they load.
 """
 
-from .client import FeatureMapClient, FeatureMapError, FrameResult, Peak, TemplateInfo, match_config
+from __future__ import annotations
 
-__all__ = ["FeatureMapClient", "FeatureMapError", "FrameResult", "Peak", "TemplateInfo", "match_config"]
+import importlib
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from .client import (
+        DEFAULT_THRESHOLDS,
+        FeatureMap,
+        FeatureMapClient,
+        FeatureMapError,
+        FrameResult,
+        MatchSettings,
+        Peak,
+        TemplateInfo,
+        match_config,
+    )
+    from .tracking import Detection, Tracker
+
+_WHERE = {
+    **dict.fromkeys(["DEFAULT_THRESHOLDS", "FeatureMap", "FeatureMapClient", "FeatureMapError", "FrameResult",
+                     "MatchSettings", "Peak", "TemplateInfo", "match_config"], ".client"),
+    **dict.fromkeys(["Detection", "Tracker"], ".tracking"),
+}
+
+__all__ = [
+    "DEFAULT_THRESHOLDS",
+    "Detection",
+    "FeatureMap",
+    "FeatureMapClient",
+    "FeatureMapError",
+    "FrameResult",
+    "MatchSettings",
+    "Peak",
+    "TemplateInfo",
+    "Tracker",
+    "match_config",
+]
+
+
+def __getattr__(name: str) -> Any:
+    if name in _WHERE:
+        return getattr(importlib.import_module(_WHERE[name], __name__), name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

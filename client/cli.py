@@ -10,12 +10,11 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import signal
 import sys
-import threading
-import time
 
 USAGE, FAILURE = 1, 2
+#: --threshold not given: the client applies the method's default threshold.
+METHOD_DEFAULT = object()
 
 
 class CommandError(Exception):
@@ -27,9 +26,58 @@ class CommandError(Exception):
 
 
 class _Parser(argparse.ArgumentParser):
-    def error(self, message: str):  # usage errors exit 1, not argparse's 2
-        self.print_usage(sys.stderr)
-        self.exit(USAGE, f"{self.prog}: error: {message}\n")
+    def error(self, message: str):  # usage errors: one line, exit 1 (not argparse's usage block and 2)
+        self.exit(USAGE, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
+
+
+def _positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"{value} must be 1 or more")
+    return value
+
+
+def _count(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"{value} must be 0 or more")
+    return value
+
+
+def _positive_float(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
+    if not value > 0:
+        raise argparse.ArgumentTypeError(f"{text} must be more than 0")
+    return value
+
+
+def _threshold(text: str) -> float | None:
+    if text.lower() == "none":
+        return None
+    try:
+        return float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number (or 'none')") from None
+
+
+def _address(text: str) -> str:
+    """host:port, several comma-separated, or a dns:/// target; ports 1-65535."""
+    if text.startswith(("dns:", "unix:", "ipv4:", "ipv6:")):
+        return text
+    for part in (p.strip() for p in text.split(",")):
+        host, _, port = part.rpartition(":")
+        if not host or not port.isdigit() or not 1 <= int(port) <= 65535:
+            raise argparse.ArgumentTypeError(f"{part!r} is not host:port with a port from 1 to 65535")
+    return text
 
 # -- serve (the server's own command, imported only when asked for) -----------
 
@@ -112,6 +160,8 @@ def _templates_add(args) -> int:
             raise CommandError(f"--roi {args.roi} is outside the {frame.shape[1]}x{frame.shape[0]} frame", USAGE)
         image = frame[y:y + h, x:x + w].copy()
     elif args.image:
+        if args.roi is not None or args.frame is not None:
+            raise CommandError("--roi and --frame go with --from-video VIDEO", USAGE)
         image = _read_image(args.image, "image")
     else:
         raise CommandError("give an IMAGE, or --from-video VIDEO --frame N --roi x,y,w,h", USAGE)
@@ -148,23 +198,22 @@ def _templates_rm(args) -> int:
     return 0
 
 
-def _match_settings(args) -> dict:
-    return dict(templates=args.template or None, method=args.method, top_k=args.top_k, threshold=args.threshold)
-
-
-def _peaks_json(peaks) -> list[dict]:
-    return [{"template": p.template, "x": round(p.x, 2), "y": round(p.y, 2), "width": p.width,
-             "height": p.height, "score": round(p.score, 5), "scale": p.scale, "angle": p.angle} for p in peaks]
+def _match_settings(args: argparse.Namespace) -> dict:
+    settings = dict(templates=args.template or None, method=args.method, top_k=args.top_k)
+    if args.threshold is not METHOD_DEFAULT:  # else the method's default (the client's DEFAULT_THRESHOLDS)
+        settings["threshold"] = args.threshold
+    return settings
 
 
 def _match(args) -> int:
     from featuremap.client import render
+    from featuremap.client.watch import peaks_json
 
     frame = _read_image(args.image, "image")
     want_maps = bool(args.heatmap)
     with _client(args) as client:
         result = client.match(frame, maps="float32" if want_maps else None, **_match_settings(args))
-    print(json.dumps({"peaks": _peaks_json(result.peaks)}))
+    print(json.dumps({"peaks": peaks_json(result.peaks)}))
     if args.overlay:
         render.write_image(args.overlay, render.draw_peaks(frame, result.peaks))
     if args.heatmap:
@@ -175,174 +224,28 @@ def _match(args) -> int:
     return 0
 
 
-class _Progress:
-    """One self-overwriting status line on stderr: frames, fps, skipped."""
-
-    def __init__(self, total: int | None, enabled: bool) -> None:
-        self.total, self.enabled = total, enabled
-        self.frames = self.skipped = 0
-        self.started = time.perf_counter()
-        self._shown = 0.0
-
-    def update(self, skipped: int) -> None:
-        self.frames += 1
-        self.skipped += skipped
-        now = time.perf_counter()
-        if self.enabled and now - self._shown > 0.2:
-            self._shown = now
-            self._print("\r")
-
-    def fps(self) -> float:
-        return self.frames / max(1e-9, time.perf_counter() - self.started)
-
-    def _print(self, end: str) -> None:
-        of = f"/{self.total}" if self.total else ""
-        sys.stderr.write(f"{end}frames {self.frames}{of}  {self.fps():5.1f} fps  skipped {self.skipped}   ")
-        sys.stderr.flush()
-
-    def finish(self) -> None:
-        if self.enabled:
-            self._print("\r")
-            sys.stderr.write("\n")
-
-
-_RECONNECTS = 5
-
-
-def _record(result, frame, args, results: list, lines, overlay, heat) -> None:
-    """One answered frame into the summary and every output asked for."""
-    from featuremap.client import render
-
-    entry = {"sequence": result.sequence, "timestamp": result.timestamp, "peaks": _peaks_json(result.peaks),
-             "skipped": result.skipped}
-    results.append(entry)
-    if lines:
-        lines.write(json.dumps(entry) + "\n")
-    if overlay is not None and frame is not None:
-        overlay.write(render.draw_peaks(frame, result.peaks))
-    if heat is not None and frame is not None and result.maps:
-        heat.write(render.result_heatmap(frame, result, args.method))
-
-
 def watch(args, *, progress: bool = True) -> dict:
-    """Stream a source through the server; write what was asked; return a summary."""
-    from featuremap.client import FeatureMapError, render
-    from featuremap.client.video import SourceError, open_source
+    """``featuremap watch``: see :func:`featuremap.client.watch.watch`; failures become CommandError."""
+    from featuremap.client.video import SourceError
+    from featuremap.client.watch import WatchError, summary_line
+    from featuremap.client.watch import watch as run_watch
 
-    try:
-        source = open_source(args.source)
-    except SourceError as error:
-        raise CommandError(str(error)) from None
-    realtime = source.live if args.realtime is None else args.realtime
-    limit = args.max_frames
-    # Frames sent but not yet answered, in order: resent on another replica
-    # when the one serving the stream goes away, so every frame gets a result.
-    unanswered: dict[int, tuple] = {}
-    read_lock = threading.Lock()
-    reader = iter(source)
-
-    closed = []  # set (under read_lock) once the source is released
-    broken: list[Exception] = []  # a source error met by gRPC's sender thread, re-raised here
-
-    def frames():
-        yield from list(unanswered.values())
-        while True:
-            # gRPC's sender thread pulls frames; the lock keeps an abandoned
-            # stream's sender and a new one apart, and both away from a
-            # source that is being released (reading a released capture
-            # crashes the process).
-            with read_lock:
-                if closed or broken:
-                    return
-                try:
-                    item = next(reader, None)
-                except SourceError as error:
-                    broken.append(error)
-                    return
-                if item is None or (limit is not None and item[0] >= limit):
-                    return
-                unanswered[item[0]] = item
-            yield item
-
-    overlay = render.VideoWriter(args.out, source.fps or 25.0) if args.out else None
-    heat = render.VideoWriter(args.heatmap_out, source.fps or 25.0) if args.heatmap_out else None
-    lines = open(args.jsonl, "w", buffering=1) if args.jsonl else None  # line-buffered: tail -f works
-    total = min(limit, source.frame_count) if limit and source.frame_count else (limit or source.frame_count)
-    bar = _Progress(total, progress and sys.stderr.isatty())
-    results = []
-    reconnects = 0
-    # Ctrl-C finishes the frame in hand (its JSON line, overlay and heatmap
-    # frames together), then stops; a second Ctrl-C interrupts at once.
-    interrupted = threading.Event()
-    previous = None
-    if threading.current_thread() is threading.main_thread():
-        def on_interrupt(*_):
-            interrupted.set()
-            signal.signal(signal.SIGINT, previous)
-
-        previous = signal.getsignal(signal.SIGINT) or signal.default_int_handler
-        signal.signal(signal.SIGINT, on_interrupt)
     try:
         with _client(args) as client:
-            while True:
-                stream = client.stream(frames(), realtime=realtime, maps="float16" if heat else None,
-                                       window=args.window, **_match_settings(args))
-                try:
-                    for result in stream:
-                        if broken:
-                            raise broken[0]
-                        item = unanswered.pop(result.sequence, None)
-                        for skipped in result.skipped:
-                            unanswered.pop(skipped, None)
-                        _record(result, None if item is None else item[2], args, results, lines, overlay, heat)
-                        bar.update(len(result.skipped))
-                        if interrupted.is_set():
-                            break
-                    if broken:
-                        raise broken[0]
-                    break
-                except FeatureMapError as error:
-                    if broken:
-                        raise broken[0] from None
-                    if error.code not in _retryable() or reconnects >= _RECONNECTS:
-                        raise
-                    reconnects += 1
-                    sys.stderr.write(f"\nfeaturemap watch: stream lost ({error.code.name}); resuming from frame "
-                                     f"{min(unanswered, default='next')} on another replica\n")
-                    time.sleep(0.2)
-    except FeatureMapError as error:
-        raise CommandError(f"featuremap watch: {error}") from None
+            return run_watch(args, _match_settings(args), client=client, progress=progress)
     except SourceError as error:
         raise CommandError(str(error)) from None
-    except KeyboardInterrupt:
-        pass  # stop cleanly: what was written is kept
-    finally:
-        if previous is not None:
-            signal.signal(signal.SIGINT, previous)
-        bar.finish()
-        with read_lock:
-            closed.append(True)
-            source.close()
-        for writer in (overlay, heat):
-            if writer is not None:
-                writer.close()
-        if lines:
-            lines.close()
-    return {"frames": len(results), "skipped": sum(len(r["skipped"]) for r in results), "fps": bar.fps(),
-            "results": results}
-
-
-def _retryable():
-    import grpc
-
-    return {grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.CANCELLED, grpc.StatusCode.INTERNAL,
-            grpc.StatusCode.UNKNOWN}
+    except WatchError as error:
+        sys.stderr.write(summary_line(error.summary) + "\n")
+        raise CommandError(str(error)) from None
 
 
 def _watch(args) -> int:
+    from featuremap.client.watch import summary_line
+
     summary = watch(args, progress=True)
-    sys.stderr.write(f"{summary['frames']} frames, {summary['fps']:.1f} fps, {summary['skipped']} skipped\n")
-    return 0
+    sys.stderr.write(summary_line(summary) + "\n")
+    return 130 if summary["interrupted"] else 0
 
 
 def _demo(args) -> int:
@@ -354,9 +257,11 @@ def _demo(args) -> int:
 
 
 def _add_client_options(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--address", default=os.environ.get("FEATUREMAP_ADDRESS", "localhost:50051"),
-                        help="server host:port (env FEATUREMAP_ADDRESS; default localhost:50051)")
-    parser.add_argument("--timeout", type=float, default=30.0, help="seconds per call (default 30)")
+    parser.add_argument("--address", type=_address, default=os.environ.get("FEATUREMAP_ADDRESS", "localhost:50051"),
+                        help="server host:port, or several comma-separated (env FEATUREMAP_ADDRESS; default "
+                             "localhost:50051)")
+    parser.add_argument("--timeout", type=_positive_float, default=30.0, help="seconds per call (default 30)")
+    parser.add_argument("--verbose", action="store_true", help="let gRPC and OpenCV log to stderr too")
     parser.add_argument("--token", default=os.environ.get("FEATUREMAP_TOKEN"),
                         help="bearer token (env FEATUREMAP_TOKEN)")
     parser.add_argument("--tls", action="store_true", help="connect with TLS")
@@ -371,15 +276,32 @@ def _add_match_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--template", action="append", metavar="ID", help="match this template (repeat; "
                         "default: the whole bank)")
     parser.add_argument("--method", choices=list(METHODS), default="ccoeff_normed")
-    parser.add_argument("--top-k", type=int, default=1, help="peaks per template (default 1)")
-    parser.add_argument("--threshold", type=float, help="keep peaks scoring at least this (at most, for sqdiff)")
+    parser.add_argument("--top-k", type=_positive_int, default=1, help="peaks per template (default 1)")
+    parser.add_argument("--threshold", type=_threshold, default=METHOD_DEFAULT,
+                        help="keep peaks scoring at least this (at most, for the sqdiff pair); 'none' keeps every "
+                             "peak (default: the method's, see DEFAULT_THRESHOLDS in the README)")
 
 
 _SERVER_COMMANDS = ("serve", "warmup")
+_NUMBER_LISTS = ("--angles", "--scales")
+
+
+def _negative_lists(argv: list[str]) -> list[str]:
+    """``--angles -30,0,30`` as ``--angles=-30,0,30``: argparse takes a value starting with '-' for a flag."""
+    out: list[str] = []
+    for token in argv:
+        if out and out[-1] in _NUMBER_LISTS and token.startswith("-") and token[1:2].isdigit():
+            out[-1] = f"{out[-1]}={token}"
+        else:
+            out.append(token)
+    return out
 
 
 def build_parser() -> argparse.ArgumentParser:
+    from featuremap import __version__
+
     parser = _Parser(prog="featuremap", description="Streaming template matching.")
+    parser.add_argument("--version", action="version", version=f"featuremap {__version__}")
     commands = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
 
     # Listed for --help; main() hands them to the server's command before parsing.
@@ -396,7 +318,7 @@ def build_parser() -> argparse.ArgumentParser:
     add.add_argument("--label", action="append", metavar="KEY=VALUE", help="a label (repeat)")
     add.add_argument("--mask", help="mask image (non-zero counts)")
     add.add_argument("--from-video", metavar="VIDEO", help="cut the template from a frame of this video")
-    add.add_argument("--frame", type=int, help="with --from-video: the frame index")
+    add.add_argument("--frame", type=int, help="with --from-video: the frame index (from 0)")
     add.add_argument("--roi", help="with --from-video: x,y,w,h")
     add.add_argument("--scales", help="also look for it at these scales, e.g. 0.5,1,2")
     add.add_argument("--angles", help="also look for it rotated by these degrees, e.g. -30,0,30")
@@ -429,25 +351,37 @@ def build_parser() -> argparse.ArgumentParser:
     watch_.add_argument("--jsonl", metavar="FILE", help="write one JSON line per answered frame")
     watch_.add_argument("--realtime", action=argparse.BooleanOptionalAction, default=None,
                         help="skip stale frames (default: on for cameras and streams, off for files)")
-    watch_.add_argument("--max-frames", type=int, help="stop after this many frames")
-    watch_.add_argument("--window", type=int, default=4, help="frames in flight (default 4)")
+    watch_.add_argument("--max-frames", type=_positive_int, help="stop after this many frames")
+    watch_.add_argument("--window", type=_positive_int, default=4, help="frames in flight (default 4)")
+    watch_.add_argument("--source-timeout", type=_positive_float, default=5.0,
+                        help="live sources: seconds to open, and between frames, before the source counts as lost "
+                             "(default 5)")
+    watch_.add_argument("--max-reconnects", type=_count, default=5,
+                        help="live sources: attempts to reconnect a lost source, with backoff (default 5)")
     _add_client_options(watch_)
     watch_.set_defaults(run=_watch)
 
     demo = commands.add_parser("demo", help="the main job on embedded defaults: video in, detections out")
     demo.add_argument("--out-dir", default="demo-out", help="where the outputs go (default demo-out)")
-    demo.add_argument("--frames", type=int, default=90, help="frames of the sample video (default 90)")
+    demo.add_argument("--frames", type=_positive_int, default=90, help="frames of the sample video (default 90)")
     _add_client_options(demo)
-    demo.set_defaults(run=_demo)
+    # No --address: use a server at FEATUREMAP_ADDRESS or localhost:50051 if one answers, else start one.
+    demo.set_defaults(run=_demo, address=None)
     return parser
 
 
 def main(argv: list[str] | None = None) -> int:
     """Entry point of the ``featuremap`` console script."""
-    argv = sys.argv[1:] if argv is None else argv
+    argv = list(sys.argv[1:] if argv is None else argv)
     if argv and argv[0] in _SERVER_COMMANDS:
         return _server_command(argv)
-    args = build_parser().parse_args(argv)
+    if "--verbose" not in argv:
+        # gRPC's C core and OpenCV (and its FFmpeg) log to stderr on their own:
+        # keep stderr to our one-line messages. Read when they load, so now.
+        os.environ.setdefault("GRPC_VERBOSITY", "NONE")
+        os.environ.setdefault("OPENCV_LOG_LEVEL", "OFF")
+        os.environ.setdefault("OPENCV_FFMPEG_LOGLEVEL", "-8")
+    args = build_parser().parse_args(_negative_lists(argv))
     try:
         return args.run(args)
     except CommandError as error:
@@ -465,4 +399,8 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    # Run the imported module's main, not this __main__ copy: the demo and
+    # watch import featuremap.client.cli, and its CommandError must be the one caught.
+    from featuremap.client.cli import main as _main
+
+    sys.exit(_main())

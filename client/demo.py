@@ -10,6 +10,7 @@ the output folder, and prints how far each detection was from the truth.
 from __future__ import annotations
 
 import argparse
+import os
 import shutil
 import signal
 import socket
@@ -104,7 +105,7 @@ def answers(address: str, timeout: float) -> bool:
 
 def run_demo(args: argparse.Namespace) -> int:
     """Run the demo; 0 when every detection is within 2 px of the truth."""
-    from .cli import CommandError, watch
+    from .cli import METHOD_DEFAULT, CommandError, watch
 
     out = Path(args.out_dir)
     out.mkdir(parents=True, exist_ok=True)
@@ -112,7 +113,10 @@ def run_demo(args: argparse.Namespace) -> int:
     write_sample_video(video, args.frames)
     print(f"sample video: {video} ({args.frames} frames, {SIZE[1]}x{SIZE[0]})")
     server = None
-    address = args.address
+    address = args.address or os.environ.get("FEATUREMAP_ADDRESS", "localhost:50051")
+    if args.address and not answers(address, 3.0):
+        raise CommandError(f"featuremap demo: no featuremap server answers at {address} (leave --address out to "
+                           "let the demo start its own)")
     if not answers(address, 1.0):
         address = f"127.0.0.1:{free_port()}"
         data = tempfile.mkdtemp(prefix="featuremap-demo-")
@@ -141,8 +145,9 @@ def run_demo(args: argparse.Namespace) -> int:
         watch_args = argparse.Namespace(
             source=str(video), address=address, timeout=args.timeout,
             **{"token": None, "tls": False, "ca_file": None, "cert_file": None, "key_file": None, **secure}, template=["demo-a", "demo-b", "demo-c"],
-            method="ccoeff_normed", top_k=1, threshold=None, out=str(out / "overlay.mp4"), heatmap_out=None,
-            jsonl=str(out / "detections.jsonl"), realtime=False, max_frames=None, window=4,
+            method="ccoeff_normed", top_k=1, threshold=METHOD_DEFAULT, out=str(out / "overlay.mp4"), heatmap_out=None,
+            jsonl=str(out / "detections.jsonl"), realtime=False, max_frames=None, window=4, source_timeout=5.0,
+            max_reconnects=0,
         )
         summary = watch(watch_args, progress=sys.stderr.isatty())
     finally:

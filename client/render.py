@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import functools
+import shutil
+import subprocess
+import sys
 import zlib
 from collections.abc import Iterable
 from pathlib import Path
@@ -14,12 +18,32 @@ from featuremap.wire import LOWER_IS_BETTER
 from .client import FeatureMap, FrameResult, Peak
 
 
+#: Ten colours told apart at a glance (Tableau 10), BGR.
+PALETTE: tuple[tuple[int, int, int], ...] = (
+    (180, 119, 31), (14, 127, 255), (44, 160, 44), (40, 39, 214), (189, 103, 148),
+    (75, 86, 140), (194, 119, 227), (127, 127, 127), (34, 189, 188), (207, 190, 23),
+)
+
+
+class Palette:
+    """A colour per template: the palette's colours in the order templates are first drawn.
+
+    So two templates never share a colour until there are more than ten;
+    keep one Palette for a whole video so that each keeps its colour.
+    """
+
+    def __init__(self) -> None:
+        self._given: dict[str, tuple[int, int, int]] = {}
+
+    def __call__(self, template: str) -> tuple[int, int, int]:
+        if template not in self._given:
+            self._given[template] = PALETTE[len(self._given) % len(PALETTE)]
+        return self._given[template]
+
+
 def colour_of(name: str) -> tuple[int, int, int]:
-    """A stable, bright BGR colour per template name."""
-    hue = zlib.crc32(name.encode()) % 180
-    hsv = np.array([[[hue, 220, 255]]], np.uint8)
-    blue, green, red = (int(c) for c in cv2.cvtColor(hsv, cv2.COLOR_HSV2BGR)[0, 0])
-    return blue, green, red
+    """A stable colour per template name, the same in every process (a palette colour by hash)."""
+    return PALETTE[zlib.crc32(name.encode()) % len(PALETTE)]
 
 
 def as_bgr(frame: np.ndarray) -> np.ndarray:
@@ -33,15 +57,34 @@ def as_bgr(frame: np.ndarray) -> np.ndarray:
     return frame.copy()
 
 
-def draw_peaks(frame: np.ndarray, peaks: Iterable[Peak]) -> np.ndarray:
-    """The frame (as BGR) with a box, the template's name and the score for each peak."""
+def draw_peaks(frame: np.ndarray, peaks: Iterable[Peak], *, tracks: Iterable[int | None] | None = None,
+               palette: Palette | None = None) -> np.ndarray:
+    """The frame (as BGR) with a box and a label (template, track id, score) for each peak.
+
+    Lines and text scale with the frame; labels sit on a filled background
+    in the template's colour, inside the frame.
+    """
     canvas = as_bgr(frame)
-    for peak in peaks:
-        colour = colour_of(peak.template)
+    palette = palette or Palette()
+    side = min(canvas.shape[:2])
+    line = max(2, round(side / 300))
+    scale = max(0.4, side / 900)
+    weight = max(1, round(side / 500))
+    peaks = list(peaks)
+    ids = list(tracks) if tracks is not None else [None] * len(peaks)
+    for peak, track in zip(peaks, ids, strict=True):
+        colour = palette(peak.template)
         x, y = int(round(peak.x)), int(round(peak.y))
-        cv2.rectangle(canvas, (x, y), (x + peak.width - 1, y + peak.height - 1), colour, 2)
-        label = f"{peak.template.split('/')[-1]} {peak.score:.2f}"
-        cv2.putText(canvas, label, (x, max(12, y - 4)), cv2.FONT_HERSHEY_SIMPLEX, 0.45, colour, 1, cv2.LINE_AA)
+        cv2.rectangle(canvas, (x, y), (x + peak.width - 1, y + peak.height - 1), colour, line)
+        name = peak.template.split("/")[-1]
+        label = f"{name} #{track} {peak.score:.2f}" if track is not None else f"{name} {peak.score:.2f}"
+        (width, height), base = cv2.getTextSize(label, cv2.FONT_HERSHEY_SIMPLEX, scale, weight)
+        top = y - height - base - 2 * line if y - height - base - 2 * line >= 0 else y + peak.height
+        left = min(max(0, x), max(0, canvas.shape[1] - width - 4))
+        cv2.rectangle(canvas, (left, top), (left + width + 4, top + height + base + 4), colour, cv2.FILLED)
+        ink = (0, 0, 0) if sum(c * w for c, w in zip(colour, (0.114, 0.587, 0.299))) > 140 else (255, 255, 255)
+        cv2.putText(canvas, label, (left + 2, top + height + 2), cv2.FONT_HERSHEY_SIMPLEX, scale, ink, weight,
+                    cv2.LINE_AA)
     return canvas
 
 
@@ -125,10 +168,14 @@ def write_image(path: str | Path, image: np.ndarray) -> None:
 class VideoWriter:
     """A video file written frame by frame; opened at the first frame's size.
 
+    ``.mp4`` is H.264 (browsers play it) when the system has ``ffmpeg``
+    with libx264: frames are piped to it. Without it, ``.mp4`` falls back to
+    OpenCV's MPEG-4 Part 2 (``mp4v``) with a one-line note on stderr.
+    ``.avi`` is MJPG.
+
     Parameters
     ----------
     path : str or Path
-        ``.mp4`` (mp4v) or ``.avi`` (MJPG).
     fps : float
     """
 
@@ -136,20 +183,52 @@ class VideoWriter:
         self.path = Path(path)
         self.fps = fps or 25.0
         self._writer: cv2.VideoWriter | None = None
+        self._ffmpeg: subprocess.Popen[bytes] | None = None
         self.frames = 0
+        self.codec = ""
+
+    def _open(self, width: int, height: int) -> None:
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        if self.path.suffix.lower() == ".mp4" and _has_x264():
+            self._ffmpeg = subprocess.Popen(
+                ["ffmpeg", "-loglevel", "error", "-y", "-f", "rawvideo", "-pix_fmt", "bgr24", "-s", f"{width}x{height}",
+                 "-r", f"{self.fps:g}", "-i", "-", "-c:v", "libx264", "-preset", "veryfast", "-pix_fmt", "yuv420p",
+                 "-vf", "pad=ceil(iw/2)*2:ceil(ih/2)*2", "-movflags", "+faststart", str(self.path)],
+                # Its own session: the Ctrl-C meant for us must not stop it mid-file.
+                stdin=subprocess.PIPE, start_new_session=True)
+            self.codec = "h264"
+            return
+        if self.path.suffix.lower() == ".mp4":
+            sys.stderr.write(f"note: no ffmpeg with libx264 here: {self.path} is MPEG-4 Part 2 (mp4v), which browsers "
+                             "do not play; install ffmpeg for H.264\n")
+        fourcc = cv2.VideoWriter.fourcc(*("MJPG" if self.path.suffix.lower() == ".avi" else "mp4v"))
+        self._writer = cv2.VideoWriter(str(self.path), fourcc, self.fps, (width, height))
+        if not self._writer.isOpened():
+            raise OSError(f"cannot write video {self.path}: use .mp4 or .avi in a writable folder")
+        self.codec = "mjpeg" if self.path.suffix.lower() == ".avi" else "mpeg4"
 
     def write(self, frame: np.ndarray) -> None:
         frame = as_bgr(frame)
-        if self._writer is None:
-            self.path.parent.mkdir(parents=True, exist_ok=True)
-            fourcc = cv2.VideoWriter.fourcc(*("MJPG" if self.path.suffix.lower() == ".avi" else "mp4v"))
-            self._writer = cv2.VideoWriter(str(self.path), fourcc, self.fps, (frame.shape[1], frame.shape[0]))
-            if not self._writer.isOpened():
-                raise OSError(f"cannot write video {self.path}: use .mp4 or .avi in a writable folder")
-        self._writer.write(frame)
+        if self._writer is None and self._ffmpeg is None:
+            self._open(frame.shape[1], frame.shape[0])
+        if self._ffmpeg is not None:
+            assert self._ffmpeg.stdin is not None
+            try:
+                self._ffmpeg.stdin.write(np.ascontiguousarray(frame).tobytes())
+            except BrokenPipeError:
+                raise OSError(f"ffmpeg stopped writing {self.path}") from None
+        else:
+            assert self._writer is not None
+            self._writer.write(frame)
         self.frames += 1
 
     def close(self) -> None:
+        if self._ffmpeg is not None:
+            assert self._ffmpeg.stdin is not None
+            self._ffmpeg.stdin.close()
+            if self._ffmpeg.wait() != 0:
+                raise OSError(f"ffmpeg could not write {self.path}")
+            self._ffmpeg = None
         if self._writer is not None:
             self._writer.release()
             self._writer = None
@@ -159,3 +238,15 @@ class VideoWriter:
 
     def __exit__(self, *exc: object) -> None:
         self.close()
+
+
+@functools.cache
+def _has_x264() -> bool:
+    """Whether the system's ffmpeg can encode H.264."""
+    if shutil.which("ffmpeg") is None:
+        return False
+    try:
+        encoders = subprocess.run(["ffmpeg", "-hide_banner", "-encoders"], capture_output=True, text=True, timeout=30)
+    except (OSError, subprocess.TimeoutExpired):
+        return False
+    return "libx264" in encoders.stdout

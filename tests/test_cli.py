@@ -1,6 +1,7 @@
 """Every CLI command as a subprocess against a real server process."""
 
 import json
+import os
 import subprocess
 import sys
 
@@ -11,11 +12,12 @@ import pytest
 from service_helpers import free_port
 
 
-def run(*args, address=None, timeout=120):
+def run(*args, address=None, timeout=120, env=None):
     command = [sys.executable, "-m", "featuremap.client.cli", *args]
     if address:
         command += ["--address", address]
-    return subprocess.run(command, capture_output=True, text=True, timeout=timeout)
+    return subprocess.run(command, capture_output=True, text=True, timeout=timeout,
+                          env=None if env is None else {**os.environ, **env})
 
 
 @pytest.fixture(scope="module")
@@ -90,6 +92,7 @@ def test_watch_follows_a_moving_template(server, tmp_path):
         tx, ty = truth[entry["sequence"]]
         assert abs(peak["x"] - tx) <= 2 and abs(peak["y"] - ty) <= 2, entry
         assert set(entry) == {"sequence", "timestamp", "peaks", "skipped"}
+        assert peak["track"] == 1  # one object, followed all along: one track
     for video_out in (out, heat):
         assert int(cv2.VideoCapture(str(video_out)).get(cv2.CAP_PROP_FRAME_COUNT)) == 30
     limited = run("watch", str(video), "--template", "cli-watched", "--max-frames", "5", "--jsonl", str(lines),
@@ -114,11 +117,17 @@ def test_an_unreachable_server_exits_2_with_one_line(tmp_path):
     result = run("templates", "list", address=f"127.0.0.1:{free_port()}")
     assert result.returncode == 2
     assert "UNAVAILABLE" in result.stderr and len(result.stderr.strip().splitlines()) == 1
+    # OpenCV's own warnings stay off stderr too (unless --verbose).
+    unreadable = run("match", str(tmp_path / "nope.png"), address=f"127.0.0.1:{free_port()}")
+    assert unreadable.returncode == 2 and len(unreadable.stderr.strip().splitlines()) == 1, unreadable.stderr
+    verbose = run("match", str(tmp_path / "nope.png"), "--verbose", address=f"127.0.0.1:{free_port()}")
+    assert len(verbose.stderr.strip().splitlines()) > 1
 
 
 def test_demo_runs_end_to_end(tmp_path):
-    result = run("demo", "--out-dir", str(tmp_path / "out"), "--frames", "40",
-                 address=f"127.0.0.1:{free_port()}", timeout=300)
+    # Nothing answers at FEATUREMAP_ADDRESS: the demo starts its own server.
+    result = run("demo", "--out-dir", str(tmp_path / "out"), "--frames", "40", timeout=300,
+                 env={"FEATUREMAP_ADDRESS": f"127.0.0.1:{free_port()}"})
     assert result.returncode == 0, result.stderr
     assert "every detection within 2 px" in result.stdout
     for name in ("overlay.mp4", "heatmap.png", "detections.jsonl"):
@@ -144,8 +153,51 @@ def test_ctrl_c_stops_watch_cleanly_and_keeps_what_was_written(server, tmp_path)
         time.sleep(0.05)
     process.send_signal(signal.SIGINT)
     _, err = process.communicate(timeout=60)
-    assert process.returncode == 0, err
+    assert process.returncode == 130, err  # interrupted, after finishing the frame in hand
     kept = [json.loads(line) for line in lines.read_text().splitlines()]
     assert 5 <= len(kept) < 400
     assert [e["sequence"] for e in kept] == list(range(len(kept)))
     assert int(cv2.VideoCapture(str(tmp_path / "o.mp4")).get(cv2.CAP_PROP_FRAME_COUNT)) == len(kept)
+
+
+def test_sharp_edges_of_the_command_line(server, tmp_path):
+    image = np.random.default_rng(2).integers(0, 256, (20, 20), dtype=np.uint8)
+    cv2.imwrite(str(tmp_path / "t.png"), image)
+    # The README's own negative angles, as separate words.
+    added = run("templates", "add", str(tmp_path / "t.png"), "--id", "cli-edges", "--angles", "-30,0,30",
+                "--scales", "1,1.2", address=server)
+    assert added.returncode == 0, added.stderr
+    template = json.loads(added.stdout)
+    assert (template["angles"], template["scales"]) == ([-30.0, 0.0, 30.0], [1.0, 1.2])  # as given, not float32's
+    for args, message in (
+            (("match", str(tmp_path / "t.png"), "--top-k", "-2"), "--top-k: -2 must be 1 or more"),
+            (("templates", "list", "--timeout", "0"), "--timeout: 0 must be more than 0"),
+            (("templates", "list", "--address", "127.0.0.1:70000"), "a port from 1 to 65535"),
+            (("templates", "add", str(tmp_path / "t.png"), "--roi", "1,2,3,4"), "go with --from-video"),
+            (("watch", "x.mp4", "--max-reconnects", "-1"), "must be 0 or more")):
+        result = run(*args)
+        assert result.returncode == 1, (args, result.stderr)
+        assert message in result.stderr and len(result.stderr.strip().splitlines()) == 1, result.stderr
+    version = run("--version")
+    assert version.returncode == 0 and version.stdout.startswith("featuremap 0.")
+    # An explicit --address where nothing answers is said, not replaced by a server of the demo's own.
+    demo = run("demo", "--out-dir", str(tmp_path / "demo"), address=f"127.0.0.1:{free_port()}")
+    assert demo.returncode == 2 and "no featuremap server answers" in demo.stderr
+
+
+def test_absent_templates_give_no_detection_by_default(server, tmp_path):
+    rng = np.random.default_rng(3)
+    scene = cv2.GaussianBlur(rng.integers(0, 256, (120, 160), dtype=np.uint8), (0, 0), 1.5)
+    elsewhere = cv2.GaussianBlur(rng.integers(0, 256, (120, 160), dtype=np.uint8), (0, 0), 1.5)
+    cv2.imwrite(str(tmp_path / "present.png"), scene[30:54, 40:64])
+    cv2.imwrite(str(tmp_path / "absent.png"), elsewhere[30:54, 40:64])
+    cv2.imwrite(str(tmp_path / "scene.png"), scene)
+    for name in ("present", "absent"):
+        assert run("templates", "add", str(tmp_path / f"{name}.png"), "--id", f"cli-{name}",
+                   address=server).returncode == 0
+    matched = run("match", str(tmp_path / "scene.png"), "--template", "cli-present", "--template", "cli-absent",
+                  address=server)
+    assert [p["template"] for p in json.loads(matched.stdout)["peaks"]] == ["templates/cli-present"]
+    everything = run("match", str(tmp_path / "scene.png"), "--template", "cli-present", "--template", "cli-absent",
+                     "--threshold", "none", address=server)
+    assert len(json.loads(everything.stdout)["peaks"]) == 2

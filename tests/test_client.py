@@ -132,3 +132,34 @@ def test_bad_settings_are_refused_before_any_call(client):
     c, _ = client
     with pytest.raises(ValueError, match="unknown method 'nope'"):
         c.match(scene(), method="nope")
+
+
+def test_sharp_edges_of_the_client(client, tmp_path):
+    c, _ = client
+    frame = scene(6)
+    # A TIFF (which the server does not decode) is decoded here; 16-bit keeps the 0..255 scale.
+    cv2.imwrite(str(tmp_path / "t.tiff"), frame[10:30, 20:50].astype(np.uint16) * 257)
+    created = c.create_template(tmp_path / "t.tiff", template_id="face", scales=[1.0, 1.2], angles=[-7.5, 0])
+    assert np.allclose(c.get_template("face").image, frame[10:30, 20:50])
+    assert (created.scales, created.angles) == ((1.0, 1.2), (-7.5, 0.0))  # as given, not float32's 1.2000000476...
+    c.create_template(frame[60:80, 90:120], template_id="f")
+    # A string is one name, not a list of one-letter names.
+    assert {p.template for p in c.match(frame, templates="face").peaks} == {"templates/face"}
+    with pytest.raises(FeatureMapError) as caught:
+        c.match(frame, templates="nothing-here")
+    assert caught.value.code is grpc.StatusCode.NOT_FOUND and caught.value.code_name == "NOT_FOUND"
+    (tmp_path / "junk.tiff").write_bytes(b"not an image")
+    with pytest.raises(ValueError, match="junk.tiff: not an image file OpenCV reads"):
+        c.create_template(tmp_path / "junk.tiff")
+
+
+def test_the_default_threshold_turns_peaks_into_detections(client):
+    c, _ = client
+    rng = np.random.default_rng(9)
+    frame = scene(7)
+    c.create_template(frame[40:64, 50:74], template_id="here")
+    c.create_template(cv2.GaussianBlur(rng.integers(0, 256, (24, 24), dtype=np.uint8), (0, 0), 1.2),
+                      template_id="elsewhere")
+    assert [p.template for p in c.match(frame).peaks] == ["templates/here"]
+    assert len(c.match(frame, threshold=None).peaks) == 2  # None: every peak, as the wire's default
+    assert len(c.match(frame, method="ccorr").peaks) == 2  # no default for the unnormalised methods

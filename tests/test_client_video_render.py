@@ -1,5 +1,8 @@
 """Frame sources and rendering, on real files written by OpenCV."""
 
+import shutil
+import subprocess
+
 import cv2
 import numpy as np
 import pytest
@@ -53,8 +56,11 @@ def test_sources_that_cannot_be_opened_name_themselves(tmp_path):
 
 def test_rendering(tmp_path):
     frame = np.zeros((40, 50), np.uint8)
+    drawn = render.draw_peaks(np.zeros((120, 160), np.uint8), [Peak("templates/a", 5, 30, 10, 12, 0.9)], tracks=[7])
+    assert drawn.shape == (120, 160, 3) and drawn[30, 5].any() and not drawn[100, 150].any()
+    assert drawn[20, 8].any()  # the label, on its filled background above the box
     drawn = render.draw_peaks(frame, [Peak("templates/a", 5, 6, 10, 12, 0.9)])
-    assert drawn.shape == (40, 50, 3) and drawn[6, 5].any() and not drawn[20, 30].any()
+    assert drawn.shape == (40, 50, 3) and drawn[6, 5].any()
     score = np.zeros((31, 41), np.float32)
     score[10, 20] = 1.0
     hot = render.heatmap(score)
@@ -71,3 +77,22 @@ def test_rendering(tmp_path):
     assert cv2.imread(str(tmp_path / "sub" / "x.png")).shape == (40, 50, 3)
     with pytest.raises(OSError, match="cannot write image"):
         render.write_image(tmp_path / "x.nope", drawn)
+
+
+def test_templates_get_distinct_colours_that_they_keep():
+    palette = render.Palette()
+    names = [f"templates/t{i}" for i in range(10)]
+    colours = [palette(name) for name in names]
+    assert len(set(colours)) == 10
+    assert [palette(name) for name in reversed(names)] == colours[::-1]
+
+
+@pytest.mark.skipif(shutil.which("ffprobe") is None, reason="ffmpeg is not installed (CI installs it)")
+def test_mp4_is_h264_when_ffmpeg_is_there(tmp_path):
+    with render.VideoWriter(tmp_path / "o.mp4", 25) as writer:
+        for t in range(12):
+            writer.write(np.full((61, 81, 3), t * 20, np.uint8))  # odd sizes: padded to even for yuv420p
+    probe = subprocess.run(["ffprobe", "-v", "error", "-select_streams", "v:0", "-count_frames", "-show_entries",
+                            "stream=codec_name,nb_read_frames", "-of", "csv=p=0", str(tmp_path / "o.mp4")],
+                           capture_output=True, text=True, check=True)
+    assert probe.stdout.strip() == "h264,12"

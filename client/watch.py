@@ -1,0 +1,291 @@
+"""``featuremap watch``: a video, camera or stream through the server, as detections.
+
+A source is read (live ones on a thread of their own that keeps only the
+newest frame), streamed to the server, and each answer becomes detections
+with track ids, one JSON line, an overlay frame and a heatmap frame. What
+only the client sees is reported beside what the server reports: frames
+dropped at the source, the age of each result, the source lost and
+reconnected.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import signal
+import statistics
+import sys
+import threading
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from typing import IO, Any
+
+import numpy as np
+
+from featuremap.wire import LOWER_IS_BETTER
+
+from . import render
+from .client import FeatureMapClient, FeatureMapError, FrameResult, MatchSettings
+from .tracking import Tracker
+from .video import Source, SourceError, SourceEvent, open_source
+
+#: Stream failures worth resuming on another replica, and how often in a row.
+STREAM_RETRIES = 5
+#: Seconds between progress lines when stderr is not a terminal (docker logs, CI).
+LOG_EVERY = 5.0
+
+
+class WatchError(Exception):
+    """The watch could not go on (the source or the server failed); ``summary`` holds what was done."""
+
+    def __init__(self, message: str, summary: dict[str, Any]) -> None:
+        super().__init__(message)
+        self.summary = summary
+
+
+def peaks_json(peaks: list[Any], tracks: list[int] | None = None) -> list[dict[str, Any]]:
+    """Peaks as JSON objects (with their track ids when given)."""
+    rows = []
+    for index, p in enumerate(peaks):
+        row = {"template": p.template, "x": round(p.x, 2), "y": round(p.y, 2), "width": p.width,
+               "height": p.height, "score": round(p.score, 5), "scale": round(p.scale, 6),
+               "angle": round(p.angle, 6)}
+        if tracks is not None:
+            row["track"] = tracks[index]
+        rows.append(row)
+    return rows
+
+
+@dataclass
+class Progress:
+    """Progress on stderr: a self-overwriting line on a terminal, a line every few seconds elsewhere.
+
+    Files show frames, percent, fps and ETA; live sources fps, frames dropped
+    at the source, frames the server skipped, and the latest result's age.
+    """
+
+    total: int | None
+    live: bool
+    tty: bool
+    enabled: bool = True
+    frames: int = 0
+    skipped: int = 0
+    dropped: int = 0
+    ages: list[float] = field(default_factory=list)
+    started: float = field(default_factory=time.perf_counter)
+    _shown: float = 0.0
+
+    def update(self, skipped: int, dropped: int, age: float | None) -> None:
+        self.frames += 1
+        self.skipped += skipped
+        self.dropped = dropped
+        if age is not None:
+            self.ages.append(age)
+        now = time.perf_counter()
+        if self.enabled and now - self._shown >= (0.2 if self.tty else LOG_EVERY):
+            self._shown = now
+            self._show()
+
+    def fps(self) -> float:
+        return self.frames / max(1e-9, time.perf_counter() - self.started)
+
+    def line(self) -> str:
+        if self.live:
+            age = f"  age {self.ages[-1] * 1e3:.0f} ms" if self.ages else ""
+            return (f"frames {self.frames}  {self.fps():5.1f} fps  dropped at source {self.dropped}  "
+                    f"skipped by server {self.skipped}{age}")
+        done = f"{self.frames}/{self.total} ({100 * self.frames / self.total:.0f}%)" if self.total else f"{self.frames}"
+        eta = ""
+        if self.total and self.frames:
+            eta = f"  ETA {max(0.0, (self.total - self.frames) / max(self.fps(), 1e-9)):.0f} s"
+        return f"frames {done}  {self.fps():5.1f} fps  skipped {self.skipped}{eta}"
+
+    def _show(self) -> None:
+        if self.tty:
+            sys.stderr.write(f"\r{self.line()}   ")
+        else:
+            sys.stderr.write(f"featuremap watch: {self.line()}\n")
+        sys.stderr.flush()
+
+    def finish(self) -> None:
+        if self.enabled and self.tty and self.frames:
+            self._show()
+            sys.stderr.write("\n")
+
+
+class _Outputs:
+    """The files a watch writes: JSON lines, overlay video, heatmap video."""
+
+    def __init__(self, args: argparse.Namespace, fps: float | None) -> None:
+        self.overlay = render.VideoWriter(args.out, fps or 25.0) if args.out else None
+        self.heat = render.VideoWriter(args.heatmap_out, fps or 25.0) if args.heatmap_out else None
+        self.lines: IO[str] | None = open(args.jsonl, "w", buffering=1) if args.jsonl else None  # tail -f works
+        self.palette = render.Palette()
+
+    def line(self, entry: dict[str, Any]) -> None:
+        if self.lines is not None:
+            self.lines.write(json.dumps(entry) + "\n")
+
+    def close(self) -> None:
+        for writer in (self.overlay, self.heat):
+            if writer is not None:
+                writer.close()
+        if self.lines is not None:
+            self.lines.close()
+
+
+def _events(source: Source, outputs: _Outputs, log: list[dict[str, Any]]) -> None:
+    """What happened to the source since last asked: to stderr and the JSON lines."""
+    for event in source.events():
+        entry = _event_json(event)
+        log.append(entry)
+        outputs.line(entry)
+        sys.stderr.write(f"\nfeaturemap watch: {event.kind}: {event.detail}\n")
+
+
+def _event_json(event: SourceEvent) -> dict[str, Any]:
+    return {"event": event.kind, "time": round(event.time, 3), "detail": event.detail}
+
+
+def watch(args: argparse.Namespace, settings: MatchSettings, *, client: FeatureMapClient,
+          progress: bool = True) -> dict[str, Any]:
+    """Stream ``args.source`` through the server; write what was asked; return a summary.
+
+    Raises
+    ------
+    SourceError
+        The source cannot be opened.
+    WatchError
+        The source was lost for good, or the server failed (``summary`` holds what was done).
+    """
+    source = open_source(args.source, timeout=args.source_timeout, max_reconnects=args.max_reconnects)
+    realtime = source.live if args.realtime is None else args.realtime
+    limit = args.max_frames
+    # Frames sent but not yet answered: resent on another replica when the
+    # one serving the stream goes away, so every frame gets a result.
+    unanswered: dict[int, tuple[int, float, np.ndarray]] = {}
+    read_lock = threading.Lock()
+    reader = iter(source)
+    closed: list[bool] = []  # set (under read_lock) once the source is released
+    broken: list[SourceError] = []  # a source error met by gRPC's sender thread, raised here
+
+    def frames() -> Iterator[tuple[int, float, np.ndarray]]:
+        yield from list(unanswered.values())
+        while True:
+            # gRPC's sender thread pulls frames; the lock keeps an abandoned
+            # stream's sender and a new one apart, and both away from a
+            # source that is being released.
+            with read_lock:
+                if closed or broken:
+                    return
+                try:
+                    item = next(reader, None)
+                except SourceError as error:
+                    broken.append(error)
+                    return
+                if item is None or (limit is not None and item[0] >= limit):
+                    return
+                unanswered[item[0]] = item
+            yield item
+
+    outputs = _Outputs(args, source.fps)
+    total = min(limit, source.frame_count) if limit and source.frame_count else (limit or source.frame_count)
+    bar = Progress(total, source.live, sys.stderr.isatty(), enabled=progress)
+    tracker = Tracker()
+    lower = settings.get("method", "ccoeff_normed") in LOWER_IS_BETTER
+    events: list[dict[str, Any]] = []
+    results: list[dict[str, Any]] = []
+    retries = 0
+    # Ctrl-C finishes the frame in hand (its JSON line, overlay and heatmap
+    # frames together), then stops; a second Ctrl-C interrupts at once.
+    interrupted = threading.Event()
+    previous = None
+    if threading.current_thread() is threading.main_thread():
+        def on_interrupt(*_: object) -> None:
+            interrupted.set()
+            signal.signal(signal.SIGINT, previous)
+
+        previous = signal.getsignal(signal.SIGINT) or signal.default_int_handler
+        signal.signal(signal.SIGINT, on_interrupt)
+
+    def summary() -> dict[str, Any]:
+        return {"frames": bar.frames, "skipped": bar.skipped, "dropped": source.dropped, "fps": bar.fps(),
+                "age_ms": statistics.median(bar.ages) * 1e3 if bar.ages else None, "events": events,
+                "results": results, "interrupted": interrupted.is_set()}
+
+    def record(result: FrameResult, item: tuple[int, float, np.ndarray] | None) -> None:
+        _events(source, outputs, events)
+        detections = tracker.update(result.peaks, lower)
+        tracks = [d.track for d in detections]
+        entry: dict[str, Any] = {"sequence": result.sequence, "timestamp": result.timestamp,
+                                 "peaks": peaks_json(result.peaks, tracks), "skipped": result.skipped}
+        age = None
+        if source.live and result.timestamp is not None:
+            age = time.time() - result.timestamp
+            entry.update(age_ms=round(age * 1e3, 1), dropped=source.dropped)
+        results.append(entry)
+        outputs.line(entry)
+        frame = None if item is None else item[2]
+        if outputs.overlay is not None and frame is not None:
+            outputs.overlay.write(render.draw_peaks(frame, result.peaks, tracks=tracks, palette=outputs.palette))
+        heat = render.result_heatmap(frame, result, settings.get("method", "ccoeff_normed")) \
+            if outputs.heat is not None and frame is not None else None
+        if outputs.heat is not None and heat is not None:
+            outputs.heat.write(heat)
+        bar.update(len(result.skipped), source.dropped, age)
+
+    try:
+        while True:
+            stream_settings: MatchSettings = {**settings, "realtime": realtime,
+                                              "maps": "float16" if outputs.heat else None}
+            stream = client.stream(frames(), window=args.window, **stream_settings)
+            try:
+                for result in stream:
+                    item = unanswered.pop(result.sequence, None)
+                    for skipped in result.skipped:
+                        unanswered.pop(skipped, None)
+                    record(result, item)
+                    if broken or interrupted.is_set():
+                        break
+                break
+            except FeatureMapError as error:
+                if broken:
+                    break
+                if error.code not in _RETRYABLE or retries >= STREAM_RETRIES:
+                    raise WatchError(f"featuremap watch: {error}", summary()) from None
+                retries += 1
+                sys.stderr.write(f"\nfeaturemap watch: stream lost ({error.code.name}); resuming from frame "
+                                 f"{min(unanswered, default='next')} on another replica\n")
+                time.sleep(0.2)
+        _events(source, outputs, events)
+        if broken:
+            raise WatchError(str(broken[0]), summary())
+    except KeyboardInterrupt:
+        interrupted.set()  # a second Ctrl-C: stop at once, keep what was written
+    finally:
+        if previous is not None:
+            signal.signal(signal.SIGINT, previous)
+        bar.finish()
+        with read_lock:
+            closed.append(True)
+            source.close()
+        outputs.close()
+    return summary()
+
+
+def _retryable() -> frozenset[Any]:
+    import grpc
+
+    return frozenset({grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.CANCELLED, grpc.StatusCode.INTERNAL,
+                      grpc.StatusCode.UNKNOWN})
+
+
+_RETRYABLE = _retryable()
+
+
+def summary_line(summary: dict[str, Any]) -> str:
+    """The one-line account of a watch, for stderr."""
+    age = f", result age {summary['age_ms']:.0f} ms (median)" if summary.get("age_ms") is not None else ""
+    return (f"{summary['frames']} frames, {summary['fps']:.1f} fps, {summary['dropped']} dropped at the source, "
+            f"{summary['skipped']} skipped by the server{age}")
