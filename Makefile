@@ -54,6 +54,7 @@ lint: $(STAMP)
 	cd proto && $(BUF) lint
 	$(BIN)/hadolint deploy/Dockerfile
 	$(BIN)/kubernetes-validate --strict $(filter-out %kustomization.yaml,$(wildcard deploy/k8s/*.yaml))
+	promtool check rules deploy/prometheus/alerts.yaml
 	rm -rf $(LINT_SITE) build/lib build/bdist.*
 	$(BIN)/python -m pip install -q --no-deps --no-build-isolation --no-compile --target $(LINT_SITE) .
 	cd $(LINT_SITE) && $(CURDIR)/$(BIN)/lint-imports $(CURDIR)/pyproject.toml

@@ -109,6 +109,7 @@ class FrameProcessor:
         # Matchers keep between calls (kernel spectra).
         self.budget = MemoryBudget(budget - budget // 4)
         self.prepared = PreparedCache(retained_bytes=budget // 4)
+        metrics.follow_memory(self.budget.total, lambda: self.budget.used)
         # As many frames at once as the container has CPUs, each kernel on
         # that many threads (Numba's count is per calling thread).
         self._pool = ThreadPoolExecutor(max_workers=self.cpus, thread_name_prefix="featuremap-compute",
@@ -144,7 +145,7 @@ class FrameProcessor:
         return Decoded(image, (time.perf_counter() - started) * 1e3)
 
     def process(self, plan: Plan, frame: pb.Frame, decoded: Decoded | None = None,
-                cancelled: Callable[[], bool] = lambda: False) -> Answer:
+                cancelled: Callable[[], bool] = lambda: False, rpc: str = "Match") -> Answer:
         """Decode (unless done), match and encode one frame; stop between stages once ``cancelled()``.
 
         Raises
@@ -162,7 +163,7 @@ class FrameProcessor:
         started = time.perf_counter()
         maps = self._encode_maps(plan, computed)
         encode_ms = (time.perf_counter() - started) * 1e3
-        self._metrics.latency.observe((decoded.decode_ms + computed.compute_ms + encode_ms) / 1e3)
+        self._metrics.latency.labels(rpc).observe((decoded.decode_ms + computed.compute_ms + encode_ms) / 1e3)
         result = pb.FrameResult(
             sequence=frame.sequence, capture_time=frame.capture_time,
             peaks=[pb.Peak(template=p.template, x=p.x, y=p.y, width=p.width, height=p.height, score=p.score,
@@ -172,9 +173,15 @@ class FrameProcessor:
         return Answer(result, maps)
 
     def submit(self, plan: Plan, frame: pb.Frame, decoded: Decoded | None = None,
-               cancelled: Callable[[], bool] = lambda: False) -> Future[Answer]:
+               cancelled: Callable[[], bool] = lambda: False, rpc: str = "Match") -> Future[Answer]:
         """:meth:`process` on the compute pool (maps are encoded there too: encoding is work)."""
-        return self._pool.submit(self.process, plan, frame, decoded, cancelled)
+        submitted = time.perf_counter()
+
+        def run() -> Answer:
+            self._metrics.queue_wait.labels(rpc).observe(time.perf_counter() - submitted)
+            return self.process(plan, frame, decoded, cancelled, rpc)
+
+        return self._pool.submit(run)
 
     def _check_response_size(self, plan: Plan, image: np.ndarray) -> None:
         """Refuse, before matching, maps that could not be sent (over max_message_bytes)."""

@@ -1,26 +1,60 @@
-"""Prometheus metrics of the service, on their own registry."""
+"""Prometheus metrics of the service, on their own registry.
+
+Labels are the RPC method and the status code, never a stream or a peer:
+the series stay few however many clients come and go.
+"""
 
 from __future__ import annotations
 
-from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, start_http_server
+from collections.abc import Callable
+
+from prometheus_client import (
+    CollectorRegistry,
+    Counter,
+    Gauge,
+    Histogram,
+    Info,
+    ProcessCollector,
+    start_http_server,
+)
+from prometheus_client.platform_collector import PlatformCollector
+
+import featuremap
+
+_SECONDS = (0.001, 0.0025, 0.005, 0.01, 0.02, 0.04, 0.08, 0.16, 0.32, 0.64, 1.28, 2.56, 5.12, 10.24)
 
 
 class Metrics:
-    """The service's counters, gauges and histograms."""
+    """The service's counters, gauges and histograms (and the process's own, as Prometheus names them)."""
 
     def __init__(self) -> None:
         self.registry = CollectorRegistry()
-        self.frames = Counter("featuremap_frames", "Frames matched", ["rpc"], registry=self.registry)
-        self.skipped = Counter("featuremap_skipped_frames", "Frames skipped in realtime mode",
+        ProcessCollector(registry=self.registry)
+        PlatformCollector(registry=self.registry)
+        Info("featuremap_build", "The running featuremap", registry=self.registry).info(
+            {"version": featuremap.__version__})
+        self.frames = Counter("featuremap_frames", "Frames answered", ["rpc"], registry=self.registry)
+        self.skipped = Counter("featuremap_skipped_frames", "Frames skipped in realtime mode (a newer one came)",
                                registry=self.registry)
-        self.latency = Histogram(
-            "featuremap_frame_latency_seconds", "Server time per frame: decode, compute, encode",
-            buckets=(0.001, 0.0025, 0.005, 0.01, 0.02, 0.04, 0.08, 0.16, 0.32, 0.64, 1.28, 2.56),
-            registry=self.registry,
-        )
+        self.latency = Histogram("featuremap_frame_latency_seconds",
+                                 "Server time per frame: decode, match, encode", ["rpc"], buckets=_SECONDS,
+                                 registry=self.registry)
+        self.queue_wait = Histogram("featuremap_queue_wait_seconds",
+                                    "Time a frame waited for the compute pool", ["rpc"], buckets=_SECONDS,
+                                    registry=self.registry)
         self.streams = Gauge("featuremap_active_streams", "StreamMatch calls in progress", registry=self.registry)
         self.bank = Gauge("featuremap_bank_templates", "Templates in the bank", registry=self.registry)
-        self.errors = Counter("featuremap_errors", "Calls ended with an error", ["code"], registry=self.registry)
+        self.errors = Counter("featuremap_errors", "Calls ended with an error", ["rpc", "code"],
+                              registry=self.registry)
+        self.memory_budget = Gauge("featuremap_memory_budget_bytes", "Bytes matching may hold at once",
+                                   registry=self.registry)
+        self.memory_in_use = Gauge("featuremap_memory_in_use_bytes", "Bytes reserved by the calls in hand",
+                                   registry=self.registry)
+
+    def follow_memory(self, total: int, in_use: Callable[[], int]) -> None:
+        """Report the memory budget and, at every scrape, what of it is in use."""
+        self.memory_budget.set(total)
+        self.memory_in_use.set_function(in_use)
 
     def serve(self, address: str) -> None:
         """Expose the metrics over HTTP at host:port."""

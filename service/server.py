@@ -190,7 +190,7 @@ def _unary(method: _Handler) -> _Handler:
                 raise request.error
             return method(self, request, context)
         except Exception as error:  # noqa: BLE001 - every failure must become a status
-            self._fail(error, context)
+            self._fail(error, context, method.__name__)
 
     return handler  # type: ignore[return-value]
 
@@ -205,11 +205,11 @@ class FeatureMapServicer(pb_grpc.FeatureMapServiceServicer):
         self._settings = server.settings
         self._metrics = server.metrics
 
-    def _fail(self, error: BaseException, context: grpc.ServicerContext) -> NoReturn:
+    def _fail(self, error: BaseException, context: grpc.ServicerContext, rpc: str) -> NoReturn:
         code, message = status_of(error)
         if code == grpc.StatusCode.INTERNAL:
-            log.error("internal error", exc_info=error)
-        self._metrics.errors.labels(code.name).inc()
+            log.error("internal error", exc_info=error, extra={"rpc": rpc})
+        self._metrics.errors.labels(rpc, code.name).inc()
         context.abort(code, message)
         raise AssertionError("abort returns only by raising")
 
@@ -262,22 +262,32 @@ class FeatureMapServicer(pb_grpc.FeatureMapServiceServicer):
             plan = self._frames.plan(request.config)
             # On the compute pool, as wide as the machine: however many calls
             # wait, no more frames are matched at once than there are cores.
-            answer = self._frames.submit(plan, request.frame, cancelled=lambda: not context.is_active()).result()
+            answer = self._frames.submit(plan, request.frame, cancelled=lambda: not context.is_active(),
+                                         rpc="Match").result()
         return self._frames.respond(pb.MatchResponse, answer, "Match")  # already on the wire
 
     def StreamMatch(self, request_iterator, context) -> Iterator[bytes]:
         try:
             self._server.open_stream()
         except Exception as error:  # noqa: BLE001
-            self._fail(error, context)
+            self._fail(error, context, "StreamMatch")
+        peer, started, answered, ended = context.peer(), time.monotonic(), 0, "OK"
+        log.info("stream started", extra={"peer": peer})
         stream = StreamPipeline(self._frames, request_iterator, context)
         try:
-            yield from stream.run()
+            for response in stream.run():
+                answered += 1
+                yield response
         except Exception as error:  # noqa: BLE001
-            self._fail(error, context)
+            ended = status_of(error)[0].name
+            self._fail(error, context, "StreamMatch")
         finally:
             stream.stop()
             self._server.close_stream()
+            if ended == "OK" and not context.is_active():
+                ended = "CANCELLED"
+            log.info("stream ended", extra={"peer": peer, "frames": answered, "code": ended,
+                                            "seconds": round(time.monotonic() - started, 3)})
 
 
 def _parser(message: type[Message]) -> Callable[[bytes], Message | Malformed]:

@@ -161,7 +161,8 @@ class StreamPipeline:
                 _, frame, decoded = item
                 with self._skipped_lock:
                     skipped, self._skipped = self._skipped, []
-                self._outbox.put(("result", self._frames.submit(plan, frame, decoded, self._stopped.is_set), skipped))
+                pending = self._frames.submit(plan, frame, decoded, self._stopped.is_set, "StreamMatch")
+                self._outbox.put(("result", pending, skipped))
             except Exception as error:  # noqa: BLE001
                 self._outbox.put(("error", error))
                 return

@@ -129,10 +129,12 @@ def test_demo_runs_end_to_end(tmp_path):
     result = run("demo", "--out-dir", str(tmp_path / "out"), "--frames", "40", timeout=300,
                  env={"FEATUREMAP_ADDRESS": f"127.0.0.1:{free_port()}"})
     assert result.returncode == 0, result.stderr
-    assert "every detection within 2 px" in result.stdout
-    for name in ("overlay.mp4", "heatmap.png", "detections.jsonl"):
+    assert "every moving object found where it was, and the absent one never drawn" in result.stdout
+    assert "demo-helmet: absent from the scene, drawn on 0 frames" in result.stdout
+    for name in ("overlay.mp4", "heatmap.png", "contact_sheet.png", "detections.jsonl"):
         assert (tmp_path / "out" / name).stat().st_size > 0
     assert len((tmp_path / "out" / "detections.jsonl").read_text().splitlines()) == 40
+    assert cv2.imread(str(tmp_path / "out" / "contact_sheet.png")).shape == (2 * 240, 3 * 320, 3)
 
 
 def test_ctrl_c_stops_watch_cleanly_and_keeps_what_was_written(server, tmp_path):

@@ -205,8 +205,8 @@ def test_reflection_lists_the_service_and_metrics_are_served(tmp_path):
         text = urllib.request.urlopen(f"http://127.0.0.1:{metrics_port}/metrics", timeout=10).read().decode()
         assert 'featuremap_frames_total{rpc="Match"} 1.0' in text
         assert "featuremap_bank_templates 1.0" in text
-        assert 'featuremap_errors_total{code="NOT_FOUND"} 1.0' in text
-        assert "featuremap_frame_latency_seconds_count 1.0" in text
+        assert 'featuremap_errors_total{code="NOT_FOUND",rpc="GetTemplate"} 1.0' in text
+        assert 'featuremap_frame_latency_seconds_count{rpc="Match"} 1.0' in text
 
 
 def test_reflection_answers_v1_clients_too(tmp_path):

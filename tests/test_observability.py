@@ -1,0 +1,58 @@
+"""What operators see: every metric the alert rules and the dashboard use is exported; streams are logged."""
+
+import json
+import logging
+import re
+import urllib.request
+from pathlib import Path
+
+import grpc
+import pytest
+import yaml
+
+from featuremap.v1 import featuremap_pb2 as pb
+
+from service_helpers import create, frame_message, free_port, running_server, scene
+
+ROOT = Path(__file__).resolve().parent.parent
+USED = re.compile(r"\b((?:featuremap|process)_[a-z_]+)\b")
+
+
+def used_metrics() -> set[str]:
+    rules = yaml.safe_load((ROOT / "deploy" / "prometheus" / "alerts.yaml").read_text())
+    exprs = [rule["expr"] for group in rules["groups"] for rule in group["rules"]]
+    dashboard = json.loads((ROOT / "deploy" / "grafana" / "featuremap-dashboard.json").read_text())
+    exprs += [target["expr"] for panel in dashboard["panels"] for target in panel["targets"]]
+    return {name for expr in exprs for name in USED.findall(expr)}
+
+
+def test_every_metric_of_the_alerts_and_the_dashboard_is_exported(tmp_path, caplog):
+    port = free_port()
+    caplog.set_level(logging.INFO, logger="featuremap.server")
+    with running_server(tmp_path, metrics_address=f"127.0.0.1:{port}") as (stub, _, _):
+        frame = scene(1)
+        create(stub, frame[10:30, 20:40], "m")
+        stub.Match(pb.MatchRequest(config=pb.MatchConfig(), frame=frame_message(frame)), timeout=30)
+        requests = [pb.StreamMatchRequest(config=pb.MatchConfig(realtime=True))]
+        requests += [pb.StreamMatchRequest(frame=frame_message(frame, i)) for i in range(20)]
+        list(stub.StreamMatch(iter(requests), timeout=60))
+        with pytest.raises(grpc.RpcError):
+            stub.GetTemplate(pb.GetTemplateRequest(name="templates/missing"), timeout=10)
+        text = urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=10).read().decode()
+    exported = {line.split("{")[0].split(" ")[0] for line in text.splitlines() if line and not line.startswith("#")}
+    assert used_metrics() <= exported, used_metrics() - exported
+    assert 'featuremap_build_info{version="0.1.0"} 1.0' in text
+    assert 'featuremap_queue_wait_seconds_count{rpc="StreamMatch"}' in text
+    assert 'featuremap_errors_total{code="NOT_FOUND",rpc="GetTemplate"} 1.0' in text
+    # Streams are logged as events: who, how many frames, how it ended.
+    started = [r for r in caplog.records if r.getMessage() == "stream started"]
+    ended = [r for r in caplog.records if r.getMessage() == "stream ended"]
+    assert len(started) == len(ended) == 1 and started[0].peer.startswith("ipv")
+    assert ended[0].code == "OK" and 1 <= ended[0].frames <= 20  # realtime: some frames may be skipped
+
+
+def test_the_alert_rules_are_well_formed():
+    rules = yaml.safe_load((ROOT / "deploy" / "prometheus" / "alerts.yaml").read_text())
+    for rule in (r for group in rules["groups"] for r in group["rules"]):
+        assert rule["alert"].startswith("FeatureMap") and rule["annotations"]["summary"]
+        assert rule["labels"]["severity"] in {"critical", "warning", "info"}
