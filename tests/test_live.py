@@ -158,3 +158,33 @@ def test_a_source_killed_and_restarted_is_reconnected_and_events_are_logged(serv
     assert any("sequence" in e for e in entries[reconnected:]), "no frame after the reconnection"
     assert "source lost" in err and "reconnected" in err
     assert process.returncode == 2
+
+
+def test_a_stalled_source_is_detected_within_its_timeout(server, tmp_path):
+    import signal
+
+    clip(tmp_path / "long.avi", 20)
+    port = free_port()
+    ffmpeg = serve(tmp_path / "long.avi", port)
+    process, lines = watch(server, f"http://127.0.0.1:{port}/", tmp_path, "--max-reconnects", "1",
+                           "--source-timeout", "2")
+    try:
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline and (not lines.exists() or len(lines.read_text().splitlines()) < 10):
+            time.sleep(0.05)
+        ffmpeg.send_signal(signal.SIGSTOP)  # the stream stalls: no frame, no close
+        stalled, stalled_at = time.monotonic(), time.time()
+        _, err = process.communicate(timeout=60)
+        ended = time.monotonic()
+    finally:
+        ffmpeg.kill()
+        ffmpeg.wait()
+        if process.poll() is None:
+            process.kill()
+    events = [json.loads(line) for line in lines.read_text().splitlines() if '"event"' in line]
+    assert [e["event"] for e in events] == ["source lost", "gave up"]
+    lost = events[0]["time"]
+    # Lost within the 2 s read timeout (plus a frame's slack), given up after one attempt (0.5 s backoff,
+    # 2 s to open): nothing waits on OpenCV's 30 s defaults.
+    assert lost - stalled_at < 3.5
+    assert ended - stalled < 10 and process.returncode == 2, err
