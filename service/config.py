@@ -115,7 +115,7 @@ def _check(settings: Settings) -> Settings:
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    """The server's flags, on a parser (``featuremap serve``)."""
+    """The server's flags, on a parser (``featuremap-server serve``)."""
     for field in fields(Settings):
         flag = "--" + field.name.replace("_", "-")
         parser.add_argument(flag, dest=field.name, default=None, metavar=field.name.upper(),
