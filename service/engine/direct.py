@@ -159,7 +159,7 @@ def correlate_direct(planes, kernels, active, oy, ox, row_stride, out):
 
 @njit(parallel=True, error_model="numpy", **JIT)
 def match_direct(planes, kernels, active, oy, ox, row_stride, sums, sqsum, wx, stride, kh, kw, tenergy,
-                 method, out):
+                 method, flat, out):
     """Correlate and score in one pass, a row at a time.
 
     Each output row's correlations stay in a small buffer, in cache, and are
@@ -178,6 +178,8 @@ def match_direct(planes, kernels, active, oy, ox, row_stride, sums, sqsum, wx, s
         Each template kernel's sum of squares.
     method : int
         A method that needs window statistics (not ccorr or ccoeff).
+    flat : float
+        :func:`scores.flat_tolerance` of the frame's planes.
     out : float32 array, (n, Ho, Wo)
         The scores of the first n kernels.
     """
@@ -189,7 +191,7 @@ def match_direct(planes, kernels, active, oy, ox, row_stride, sums, sqsum, wx, s
         _accumulate_row(buffer, 0, planes, kernels, active, yy, ox)
         energy = np.empty(width)
         inv_norm = np.empty(width)
-        window_row(sums, sqsum, yy, kh, wx, kw, stride, method == CCOEFF_NORMED, energy, inv_norm)
+        window_row(sums, sqsum, yy, kh, wx, kw, stride, method == CCOEFF_NORMED, flat, energy, inv_norm)
         for k in range(n_members):
             row_scores(method, buffer[k, 0], out[k, y], energy, inv_norm, inv_tnorm[k], tenergy[k])
 

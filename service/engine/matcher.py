@@ -20,7 +20,17 @@ from .plan import (
     spectrum_dtype,
     template_kernels,
 )
-from .scores import CCOEFF, CCOEFF_NORMED, CCORR, SSIM, finish_masked, finish_ssim, map_scores, window_stats
+from .scores import (
+    CCOEFF,
+    CCOEFF_NORMED,
+    CCORR,
+    SSIM,
+    finish_masked,
+    finish_ssim,
+    flat_tolerance,
+    map_scores,
+    window_stats,
+)
 
 
 class Cancelled(Exception):
@@ -354,13 +364,14 @@ class Matcher:
         if kspectra is None:
             match_direct(
                 work.direct_planes(False), group.direct_kernels, group.direct_active, oy, group.direct_ox,
-                self.stride, sums, sqsum, ox, self.stride, group.height, group.width, group.tenergy, code, out,
+                self.stride, sums, sqsum, ox, self.stride, group.height, group.width, group.tenergy, code,
+                work.flat(), out,
             )
             return out
         energy = np.empty(out_shape)
         inv_norm = np.empty(out_shape)
         window_stats(sums, sqsum, oy, ox, self.stride, group.height, group.width, code == CCOEFF_NORMED,
-                     energy, inv_norm)
+                     work.flat(), energy, inv_norm)
 
         def score(k: int, corr: np.ndarray) -> None:
             map_scores(code, corr, energy, inv_norm, group.tenergy[k], out[k])
@@ -400,6 +411,7 @@ class _FrameWork:
 
     def __init__(self, matcher: Matcher, planes: np.ndarray, any_spectral: bool) -> None:
         self.planes = planes
+        self._flat: float | None = None
         self._stride = matcher.stride
         self._shape = spectral.transform_shape(*planes.shape[1:])
         self._stacked: np.ndarray | None = None
@@ -429,6 +441,12 @@ class _FrameWork:
         if self._channel_integrals is None:
             self._channel_integrals = channel_integrals(self.planes)
         return self._channel_integrals
+
+    def flat(self) -> float:
+        """The variance at or below which a window of this frame is flat (see scores.flat_tolerance)."""
+        if self._flat is None:
+            self._flat = flat_tolerance(self.planes)
+        return self._flat
 
     def integrals(self):
         if self._integrals is None:

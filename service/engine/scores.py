@@ -23,20 +23,39 @@ from .runtime import JIT
 # for OpenCV's six, then ssim. Nothing depends on their order.
 SQDIFF, SQDIFF_NORMED, CCORR, CCORR_NORMED, CCOEFF, CCOEFF_NORMED, SSIM = range(7)
 
-# A variance below this fraction of the window's energy is rounding noise:
-# float32 products carry ~1e-7 relative error.
+# Masked windows take their energy from float32 correlation maps: a variance
+# below this fraction of it is rounding noise (float32 products carry ~1e-7
+# relative error).
 _FLAT = 1e-6
+#: Unmasked windows take their statistics from float64 integral images of the
+#: frame's planes, whose differences are exact to within a few units of
+#: float64 rounding of the largest sum they hold (pixels x planes x M^2, M
+#: the largest magnitude in the planes). A window's variance within this many
+#: such units of zero is flat; any real variance, however dark or bright the
+#: window, is far above it (see flat_tolerance).
+FLAT_ROUNDING_UNITS = 16.0
+
+
+def flat_tolerance(planes: np.ndarray) -> float:
+    """The variance (sum over a window) at or below which a window of these planes counts as flat.
+
+    Tied to the data's magnitude and to the precision of the integral images,
+    never to the frame's mean or to the window's energy: a near-black or
+    near-white window with real variance is scored, not judged flat.
+    """
+    magnitude = float(np.abs(planes).max()) if planes.size else 0.0
+    return FLAT_ROUNDING_UNITS * np.finfo(np.float64).eps * planes.size * magnitude * magnitude
 
 
 @njit(inline="always", error_model="numpy", **JIT)
-def inverse_norm(energy, mean2):
-    """1 / sqrt of the window's (co)variance term; inf when it is within rounding of 0.
+def inverse_norm(energy, mean2, flat):
+    """1 / sqrt of the window's (co)variance term; inf when it is at most ``flat`` (within rounding of 0).
 
     An infinite inverse norm sends :func:`score` to the degenerate value
     without a test on every template.
     """
     var = energy - mean2
-    return 1.0 / np.sqrt(var) if var > _FLAT * energy else np.inf
+    return 1.0 / np.sqrt(var) if var > flat else np.inf
 
 
 @njit(inline="always", error_model="numpy", **JIT)
@@ -97,8 +116,11 @@ def _box_row(table, y0, y1, ox, kw, stride, out, accumulate_square):
 
 
 @njit(error_model="numpy", **JIT)
-def window_row(sums, sqsum, y0, kh, ox, kw, stride, need_mean, energy, inv_norm):
-    """Energy and inverse norm of one row of windows (top row ``y0``, first left column ``ox``)."""
+def window_row(sums, sqsum, y0, kh, ox, kw, stride, need_mean, flat, energy, inv_norm):
+    """Energy and inverse norm of one row of windows (top row ``y0``, first left column ``ox``).
+
+    ``flat`` is :func:`flat_tolerance` of the planes the integral images were made from.
+    """
     y1 = y0 + kh
     _box_row(sqsum, y0, y1, ox, kw, stride, energy, False)
     inv_norm[:] = 0.0  # holds the squared window sums until the last loop
@@ -107,14 +129,14 @@ def window_row(sums, sqsum, y0, kh, ox, kw, stride, need_mean, energy, inv_norm)
             _box_row(sums[c], y0, y1, ox, kw, stride, inv_norm, True)
     inv_area = 1.0 / (kh * kw)
     for x in range(energy.shape[0]):
-        inv_norm[x] = inverse_norm(energy[x], inv_norm[x] * inv_area)
+        inv_norm[x] = inverse_norm(energy[x], inv_norm[x] * inv_area, flat)
 
 
 @njit(parallel=True, error_model="numpy", **JIT)
-def window_stats(sums, sqsum, oy, ox, stride, kh, kw, need_mean, energy, inv_norm):
+def window_stats(sums, sqsum, oy, ox, stride, kh, kw, need_mean, flat, energy, inv_norm):
     """Fill (Ho, Wo) arrays with every window's energy and inverse norm."""
     for y in prange(energy.shape[0]):
-        window_row(sums, sqsum, oy + y * stride, kh, ox, kw, stride, need_mean, energy[y], inv_norm[y])
+        window_row(sums, sqsum, oy + y * stride, kh, ox, kw, stride, need_mean, flat, energy[y], inv_norm[y])
 
 
 @njit(error_model="numpy", **JIT)
@@ -175,7 +197,7 @@ def finish_masked(maps, first, n_channels, tenergy, tsum, msum, msum2, binary, m
                     cross = np.float64(maps[first + 1 + (n_mean if n_cross else 0) + c, y, x])
                     mean2 += 2.0 * mean_c * cross - mean_c * mean_c * msum2
             energy = np.float64(maps[e_index, y, x]) if has_energy else 0.0
-            out[y, x] = score(method, corr, energy, inverse_norm(energy, mean2), inv_tnorm, tenergy)
+            out[y, x] = score(method, corr, energy, inverse_norm(energy, mean2, _FLAT * energy), inv_tnorm, tenergy)
 
 
 @njit(error_model="numpy", **JIT)
