@@ -169,7 +169,8 @@ def encode_map(score_map: np.ndarray, encoding: str) -> tuple[memoryview, float,
         return _bytes_view(to_float16(values)), scale, 0.0
     low, high = float(score_map.min()), float(score_map.max())
     scale = (high - low) / 255.0 if high > low else 1.0
-    values = np.rint((score_map - np.float32(low)) / np.float32(scale))
+    # In float64: the span of a map near float32's limits overflows float32.
+    values = np.rint((score_map.astype(np.float64) - low) / scale)
     return _bytes_view(np.clip(values, 0, 255).astype(np.uint8)), scale, low
 
 

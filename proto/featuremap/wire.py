@@ -112,7 +112,10 @@ def map_array(feature_map: pb.FeatureMap) -> np.ndarray:
     values: np.ndarray = np.frombuffer(feature_map.data, dtype).astype(np.float32)
     values = values.reshape(feature_map.height, feature_map.width)
     if feature_map.scale != 1.0 or feature_map.offset != 0.0:
-        values = values * np.float32(feature_map.scale) + np.float32(feature_map.offset)
+        # In float64: near float32's limits the product overflows float32.
+        limit = float(np.finfo(np.float32).max)
+        restored = values.astype(np.float64) * feature_map.scale + feature_map.offset
+        values = np.clip(restored, -limit, limit).astype(np.float32)
     return values
 
 

@@ -24,6 +24,9 @@ from .scores import (
     CCOEFF,
     CCOEFF_NORMED,
     CCORR,
+    CCORR_NORMED,
+    SQDIFF,
+    SQDIFF_NORMED,
     SSIM,
     finish_masked,
     finish_ssim,
@@ -31,6 +34,21 @@ from .scores import (
     map_scores,
     window_stats,
 )
+
+
+#: Magnitudes (largest absolute value) the kernels take as they are: squares
+#: and sums of a window stay well inside float32's range. Outside, frame and
+#: templates are scaled by powers of two first (Matcher._call_scaled).
+SAFE_MAGNITUDES = (2.0 ** -40, 2.0 ** 40)
+
+
+def _safe(magnitude: float) -> bool:
+    return magnitude == 0.0 or SAFE_MAGNITUDES[0] <= magnitude <= SAFE_MAGNITUDES[1]
+
+
+def _exponent(magnitude: float) -> int:
+    """e such that magnitude / 2**e lies in [0.5, 1) (0 for 0)."""
+    return int(np.frexp(magnitude)[1]) if magnitude > 0.0 else 0
 
 
 class Cancelled(Exception):
@@ -122,11 +140,24 @@ class Matcher:
         ]
         if self.method == "ssim" and any(w is not None for w in weights):
             raise options.OptionError("ssim does not take masks: match masked templates with another method")
+        # Kept for the rare frames or templates of extreme magnitude, matched
+        # by a Matcher of the same templates scaled by a power of two.
+        self._images, self._weights = images, weights
+        self._template_magnitude = max(float(np.abs(img).max()) for img in images)
+        self._mask_magnitude = max((float(w.max()) for w in weights if w is not None), default=0.0)
+        self._scaled: OrderedDict[tuple[int, int, int], Matcher] = OrderedDict()
+        self._rescales = True  # False for the scaled Matchers themselves: scaled once, never again
         self.shapes = [img.shape[:2] for img in images]
         self._code = options.METHOD_CODES[self.method]
         pads = [options.padding_of(self.padding, h, w) for h, w in self.shapes]
         self._pad = tuple(max(p[i] for p in pads) for i in range(4))
 
+        if not (_safe(self._template_magnitude) and _safe(self._mask_magnitude)):
+            # Every call goes through _call_scaled; the Matcher's own kernels
+            # (for its cost model and estimates) are made of scaled values, so
+            # that none overflows.
+            images = [np.ldexp(img, -_exponent(self._template_magnitude)) for img in images]
+            weights = [None if w is None else np.ldexp(w, -_exponent(self._mask_magnitude)) for w in weights]
         by_key: dict[tuple[int, int, bool], list[int]] = {}
         for i, (img, w) in enumerate(zip(images, weights)):
             by_key.setdefault((*img.shape[:2], w is not None), []).append(i)
@@ -315,6 +346,12 @@ class Matcher:
             One float32 map per template, in the bank's order.
         """
         image = self._check_frame(frame)
+        magnitude = float(np.abs(image).max())
+        if self.padding != "valid" and self.border == "constant":
+            magnitude = max(magnitude, abs(self.border_value))
+        if self._rescales and not (_safe(magnitude) and _safe(self._template_magnitude)
+                                   and _safe(self._mask_magnitude)):
+            return self._call_scaled(image, magnitude, frame.dtype == np.uint8, cancelled)
         frame_shape = image.shape[:2]
         plan = self._plan(frame_shape)
         work = _FrameWork(self, self._planes(image, frame), any(kspectra is not None for _, kspectra in plan))
@@ -331,6 +368,53 @@ class Matcher:
             for index, score_map in zip(group.members, maps):
                 results[index] = score_map
         return results
+
+    def _call_scaled(self, image: np.ndarray, magnitude: float, uint8: bool,
+                     cancelled: Callable[[], bool] | None) -> list[np.ndarray]:
+        """Match a frame (or templates, or mask weights) of extreme magnitude exactly, by powers of two.
+
+        float32 sums of squares overflow near 1e19 and products underflow near
+        1e-19. Frame, templates and float mask weights are scaled by powers of
+        two (exact) to magnitudes near 1, matched, and the maps scaled back:
+        the normalised methods do not change when frame and template are
+        scaled; ccorr and ccoeff scale with both; the sqdiff pair and ssim
+        (whose data range scales too) take frame and templates at one joint
+        scale. Values past float32's range are clamped to its largest finite
+        value, so every finite input gives a finite map.
+        """
+        frame_exp = _exponent(magnitude)
+        template_exp = _exponent(self._template_magnitude)
+        mask_exp = _exponent(self._mask_magnitude)
+        if self._code in (SQDIFF, SQDIFF_NORMED, SSIM):  # one scale for frame and templates
+            frame_exp = template_exp = max(frame_exp, template_exp)
+        data_range = self.data_range or (255.0 if uint8 else 1.0)
+        key = (template_exp, mask_exp, frame_exp if self._code == SSIM or self.border_value else 0)
+        with self._lock:
+            matcher = self._scaled.get(key)
+        if matcher is None:
+            matcher = Matcher(
+                [np.ldexp(img, -template_exp) for img in self._images],
+                masks=[None if w is None else np.ldexp(w, -mask_exp) for w in self._weights],
+                method=self.method, padding=self.padding, border=self.border,
+                border_value=float(np.ldexp(self.border_value, -frame_exp)), stride=self.stride,
+                algorithm=self.algorithm,
+                data_range=float(np.ldexp(data_range, -frame_exp)) if self._code == SSIM else None,
+            )
+            matcher._rescales = False
+            with self._lock:
+                self._scaled[key] = matcher
+                if len(self._scaled) > PLANS_KEPT:
+                    self._scaled.popitem(last=False)
+        maps = matcher(np.ldexp(image, -frame_exp), cancelled=cancelled)
+        if self._code in (SQDIFF_NORMED, CCORR_NORMED, CCOEFF_NORMED, SSIM):
+            return maps
+        limit = float(np.finfo(np.float32).max)
+        out = []
+        for score_map, weights in zip(maps, self._weights):
+            exponent = template_exp + frame_exp + (2 * mask_exp if weights is not None else 0)
+            restored = np.ldexp(score_map.astype(np.float64), exponent)
+            out.append(np.clip(restored, -limit, limit).astype(np.float32))
+        return out
 
     def _correlations(self, group: Group, kspectra, out_shape, work: "_FrameWork") -> np.ndarray:
         """The group's raw correlations, one map per kernel (padding kernels included).
