@@ -13,6 +13,7 @@ raise its subclass :class:`OptionTypeError`, also a ``TypeError``).
 """
 
 from . import runtime  # noqa: F401  (sets the threading layer before any kernel runs)
+from .calibration import calibrate
 from .halffloat import to_float16
 from .matcher import Cancelled, Matcher, match
 from .options import (
@@ -40,6 +41,7 @@ __all__ = [
     "OPENCV_METHODS",
     "PADDINGS",
     "Matcher",
+    "calibrate",
     "OptionError",
     "OptionTypeError",
     "Peak",

@@ -278,6 +278,19 @@ class Matcher:
         return sum(spectrum.nbytes for plan in plans for _, kspectra in plan if kspectra is not None
                    for kernel in kspectra for _, spectrum in kernel)
 
+    def predicted_seconds(self, frame_shape: tuple[int, int], algorithm: str) -> float:
+        """The cost model's estimate of one call on a frame of ``frame_shape`` with every group on ``algorithm``."""
+        shape = spectral.transform_shape(*self._padded(tuple(frame_shape)))
+        planes = self.channels * (2 if self._masked else 1)
+        total, shared = 0.0, False
+        for group in self._groups:
+            if algorithm == "direct":
+                total += direct_seconds(group, self.output_shape(group.members[0], tuple(frame_shape)))
+            else:
+                total += spectral_seconds(group, shape, planes, shared)
+                shared = True
+        return total
+
     def algorithms(self, frame_shape: tuple[int, int]) -> dict[tuple[int, int], str]:
         """Which path each template size takes for frames of ``frame_shape``."""
         return {(g.height, g.width): c for g, (c, _) in zip(self._groups, self._plan(tuple(frame_shape)))}

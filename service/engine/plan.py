@@ -29,6 +29,35 @@ PRODUCT_SECONDS_PER_ELEMENT = 1.3e-9
 SPECTRAL_SECONDS_PER_PIXEL = 5.0e-9
 
 
+@dataclass(frozen=True)
+class CostModel:
+    """How the machine at hand scales each path's estimated time.
+
+    The shape of each path's cost (how it grows with templates, sizes and
+    frame) comes from the constants above; their balance differs from machine
+    to machine and with the thread count (on 16 cores the direct path gains
+    more than the transforms), so :func:`featuremap.service.engine.calibrate`
+    measures both paths here and sets these factors.
+    """
+
+    direct_scale: float = 1.0
+    spectral_scale: float = 1.0
+
+
+_cost = CostModel()
+
+
+def cost_model() -> CostModel:
+    """The cost model ``auto`` uses now."""
+    return _cost
+
+
+def use_cost_model(model: CostModel) -> None:
+    """Make ``auto`` decide by ``model`` from now on (Matchers decide once per frame shape)."""
+    global _cost
+    _cost = model
+
+
 @dataclass
 class TemplateKernels:
     """The correlation kernels and constants of one template.
@@ -177,7 +206,7 @@ def direct_seconds(group: Group, out_shape: tuple[int, int]) -> float:
     sizes = np.minimum(3, len(kernels) - 3 * np.arange(len(group.direct_active)))
     kernel_planes = int((group.direct_active.sum(axis=1) * sizes).sum())
     macs = kernel_planes * kernels.shape[2] * kernels.shape[3] * out_shape[0] * out_shape[1]
-    return macs / DIRECT_MACS_PER_S + outputs * DIRECT_SECONDS_PER_OUTPUT
+    return (macs / DIRECT_MACS_PER_S + outputs * DIRECT_SECONDS_PER_OUTPUT) * _cost.direct_scale
 
 
 def spectral_seconds(group: Group, shape: tuple[int, int], frame_planes: int, shared: bool) -> float:
@@ -193,7 +222,7 @@ def spectral_seconds(group: Group, shape: tuple[int, int], frame_planes: int, sh
     cost = kernels * dft + products * n * PRODUCT_SECONDS_PER_ELEMENT
     if not shared:
         cost += frame_planes * dft + n * SPECTRAL_SECONDS_PER_PIXEL
-    return cost
+    return cost * _cost.spectral_scale
 
 
 def spectrum_dtype(group: Group):

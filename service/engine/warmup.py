@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from .calibration import calibrate
 from .halffloat import to_float16
 from .matcher import Matcher
 from .options import METHODS
@@ -14,7 +15,8 @@ def warmup() -> None:
 
     Runs a tiny match through each method, path, stride kind and mask kind,
     for uint8 and float32 frames, and checks the maps are finite. A server
-    calls this before it reports SERVING. The float16 map conversion too.
+    calls this before it reports SERVING. The float16 map conversion too; and
+    :func:`calibrate` sets ``auto``'s cost model for this machine.
     """
     rng = np.random.default_rng(0)
     for dtype in (np.uint8, np.float32):
@@ -31,3 +33,5 @@ def warmup() -> None:
                         if not np.isfinite(matcher(frame)[0]).all():
                             raise RuntimeError(f"warm-up produced a non-finite map for {method}")
     to_float16(np.zeros(4, np.float32))
+    # auto's cost model for this machine and thread count (cached; ~1 s the first time).
+    calibrate()

@@ -26,6 +26,7 @@ import numba
 import numpy as np
 
 from featuremap.service.engine import Matcher, runtime, warmup
+from featuremap.service.engine.plan import cost_model
 
 WORKLOADS = [  # name, height, width, channels, K, k
     ("VGA gray K=8 k=16", 480, 640, 1, 8, 16),
@@ -136,9 +137,11 @@ def main() -> None:
         for method, code in METHODS.items():
             auto = Matcher(templates, method=method)
             direct = Matcher(templates, method=method, algorithm="direct")
+            spectral = Matcher(templates, method=method, algorithm="spectral")
             contenders = {
                 "auto": lambda: auto(frame),
                 "direct": lambda: direct(frame),
+                "spectral": lambda: spectral(frame),
                 "opencv": lambda: [cv2.matchTemplate(frame, t, code) for t in templates],
             }
             conv = torch_conv(frame, templates) if method == "ccorr" else None
@@ -167,6 +170,13 @@ def main() -> None:
         print(f"{name:<22}{method:<15}{t['auto'] * 1e3:9.1f}ms{paths:>10}"
               f"{t['opencv'] * 1e3:8.1f}ms{t['auto'] / t['opencv']:7.2f}x{flops / t['auto'] / 1e9:9.1f}"
               f"{direct_gflops:9.1f}{100 * direct_gflops / ceiling:6.0f}%{torch_ms}")
+    print("\nauto beside the faster forced path (target: within 10%), calibrated for this machine and thread count"
+          f" (direct x{cost_model().direct_scale:.2f}, spectral x{cost_model().spectral_scale:.2f}):")
+    for name, method, paths, _, t in rows:
+        best = min(t["direct"], t["spectral"])
+        faster = "direct" if t["direct"] <= t["spectral"] else "spectral"
+        print(f"  {name:<22}{method:<15}auto {t['auto'] * 1e3:7.1f}ms ({paths:<8}) direct {t['direct'] * 1e3:7.1f}ms "
+              f"spectral {t['spectral'] * 1e3:7.1f}ms  auto / {faster} {t['auto'] / best:5.2f}x")
     print("\nssim (no OpenCV peer) beside featuremap's ccoeff_normed on the same workload:")
     for name, _, _, _, t in rows:
         if "ssim" in t:

@@ -1,0 +1,111 @@
+"""``auto`` made right for the machine it runs on: both paths timed here, once, and remembered.
+
+The cost model's constants were fitted on a 2-core machine; on 16 cores the
+direct path gains more than the transforms do, and ``auto`` chose the slower
+path (VGA BGR, 8 templates of 16x16: spectral 11.8 ms where direct took
+about 8 ms). :func:`calibrate` times both paths on a few small workloads at
+the current thread count, sets the model's two factors from the measured
+over predicted times, and keeps them in a JSON file beside Numba's cache,
+keyed by the CPU model and the thread count, so a restart reuses them.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+import os
+import platform
+import statistics
+import time
+from pathlib import Path
+
+import numba
+import numpy as np
+
+from . import plan
+from .matcher import Matcher
+
+#: Workloads timed (frame height, width, channels, templates, template side): a small-template
+#: one where the direct path wins and a large-template one where the spectral path does.
+WORKLOADS = ((240, 320, 1, 8, 12), (240, 320, 1, 4, 40))
+REPEATS = 3
+VERSION = 1
+
+
+def _cpu_model() -> str:
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
+def cache_file(threads: int | None = None) -> Path:
+    """Where the calibration for this CPU model and thread count is kept (beside Numba's cache)."""
+    threads = threads or numba.get_num_threads()
+    key = hashlib.sha256(f"{VERSION}|{_cpu_model()}|{threads}|{numba.__version__}".encode()).hexdigest()[:16]
+    folder = Path(os.environ.get("NUMBA_CACHE_DIR") or Path(__file__).with_name("__pycache__"))
+    return folder / f"featuremap-cost-{key}.json"
+
+
+def _seconds(call) -> float:
+    call()  # the first call plans and allocates
+    times = []
+    for _ in range(REPEATS):
+        started = time.perf_counter()
+        call()
+        times.append(time.perf_counter() - started)
+    return statistics.median(times)
+
+
+def measure() -> plan.CostModel:
+    """Time both paths on :data:`WORKLOADS`; the factors are the geometric mean of measured / predicted."""
+    rng = np.random.default_rng(0)
+    direct_ratios, spectral_ratios = [], []
+    previous = plan.cost_model()
+    plan.use_cost_model(plan.CostModel())  # predictions from the unscaled constants
+    try:
+        for height, width, channels, count, side in WORKLOADS:
+            frame = rng.random((height, width, channels)).astype(np.float32)
+            templates = [rng.random((side, side, channels)).astype(np.float32) for _ in range(count)]
+            for algorithm, ratios in (("direct", direct_ratios), ("spectral", spectral_ratios)):
+                matcher = Matcher(templates, method="ccorr", algorithm=algorithm)
+                measured = _seconds(lambda m=matcher: m(frame))
+                predicted = matcher.predicted_seconds((height, width), algorithm)
+                ratios.append(measured / predicted)
+    finally:
+        plan.use_cost_model(previous)
+
+    def mean(ratios: list[float]) -> float:
+        return math.exp(statistics.fmean(math.log(r) for r in ratios))
+
+    return plan.CostModel(direct_scale=mean(direct_ratios), spectral_scale=mean(spectral_ratios))
+
+
+def calibrate(*, refresh: bool = False) -> plan.CostModel:
+    """Set ``auto``'s cost model for this machine and thread count: from the cache file, or measured (~1 s).
+
+    Parameters
+    ----------
+    refresh : bool
+        Measure again even when a cached calibration exists.
+    """
+    path = cache_file()
+    model = None
+    if not refresh:
+        try:
+            model = plan.CostModel(**json.loads(path.read_text()))
+        except (OSError, ValueError, TypeError):
+            model = None
+    if model is None:
+        model = measure()
+        try:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            path.write_text(json.dumps({"direct_scale": model.direct_scale, "spectral_scale": model.spectral_scale}))
+        except OSError:
+            pass  # a read-only install: measured again at the next start
+    plan.use_cost_model(model)
+    return model

@@ -1,0 +1,41 @@
+"""auto decides by a cost model calibrated on the machine: measured once, kept beside Numba's cache."""
+
+import json
+
+import numpy as np
+import pytest
+
+from featuremap.service.engine import Matcher, calibrate
+from featuremap.service.engine.calibration import cache_file
+from featuremap.service.engine.plan import CostModel, cost_model, use_cost_model
+
+
+@pytest.fixture
+def cache_dir(tmp_path, monkeypatch):
+    monkeypatch.setenv("NUMBA_CACHE_DIR", str(tmp_path))
+    previous = cost_model()
+    yield tmp_path
+    use_cost_model(previous)
+
+
+def test_calibration_is_measured_once_kept_and_reused(cache_dir):
+    model = calibrate()
+    (kept,) = cache_dir.glob("featuremap-cost-*.json")
+    assert json.loads(kept.read_text()) == {"direct_scale": model.direct_scale, "spectral_scale": model.spectral_scale}
+    assert all(np.isfinite(v) and v > 0 for v in (model.direct_scale, model.spectral_scale))
+    assert cost_model() == model
+    # A cached file is read, not measured again (a planted one wins).
+    kept.write_text(json.dumps({"direct_scale": 3.0, "spectral_scale": 0.5}))
+    assert calibrate() == CostModel(3.0, 0.5) == cost_model()
+    # Another thread count has a file of its own.
+    assert cache_file(threads=97) != kept
+
+
+def test_auto_follows_the_cost_model(cache_dir):
+    rng = np.random.default_rng(0)
+    frame = rng.random((120, 160)).astype(np.float32)
+    templates = [rng.random((24, 24)).astype(np.float32) for _ in range(4)]
+    use_cost_model(CostModel(direct_scale=1e-6, spectral_scale=1.0))  # direct made to look free
+    assert set(Matcher(templates, method="ccorr").algorithms((120, 160)).values()) == {"direct"}
+    use_cost_model(CostModel(direct_scale=1e6, spectral_scale=1.0))  # and ruinous
+    assert set(Matcher(templates, method="ccorr").algorithms((120, 160)).values()) == {"spectral"}
