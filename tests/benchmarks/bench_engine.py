@@ -123,9 +123,16 @@ def main() -> None:
     warmup()
     threads = numba.get_num_threads()
     cv2.setNumThreads(threads)
+    try:
+        import torch
+
+        torch_version = f"torch {torch.__version__}"
+    except ImportError:
+        torch_version = "torch not installed (.venv/bin/pip install torch==2.13.0 to compare)"
     print(f"machine: {platform.machine()}, {os.cpu_count()} CPUs; numba {numba.__version__} "
           f"({runtime.threading_layer()} layer, {threads} threads); OpenCV {cv2.__version__} "
-          f"({cv2.getNumThreads()} threads); numpy {np.__version__}; freed memory retained: {retained}")
+          f"({cv2.getNumThreads()} threads); numpy {np.__version__}; {torch_version}; "
+          f"freed memory retained: {retained}")
     ceilings = [matmul_gflops(3 * repeats)]
     rng = np.random.default_rng(1)
     rows = []
