@@ -61,6 +61,13 @@ def serve(video, port: int) -> subprocess.Popen:
     return process
 
 
+def wait_for_lines(lines, count: int, timeout: float = 30) -> None:
+    """Until the watch has written ``count`` JSON lines (or ``timeout`` seconds passed)."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline and (not lines.exists() or len(lines.read_text().splitlines()) < count):
+        time.sleep(0.05)
+
+
 def watch(server, url, tmp_path, *extra):
     lines = tmp_path / "live.jsonl"
     command = [sys.executable, "-m", "featuremap.client.cli", "watch", url, "--template", "live-patch", "--jsonl",
@@ -138,9 +145,7 @@ def test_a_source_killed_and_restarted_is_reconnected_and_events_are_logged(serv
     process, lines = watch(server, f"http://127.0.0.1:{port}/", tmp_path, "--max-reconnects", "3",
                            "--source-timeout", "2")
     try:
-        deadline = time.monotonic() + 30
-        while time.monotonic() < deadline and (not lines.exists() or len(lines.read_text().splitlines()) < 10):
-            time.sleep(0.05)
+        wait_for_lines(lines, 10)
         first.kill()  # mid-stream
         first.wait()
         time.sleep(0.3)
@@ -169,9 +174,7 @@ def test_a_stalled_source_is_detected_within_its_timeout(server, tmp_path):
     process, lines = watch(server, f"http://127.0.0.1:{port}/", tmp_path, "--max-reconnects", "1",
                            "--source-timeout", "2")
     try:
-        deadline = time.monotonic() + 30
-        while time.monotonic() < deadline and (not lines.exists() or len(lines.read_text().splitlines()) < 10):
-            time.sleep(0.05)
+        wait_for_lines(lines, 10)
         ffmpeg.send_signal(signal.SIGSTOP)  # the stream stalls: no frame, no close
         stalled, stalled_at = time.monotonic(), time.time()
         _, err = process.communicate(timeout=60)
