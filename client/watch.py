@@ -21,6 +21,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import IO, Any
 
+import grpc
 import numpy as np
 
 from featuremap.wire import LOWER_IS_BETTER
@@ -31,6 +32,8 @@ from .tracking import Tracker
 from .video import Source, SourceError, SourceEvent, open_source
 
 #: Stream failures worth resuming on another replica, and how often in a row.
+_RETRYABLE = frozenset({grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.CANCELLED, grpc.StatusCode.INTERNAL,
+                        grpc.StatusCode.UNKNOWN})
 STREAM_RETRIES = 5
 #: Seconds between progress lines when stderr is not a terminal (docker logs, CI).
 LOG_EVERY = 5.0
@@ -274,14 +277,6 @@ def watch(args: argparse.Namespace, settings: MatchSettings, *, client: FeatureM
     return summary()
 
 
-def _retryable() -> frozenset[Any]:
-    import grpc
-
-    return frozenset({grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.CANCELLED, grpc.StatusCode.INTERNAL,
-                      grpc.StatusCode.UNKNOWN})
-
-
-_RETRYABLE = _retryable()
 
 
 def summary_line(summary: dict[str, Any]) -> str:

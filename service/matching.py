@@ -166,7 +166,7 @@ def compute(plan: Plan, prepared: PreparedCache, frame: np.ndarray, *, budget: M
         working, retained = matcher.memory_estimate(frame.shape[:2])
         with budget.hold(working + retained, cancelled):
             maps = matcher(frame, cancelled=cancelled)
-        prepared.trim()
+        prepared.trim(matcher)
         first = 0
         for template, group in chunk:
             group_maps = maps[first:first + len(group)]

@@ -34,25 +34,33 @@ class PreparedCache:
         self._variants: OrderedDict[tuple[str, str], list[Variant]] = OrderedDict()
         self._limits = matchers, variant_sets
         self._retained_limit = retained_bytes
+        self._sizes: dict[tuple, int] = {}  # what each kept Matcher retained when last measured
 
     def retained_bytes(self) -> int:
-        """What the kept Matchers hold between calls (their plans' kernel spectra)."""
+        """What the kept Matchers hold between calls (their plans' kernel spectra), as last measured."""
         with self._lock:
-            matchers = list(self._matchers.values())
-        return sum(m.retained_bytes() for m in matchers)
+            return sum(self._sizes.get(key, 0) for key in self._matchers)
 
-    def trim(self) -> None:
-        """Forget the least recently used Matchers until what they retain fits its share of the budget."""
+    def trim(self, matcher: Matcher) -> None:
+        """After a call on ``matcher``: forget the least recently used Matchers until what they retain fits.
+
+        Only a Matcher that was just called can have grown (a plan for a new
+        frame shape), so only its size is measured again.
+        """
         if self._retained_limit is None:
             return
+        size = matcher.retained_bytes()
         with self._lock:
-            sizes = [(key, matcher.retained_bytes()) for key, matcher in self._matchers.items()]
-            total = sum(size for _, size in sizes)
-            for key, size in sizes[:-1]:  # never the most recent: a call may be using it
+            key = next((k for k, m in reversed(self._matchers.items()) if m is matcher), None)
+            if key is None or self._sizes.get(key) == size:
+                return
+            self._sizes[key] = size
+            total = sum(self._sizes.get(k, 0) for k in self._matchers)
+            for old in list(self._matchers)[:-1]:  # never the most recent: a call may be using it
                 if total <= self._retained_limit:
                     break
-                del self._matchers[key]
-                total -= size
+                total -= self._sizes.pop(old, 0)
+                del self._matchers[old]
 
     def variants(self, template: StoredTemplate) -> list[Variant]:
         """The template's scale/rotation variants, made once per template version."""
@@ -88,5 +96,6 @@ class PreparedCache:
         with self._lock:
             self._matchers[key] = matcher
             if len(self._matchers) > self._limits[0]:
-                self._matchers.popitem(last=False)
+                old, _ = self._matchers.popitem(last=False)
+                self._sizes.pop(old, None)
         return matcher

@@ -359,7 +359,7 @@ class Matcher:
             One float32 map per template, in the bank's order.
         """
         image = self._check_frame(frame)
-        magnitude = float(np.abs(image).max())
+        magnitude = max(-float(image.min()), float(image.max()))  # no |image| temporary
         if self.padding != "valid" and self.border == "constant":
             magnitude = max(magnitude, abs(self.border_value))
         if self._rescales and not (_safe(magnitude) and _safe(self._template_magnitude)

@@ -43,7 +43,7 @@ def flat_tolerance(planes: np.ndarray) -> float:
     never to the frame's mean or to the window's energy: a near-black or
     near-white window with real variance is scored, not judged flat.
     """
-    magnitude = float(np.abs(planes).max()) if planes.size else 0.0
+    magnitude = max(-float(planes.min()), float(planes.max())) if planes.size else 0.0  # no |planes| temporary
     return FLAT_ROUNDING_UNITS * np.finfo(np.float64).eps * planes.size * magnitude * magnitude
 
 
