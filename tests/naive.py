@@ -9,7 +9,12 @@ from __future__ import annotations
 
 import numpy as np
 
-FLAT = 1e-6  # the engine's documented flatness threshold
+# The engine's documented flatness rules: an unmasked window is flat when its variance (its
+# energy, for ccorr_normed and sqdiff_normed) is zero to within rounding, however dark or bright
+# it is -- here, in float64 from the window alone, within FLAT_EXACT of its raw energy; a masked
+# window (statistics from float32 correlations) when under FLAT of its raw energy.
+FLAT = 1e-6
+FLAT_EXACT = 1e-20
 
 
 def border_index(i: int, n: int, border: str) -> int | None:
@@ -54,7 +59,7 @@ def _as3(a):
     return a[:, :, None] if a.ndim == 2 else a
 
 
-def window_score(window, template, mask, method):
+def window_score(window, template, mask, method, masked=True):
     """The score of one window (h, w, C) for a template (h, w, C) and weights (h, w)."""
     m = mask[:, :, None]
     t, i = template, window
@@ -74,7 +79,7 @@ def window_score(window, template, mask, method):
     tenergy = float((tp**2).sum())
     wenergy = float((ip**2).sum())
     raw_energy = float(((m * i) ** 2).sum())
-    flat = wenergy <= FLAT * raw_energy or tenergy <= 0.0 or wenergy <= 0.0
+    flat = wenergy <= (FLAT if masked else FLAT_EXACT) * raw_energy or tenergy <= 0.0 or wenergy <= 0.0
     t = 0.0 if flat else float(np.sqrt(tenergy * wenergy))
     # The documented convention (OpenCV's): rounding past +-1 is clamped,
     # anything further is "no evidence" (0), or "no match" (1) for sqdiff_normed.
@@ -99,7 +104,7 @@ def naive_match(frame, template, *, method="ccoeff_normed", padding="valid", bor
     out = np.empty((len(ys), len(xs)))
     for oy, y in enumerate(ys):
         for ox, x in enumerate(xs):
-            out[oy, ox] = window_score(p[y:y + h, x:x + w], t, weights, method)
+            out[oy, ox] = window_score(p[y:y + h, x:x + w], t, weights, method, mask is not None)
     return out
 
 

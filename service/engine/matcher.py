@@ -158,6 +158,16 @@ class Matcher:
             # that none overflows.
             images = [np.ldexp(img, -_exponent(self._template_magnitude)) for img in images]
             weights = [None if w is None else np.ldexp(w, -_exponent(self._mask_magnitude)) for w in weights]
+        # sqdiff is a sum of squared differences: the same for frame and
+        # templates less one constant per channel. With that constant the
+        # templates' mean, bright frames and templates no longer cancel
+        # catastrophically in energy - 2 corr + tenergy.
+        self._offset = None
+        if self._code == SQDIFF:
+            self._offset = np.mean([img.mean(axis=(0, 1), dtype=np.float64) for img in images], axis=0)
+            if all(np.array_equal(img, np.round(img)) for img in images):
+                self._offset = np.round(self._offset)  # integer data stays integer: exact in float32
+            images = [img - self._offset.astype(np.float32) for img in images]
         by_key: dict[tuple[int, int, bool], list[int]] = {}
         for i, (img, w) in enumerate(zip(images, weights)):
             by_key.setdefault((*img.shape[:2], w is not None), []).append(i)
@@ -329,12 +339,16 @@ class Matcher:
             )
             image = padded.reshape(padded.shape[0], padded.shape[1], -1)
         planes = np.ascontiguousarray(image.transpose(2, 0, 1))
-        if self._code in (CCOEFF, CCOEFF_NORMED):
+        if self._code in (CCOEFF, CCOEFF_NORMED, SQDIFF):
             # The ccoeff pair is invariant to an offset; centring the frame
             # keeps float32 correlations accurate on bright, flat regions.
+            # sqdiff takes the templates' offset (see __init__).
             # A gray float32 frame reaches here uncopied: centre a copy of
             # it, never the caller's array (which may also be read-only).
-            means = planes.mean(axis=(1, 2), dtype=np.float64, keepdims=True).astype(np.float32)
+            if self._offset is not None:
+                means = self._offset.astype(np.float32)[:, None, None]
+            else:
+                means = planes.mean(axis=(1, 2), dtype=np.float64, keepdims=True).astype(np.float32)
             if np.shares_memory(planes, frame):
                 planes = planes - means
             else:
