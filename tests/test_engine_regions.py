@@ -64,14 +64,17 @@ def test_a_template_from_a_dark_region_is_found_in_the_whole_photograph(astronau
 
 @pytest.mark.parametrize("algorithm", ["direct", "spectral"])
 @pytest.mark.parametrize("masked", [False, True])
-@pytest.mark.parametrize("method", ["sqdiff", "ccoeff_normed", "ccorr_normed", "ccoeff"])
+@pytest.mark.parametrize("method", ["sqdiff", "sqdiff_normed", "ccoeff_normed", "ccorr_normed", "ccoeff"])
 def test_a_bright_low_contrast_frame_against_the_float64_reference(astronaut, method, masked, algorithm):
     # 0.9 plus a texture of 1%: the sqdiff terms cancel to a part in 10^4, and OpenCV's own
-    # sqdiff is off by 1.4e-2 of the map's range here, its ccoeff_normed by 0.88.
+    # sqdiff and sqdiff_normed are off by 1.4e-2 of the map's range here, its ccoeff_normed by 0.88.
     frame = (0.9 + 0.01 * astronaut[200:296, 150:278].astype(np.float32) / 255).astype(np.float32)
     template = frame[30:54, 40:64].copy()
     if method == "ccoeff_normed" and masked:
         pytest.skip("masked windows still count as flat under 1e-6 of their energy (float32 statistics): "
+                    "open work of the engine issue")
+    if method == "sqdiff_normed" and masked:
+        pytest.skip("masked sqdiff_normed keeps uncentred planes (its norm would need cross terms): "
                     "open work of the engine issue")
     mask = (np.random.default_rng(0).random(template.shape) > 0.3).astype(np.uint8) if masked else None
     result = Matcher([template], method=method, algorithm=algorithm, masks=[mask] if masked else None)(frame)[0]

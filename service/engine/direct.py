@@ -159,7 +159,7 @@ def correlate_direct(planes, kernels, active, oy, ox, row_stride, out):
 
 @njit(parallel=True, error_model="numpy", **JIT)
 def match_direct(planes, kernels, active, oy, ox, row_stride, sums, sqsum, wx, stride, kh, kw, tenergy,
-                 method, flat, out):
+                 tnorm_energy, method, flat, offsets, out):
     """Correlate and score in one pass, a row at a time.
 
     Each output row's correlations stay in a small buffer, in cache, and are
@@ -176,22 +176,26 @@ def match_direct(planes, kernels, active, oy, ox, row_stride, sums, sqsum, wx, s
         The windows in the padded frame: first left column, stride, size.
     tenergy : float64 array, (n,)
         Each template kernel's sum of squares.
+    tnorm_energy : float64 array, (n,)
+        The same for the norm (uncentred, where the planes are offset for sqdiff_normed).
     method : int
         A method that needs window statistics (not ccorr or ccoeff).
     flat : float
         :func:`scores.flat_tolerance` of the frame's planes.
+    offsets : float64 array, (C,)
+        What was taken off each plane (see :func:`scores.window_row`).
     out : float32 array, (n, Ho, Wo)
         The scores of the first n kernels.
     """
     n_members, height, width = out.shape
-    inv_tnorm = np.where(tenergy > 0.0, 1.0 / np.sqrt(tenergy), np.inf)
+    inv_tnorm = np.where(tnorm_energy > 0.0, 1.0 / np.sqrt(tnorm_energy), np.inf)
     for y in prange(height):
         yy = oy + y * row_stride
         buffer = np.empty((kernels.shape[0], 1, width), np.float32)
         _accumulate_row(buffer, 0, planes, kernels, active, yy, ox)
         energy = np.empty(width)
         inv_norm = np.empty(width)
-        window_row(sums, sqsum, yy, kh, wx, kw, stride, method == CCOEFF_NORMED, flat, energy, inv_norm)
+        window_row(sums, sqsum, yy, kh, wx, kw, stride, method == CCOEFF_NORMED, flat, offsets, energy, inv_norm)
         for k in range(n_members):
             row_scores(method, buffer[k, 0], out[k, y], energy, inv_norm, inv_tnorm[k], tenergy[k])
 

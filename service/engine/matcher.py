@@ -51,6 +51,9 @@ def _exponent(magnitude: float) -> int:
     return int(np.frexp(magnitude)[1]) if magnitude > 0.0 else 0
 
 
+_NO_OFFSETS = np.zeros(0)
+
+
 class Cancelled(Exception):
     """A match stopped because its caller's ``cancelled()`` said so."""
 
@@ -163,7 +166,11 @@ class Matcher:
         # templates' mean, bright frames and templates no longer cancel
         # catastrophically in energy - 2 corr + tenergy.
         self._offset = None
-        if self._code == SQDIFF:
+        raw_energies = [float((img.astype(np.float64) ** 2).sum()) for img in images]
+        # sqdiff_normed's norm is of the uncentred window and template: kept
+        # apart (the windows' from their sums, the templates' here); masked
+        # groups would need cross terms, so they keep the planes as they are.
+        if self._code == SQDIFF or (self._code == SQDIFF_NORMED and all(w is None for w in weights)):
             self._offset = np.mean([img.mean(axis=(0, 1), dtype=np.float64) for img in images], axis=0)
             if all(np.array_equal(img, np.round(img)) for img in images):
                 self._offset = np.round(self._offset)  # integer data stays integer: exact in float32
@@ -177,6 +184,8 @@ class Matcher:
                 template_kernels(images[i].transpose(2, 0, 1), weights[i], self._code) for i in members
             ]
             group = make_group(h, w, masked, members, prepared, channel_major=self.method == "ssim")
+            group.tnorm_energy = (np.array([raw_energies[i] for i in members]) if self._code == SQDIFF_NORMED
+                                  and self._offset is not None else group.tenergy)
             top, _, left, _ = options.padding_of(self.padding, h, w)
             group.place((self._pad[0] - top, self._pad[2] - left), self.stride)
             self._groups.append(group)
@@ -339,7 +348,7 @@ class Matcher:
             )
             image = padded.reshape(padded.shape[0], padded.shape[1], -1)
         planes = np.ascontiguousarray(image.transpose(2, 0, 1))
-        if self._code in (CCOEFF, CCOEFF_NORMED, SQDIFF):
+        if self._code in (CCOEFF, CCOEFF_NORMED) or self._offset is not None:
             # The ccoeff pair is invariant to an offset; centring the frame
             # keeps float32 correlations accurate on bright, flat regions.
             # sqdiff takes the templates' offset (see __init__).
@@ -395,6 +404,12 @@ class Matcher:
             for index, score_map in zip(group.members, maps):
                 results[index] = score_map
         return results
+
+    def _norm_offsets(self) -> np.ndarray:
+        """What was taken off the planes, where the norm must be of the uncentred window (sqdiff_normed)."""
+        if self._code == SQDIFF_NORMED and self._offset is not None:
+            return self._offset.astype(np.float32).astype(np.float64)  # exactly what the planes lost
+        return _NO_OFFSETS
 
     def _call_scaled(self, image: np.ndarray, magnitude: float, uint8: bool,
                      cancelled: Callable[[], bool] | None) -> list[np.ndarray]:
@@ -475,17 +490,17 @@ class Matcher:
         if kspectra is None:
             match_direct(
                 work.direct_planes(False), group.direct_kernels, group.direct_active, oy, group.direct_ox,
-                self.stride, sums, sqsum, ox, self.stride, group.height, group.width, group.tenergy, code,
-                work.flat(), out,
+                self.stride, sums, sqsum, ox, self.stride, group.height, group.width, group.tenergy,
+                group.tnorm_energy, code, work.flat(), self._norm_offsets(), out,
             )
             return out
         energy = np.empty(out_shape)
         inv_norm = np.empty(out_shape)
         window_stats(sums, sqsum, oy, ox, self.stride, group.height, group.width, code == CCOEFF_NORMED,
-                     work.flat(), energy, inv_norm)
+                     work.flat(), self._norm_offsets(), energy, inv_norm)
 
         def score(k: int, corr: np.ndarray) -> None:
-            map_scores(code, corr, energy, inv_norm, group.tenergy[k], out[k])
+            map_scores(code, corr, energy, inv_norm, group.tenergy[k], group.tnorm_energy[k], out[k])
 
         work.spectral(group, kspectra, out_shape, score)
         return out

@@ -151,6 +151,8 @@ class Group:
     direct_kernels: np.ndarray | None = None
     direct_active: np.ndarray | None = None
     direct_ox: int = 0
+    # Each member's energy for the norm (tenergy, or the uncentred one: see Matcher).
+    tnorm_energy: np.ndarray | None = None
 
     def place(self, offset: tuple[int, int], stride: int) -> None:
         """Fix the group's offset in the padded frame and prepare its direct form."""

@@ -116,27 +116,43 @@ def _box_row(table, y0, y1, ox, kw, stride, out, accumulate_square):
 
 
 @njit(error_model="numpy", **JIT)
-def window_row(sums, sqsum, y0, kh, ox, kw, stride, need_mean, flat, energy, inv_norm):
+def window_row(sums, sqsum, y0, kh, ox, kw, stride, need_mean, flat, offsets, energy, inv_norm):
     """Energy and inverse norm of one row of windows (top row ``y0``, first left column ``ox``).
 
-    ``flat`` is :func:`flat_tolerance` of the planes the integral images were made from.
+    ``flat`` is :func:`flat_tolerance` of the planes the integral images were
+    made from. ``offsets`` (one per channel) is what was taken off the
+    planes before (sqdiff_normed): the energy stays the centred one, for the
+    numerator, while the norm is the energy of the window as it was,
+    sum (I' + c)^2 = energy + sum_c (2 c S_c + n c^2); zeros otherwise.
     """
     y1 = y0 + kh
     _box_row(sqsum, y0, y1, ox, kw, stride, energy, False)
-    inv_norm[:] = 0.0  # holds the squared window sums until the last loop
+    inv_norm[:] = 0.0  # holds the squared window sums (or the uncentring terms) until the last loop
+    n = kh * kw
     if need_mean:
         for c in range(sums.shape[0]):
             _box_row(sums[c], y0, y1, ox, kw, stride, inv_norm, True)
-    inv_area = 1.0 / (kh * kw)
+        inv_area = 1.0 / n
+        for x in range(energy.shape[0]):
+            inv_norm[x] = inverse_norm(energy[x], inv_norm[x] * inv_area, flat)
+        return
+    if offsets.shape[0] and offsets.any():
+        window = np.empty(energy.shape[0])
+        for c in range(sums.shape[0]):
+            _box_row(sums[c], y0, y1, ox, kw, stride, window, False)
+            shift = offsets[c]
+            for x in range(energy.shape[0]):
+                inv_norm[x] += 2.0 * shift * window[x] + n * shift * shift
     for x in range(energy.shape[0]):
-        inv_norm[x] = inverse_norm(energy[x], inv_norm[x] * inv_area, flat)
+        inv_norm[x] = inverse_norm(energy[x] + inv_norm[x], 0.0, flat)
 
 
 @njit(parallel=True, error_model="numpy", **JIT)
-def window_stats(sums, sqsum, oy, ox, stride, kh, kw, need_mean, flat, energy, inv_norm):
-    """Fill (Ho, Wo) arrays with every window's energy and inverse norm."""
+def window_stats(sums, sqsum, oy, ox, stride, kh, kw, need_mean, flat, offsets, energy, inv_norm):
+    """Fill (Ho, Wo) arrays with every window's energy and inverse norm (see :func:`window_row`)."""
     for y in prange(energy.shape[0]):
-        window_row(sums, sqsum, oy + y * stride, kh, ox, kw, stride, need_mean, flat, energy[y], inv_norm[y])
+        window_row(sums, sqsum, oy + y * stride, kh, ox, kw, stride, need_mean, flat, offsets, energy[y],
+                   inv_norm[y])
 
 
 @njit(error_model="numpy", **JIT)
@@ -156,9 +172,13 @@ def row_scores(method, row_in, row_out, energy, inv_norm, inv_tnorm, tenergy):
 
 
 @njit(error_model="numpy", **JIT)
-def map_scores(method, raw, energy, inv_norm, tenergy, out):
-    """Scores of one template's map (serial: the caller runs templates in parallel)."""
-    inv_tnorm = 1.0 / np.sqrt(tenergy) if tenergy > 0.0 else np.inf
+def map_scores(method, raw, energy, inv_norm, tenergy, tnorm_energy, out):
+    """Scores of one template's map (serial: the caller runs templates in parallel).
+
+    ``tnorm_energy`` is the template's energy for the norm: ``tenergy`` but
+    for sqdiff_normed on offset planes, where it is the uncentred one.
+    """
+    inv_tnorm = 1.0 / np.sqrt(tnorm_energy) if tnorm_energy > 0.0 else np.inf
     for y in range(out.shape[0]):
         row_scores(method, raw[y], out[y], energy[y], inv_norm[y], inv_tnorm, tenergy)
 
