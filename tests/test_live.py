@@ -49,11 +49,17 @@ def listening(port: int) -> bool:
     return False
 
 
-def serve(video, port: int) -> subprocess.Popen:
-    """ffmpeg serving ``video`` as an HTTP MJPEG stream at its frame rate, to one client."""
+def serve(video, port: int, wait: bool = True) -> subprocess.Popen:
+    """ffmpeg serving ``video`` as an HTTP MJPEG stream at its frame rate, to one client.
+
+    ``wait``: until it listens. Not for a restart under a client that keeps reconnecting: that
+    client may take the one connection (and ffmpeg stop listening) before the port is seen listening.
+    """
     process = subprocess.Popen(["ffmpeg", "-loglevel", "error", "-re", "-i", str(video), "-c:v", "copy", "-f",
                                 "mpjpeg", "-listen", "1", f"http://127.0.0.1:{port}/"],
                                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    if not wait:
+        return process
     deadline = time.monotonic() + 20
     while not listening(port):
         assert time.monotonic() < deadline and process.poll() is None, "ffmpeg did not start listening"
@@ -149,7 +155,7 @@ def test_a_source_killed_and_restarted_is_reconnected_and_events_are_logged(serv
         first.kill()  # mid-stream
         first.wait()
         time.sleep(0.3)
-        second = serve(tmp_path / "b.avi", port)
+        second = serve(tmp_path / "b.avi", port, wait=False)  # the watch reconnects to it with backoff
         _, err = process.communicate(timeout=90)
         second.wait(30)
     finally:
