@@ -22,7 +22,7 @@ from featuremap.v1 import featuremap_pb2 as pb
 from . import codec
 from .bank import Bank
 from .config import Settings
-from .engine import Cancelled, check_options, check_peak_options, runtime
+from .engine import Cancelled, check_options, check_peak_options, map_shape, runtime
 from .errors import InvalidArgument, LimitExceeded
 from .matching import Computed, MatchOptions, Plan, compute
 from .metrics import Metrics
@@ -188,15 +188,11 @@ class FrameProcessor:
         encoding = plan.options.encoding
         if encoding is None:
             return
-        height, width = image.shape[:2]
-        stride, padding = plan.options.stride, plan.options.padding
         item = {"float32": 4, "float16": 2, "uint8": 1}[encoding]
         total = 0
         for template in plan.templates:
-            h, w = template.image.shape[:2]
-            rows, cols = {"valid": (height - h + 1, width - w + 1), "same": (height, width),
-                          "full": (height + h - 1, width + w - 1)}[padding]
-            total += max(0, (rows - 1) // stride + 1) * max(0, (cols - 1) // stride + 1) * item + 64
+            rows, cols = map_shape(plan.options.padding, plan.options.stride, image.shape, template.image.shape)
+            total += rows * cols * item + 64
         if total > self._settings.max_message_bytes:
             raise LimitExceeded(f"the maps of this frame would be {total} bytes, over the limit of "
                                 f"{self._settings.max_message_bytes} (max_message_bytes): ask for fewer templates, "

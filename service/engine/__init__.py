@@ -28,6 +28,7 @@ from .options import (
     check_options,
     check_template,
     map_origin,
+    map_shape,
 )
 from .peaks import Peak, check_peak_options, find_peaks
 from .warmup import warmup
@@ -50,6 +51,7 @@ __all__ = [
     "check_template",
     "find_peaks",
     "map_origin",
+    "map_shape",
     "match",
     "to_float16",
     "warmup",

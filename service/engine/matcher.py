@@ -206,13 +206,7 @@ class Matcher:
 
     def output_shape(self, index: int, frame_shape: tuple[int, int]) -> tuple[int, int]:
         """Shape of template ``index``'s map for frames of ``frame_shape`` (H, W)."""
-        h, w = self.shapes[index]
-        extents = {
-            "valid": (frame_shape[0] - h + 1, frame_shape[1] - w + 1),
-            "same": frame_shape,
-            "full": (frame_shape[0] + h - 1, frame_shape[1] + w - 1),
-        }[self.padding]
-        return tuple((e - 1) // self.stride + 1 for e in extents)
+        return options.map_shape(self.padding, self.stride, frame_shape, self.shapes[index])
 
     def _padded(self, frame_shape: tuple[int, int]) -> tuple[int, int]:
         return frame_shape[0] + self._pad[0] + self._pad[1], frame_shape[1] + self._pad[2] + self._pad[3]

@@ -65,6 +65,18 @@ def map_origin(padding: str, height: int, width: int) -> tuple[int, int]:
     return -left, -top
 
 
+def map_shape(padding: str, stride: int, frame_shape: tuple[int, int], template_shape: tuple[int, int]) -> tuple[int, int]:
+    """(rows, columns) of a template's map for frames of ``frame_shape`` (H, W): at least 0 each."""
+    (height, width), (h, w) = frame_shape[:2], template_shape[:2]
+    extents = {
+        "valid": (height - h + 1, width - w + 1),
+        "same": (height, width),
+        "full": (height + h - 1, width + w - 1),
+    }[padding]
+    rows, cols = (max(0, (e - 1) // stride + 1) for e in extents)
+    return rows, cols
+
+
 def check_choice(kind: str, value: object, choices) -> str:
     """Return ``value`` if it is one of ``choices``, else raise ValueError naming them."""
     if not isinstance(value, str) or value not in choices:
