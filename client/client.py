@@ -211,15 +211,12 @@ def _name(template: str) -> str:
     return template if template.startswith("templates/") else f"templates/{template}"
 
 
-_SERVER_FORMATS = (b"\x89PNG\r\n\x1a\n", b"\xff\xd8")  # and RIFF....WEBP
-
-
 def _read_image(image: ImageInput) -> pb.Image:
     """An array as raw pixels; a PNG, JPEG or WebP file as its bytes (the server decodes those); any
     other image file OpenCV reads (TIFF, BMP, ...) decoded here and sent as raw pixels."""
     if isinstance(image, (str, Path)):
         data = Path(image).read_bytes()
-        if data.startswith(_SERVER_FORMATS) or (data[:4] == b"RIFF" and data[8:12] == b"WEBP"):
+        if wire.encoded_format(data) is not None:
             return pb.Image(encoded=data)
         decoded = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_UNCHANGED)
         if decoded is None:

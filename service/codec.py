@@ -68,12 +68,9 @@ def _webp_size(data: bytes) -> tuple[int, int]:
 
 def encoded_size(data: bytes) -> tuple[int, int]:
     """(width, height) from the header of a PNG, JPEG or WebP file, without decoding it."""
-    if data.startswith(b"\x89PNG\r\n\x1a\n"):
-        return _png_size(data)
-    if data.startswith(b"\xff\xd8"):
-        return _jpeg_size(data)
-    if data[:4] == b"RIFF" and data[8:12] == b"WEBP":
-        return _webp_size(data)
+    size_of = {"png": _png_size, "jpeg": _jpeg_size, "webp": _webp_size}.get(wire.encoded_format(data) or "")
+    if size_of is not None:
+        return size_of(data)
     raise InvalidArgument("encoded image is not PNG, JPEG or WebP: send one of those, or raw pixels")
 
 
@@ -139,7 +136,7 @@ def decode_image(image: pb.Image, what: str, max_pixels: int, limit_name: str = 
     data = image.encoded
     width, height = encoded_size(data)
     _check_pixels(width, height, max_pixels, what, limit_name)
-    if max_jpeg_scans is not None and data.startswith(b"\xff\xd8"):
+    if max_jpeg_scans is not None and wire.encoded_format(data) == "jpeg":
         scans = jpeg_scans(data)
         if scans > max_jpeg_scans:
             raise LimitExceeded(f"{what} is a JPEG of {scans} scans, over the limit of {max_jpeg_scans} "

@@ -65,6 +65,17 @@ def name_of(table: dict[str, Any], number: int, what: str, default: str | None =
 # -- images ---------------------------------------------------------------------
 
 
+def encoded_format(data: bytes) -> str | None:
+    """"png", "jpeg" or "webp" by a file's magic bytes (the encodings ``Image.encoded`` takes); else None."""
+    if data.startswith(b"\x89PNG\r\n\x1a\n"):
+        return "png"
+    if data.startswith(b"\xff\xd8"):
+        return "jpeg"
+    if data[:4] == b"RIFF" and data[8:12] == b"WEBP":
+        return "webp"
+    return None
+
+
 def image_message(array: np.ndarray) -> pb.Image:
     """An HxW or HxWxC array as a raw Image: uint8 stays uint8, anything else goes as float32."""
     array = np.asarray(array)
