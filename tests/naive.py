@@ -9,11 +9,9 @@ from __future__ import annotations
 
 import numpy as np
 
-# The engine's documented flatness rules: an unmasked window is flat when its variance (its
+# The engine's documented flatness rule: a window (masked or not) is flat when its variance (its
 # energy, for ccorr_normed and sqdiff_normed) is zero to within rounding, however dark or bright
-# it is -- here, in float64 from the window alone, within FLAT_EXACT of its raw energy; a masked
-# window (statistics from float32 correlations) when under FLAT of its raw energy.
-FLAT = 1e-6
+# it is -- here, in float64 from the window alone, within FLAT_EXACT of its raw energy.
 FLAT_EXACT = 1e-20
 
 
@@ -59,7 +57,7 @@ def _as3(a):
     return a[:, :, None] if a.ndim == 2 else a
 
 
-def window_score(window, template, mask, method, masked=True):
+def window_score(window, template, mask, method):
     """The score of one window (h, w, C) for a template (h, w, C) and weights (h, w)."""
     m = mask[:, :, None]
     t, i = template, window
@@ -79,7 +77,7 @@ def window_score(window, template, mask, method, masked=True):
     tenergy = float((tp**2).sum())
     wenergy = float((ip**2).sum())
     raw_energy = float(((m * i) ** 2).sum())
-    flat = wenergy <= (FLAT if masked else FLAT_EXACT) * raw_energy or tenergy <= 0.0 or wenergy <= 0.0
+    flat = wenergy <= FLAT_EXACT * raw_energy or tenergy <= 0.0 or wenergy <= 0.0
     t = 0.0 if flat else float(np.sqrt(tenergy * wenergy))
     # The documented convention (OpenCV's): rounding past +-1 is clamped,
     # anything further is "no evidence" (0), or "no match" (1) for sqdiff_normed.
@@ -104,7 +102,7 @@ def naive_match(frame, template, *, method="ccoeff_normed", padding="valid", bor
     out = np.empty((len(ys), len(xs)))
     for oy, y in enumerate(ys):
         for ox, x in enumerate(xs):
-            out[oy, ox] = window_score(p[y:y + h, x:x + w], t, weights, method, mask is not None)
+            out[oy, ox] = window_score(p[y:y + h, x:x + w], t, weights, method)
     return out
 
 

@@ -12,6 +12,7 @@ import numpy as np
 from . import options, spectral
 from .direct import correlate_direct, match_direct, split_phases
 from .integral import channel_integrals, integral_images
+from .masked import masked_scores, row_prefix
 from .plan import (
     Group,
     direct_seconds,
@@ -28,7 +29,6 @@ from .scores import (
     SQDIFF,
     SQDIFF_NORMED,
     SSIM,
-    finish_masked,
     finish_ssim,
     flat_tolerance,
     map_scores,
@@ -166,11 +166,11 @@ class Matcher:
         # templates' mean, bright frames and templates no longer cancel
         # catastrophically in energy - 2 corr + tenergy.
         self._offset = None
-        raw_energies = [float((img.astype(np.float64) ** 2).sum()) for img in images]
+        raw_energies = [float((img.astype(np.float64) ** 2 * (1.0 if w is None else w.astype(np.float64)[:, :, None] ** 2))
+                              .sum()) for img, w in zip(images, weights)]
         # sqdiff_normed's norm is of the uncentred window and template: kept
-        # apart (the windows' from their sums, the templates' here); masked
-        # groups would need cross terms, so they keep the planes as they are.
-        if self._code == SQDIFF or (self._code == SQDIFF_NORMED and all(w is None for w in weights)):
+        # apart (the windows' from their sums, the templates' here).
+        if self._code in (SQDIFF, SQDIFF_NORMED):
             self._offset = np.mean([img.mean(axis=(0, 1), dtype=np.float64) for img in images], axis=0)
             if all(np.array_equal(img, np.round(img)) for img in images):
                 self._offset = np.round(self._offset)  # integer data stays integer: exact in float32
@@ -192,7 +192,6 @@ class Matcher:
         # Large kernels first, so the cost model sees the frame's spectra as
         # paid for when smaller groups are considered.
         self._groups.sort(key=lambda g: -g.height * g.width)
-        self._masked = any(g.masked for g in self._groups)
         # Per frame shape: each group's path and, for the spectral path, its
         # kernel spectra. Bounded: a client cycling through frame sizes must
         # not grow the server's memory without end.
@@ -214,7 +213,6 @@ class Matcher:
     def _choices(self, frame_shape: tuple[int, int]) -> list[str]:
         """Each group's path for frames of ``frame_shape`` (the cost model; nothing is prepared)."""
         shape = spectral.transform_shape(*self._padded(frame_shape))
-        planes = self.channels * (2 if self._masked else 1)
         choices, shared = [], False
         for group in self._groups:
             if self.algorithm != "auto":
@@ -222,7 +220,7 @@ class Matcher:
             else:
                 out = self.output_shape(group.members[0], frame_shape)
                 slow = direct_seconds(group, out)
-                fast = spectral_seconds(group, shape, planes, shared)
+                fast = spectral_seconds(group, shape, self.channels, shared)
                 choice = "spectral" if fast < slow else "direct"
             shared = shared or choice == "spectral"
             choices.append(choice)
@@ -257,9 +255,11 @@ class Matcher:
         bound, from the shapes alone: nothing is allocated.
         """
         height, width = self._padded(tuple(frame_shape))
-        planes = self.channels * (2 if self._masked else 1)
+        planes = self.channels
         working = planes * height * width * 4
         working += 2 * (height + 1) * (width + 1) * 8 * (self.channels if self.method == "ssim" else 1)
+        if any(g.masked for g in self._groups):
+            working += (planes + 1) * height * (width + 1) * 8  # row prefix sums
         shape = spectral.transform_shape(height, width)
         cells = shape[0] * shape[1]
         retained = maps = scratch = 0
@@ -294,13 +294,12 @@ class Matcher:
     def predicted_seconds(self, frame_shape: tuple[int, int], algorithm: str) -> float:
         """The cost model's estimate of one call on a frame of ``frame_shape`` with every group on ``algorithm``."""
         shape = spectral.transform_shape(*self._padded(tuple(frame_shape)))
-        planes = self.channels * (2 if self._masked else 1)
         total, shared = 0.0, False
         for group in self._groups:
             if algorithm == "direct":
                 total += direct_seconds(group, self.output_shape(group.members[0], tuple(frame_shape)))
             else:
-                total += spectral_seconds(group, shape, planes, shared)
+                total += spectral_seconds(group, shape, self.channels, shared)
                 shared = True
         return total
 
@@ -460,7 +459,7 @@ class Matcher:
         raw = np.empty((len(group.kernels), *out_shape), np.float32)
         if kspectra is None:
             correlate_direct(
-                work.direct_planes(group.masked), group.direct_kernels, group.direct_active, group.offset[0],
+                work.direct_planes(), group.direct_kernels, group.direct_active, group.offset[0],
                 group.direct_ox, self.stride, raw,
             )
         else:
@@ -483,7 +482,7 @@ class Matcher:
         sums, sqsum = work.integrals()
         if kspectra is None:
             match_direct(
-                work.direct_planes(False), group.direct_kernels, group.direct_active, oy, group.direct_ox,
+                work.direct_planes(), group.direct_kernels, group.direct_active, oy, group.direct_ox,
                 self.stride, sums, sqsum, ox, self.stride, group.height, group.width, group.tenergy,
                 group.tnorm_energy, code, work.flat(), self._norm_offsets(), out,
             )
@@ -513,16 +512,21 @@ class Matcher:
         )
         return out
 
-    def _match_masked(self, group: Group, kspectra, out_shape, work: "_FrameWork") -> list[np.ndarray]:
-        """Scores of a masked group, from its members' correlation maps."""
+    def _match_masked(self, group: Group, kspectra, out_shape, work: "_FrameWork") -> np.ndarray:
+        """Scores of a masked group: (members, Ho, Wo), mask by mask (see masked.py)."""
         raw = self._correlations(group, kspectra, out_shape, work)
-        maps = []
-        for start, prep in zip(group.starts, group.prepared):
-            out = np.empty(out_shape, np.float32)
-            finish_masked(raw, start, self.channels, prep.tenergy, prep.tsum, prep.msum, prep.msum2, prep.binary,
-                          self._code, out)
-            maps.append(out)
-        return maps
+        out = np.empty((len(group.members), *out_shape), np.float32)
+        prefix, sqprefix = work.row_prefix()
+        oy, ox = group.offset
+        for runs, positions in group.mask_sets:
+            masked_scores(
+                raw, positions, group.tenergy[positions], group.tnorm_energy[positions],
+                np.stack([group.prepared[p].tsum for p in positions]), runs.rows, runs.starts, runs.ends,
+                runs.weights, runs.squares, runs.msum, runs.msum2, runs.binary, prefix, sqprefix, oy, ox,
+                self.stride, self._code, work.flat() * float(runs.squares.max(initial=0.0)),
+                self._norm_offsets(), out,
+            )
+        return out
 
 
 class _FrameWork:
@@ -534,28 +538,27 @@ class _FrameWork:
         self._flat: float | None = None
         self._stride = matcher.stride
         self._shape = spectral.transform_shape(*planes.shape[1:])
-        self._stacked: np.ndarray | None = None
-        self._phased: dict[bool, np.ndarray] = {}
+        self._phased: np.ndarray | None = None
+        self._prefix = None
         self._integrals = None
         self._channel_integrals = None
         self.data_range = 1.0  # ssim's L for this frame
-        self._spectra: dict[bool, list[np.ndarray]] = {}
+        self._spectra: dict[type, list[np.ndarray]] = {}  # by the transforms' dtype
         self._nonnegative = any_spectral and bool(planes.min() >= 0.0)
 
-    def stacked(self) -> np.ndarray:
-        """The planes followed by their squares (masked statistics need both)."""
-        if self._stacked is None:
-            self._stacked = np.concatenate([self.planes, self.planes * self.planes])
-        return self._stacked
-
-    def direct_planes(self, masked: bool) -> np.ndarray:
-        """The planes (or planes and squares) in the direct path's form: phase-split for a column stride."""
-        source = self.stacked() if masked else self.planes
+    def direct_planes(self) -> np.ndarray:
+        """The planes in the direct path's form: phase-split for a column stride."""
         if self._stride == 1:
-            return source
-        if masked not in self._phased:
-            self._phased[masked] = split_phases(source, self._stride)
-        return self._phased[masked]
+            return self.planes
+        if self._phased is None:
+            self._phased = split_phases(self.planes, self._stride)
+        return self._phased
+
+    def row_prefix(self):
+        """Float64 running sums along the planes' rows, and of their squares (masked statistics)."""
+        if self._prefix is None:
+            self._prefix = row_prefix(self.planes)
+        return self._prefix
 
     def channel_integrals(self):
         if self._channel_integrals is None:
@@ -575,9 +578,9 @@ class _FrameWork:
 
     def spectral(self, group: Group, kspectra, out_shape, consume) -> None:
         """Correlate the kernels of ``kspectra`` with the frame, each map into ``consume(k, map)``."""
-        if group.masked not in self._spectra:
-            source = self.stacked() if group.masked else self.planes
-            self._spectra[group.masked] = spectral.frame_spectra(source, self._shape, spectrum_dtype(group))
+        dtype = spectrum_dtype(group)
+        if dtype not in self._spectra:
+            self._spectra[dtype] = spectral.frame_spectra(self.planes, self._shape, dtype)
         if self._nonnegative and group.nonnegative:
             # Transform rounding leaves tiny negatives where a sum of
             # non-negative products is 0; clamping keeps the ranges exact.
@@ -588,7 +591,7 @@ class _FrameWork:
         else:
             target = consume
         oy, ox = group.offset
-        spectral.correlate_spectral(self._spectra[group.masked], kspectra, oy, ox, self._stride, out_shape, target)
+        spectral.correlate_spectral(self._spectra[dtype], kspectra, oy, ox, self._stride, out_shape, target)
 
 
 def match(frame: np.ndarray, templates: Sequence[np.ndarray], **settings) -> list[np.ndarray]:

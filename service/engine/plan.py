@@ -12,7 +12,8 @@ from dataclasses import dataclass
 import numpy as np
 
 from .direct import block_activity, padded_count, phase_kernels
-from .scores import CCOEFF, CCOEFF_NORMED, CCORR, SSIM
+from .masked import MaskRuns, mask_runs
+from .scores import CCOEFF, CCOEFF_NORMED, SSIM
 
 # Fitted to forced-direct and forced-spectral timings on the 2-core AVX2
 # benchmark machine (VGA and 720p, 1 and 3 channels, K = 1..8, k = 8..32; see
@@ -62,18 +63,15 @@ def use_cost_model(model: CostModel) -> None:
 class TemplateKernels:
     """The correlation kernels and constants of one template.
 
-    For an unmasked template, ``kernels`` is one kernel over the frame's
-    planes. For a masked one, it is the list documented in
-    :func:`scores.finish_masked`, over the frame's planes followed by their
-    squares.
+    ``kernels`` is one kernel over the frame's planes (ssim: one per
+    channel): the template, zero-mean for the ccoeff pair, times M^2 for a
+    masked one (whose window statistics come from its mask's runs).
     """
 
     kernels: np.ndarray  # (n, P, h, w) float32
     tenergy: float
-    tsum: np.ndarray  # (C,) float64, masked ccoeff pair only
-    msum: float = 0.0
-    msum2: float = 0.0
-    binary: bool = False  # a 0/1 mask: cross terms are the masked sums
+    tsum: np.ndarray  # (C,) float64, masked ccoeff pair only: sum(M^2 T'_c)
+    mask: np.ndarray | None = None  # (h, w) float32 weights, masked templates only
     means: np.ndarray | None = None  # (C,) ssim: the template's channel means
     variances: np.ndarray | None = None  # (C,) ssim: its channel sample variances
 
@@ -105,27 +103,15 @@ def template_kernels(template: np.ndarray, mask: np.ndarray | None, method: int)
     msum = float(m.sum())
     if zero_mean and msum > 0.0:
         t = t - (m * t).sum(axis=(1, 2), keepdims=True) / msum
+    # One kernel, over the frame's planes: the window statistics the methods
+    # need come from the mask's runs (see masked.py), shared by every template
+    # with the same mask.
     numerator = m2 * t
-    zeros = np.zeros_like(t)
-    kernels = [np.concatenate([numerator, zeros])]
-    # A binary mask is its own square: the cross terms (M^2 on channel c)
-    # are then the masked sums (M on channel c) and need no kernels of their own.
-    binary = bool(np.all((m == 0) | (m == 1)))
-    if zero_mean:
-        for kind in ([m] if method == CCOEFF or binary else [m, m2]):
-            for c in range(n_channels):
-                plane = np.zeros((2 * n_channels,) + m.shape)
-                plane[c] = kind
-                kernels.append(plane)
-    if method not in (CCORR, CCOEFF):
-        kernels.append(np.concatenate([zeros, np.broadcast_to(m2, t.shape)]))
     return TemplateKernels(
-        kernels=np.stack(kernels).astype(np.float32),
-        tenergy=float((m2 * t * t).sum()),
+        kernels=numerator[None].astype(np.float32),
+        tenergy=float((numerator * t).sum()),
         tsum=numerator.sum(axis=(1, 2)) if zero_mean else np.zeros(n_channels),
-        msum=msum,
-        msum2=float(m2.sum()),
-        binary=binary,
+        mask=mask,
     )
 
 
@@ -153,6 +139,9 @@ class Group:
     direct_ox: int = 0
     # Each member's energy for the norm (tenergy, or the uncentred one: see Matcher).
     tnorm_energy: np.ndarray | None = None
+    # Masked groups: each distinct mask's runs and the members (positions in
+    # the group) that share it.
+    mask_sets: list[tuple[MaskRuns, np.ndarray]] | None = None
 
     def place(self, offset: tuple[int, int], stride: int) -> None:
         """Fix the group's offset in the padded frame and prepare its direct form."""
@@ -182,6 +171,13 @@ def make_group(height: int, width: int, masked: bool, members: list[int], prepar
         kernels = kernels[order]
         index = np.argsort(order).reshape(index.shape)
     n_kernels = len(kernels)
+    mask_sets = None
+    if masked:
+        sharing: dict[bytes, list[int]] = {}
+        for position, p in enumerate(prepared):
+            sharing.setdefault(p.mask.tobytes(), []).append(position)
+        mask_sets = [(mask_runs(prepared[positions[0]].mask), np.array(positions, np.int64))
+                     for positions in sharing.values()]
     padding = padded_count(n_kernels) - n_kernels
     if padding:
         kernels = np.concatenate([kernels, np.zeros((padding, *kernels.shape[1:]), kernels.dtype)])
@@ -198,6 +194,7 @@ def make_group(height: int, width: int, masked: bool, members: list[int], prepar
         nonnegative=bool((kernels >= 0).all()),
         n_kernels=n_kernels,
         index=index,
+        mask_sets=mask_sets,
     )
 
 
@@ -228,5 +225,10 @@ def spectral_seconds(group: Group, shape: tuple[int, int], frame_planes: int, sh
 
 
 def spectrum_dtype(group: Group):
-    """Masked groups subtract their maps from each other: they transform in float64."""
+    """Masked groups transform in float64.
+
+    A masked window's norm is exact (masked.py), and float32 transforms would
+    then be the weakest link: ccorr_normed's error on dark windows of a
+    photograph grew from 8e-8 to 3e-4 of the range (OpenCV's is 1.5e-7).
+    """
     return np.float64 if group.masked else np.float32

@@ -23,12 +23,8 @@ from .runtime import JIT
 # for OpenCV's six, then ssim. Nothing depends on their order.
 SQDIFF, SQDIFF_NORMED, CCORR, CCORR_NORMED, CCOEFF, CCOEFF_NORMED, SSIM = range(7)
 
-# Masked windows take their energy from float32 correlation maps: a variance
-# below this fraction of it is rounding noise (float32 products carry ~1e-7
-# relative error).
-_FLAT = 1e-6
-#: Unmasked windows take their statistics from float64 integral images of the
-#: frame's planes, whose differences are exact to within a few units of
+#: Windows take their statistics from float64 integral images (masked ones:
+#: row prefix sums) of the frame's planes, whose differences are exact to within a few units of
 #: float64 rounding of the largest sum they hold (pixels x planes x M^2, M
 #: the largest magnitude in the planes). A window's variance within this many
 #: such units of zero is flat; any real variance, however dark or bright the
@@ -181,43 +177,6 @@ def map_scores(method, raw, energy, inv_norm, tenergy, tnorm_energy, out):
     inv_tnorm = 1.0 / np.sqrt(tnorm_energy) if tnorm_energy > 0.0 else np.inf
     for y in range(out.shape[0]):
         row_scores(method, raw[y], out[y], energy[y], inv_norm[y], inv_tnorm, tenergy)
-
-
-@njit(parallel=True, error_model="numpy", **JIT)
-def finish_masked(maps, first, n_channels, tenergy, tsum, msum, msum2, binary, method, out):
-    """Scores of one masked template from its correlation maps.
-
-    ``maps[first:]`` holds, in order: the numerator (template kernel on the
-    frame); for the ccoeff pair, the frame's masked sums per channel (kernel
-    M on channel c) and, for ccoeff_normed, the cross terms per channel
-    (kernel M^2 on channel c); then the masked energy (kernel M^2 on the
-    squared planes), for every method that needs it.
-
-    ``tsum`` holds sum(M^2 T'_c) per channel for the ccoeff pair, ``msum`` is
-    sum(M) and ``msum2`` sum(M^2). With a ``binary`` mask the cross terms are
-    the masked sums and have no maps of their own.
-    """
-    height, width = out.shape
-    zero_mean = method == CCOEFF or method == CCOEFF_NORMED
-    n_mean = n_channels if zero_mean else 0
-    normed = method == CCOEFF_NORMED
-    n_cross = n_channels if normed and not binary else 0
-    has_energy = method != CCORR and method != CCOEFF
-    e_index = first + 1 + n_mean + n_cross
-    inv_m = 1.0 / msum if msum > 0.0 else 0.0
-    inv_tnorm = 1.0 / np.sqrt(tenergy) if tenergy > 0.0 else np.inf
-    for y in prange(height):
-        for x in range(width):
-            corr = np.float64(maps[first, y, x])
-            mean2 = 0.0
-            for c in range(n_mean):
-                mean_c = maps[first + 1 + c, y, x] * inv_m
-                corr -= mean_c * tsum[c]
-                if normed:
-                    cross = np.float64(maps[first + 1 + (n_mean if n_cross else 0) + c, y, x])
-                    mean2 += 2.0 * mean_c * cross - mean_c * mean_c * msum2
-            energy = np.float64(maps[e_index, y, x]) if has_energy else 0.0
-            out[y, x] = score(method, corr, energy, inverse_norm(energy, mean2, _FLAT * energy), inv_tnorm, tenergy)
 
 
 @njit(error_model="numpy", **JIT)

@@ -1,0 +1,208 @@
+"""Masked templates: each window's masked statistics, exact, from runs of the mask.
+
+A masked template needs, per window, the masked sums of the frame (per
+channel) and its masked energy, besides the correlation with the template
+itself. Taken as correlations with the mask, those would cost as much as the
+template's own kernel each, and, summed in float32, lose the window's
+variance wherever the window is far darker or brighter than the frame (a
+near-black window in a bright frame: its variance is a part in 10^5 of its
+energy about the frame's mean).
+
+Instead the mask is cut into runs: stretches of one row with one weight (a
+binary mask's runs of ones; one run per row for a rotated rectangle). A run's
+sum over a window is the difference of two entries of the frame's float64
+row prefix sums, so a window's statistics cost two lookups per run, are exact
+to float64 rounding, and are computed once for every template that shares the
+mask (the rotated variants of several templates at one angle and scale).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+from numba import njit, prange
+
+from .runtime import JIT
+from .scores import CCOEFF, CCOEFF_NORMED, CCORR, SQDIFF_NORMED, inverse_norm, score
+
+
+@dataclass(frozen=True)
+class MaskRuns:
+    """A mask as runs of equal weight: run r covers columns ``starts[r]:ends[r]`` of row ``rows[r]``."""
+
+    rows: np.ndarray  # (R,) int64
+    starts: np.ndarray  # (R,) int64
+    ends: np.ndarray  # (R,) int64
+    weights: np.ndarray  # (R,) float64, M
+    squares: np.ndarray  # (R,) float64, M^2
+    msum: float  # sum(M)
+    msum2: float  # sum(M^2)
+    binary: bool  # every weight 0 or 1: the M^2 sums are the M sums
+
+
+def mask_runs(mask: np.ndarray) -> MaskRuns:
+    """Cut an (h, w) weight mask into runs of equal, non-zero weight along its rows."""
+    m = np.asarray(mask, np.float64)
+    rows, starts, ends, weights = [], [], [], []
+    for i, row in enumerate(m):
+        j = 0
+        while j < len(row):
+            if row[j] == 0.0:
+                j += 1
+                continue
+            end = j + 1
+            while end < len(row) and row[end] == row[j]:
+                end += 1
+            rows.append(i)
+            starts.append(j)
+            ends.append(end)
+            weights.append(row[j])
+            j = end
+    w = np.array(weights, np.float64)
+    return MaskRuns(
+        rows=np.array(rows, np.int64), starts=np.array(starts, np.int64), ends=np.array(ends, np.int64),
+        weights=w, squares=w * w, msum=float(m.sum()), msum2=float((m * m).sum()),
+        binary=bool(np.all((m == 0.0) | (m == 1.0))),
+    )
+
+
+@njit(parallel=True, **JIT)
+def _prefix(planes, prefix, sqprefix):
+    n_planes, height, width = planes.shape
+    for y in prange(height):
+        sq_row = sqprefix[y]
+        for c in range(n_planes):
+            acc = 0.0
+            sq = 0.0
+            row = planes[c, y]
+            out = prefix[c, y]
+            for x in range(width):
+                v = np.float64(row[x])
+                acc += v
+                sq += v * v
+                out[x + 1] = acc
+                sq_row[x + 1] += sq
+
+
+def row_prefix(planes: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Running sums along each row of ``planes`` (P, H, W), in float64.
+
+    Returns
+    -------
+    prefix : float64 array, (P, H, W+1)
+        ``prefix[c, y, x]`` is the sum of plane c's row y over columns < x.
+    sqprefix : float64 array, (H, W+1)
+        The same for squares, summed over every plane.
+    """
+    n_planes, height, width = planes.shape
+    prefix = np.zeros((n_planes, height, width + 1))
+    sqprefix = np.zeros((height, width + 1))
+    _prefix(planes, prefix, sqprefix)
+    return prefix, sqprefix
+
+
+@njit(error_model="numpy", **JIT)
+def _add_run(acc, row, a, b, stride, weight):
+    """acc[x] += weight * (row[b + x*stride] - row[a + x*stride]): a run's sum over a row of windows."""
+    width = acc.shape[0]
+    if stride == 1:
+        hi = row[b: b + width]
+        lo = row[a: a + width]
+        for x in range(width):
+            acc[x] += weight * (hi[x] - lo[x])
+    else:
+        for x in range(width):
+            acc[x] += weight * (row[b + x * stride] - row[a + x * stride])
+
+
+@njit(parallel=True, error_model="numpy", **JIT)
+def masked_scores(raw, members, tenergy, tnorm_energy, tsum, rows, starts, ends, weights, squares, msum, msum2,
+                  binary, prefix, sqprefix, oy, ox, stride, method, flat, offsets, out):
+    """Score the templates that share one mask, a row of windows at a time.
+
+    Parameters
+    ----------
+    raw : float32 array, (K, Ho, Wo)
+        Each template's correlation with the frame (kernel M^2 T').
+    members : int64 array, (n,)
+        Which maps of ``raw`` and ``out`` belong to the templates with this mask.
+    tenergy, tnorm_energy : float64 arrays, (n,)
+        Each template's sum(M^2 T'^2), and the same for the norm (uncentred
+        for sqdiff_normed on offset planes).
+    tsum : float64 array, (n, C)
+        sum(M^2 T'_c) per channel (the ccoeff pair; zeros otherwise).
+    rows, starts, ends, weights, squares, msum, msum2, binary
+        The mask's :class:`MaskRuns`.
+    prefix, sqprefix : float64 arrays
+        :func:`row_prefix` of the (padded) frame's planes.
+    oy, ox, stride : int
+        The first window's top-left corner in the planes, and the stride.
+    method : int
+        The method's code.
+    flat : float
+        The variance at or below which a window is flat (see scores.flat_tolerance).
+    offsets : float64 array, (C,) or (0,)
+        What was taken off each plane (sqdiff_normed's norm is of the window as it was).
+    out : float32 array, (K, Ho, Wo)
+        Rows ``members`` are written.
+    """
+    n_channels = prefix.shape[0]
+    height, width = out.shape[1], out.shape[2]
+    zero_mean = method == CCOEFF or method == CCOEFF_NORMED
+    uncentre = method == SQDIFF_NORMED and offsets.shape[0] > 0
+    need_sums = zero_mean or uncentre
+    # The M^2-weighted sums: the M sums themselves for a binary mask.
+    need_cross = (method == CCOEFF_NORMED or uncentre) and not binary
+    need_energy = method != CCORR and method != CCOEFF
+    inv_m = 1.0 / msum if msum > 0.0 else 0.0
+    n_members = members.shape[0]
+    inv_tnorm = np.empty(n_members)
+    for m in range(n_members):
+        inv_tnorm[m] = 1.0 / np.sqrt(tnorm_energy[m]) if tnorm_energy[m] > 0.0 else np.inf
+    for y in prange(height):
+        yy = oy + y * stride
+        sums = np.zeros((n_channels if need_sums else 0, width))
+        cross = np.zeros((n_channels if need_cross else 0, width))
+        energy = np.zeros(width if need_energy else 0)
+        for r in range(rows.shape[0]):
+            a = ox + starts[r]
+            b = ox + ends[r]
+            line = yy + rows[r]
+            for c in range(sums.shape[0]):
+                _add_run(sums[c], prefix[c, line], a, b, stride, weights[r])
+            for c in range(cross.shape[0]):
+                _add_run(cross[c], prefix[c, line], a, b, stride, squares[r])
+            if need_energy:
+                _add_run(energy, sqprefix[line], a, b, stride, squares[r])
+        inv_norm = np.empty(width)
+        if method == CCOEFF_NORMED:
+            for x in range(width):
+                # sum M^2 (I - mean)^2 = energy - sum_c (2 mean_c cross_c - mean_c^2 msum2)
+                mean2 = 0.0
+                for c in range(n_channels):
+                    mean_c = sums[c, x] * inv_m
+                    mean2 += 2.0 * mean_c * (cross[c, x] if need_cross else sums[c, x]) - mean_c * mean_c * msum2
+                inv_norm[x] = inverse_norm(energy[x], mean2, flat)
+        elif uncentre:
+            for x in range(width):
+                # sum M^2 (I' + o)^2 = energy + sum_c (2 o_c sum M^2 I'_c + o_c^2 msum2)
+                shift = 0.0
+                for c in range(n_channels):
+                    s2 = cross[c, x] if need_cross else sums[c, x]
+                    shift += 2.0 * offsets[c] * s2 + offsets[c] * offsets[c] * msum2
+                inv_norm[x] = inverse_norm(energy[x] + shift, 0.0, flat)
+        elif need_energy:
+            for x in range(width):
+                inv_norm[x] = inverse_norm(energy[x], 0.0, flat)
+        for m in range(n_members):
+            k = members[m]
+            source = raw[k, y]
+            target = out[k, y]
+            for x in range(width):
+                corr = np.float64(source[x])
+                if zero_mean:
+                    for c in range(n_channels):
+                        corr -= sums[c, x] * inv_m * tsum[m, c]
+                target[x] = score(method, corr, energy[x] if need_energy else 0.0,
+                                  inv_norm[x] if need_energy else 0.0, inv_tnorm[m], tenergy[m])
