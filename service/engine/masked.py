@@ -24,7 +24,7 @@ import numpy as np
 from numba import njit, prange
 
 from .runtime import JIT
-from .scores import CCOEFF, CCOEFF_NORMED, CCORR, SQDIFF_NORMED, inverse_norm, score
+from .scores import CCOEFF, CCOEFF_NORMED, CCORR, SQDIFF_NORMED, inverse_norm, row_scores
 
 
 @dataclass(frozen=True)
@@ -175,34 +175,46 @@ def masked_scores(raw, members, tenergy, tnorm_energy, tsum, rows, starts, ends,
                 _add_run(cross[c], prefix[c, line], a, b, stride, squares[r])
             if need_energy:
                 _add_run(energy, sqprefix[line], a, b, stride, squares[r])
+        # Each loop below runs along x alone, so that it vectorises.
         inv_norm = np.empty(width)
-        if method == CCOEFF_NORMED:
+        if method == CCOEFF_NORMED or uncentre:
+            # ccoeff_normed: sum M^2 (I - mean)^2 = energy - sum_c (2 mean_c cross_c - mean_c^2 msum2);
+            # sqdiff_normed's norm: sum M^2 (I' + o)^2 = energy + sum_c (2 o_c cross_c + o_c^2 msum2).
+            for c in range(n_channels):
+                cross_c = cross[c] if need_cross else sums[c]
+                sums_c = sums[c]
+                if uncentre:
+                    shift = offsets[c]
+                    for x in range(width):
+                        energy_shift = 2.0 * shift * cross_c[x] + shift * shift * msum2
+                        inv_norm[x] = energy_shift if c == 0 else inv_norm[x] + energy_shift
+                else:
+                    for x in range(width):
+                        mean_c = sums_c[x] * inv_m
+                        mean2 = 2.0 * mean_c * cross_c[x] - mean_c * mean_c * msum2
+                        inv_norm[x] = mean2 if c == 0 else inv_norm[x] + mean2
+            sign = 1.0 if uncentre else -1.0
             for x in range(width):
-                # sum M^2 (I - mean)^2 = energy - sum_c (2 mean_c cross_c - mean_c^2 msum2)
-                mean2 = 0.0
-                for c in range(n_channels):
-                    mean_c = sums[c, x] * inv_m
-                    mean2 += 2.0 * mean_c * (cross[c, x] if need_cross else sums[c, x]) - mean_c * mean_c * msum2
-                inv_norm[x] = inverse_norm(energy[x], mean2, flat)
-        elif uncentre:
-            for x in range(width):
-                # sum M^2 (I' + o)^2 = energy + sum_c (2 o_c sum M^2 I'_c + o_c^2 msum2)
-                shift = 0.0
-                for c in range(n_channels):
-                    s2 = cross[c, x] if need_cross else sums[c, x]
-                    shift += 2.0 * offsets[c] * s2 + offsets[c] * offsets[c] * msum2
-                inv_norm[x] = inverse_norm(energy[x] + shift, 0.0, flat)
+                inv_norm[x] = inverse_norm(energy[x] + sign * inv_norm[x], 0.0, flat)
         elif need_energy:
             for x in range(width):
                 inv_norm[x] = inverse_norm(energy[x], 0.0, flat)
+        corr = np.empty(width)
         for m in range(n_members):
             k = members[m]
             source = raw[k, y]
-            target = out[k, y]
             for x in range(width):
-                corr = np.float64(source[x])
-                if zero_mean:
-                    for c in range(n_channels):
-                        corr -= sums[c, x] * inv_m * tsum[m, c]
-                target[x] = score(method, corr, energy[x] if need_energy else 0.0,
-                                  inv_norm[x] if need_energy else 0.0, inv_tnorm[m], tenergy[m])
+                corr[x] = source[x]
+            if zero_mean:
+                # sum M^2 T' (I - mean) = corr - sum_c mean_c sum M^2 T'_c (0 for a binary mask).
+                for c in range(n_channels):
+                    factor = tsum[m, c] * inv_m
+                    if factor != 0.0:
+                        for x in range(width):
+                            corr[x] -= sums[c, x] * factor
+            if need_energy:
+                row_scores(method, corr, out[k, y], energy, inv_norm, inv_tnorm[m], tenergy[m])
+            else:
+                target = out[k, y]
+                for x in range(width):
+                    target[x] = corr[x]
