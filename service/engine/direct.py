@@ -20,7 +20,7 @@ import numpy as np
 from numba import njit, prange
 
 from .runtime import FASTMATH, JIT
-from .scores import CCOEFF_NORMED, row_scores, window_row
+from .scores import CCOEFF_NORMED, add_means, row_scores, window_row, window_sums
 
 
 @njit(fastmath=FASTMATH, **JIT)
@@ -129,7 +129,7 @@ def block_activity(kernels: np.ndarray) -> np.ndarray:
 
 
 @njit(parallel=True, **JIT)
-def correlate_direct(planes, kernels, active, oy, ox, row_stride, out):
+def correlate_direct(planes, kernels, active, oy, ox, row_stride, tmeans, sums, wx, kh, kw, out):
     """Correlate a stack of planes with a bank of same-sized kernels.
 
     ``out[k, y, x] = sum_{c,i,j} kernels[k, c, i, j] *
@@ -147,19 +147,33 @@ def correlate_direct(planes, kernels, active, oy, ox, row_stride, out):
         Offset of the first window in ``planes``.
     row_stride : int
         Output rows sample every ``row_stride``-th frame row.
+    tmeans : float64 array, (n,) or (0,)
+        The means taken off the first n kernels (ccorr), restored with the
+        window sums while each row is in cache (see :func:`scores.add_means`);
+        none otherwise.
+    sums : float64 array, (C, H+1, W+1)
+        The frame's integral images (used with ``tmeans`` only).
+    wx, kh, kw : int
+        The windows' first left column (the same stride), height and width.
     out : float32 array, (K, Ho, Wo)
         Overwritten with the correlations.
     """
-    height = out.shape[1]
+    height, width = out.shape[1], out.shape[2]
     for y in prange(height):
         # Straight into the output rows: each out[k, y] is contiguous (a
         # copy through a row buffer costs a quarter of the kernel's time).
-        _accumulate_row(out, y, planes, kernels, active, oy + y * row_stride, ox)
+        yy = oy + y * row_stride
+        _accumulate_row(out, y, planes, kernels, active, yy, ox)
+        if tmeans.shape[0]:
+            wsums = np.empty(width)
+            window_sums(sums, yy, kh, wx, kw, row_stride, wsums)
+            for k in range(tmeans.shape[0]):
+                add_means(out[k, y], tmeans[k], wsums)
 
 
 @njit(parallel=True, error_model="numpy", **JIT)
 def match_direct(planes, kernels, active, oy, ox, row_stride, sums, sqsum, wx, stride, kh, kw, tenergy,
-                 tnorm_energy, method, flat, offsets, out):
+                 tnorm_energy, tmeans, method, flat, offsets, out):
     """Correlate and score in one pass, a row at a time.
 
     Each output row's correlations stay in a small buffer, in cache, and are
@@ -178,6 +192,9 @@ def match_direct(planes, kernels, active, oy, ox, row_stride, sums, sqsum, wx, s
         Each template kernel's sum of squares.
     tnorm_energy : float64 array, (n,)
         The same for the norm (uncentred, where the planes are offset for sqdiff_normed).
+    tmeans : float64 array, (n,) or (0,)
+        The mean taken off each kernel (ccorr_normed), restored with the
+        window sums (see :func:`scores.add_means`); none otherwise.
     method : int
         A method that needs window statistics (not ccorr or ccoeff).
     flat : float
@@ -196,6 +213,11 @@ def match_direct(planes, kernels, active, oy, ox, row_stride, sums, sqsum, wx, s
         energy = np.empty(width)
         inv_norm = np.empty(width)
         window_row(sums, sqsum, yy, kh, wx, kw, stride, method == CCOEFF_NORMED, flat, offsets, energy, inv_norm)
+        if tmeans.shape[0]:
+            wsums = np.empty(width)
+            window_sums(sums, yy, kh, wx, kw, stride, wsums)
+            for k in range(n_members):
+                add_means(buffer[k, 0], tmeans[k], wsums)
         for k in range(n_members):
             row_scores(method, buffer[k, 0], out[k, y], energy, inv_norm, inv_tnorm[k], tenergy[k])
 

@@ -24,7 +24,7 @@ import numpy as np
 from numba import njit, prange
 
 from .runtime import JIT
-from .scores import CCOEFF, CCOEFF_NORMED, CCORR, SQDIFF_NORMED, inverse_norm, row_scores
+from .scores import CCOEFF, CCOEFF_NORMED, CCORR, CCORR_NORMED, SQDIFF_NORMED, inverse_norm, row_scores
 
 
 @dataclass(frozen=True)
@@ -131,7 +131,9 @@ def masked_scores(raw, members, tenergy, tnorm_energy, tsum, rows, starts, ends,
         Each template's sum(M^2 T'^2), and the same for the norm (uncentred
         for sqdiff_normed on offset planes).
     tsum : float64 array, (n, C)
-        sum(M^2 T'_c) per channel (the ccoeff pair; zeros otherwise).
+        Per channel: the ccoeff pair's sum(M^2 T'_c); the ccorr pair's
+        M^2-weighted template mean, taken off its kernel and restored here
+        as mean_c sum(M^2 I_c); zeros for the sqdiff pair.
     rows, starts, ends, weights, squares, msum, msum2, binary
         The mask's :class:`MaskRuns`.
     prefix, sqprefix : float64 arrays
@@ -150,10 +152,11 @@ def masked_scores(raw, members, tenergy, tnorm_energy, tsum, rows, starts, ends,
     n_channels = prefix.shape[0]
     height, width = out.shape[1], out.shape[2]
     zero_mean = method == CCOEFF or method == CCOEFF_NORMED
+    restore = method == CCORR or method == CCORR_NORMED
     uncentre = method == SQDIFF_NORMED and offsets.shape[0] > 0
-    need_sums = zero_mean or uncentre
+    need_sums = zero_mean or uncentre or restore
     # The M^2-weighted sums: the M sums themselves for a binary mask.
-    need_cross = (method == CCOEFF_NORMED or uncentre) and not binary
+    need_cross = (method == CCOEFF_NORMED or uncentre or restore) and not binary
     need_energy = method != CCORR and method != CCOEFF
     inv_m = 1.0 / msum if msum > 0.0 else 0.0
     n_members = members.shape[0]
@@ -212,6 +215,13 @@ def masked_scores(raw, members, tenergy, tnorm_energy, tsum, rows, starts, ends,
                     if factor != 0.0:
                         for x in range(width):
                             corr[x] -= sums[c, x] * factor
+            elif restore:
+                # sum M^2 T I = sum M^2 (T - mean) I + sum_c mean_c sum M^2 I_c.
+                for c in range(n_channels):
+                    factor = tsum[m, c]
+                    cross_c = cross[c] if need_cross else sums[c]
+                    for x in range(width):
+                        corr[x] += cross_c[x] * factor
             if need_energy:
                 row_scores(method, corr, out[k, y], energy, inv_norm, inv_tnorm[m], tenergy[m])
             else:

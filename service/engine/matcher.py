@@ -32,7 +32,9 @@ from .scores import (
     finish_ssim,
     flat_tolerance,
     map_scores,
+    add_means,
     window_stats,
+    window_sums_map,
 )
 
 
@@ -52,6 +54,8 @@ def _exponent(magnitude: float) -> int:
 
 
 _NO_OFFSETS = np.zeros(0)
+_NO_SUMS = np.zeros((0, 1, 1))
+_NO_MEANS = np.zeros(0)
 
 
 class Cancelled(Exception):
@@ -326,8 +330,11 @@ class Matcher:
                     )
         return image
 
-    def _planes(self, image: np.ndarray, frame: np.ndarray) -> np.ndarray:
-        """The frame (``image``, as validated from ``frame``) padded for this Matcher, as (C, H, W) float32 planes."""
+    def _planes(self, image: np.ndarray, frame: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """The frame (``image``, as validated from ``frame``) padded for this Matcher, as (C, H, W) float32 planes.
+
+        Returns the planes and what was taken off each (float64, exactly; zeros when nothing).
+        """
         top, bottom, left, right = self._pad
         if top or bottom or left or right:
             padded = cv2.copyMakeBorder(
@@ -341,10 +348,12 @@ class Matcher:
             )
             image = padded.reshape(padded.shape[0], padded.shape[1], -1)
         planes = np.ascontiguousarray(image.transpose(2, 0, 1))
-        if self._code in (CCOEFF, CCOEFF_NORMED) or self._offset is not None:
+        means = np.zeros((planes.shape[0], 1, 1), np.float32)
+        if self._code not in (SSIM, CCORR, CCORR_NORMED):
             # The ccoeff pair is invariant to an offset; centring the frame
             # keeps float32 correlations accurate on bright, flat regions.
-            # sqdiff takes the templates' offset (see __init__).
+            # sqdiff takes the templates' offset (see __init__); the ccorr
+            # pair adds back what the offset took (scores.add_means).
             # A gray float32 frame reaches here uncopied: centre a copy of
             # it, never the caller's array (which may also be read-only).
             if self._offset is not None:
@@ -355,7 +364,7 @@ class Matcher:
                 planes = planes - means
             else:
                 planes -= means
-        return planes
+        return planes, means.reshape(-1).astype(np.float64)
 
     def __call__(self, frame: np.ndarray, *, cancelled: Callable[[], bool] | None = None) -> list[np.ndarray]:
         """Match every template against ``frame``.
@@ -383,7 +392,7 @@ class Matcher:
             return self._call_scaled(image, magnitude, frame.dtype == np.uint8, cancelled)
         frame_shape = image.shape[:2]
         plan = self._plan(frame_shape)
-        work = _FrameWork(self, self._planes(image, frame), any(kspectra is not None for _, kspectra in plan))
+        work = _FrameWork(self, *self._planes(image, frame), any(kspectra is not None for _, kspectra in plan))
         work.data_range = self.data_range or (255.0 if frame.dtype == np.uint8 else 1.0)
         results: list[np.ndarray | None] = [None] * len(self.shapes)
         for group, (_, kspectra) in zip(self._groups, plan):
@@ -398,11 +407,9 @@ class Matcher:
                 results[index] = score_map
         return results
 
-    def _norm_offsets(self) -> np.ndarray:
-        """What was taken off the planes, where the norm must be of the uncentred window (sqdiff_normed)."""
-        if self._code == SQDIFF_NORMED and self._offset is not None:
-            return self._offset.astype(np.float32).astype(np.float64)  # exactly what the planes lost
-        return _NO_OFFSETS
+    def _norm_offsets(self, work: "_FrameWork") -> np.ndarray:
+        """What was taken off the planes, where the norm is of the window as it was (sqdiff_normed)."""
+        return work.offsets if self._code == SQDIFF_NORMED else _NO_OFFSETS
 
     def _call_scaled(self, image: np.ndarray, magnitude: float, uint8: bool,
                      cancelled: Callable[[], bool] | None) -> list[np.ndarray]:
@@ -451,22 +458,32 @@ class Matcher:
             out.append(np.clip(restored, -limit, limit).astype(np.float32))
         return out
 
-    def _correlations(self, group: Group, kspectra, out_shape, work: "_FrameWork") -> np.ndarray:
+    def _correlations(self, group: Group, kspectra, out_shape, work: "_FrameWork",
+                      restore: bool = False) -> np.ndarray:
         """The group's raw correlations, one map per kernel (padding kernels included).
 
-        ``kspectra`` is None on the direct path, the kernel spectra on the spectral one.
+        ``kspectra`` is None on the direct path, the kernel spectra on the
+        spectral one. ``restore``: add back the channel means taken off the
+        members' kernels (the ccorr pair, see plan.template_kernels).
         """
         raw = np.empty((len(group.kernels), *out_shape), np.float32)
+        tmeans = group.tmeans if restore else _NO_MEANS
+        sums = work.sum_integral() if restore else _NO_SUMS
+        oy, ox = group.offset
         if kspectra is None:
             correlate_direct(
-                work.direct_planes(), group.direct_kernels, group.direct_active, group.offset[0],
-                group.direct_ox, self.stride, raw,
+                work.direct_planes(), group.direct_kernels, group.direct_active, oy, group.direct_ox,
+                self.stride, tmeans, sums, ox, group.height, group.width, raw,
             )
-        else:
-            def store(k: int, corr: np.ndarray) -> None:
-                raw[k] = corr
+            return raw
+        wsums = work.window_sums(group, out_shape) if restore else None
 
-            work.spectral(group, kspectra, out_shape, store)
+        def store(k: int, corr: np.ndarray) -> None:
+            if restore:
+                add_means(corr, tmeans[k], wsums)
+            raw[k] = corr
+
+        work.spectral(group, kspectra, out_shape, store)
         return raw
 
     def _match_plain(self, group: Group, kspectra, out_shape, work: "_FrameWork") -> np.ndarray:
@@ -474,25 +491,29 @@ class Matcher:
         code = self._code
         if code in (CCORR, CCOEFF):
             # The correlation is the score.
-            return self._correlations(group, kspectra, out_shape, work)[: len(group.members)]
+            return self._correlations(group, kspectra, out_shape, work, restore=code == CCORR)[: len(group.members)]
         if code == SSIM:
             return self._match_ssim(group, kspectra, out_shape, work)
         oy, ox = group.offset
         out = np.empty((len(group.members), *out_shape), np.float32)
         sums, sqsum = work.integrals()
+        tmeans = group.tmeans if code == CCORR_NORMED else _NO_MEANS
         if kspectra is None:
             match_direct(
                 work.direct_planes(), group.direct_kernels, group.direct_active, oy, group.direct_ox,
                 self.stride, sums, sqsum, ox, self.stride, group.height, group.width, group.tenergy,
-                group.tnorm_energy, code, work.flat(), self._norm_offsets(), out,
+                group.tnorm_energy, tmeans, code, work.flat(), self._norm_offsets(work), out,
             )
             return out
         energy = np.empty(out_shape)
         inv_norm = np.empty(out_shape)
         window_stats(sums, sqsum, oy, ox, self.stride, group.height, group.width, code == CCOEFF_NORMED,
-                     work.flat(), self._norm_offsets(), energy, inv_norm)
+                     work.flat(), self._norm_offsets(work), energy, inv_norm)
+        wsums = work.window_sums(group, out_shape) if len(tmeans) else None
 
         def score(k: int, corr: np.ndarray) -> None:
+            if wsums is not None:
+                add_means(corr, tmeans[k], wsums)
             map_scores(code, corr, energy, inv_norm, group.tenergy[k], group.tnorm_energy[k], out[k])
 
         work.spectral(group, kspectra, out_shape, score)
@@ -524,7 +545,7 @@ class Matcher:
                 np.stack([group.prepared[p].tsum for p in positions]), runs.rows, runs.starts, runs.ends,
                 runs.weights, runs.squares, runs.msum, runs.msum2, runs.binary, prefix, sqprefix, oy, ox,
                 self.stride, self._code, work.flat() * float(runs.squares.max(initial=0.0)),
-                self._norm_offsets(), out,
+                self._norm_offsets(work), out,
             )
         return out
 
@@ -533,14 +554,16 @@ class _FrameWork:
     """What one frame's groups share, each computed on first use: the planes
     and their squares, integral images, frame spectra."""
 
-    def __init__(self, matcher: Matcher, planes: np.ndarray, any_spectral: bool) -> None:
+    def __init__(self, matcher: Matcher, planes: np.ndarray, offsets: np.ndarray, any_spectral: bool) -> None:
         self.planes = planes
+        self.offsets = offsets  # (C,) float64: what was taken off each plane
         self._flat: float | None = None
         self._stride = matcher.stride
         self._shape = spectral.transform_shape(*planes.shape[1:])
         self._phased: np.ndarray | None = None
         self._prefix = None
         self._integrals = None
+        self._sum_integral: np.ndarray | None = None
         self._channel_integrals = None
         self.data_range = 1.0  # ssim's L for this frame
         self._spectra: dict[type, list[np.ndarray]] = {}  # by the transforms' dtype
@@ -570,6 +593,22 @@ class _FrameWork:
         if self._flat is None:
             self._flat = flat_tolerance(self.planes)
         return self._flat
+
+    def window_sums(self, group: Group, out_shape) -> np.ndarray:
+        """Each of ``group``'s windows' sum over all channels: (Ho, Wo) float64."""
+        sums = np.empty(out_shape)
+        oy, ox = group.offset
+        window_sums_map(self.sum_integral(), oy, ox, self._stride, group.height, group.width, sums)
+        return sums
+
+    def sum_integral(self) -> np.ndarray:
+        """The integral image of the planes' sum over channels, (1, H+1, W+1) float64 (the ccorr pair)."""
+        if self._integrals is not None and self.planes.shape[0] == 1:
+            return self._integrals[0]
+        if self._sum_integral is None:
+            planes = self.planes if self.planes.shape[0] == 1 else self.planes.sum(axis=0, dtype=np.float64)[None]
+            self._sum_integral = integral_images(planes)[0]
+        return self._sum_integral
 
     def integrals(self):
         if self._integrals is None:

@@ -13,7 +13,7 @@ import numpy as np
 
 from .direct import block_activity, padded_count, phase_kernels
 from .masked import MaskRuns, mask_runs
-from .scores import CCOEFF, CCOEFF_NORMED, SSIM
+from .scores import CCOEFF, CCOEFF_NORMED, CCORR, CCORR_NORMED, SSIM
 
 # Fitted to forced-direct and forced-spectral timings on the 2-core AVX2
 # benchmark machine (VGA and 720p, 1 and 3 channels, K = 1..8, k = 8..32; see
@@ -70,9 +70,9 @@ class TemplateKernels:
 
     kernels: np.ndarray  # (n, P, h, w) float32
     tenergy: float
-    tsum: np.ndarray  # (C,) float64, masked ccoeff pair only: sum(M^2 T'_c)
+    tsum: np.ndarray  # (C,) float64, masked templates: sum(M^2 T'_c) (0 for the sqdiff pair)
     mask: np.ndarray | None = None  # (h, w) float32 weights, masked templates only
-    means: np.ndarray | None = None  # (C,) ssim: the template's channel means
+    means: np.ndarray | None = None  # (C,) ssim: the channel means; (1,) unmasked ccorr pair: the mean taken off
     variances: np.ndarray | None = None  # (C,) ssim: its channel sample variances
 
 
@@ -94,6 +94,15 @@ def template_kernels(template: np.ndarray, mask: np.ndarray | None, method: int)
                                means=means, variances=variances)
     zero_mean = method == CCOEFF or method == CCOEFF_NORMED
     if mask is None:
+        if method == CCORR or method == CCORR_NORMED:
+            # The kernel less its mean (one, over all channels), restored as
+            # mean x the window's sum (exact, from integral images): float32
+            # rounding then scales with the template's contrast, not its
+            # brightness (the direct path's ccorr error on a photograph fell
+            # from 7x OpenCV's to below it).
+            mean = t.mean()
+            return TemplateKernels(kernels=(t - mean)[None].astype(np.float32), tenergy=float((t * t).sum()),
+                                   tsum=np.zeros(n_channels), means=np.array([mean]))
         k = t - t.mean(axis=(1, 2), keepdims=True) if zero_mean else t
         return TemplateKernels(
             kernels=k[None].astype(np.float32), tenergy=float((k * k).sum()), tsum=np.zeros(n_channels)
@@ -101,16 +110,28 @@ def template_kernels(template: np.ndarray, mask: np.ndarray | None, method: int)
     m = mask.astype(np.float64)
     m2 = m * m
     msum = float(m.sum())
+    msum2 = float(m2.sum())
     if zero_mean and msum > 0.0:
         t = t - (m * t).sum(axis=(1, 2), keepdims=True) / msum
+    restored = np.zeros(n_channels)
+    if (method == CCORR or method == CCORR_NORMED) and msum2 > 0.0:
+        # As unmasked (above): the kernel less its M^2-weighted means, restored
+        # from the window's exact M^2 sums (masked.masked_scores).
+        restored = (m2 * t).sum(axis=(1, 2)) / msum2
+        t = t - restored[:, None, None]
     # One kernel, over the frame's planes: the window statistics the methods
     # need come from the mask's runs (see masked.py), shared by every template
     # with the same mask.
     numerator = m2 * t
+    tenergy = float((numerator * t).sum())
+    if method == CCORR or method == CCORR_NORMED:
+        tenergy = float((m2 * (t + restored[:, None, None]) ** 2).sum())  # the template's own, for the norm
+    # tsum: the ccoeff pair subtracts the window's masked mean times it; the
+    # ccorr pair adds the window's M^2 sums times the means taken off.
     return TemplateKernels(
         kernels=numerator[None].astype(np.float32),
-        tenergy=float((numerator * t).sum()),
-        tsum=numerator.sum(axis=(1, 2)) if zero_mean else np.zeros(n_channels),
+        tenergy=tenergy,
+        tsum=numerator.sum(axis=(1, 2)) if zero_mean else restored,
         mask=mask,
     )
 
@@ -142,6 +163,8 @@ class Group:
     # Masked groups: each distinct mask's runs and the members (positions in
     # the group) that share it.
     mask_sets: list[tuple[MaskRuns, np.ndarray]] | None = None
+    # (members,): the mean taken off each member's kernel (the unmasked ccorr pair).
+    tmeans: np.ndarray | None = None
 
     def place(self, offset: tuple[int, int], stride: int) -> None:
         """Fix the group's offset in the padded frame and prepare its direct form."""
@@ -195,6 +218,8 @@ def make_group(height: int, width: int, masked: bool, members: list[int], prepar
         n_kernels=n_kernels,
         index=index,
         mask_sets=mask_sets,
+        tmeans=np.array([p.means[0] for p in prepared]) if not channel_major and all(p.means is not None for p in prepared)
+        else None,
     )
 
 

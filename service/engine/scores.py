@@ -143,6 +143,37 @@ def window_row(sums, sqsum, y0, kh, ox, kw, stride, need_mean, flat, offsets, en
         inv_norm[x] = inverse_norm(energy[x] + inv_norm[x], 0.0, flat)
 
 
+@njit(error_model="numpy", **JIT)
+def window_sums(sums, y0, kh, ox, kw, stride, out):
+    """The sum over every channel of a row of windows (top row ``y0``): out (Wo,)."""
+    _box_row(sums[0], y0, y0 + kh, ox, kw, stride, out, False)
+    if sums.shape[0] > 1:
+        channel = np.empty(out.shape[0])
+        for c in range(1, sums.shape[0]):
+            _box_row(sums[c], y0, y0 + kh, ox, kw, stride, channel, False)
+            for x in range(out.shape[0]):
+                out[x] += channel[x]
+
+
+@njit(parallel=True, error_model="numpy", **JIT)
+def window_sums_map(sums, oy, ox, stride, kh, kw, out):
+    """:func:`window_sums` for every row of windows: out (Ho, Wo)."""
+    for y in prange(out.shape[0]):
+        window_sums(sums, oy + y * stride, kh, ox, kw, stride, out[y])
+
+
+@njit(error_model="numpy", **JIT)
+def add_means(corr, mean, wsums):
+    """corr += mean * wsums, in float64, rounded once; ``corr`` float32, a row or a map.
+
+    Restores a correlation computed with a kernel less its mean (the ccorr
+    pair): sum T I = sum (T - mean) I + mean * sum_window I.
+    """
+    flat, window = corr.reshape(-1), wsums.reshape(-1)
+    for x in range(flat.shape[0]):
+        flat[x] = np.float64(flat[x]) + mean * window[x]
+
+
 @njit(parallel=True, error_model="numpy", **JIT)
 def window_stats(sums, sqsum, oy, ox, stride, kh, kw, need_mean, flat, offsets, energy, inv_norm):
     """Fill (Ho, Wo) arrays with every window's energy and inverse norm (see :func:`window_row`)."""
