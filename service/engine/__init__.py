@@ -31,6 +31,7 @@ from .options import (
     map_shape,
 )
 from .peaks import Peak, check_peak_options, find_peaks
+from .pose import POSE_METHODS, Pose, PoseSearch, check_ranges
 from .warmup import warmup
 
 __all__ = [
@@ -41,13 +42,17 @@ __all__ = [
     "METHODS",
     "OPENCV_METHODS",
     "PADDINGS",
+    "POSE_METHODS",
     "Matcher",
+    "Pose",
+    "PoseSearch",
     "calibrate",
     "OptionError",
     "OptionTypeError",
     "Peak",
     "check_options",
     "check_peak_options",
+    "check_ranges",
     "check_template",
     "find_peaks",
     "map_origin",

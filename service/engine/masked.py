@@ -116,26 +116,69 @@ def _add_run(acc, row, a, b, stride, weight):
             acc[x] += weight * (row[b + x * stride] - row[a + x * stride])
 
 
+@dataclass(frozen=True)
+class MaskSets:
+    """A group's distinct masks, packed: set s has runs ``run_start[s]:run_start[s+1]`` and the
+    templates (positions in the group) ``members[member_start[s]:member_start[s+1]]``."""
+
+    run_start: np.ndarray  # (S+1,) int64
+    rows: np.ndarray  # (R,) int64, as MaskRuns, all sets one after another
+    starts: np.ndarray
+    ends: np.ndarray
+    weights: np.ndarray  # (R,) float64
+    squares: np.ndarray
+    member_start: np.ndarray  # (S+1,) int64
+    members: np.ndarray  # (n,) int64
+    msum: np.ndarray  # (S,) float64
+    msum2: np.ndarray
+    binary: np.ndarray  # (S,) bool
+    largest_square: np.ndarray  # (S,) float64: the largest M^2 (scales the flatness tolerance)
+
+    def __len__(self) -> int:
+        return len(self.msum)
+
+
+def pack_masks(masks: list[np.ndarray]) -> MaskSets:
+    """Group the templates' masks (one per template, in group order) by content, cut each distinct one into runs."""
+    sharing: dict[bytes, list[int]] = {}
+    for position, mask in enumerate(masks):
+        sharing.setdefault(np.ascontiguousarray(mask).tobytes() + str(mask.shape).encode(), []).append(position)
+    sets = [(mask_runs(masks[positions[0]]), positions) for positions in sharing.values()]
+    return MaskSets(
+        run_start=np.cumsum([0] + [len(r.rows) for r, _ in sets]).astype(np.int64),
+        rows=np.concatenate([r.rows for r, _ in sets]).astype(np.int64),
+        starts=np.concatenate([r.starts for r, _ in sets]).astype(np.int64),
+        ends=np.concatenate([r.ends for r, _ in sets]).astype(np.int64),
+        weights=np.concatenate([r.weights for r, _ in sets]).astype(np.float64),
+        squares=np.concatenate([r.squares for r, _ in sets]).astype(np.float64),
+        member_start=np.cumsum([0] + [len(p) for _, p in sets]).astype(np.int64),
+        members=np.concatenate([np.array(p, np.int64) for _, p in sets]),
+        msum=np.array([r.msum for r, _ in sets]),
+        msum2=np.array([r.msum2 for r, _ in sets]),
+        binary=np.array([r.binary for r, _ in sets]),
+        largest_square=np.array([float(r.squares.max(initial=0.0)) for r, _ in sets]),
+    )
+
+
 @njit(parallel=True, error_model="numpy", **JIT)
-def masked_scores(raw, members, tenergy, tnorm_energy, tsum, rows, starts, ends, weights, squares, msum, msum2,
-                  binary, prefix, sqprefix, oy, ox, stride, method, flat, offsets, out):
-    """Score the templates that share one mask, a row of windows at a time.
+def masked_scores(raw, run_start, rows, starts, ends, weights, squares, member_start, members, msums, msum2s,
+                  binaries, largest_square, tenergy, tnorm_energy, tsum, prefix, sqprefix, oy, ox, stride, method,
+                  flat, offsets, out):
+    """Score a masked group, every distinct mask and row of windows in one parallel pass.
 
     Parameters
     ----------
     raw : float32 array, (K, Ho, Wo)
         Each template's correlation with the frame (kernel M^2 T').
-    members : int64 array, (n,)
-        Which maps of ``raw`` and ``out`` belong to the templates with this mask.
-    tenergy, tnorm_energy : float64 arrays, (n,)
+    run_start ... largest_square
+        The group's :class:`MaskSets`.
+    tenergy, tnorm_energy : float64 arrays, (K,)
         Each template's sum(M^2 T'^2), and the same for the norm (uncentred
         for sqdiff_normed on offset planes).
-    tsum : float64 array, (n, C)
+    tsum : float64 array, (K, C)
         Per channel: the ccoeff pair's sum(M^2 T'_c); the ccorr pair's
         M^2-weighted template mean, taken off its kernel and restored here
         as mean_c sum(M^2 I_c); zeros for the sqdiff pair.
-    rows, starts, ends, weights, squares, msum, msum2, binary
-        The mask's :class:`MaskRuns`.
     prefix, sqprefix : float64 arrays
         :func:`row_prefix` of the (padded) frame's planes.
     oy, ox, stride : int
@@ -143,14 +186,29 @@ def masked_scores(raw, members, tenergy, tnorm_energy, tsum, rows, starts, ends,
     method : int
         The method's code.
     flat : float
-        The variance at or below which a window is flat (see scores.flat_tolerance).
+        The variance at or below which a window is flat (see
+        scores.flat_tolerance), times each mask's ``largest_square``.
     offsets : float64 array, (C,) or (0,)
         What was taken off each plane (sqdiff_normed's norm is of the window as it was).
     out : float32 array, (K, Ho, Wo)
-        Rows ``members`` are written.
+        Every template's scores.
     """
+    height = out.shape[1]
+    for task in prange(len(msums) * height):
+        s, y = task // height, task % height
+        _mask_row(raw, rows[run_start[s]:run_start[s + 1]], starts[run_start[s]:run_start[s + 1]],
+                  ends[run_start[s]:run_start[s + 1]], weights[run_start[s]:run_start[s + 1]],
+                  squares[run_start[s]:run_start[s + 1]], members[member_start[s]:member_start[s + 1]], msums[s],
+                  msum2s[s], binaries[s], tenergy, tnorm_energy, tsum, prefix, sqprefix, oy + y * stride, ox,
+                  stride, method, flat * largest_square[s], offsets, y, out)
+
+
+@njit(error_model="numpy", **JIT)
+def _mask_row(raw, rows, starts, ends, weights, squares, members, msum, msum2, binary, tenergy, tnorm_energy,
+              tsum, prefix, sqprefix, yy, ox, stride, method, flat, offsets, y, out):
+    """One row of windows (top row ``yy``) of the templates ``members`` that share one mask's runs."""
     n_channels = prefix.shape[0]
-    height, width = out.shape[1], out.shape[2]
+    width = out.shape[2]
     zero_mean = method == CCOEFF or method == CCOEFF_NORMED
     restore = method == CCORR or method == CCORR_NORMED
     uncentre = method == SQDIFF_NORMED and offsets.shape[0] > 0
@@ -159,72 +217,67 @@ def masked_scores(raw, members, tenergy, tnorm_energy, tsum, rows, starts, ends,
     need_cross = (method == CCOEFF_NORMED or uncentre or restore) and not binary
     need_energy = method != CCORR and method != CCOEFF
     inv_m = 1.0 / msum if msum > 0.0 else 0.0
-    n_members = members.shape[0]
-    inv_tnorm = np.empty(n_members)
-    for m in range(n_members):
-        inv_tnorm[m] = 1.0 / np.sqrt(tnorm_energy[m]) if tnorm_energy[m] > 0.0 else np.inf
-    for y in prange(height):
-        yy = oy + y * stride
-        sums = np.zeros((n_channels if need_sums else 0, width))
-        cross = np.zeros((n_channels if need_cross else 0, width))
-        energy = np.zeros(width if need_energy else 0)
-        for r in range(rows.shape[0]):
-            a = ox + starts[r]
-            b = ox + ends[r]
-            line = yy + rows[r]
-            for c in range(sums.shape[0]):
-                _add_run(sums[c], prefix[c, line], a, b, stride, weights[r])
-            for c in range(cross.shape[0]):
-                _add_run(cross[c], prefix[c, line], a, b, stride, squares[r])
-            if need_energy:
-                _add_run(energy, sqprefix[line], a, b, stride, squares[r])
-        # Each loop below runs along x alone, so that it vectorises.
-        inv_norm = np.empty(width)
-        if method == CCOEFF_NORMED or uncentre:
-            # ccoeff_normed: sum M^2 (I - mean)^2 = energy - sum_c (2 mean_c cross_c - mean_c^2 msum2);
-            # sqdiff_normed's norm: sum M^2 (I' + o)^2 = energy + sum_c (2 o_c cross_c + o_c^2 msum2).
-            for c in range(n_channels):
-                cross_c = cross[c] if need_cross else sums[c]
-                sums_c = sums[c]
-                if uncentre:
-                    shift = offsets[c]
-                    for x in range(width):
-                        energy_shift = 2.0 * shift * cross_c[x] + shift * shift * msum2
-                        inv_norm[x] = energy_shift if c == 0 else inv_norm[x] + energy_shift
-                else:
-                    for x in range(width):
-                        mean_c = sums_c[x] * inv_m
-                        mean2 = 2.0 * mean_c * cross_c[x] - mean_c * mean_c * msum2
-                        inv_norm[x] = mean2 if c == 0 else inv_norm[x] + mean2
-            sign = 1.0 if uncentre else -1.0
-            for x in range(width):
-                inv_norm[x] = inverse_norm(energy[x] + sign * inv_norm[x], 0.0, flat)
-        elif need_energy:
-            for x in range(width):
-                inv_norm[x] = inverse_norm(energy[x], 0.0, flat)
-        corr = np.empty(width)
-        for m in range(n_members):
-            k = members[m]
-            source = raw[k, y]
-            for x in range(width):
-                corr[x] = source[x]
-            if zero_mean:
-                # sum M^2 T' (I - mean) = corr - sum_c mean_c sum M^2 T'_c (0 for a binary mask).
-                for c in range(n_channels):
-                    factor = tsum[m, c] * inv_m
-                    if factor != 0.0:
-                        for x in range(width):
-                            corr[x] -= sums[c, x] * factor
-            elif restore:
-                # sum M^2 T I = sum M^2 (T - mean) I + sum_c mean_c sum M^2 I_c.
-                for c in range(n_channels):
-                    factor = tsum[m, c]
-                    cross_c = cross[c] if need_cross else sums[c]
-                    for x in range(width):
-                        corr[x] += cross_c[x] * factor
-            if need_energy:
-                row_scores(method, corr, out[k, y], energy, inv_norm, inv_tnorm[m], tenergy[m])
-            else:
-                target = out[k, y]
+    sums = np.zeros((n_channels if need_sums else 0, width))
+    cross = np.zeros((n_channels if need_cross else 0, width))
+    energy = np.zeros(width if need_energy else 0)
+    for r in range(rows.shape[0]):
+        a = ox + starts[r]
+        b = ox + ends[r]
+        line = yy + rows[r]
+        for c in range(sums.shape[0]):
+            _add_run(sums[c], prefix[c, line], a, b, stride, weights[r])
+        for c in range(cross.shape[0]):
+            _add_run(cross[c], prefix[c, line], a, b, stride, squares[r])
+        if need_energy:
+            _add_run(energy, sqprefix[line], a, b, stride, squares[r])
+    # Each loop below runs along x alone, so that it vectorises.
+    inv_norm = np.empty(width)
+    if method == CCOEFF_NORMED or uncentre:
+        # ccoeff_normed: sum M^2 (I - mean)^2 = energy - sum_c (2 mean_c cross_c - mean_c^2 msum2);
+        # sqdiff_normed's norm: sum M^2 (I' + o)^2 = energy + sum_c (2 o_c cross_c + o_c^2 msum2).
+        for c in range(n_channels):
+            cross_c = cross[c] if need_cross else sums[c]
+            sums_c = sums[c]
+            if uncentre:
+                shift = offsets[c]
                 for x in range(width):
-                    target[x] = corr[x]
+                    energy_shift = 2.0 * shift * cross_c[x] + shift * shift * msum2
+                    inv_norm[x] = energy_shift if c == 0 else inv_norm[x] + energy_shift
+            else:
+                for x in range(width):
+                    mean_c = sums_c[x] * inv_m
+                    mean2 = 2.0 * mean_c * cross_c[x] - mean_c * mean_c * msum2
+                    inv_norm[x] = mean2 if c == 0 else inv_norm[x] + mean2
+        sign = 1.0 if uncentre else -1.0
+        for x in range(width):
+            inv_norm[x] = inverse_norm(energy[x] + sign * inv_norm[x], 0.0, flat)
+    elif need_energy:
+        for x in range(width):
+            inv_norm[x] = inverse_norm(energy[x], 0.0, flat)
+    corr = np.empty(width)
+    for m in range(members.shape[0]):
+        k = members[m]
+        inv_tnorm = 1.0 / np.sqrt(tnorm_energy[k]) if tnorm_energy[k] > 0.0 else np.inf
+        source = raw[k, y]
+        for x in range(width):
+            corr[x] = source[x]
+        if zero_mean:
+            # sum M^2 T' (I - mean) = corr - sum_c mean_c sum M^2 T'_c (0 for a binary mask).
+            for c in range(n_channels):
+                factor = tsum[k, c] * inv_m
+                if factor != 0.0:
+                    for x in range(width):
+                        corr[x] -= sums[c, x] * factor
+        elif restore:
+            # sum M^2 T I = sum M^2 (T - mean) I + sum_c mean_c sum M^2 I_c.
+            for c in range(n_channels):
+                factor = tsum[k, c]
+                cross_c = cross[c] if need_cross else sums[c]
+                for x in range(width):
+                    corr[x] += cross_c[x] * factor
+        if need_energy:
+            row_scores(method, corr, out[k, y], energy, inv_norm, inv_tnorm, tenergy[k])
+        else:
+            target = out[k, y]
+            for x in range(width):
+                target[x] = corr[x]

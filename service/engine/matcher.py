@@ -539,14 +539,13 @@ class Matcher:
         out = np.empty((len(group.members), *out_shape), np.float32)
         prefix, sqprefix = work.row_prefix()
         oy, ox = group.offset
-        for runs, positions in group.mask_sets:
-            masked_scores(
-                raw, positions, group.tenergy[positions], group.tnorm_energy[positions],
-                np.stack([group.prepared[p].tsum for p in positions]), runs.rows, runs.starts, runs.ends,
-                runs.weights, runs.squares, runs.msum, runs.msum2, runs.binary, prefix, sqprefix, oy, ox,
-                self.stride, self._code, work.flat() * float(runs.squares.max(initial=0.0)),
-                self._norm_offsets(work), out,
-            )
+        sets = group.mask_sets
+        masked_scores(
+            raw, sets.run_start, sets.rows, sets.starts, sets.ends, sets.weights, sets.squares, sets.member_start,
+            sets.members, sets.msum, sets.msum2, sets.binary, sets.largest_square, group.tenergy,
+            group.tnorm_energy, np.stack([p.tsum for p in group.prepared]), prefix, sqprefix, oy, ox, self.stride,
+            self._code, work.flat(), self._norm_offsets(work), out,
+        )
         return out
 
 

@@ -12,7 +12,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from .direct import block_activity, padded_count, phase_kernels
-from .masked import MaskRuns, mask_runs
+from .masked import MaskSets, pack_masks
 from .scores import CCOEFF, CCOEFF_NORMED, CCORR, CCORR_NORMED, SSIM
 
 # Fitted to forced-direct and forced-spectral timings on the 2-core AVX2
@@ -162,7 +162,7 @@ class Group:
     tnorm_energy: np.ndarray | None = None
     # Masked groups: each distinct mask's runs and the members (positions in
     # the group) that share it.
-    mask_sets: list[tuple[MaskRuns, np.ndarray]] | None = None
+    mask_sets: MaskSets | None = None
     # (members,): the mean taken off each member's kernel (the unmasked ccorr pair).
     tmeans: np.ndarray | None = None
 
@@ -194,13 +194,7 @@ def make_group(height: int, width: int, masked: bool, members: list[int], prepar
         kernels = kernels[order]
         index = np.argsort(order).reshape(index.shape)
     n_kernels = len(kernels)
-    mask_sets = None
-    if masked:
-        sharing: dict[bytes, list[int]] = {}
-        for position, p in enumerate(prepared):
-            sharing.setdefault(p.mask.tobytes(), []).append(position)
-        mask_sets = [(mask_runs(prepared[positions[0]].mask), np.array(positions, np.int64))
-                     for positions in sharing.values()]
+    mask_sets = pack_masks([p.mask for p in prepared]) if masked else None
     padding = padded_count(n_kernels) - n_kernels
     if padding:
         kernels = np.concatenate([kernels, np.zeros((padding, *kernels.shape[1:]), kernels.dtype)])
@@ -246,7 +240,8 @@ def spectral_seconds(group: Group, shape: tuple[int, int], frame_planes: int, sh
     cost = kernels * dft + products * n * PRODUCT_SECONDS_PER_ELEMENT
     if not shared:
         cost += frame_planes * dft + n * SPECTRAL_SECONDS_PER_PIXEL
-    return cost * _cost.spectral_scale
+    # float64 transforms (masked groups) move twice the data: about twice the time.
+    return cost * _cost.spectral_scale * (2.0 if spectrum_dtype(group) == np.float64 else 1.0)
 
 
 def spectrum_dtype(group: Group):

@@ -1,0 +1,759 @@
+"""Pose search: a template found at any rotation and scale, coarse to fine.
+
+Matching every rotation and scale of a template at full resolution costs one
+map per pose. Instead (after the Fastest_Image_Pattern_Matching approach, our
+own code): frame and template are halved into a pyramid until the template's
+area would drop under ``TOP_AREA`` pixels; the whole angle and scale range is
+searched only on that top level, at steps of about atan(2 / side) (one pixel
+of movement at the template's rim), by the bank Matcher with the rotated
+variants' uncovered corners masked out; the few best candidates are then
+carried down the levels, each searched in a small window of positions, angles
+and scales at that level's finer steps; at the bottom the angle and scale come
+from parabolas through neighbouring scores and the position from a quadric
+fitted to the 3x3 scores around the peak.
+
+Conventions: ``angle`` in degrees, counter-clockwise as displayed (OpenCV's
+getRotationMatrix2D); ``cx, cy`` the template's centre in frame pixels, the
+centre of the top-left pixel being (0, 0); ``width, height`` the scaled
+template's sides (the rotated box, not its axis-aligned hull). Scores are
+similarities: ``ccoeff_normed`` and ``ccorr_normed`` as they are, 1 minus the
+distance for ``sqdiff_normed``.
+"""
+
+from __future__ import annotations
+
+import math
+import threading
+from collections import OrderedDict
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import cv2
+import numpy as np
+from numba import njit, prange
+
+from . import options
+from .matcher import Matcher
+from .runtime import JIT
+
+#: The top level is the coarsest at which the template keeps this many pixels.
+TOP_AREA = 256
+#: Methods pose search takes (similarities after the sqdiff_normed flip).
+POSE_METHODS = ("ccoeff_normed", "ccorr_normed", "sqdiff_normed")
+#: The smallest template side that rotates meaningfully.
+MIN_POSE_SIDE = 8
+#: Rotated, scaled variants kept per PoseSearch (the coarse levels' are made once).
+VARIANTS_KEPT = 4096
+# A pixel counts in a variant's mask when the template covers all of it.
+_COVERED = 0.999
+# The step (pixels) of the final sub-pixel position fit.
+_NUDGE = 0.25
+# How much finishing may raise a grid pose's score: candidates this far under min_score are finished too.
+_FINISH_GAIN = 0.05
+
+_METHOD = {"ccoeff_normed": 0, "ccorr_normed": 1, "sqdiff_normed": 2}
+
+
+@dataclass(frozen=True)
+class Pose:
+    """One found pose of a template.
+
+    Attributes
+    ----------
+    cx, cy : float
+        The template's centre in frame pixels (sub-pixel).
+    angle : float
+        Degrees, counter-clockwise as displayed, in [-180, 180).
+    scale : float
+        The template's scale.
+    score : float
+        Similarity at the pose (higher is better).
+    width, height : float
+        The scaled template's sides (the rotated box).
+    """
+
+    cx: float
+    cy: float
+    angle: float
+    scale: float
+    score: float
+    width: float
+    height: float
+
+
+def _wrap(angle: float) -> float:
+    """The angle in [-180, 180)."""
+    return (angle + 180.0) % 360.0 - 180.0
+
+
+def _pyramid(image: np.ndarray, levels: int) -> list[np.ndarray]:
+    """[image, pyrDown(image), ...] as float32 (H, W, C), ``levels`` + 1 of them."""
+    out = [np.ascontiguousarray(image, np.float32)]
+    for _ in range(levels):
+        down = cv2.pyrDown(out[-1])
+        out.append(down.reshape(down.shape[0], down.shape[1], -1))
+    return out
+
+
+def check_ranges(angles: object, scales: object) -> tuple[tuple[float, float], tuple[float, float]]:
+    """Validated ``(low, high)`` angle and scale ranges.
+
+    Raises
+    ------
+    OptionError
+        A range that is not two finite numbers, is reversed, or leaves
+        [-180, 180] (angles) or (0, 8] (scales).
+    """
+    checked = []
+    for name, value, low, high in (("angles", angles, -180.0, 180.0), ("scales", scales, 0.0, 8.0)):
+        try:
+            first, last = (float(v) for v in value)  # type: ignore[union-attr]
+        except (TypeError, ValueError):
+            raise options.OptionError(f"{name} must be a (low, high) pair of numbers, got {value!r}") from None
+        if not (math.isfinite(first) and math.isfinite(last)):
+            raise options.OptionError(f"{name} must be finite, got ({first}, {last})")
+        if first > last:
+            raise options.OptionError(f"{name} range ({first:g}, {last:g}) is reversed: give (low, high)")
+        if name == "angles" and (first < low or last > high):
+            raise options.OptionError(f"angles ({first:g}, {last:g}) must lie within [-180, 180] degrees")
+        if name == "scales" and (first <= low or last > high):
+            raise options.OptionError(f"scales ({first:g}, {last:g}) must lie within (0, 8]")
+        checked.append((first, last))
+    return checked[0], checked[1]
+
+
+def _steps(low: float, high: float, step: float, circle: bool) -> np.ndarray:
+    """Evenly spaced samples of [low, high] at most ``step`` apart (of [low, low + 360) on a full circle)."""
+    span = high - low
+    if span <= 0.0:
+        return np.array([low])
+    if circle:
+        count = max(1, math.ceil(360.0 / step))
+        return low + np.arange(count) * (360.0 / count)
+    count = max(1, math.ceil(span / step))
+    return low + np.arange(count + 1) * (span / count)
+
+
+@njit(parallel=True, error_model="numpy", **JIT)
+def _window_scores(roi, template, weights, method, out):
+    """Scores of one variant at every position of a small window, in float64.
+
+    ``roi`` (H, W, C) float32 holds the windows; ``template`` (h, w, C) the
+    variant, ``weights`` (h, w) its 0/1 mask; ``out`` (H-h+1, W-w+1).
+    The same formulas as the Matcher's (OpenCV's masked ones); flat windows
+    score 0 (ccoeff_normed, ccorr_normed) or 1 (sqdiff_normed's distance).
+    """
+    h, w, n_channels = template.shape
+    ny, nx = out.shape
+    msum = 0.0
+    for i in range(h):
+        for j in range(w):
+            msum += weights[i, j]
+    # The template's masked channel means, centred copy and energy.
+    tmean = np.zeros(n_channels)
+    for i in range(h):
+        for j in range(w):
+            for c in range(n_channels):
+                tmean[c] += weights[i, j] * template[i, j, c]
+    for c in range(n_channels):
+        tmean[c] = tmean[c] / msum if msum > 0.0 else 0.0
+    t = np.empty((h, w, n_channels))
+    tenergy = 0.0
+    for i in range(h):
+        for j in range(w):
+            for c in range(n_channels):
+                v = np.float64(template[i, j, c]) - (tmean[c] if method == 0 else 0.0)
+                t[i, j, c] = v * weights[i, j]
+                tenergy += weights[i, j] * v * v
+    for p in prange(ny * nx):
+        y, x = p // nx, p % nx
+        cross = 0.0
+        energy = 0.0
+        sums = np.zeros(n_channels)
+        for i in range(h):
+            for j in range(w):
+                m = weights[i, j]
+                if m == 0.0:
+                    continue
+                for c in range(n_channels):
+                    v = np.float64(roi[y + i, x + j, c])
+                    cross += t[i, j, c] * v
+                    energy += v * v
+                    sums[c] += v
+        if method == 0:
+            for c in range(n_channels):
+                energy -= sums[c] * sums[c] / msum if msum > 0.0 else 0.0
+        denominator = math.sqrt(max(energy, 0.0) * tenergy)
+        if method == 2:
+            distance = energy - 2.0 * cross + tenergy
+            out[y, x] = 1.0 - (max(distance, 0.0) / denominator if denominator > 0.0 else 1.0)
+        else:
+            out[y, x] = min(max(cross / denominator, -1.0), 1.0) if denominator > 0.0 else 0.0
+
+
+@njit(**JIT)
+def _keep_best(stack, members, best, which):
+    """Where a map of ``stack`` (n, H, W) beats ``best`` (H, W), keep its score and its grid index."""
+    for i in range(stack.shape[0]):
+        for y in range(stack.shape[1]):
+            for x in range(stack.shape[2]):
+                if stack[i, y, x] > best[y, x]:
+                    best[y, x] = stack[i, y, x]
+                    which[y, x] = members[i]
+
+
+def _parabola(left: float, centre: float, right: float) -> float:
+    """Offset in [-0.5, 0.5] steps of the vertex of the parabola through three equally spaced scores."""
+    curvature = left - 2.0 * centre + right
+    if curvature >= 0.0:  # not a maximum
+        return 0.0
+    return float(np.clip(0.5 * (left - right) / curvature, -0.5, 0.5))
+
+
+def _quadric_peak(scores: np.ndarray) -> tuple[float, float, float]:
+    """(dx, dy, value) of the maximum of the quadric fitted to 3x3 ``scores`` around its centre."""
+    s = scores.astype(np.float64)
+    dx = (s[:, 2] - s[:, 0]).sum() / 6.0
+    dy = (s[2, :] - s[0, :]).sum() / 6.0
+    dxx = (s[:, 0] - 2.0 * s[:, 1] + s[:, 2]).sum() / 3.0
+    dyy = (s[0, :] - 2.0 * s[1, :] + s[2, :]).sum() / 3.0
+    dxy = (s[2, 2] - s[2, 0] - s[0, 2] + s[0, 0]) / 4.0
+    det = dxx * dyy - dxy * dxy
+    if dxx >= 0.0 or det <= 0.0:  # not a maximum: keep the sample
+        return 0.0, 0.0, float(s[1, 1])
+    ox = (dy * dxy - dx * dyy) / det
+    oy = (dx * dxy - dy * dxx) / det
+    if abs(ox) > 1.0 or abs(oy) > 1.0:
+        return 0.0, 0.0, float(s[1, 1])
+    value = s[1, 1] + 0.5 * (dx * ox + dy * oy)
+    return float(ox), float(oy), float(min(value, 1.0))
+
+
+@dataclass
+class _Candidate:
+    template: int
+    cx: float  # at the current level, pixels
+    cy: float
+    angle: float
+    scale: float
+    score: float
+
+
+class _Template:
+    """One template's pyramid and its variants."""
+
+    def __init__(self, image: np.ndarray, mask: np.ndarray | None, levels: int) -> None:
+        self.height, self.width = image.shape[:2]
+        self.images = _pyramid(image, levels)
+        weights = np.ones(image.shape[:2], np.float32) if mask is None else (mask != 0).astype(np.float32)
+        self.masked = mask is not None
+        self.masks = [weights]
+        for _ in range(levels):
+            self.masks.append(cv2.pyrDown(self.masks[-1]))
+
+    def side(self, level: int) -> float:
+        """The template's larger side at ``level``, in that level's pixels."""
+        return max(self.height, self.width) / 2.0 ** level
+
+    def variant(self, level: int, angle: float, scale: float, disc: bool = False,
+                shift: tuple[float, float] = (0.0, 0.0)) -> tuple[np.ndarray, np.ndarray]:
+        """The template at ``level`` rotated and scaled about its centre, on an odd canvas, and its 0/1 mask.
+
+        ``disc``: only the disc inscribed in the template, the same mask at every
+        angle (the top level's screening shares its window statistics so).
+        ``shift``: the template's centre sits this far (pixels, under one) from the canvas's centre.
+        """
+        source = self.images[level]
+        # The level's centre of the template, in its pixels (pyrDown keeps even samples).
+        centre_x = (self.width - 1) / 2.0 / 2.0 ** level
+        centre_y = (self.height - 1) / 2.0 / 2.0 ** level
+        radians = math.radians(angle)
+        cos, sin = math.cos(radians), math.sin(radians)
+        half_w = scale * self.width / 2.0 ** level / 2.0
+        half_h = scale * self.height / 2.0 ** level / 2.0
+        # Odd sides: the canvas centre is a pixel centre, so map positions are template centres.
+        radius = min(half_w, half_h)
+        reach_x = radius if disc else abs(cos) * half_w + abs(sin) * half_h
+        reach_y = radius if disc else abs(sin) * half_w + abs(cos) * half_h
+        side_x = 2 * max(1, math.ceil(reach_x - 0.5)) + 1
+        side_y = 2 * max(1, math.ceil(reach_y - 0.5)) + 1
+        canvas_x, canvas_y = (side_x - 1) / 2.0, (side_y - 1) / 2.0
+        # Canvas point p to template point q = centre + R(-angle) (p - canvas centre) / scale, with
+        # R(-angle) the inverse of getRotationMatrix2D's counter-clockwise rotation.
+        a, b = cos / scale, -sin / scale
+        c, d = sin / scale, cos / scale
+        at_x, at_y = canvas_x + shift[0], canvas_y + shift[1]
+        matrix = np.array([[a, b, centre_x - a * at_x - b * at_y],
+                           [c, d, centre_y - c * at_x - d * at_y]])
+        flags = cv2.INTER_LINEAR | cv2.WARP_INVERSE_MAP
+        image = cv2.warpAffine(source, matrix, (side_x, side_y), flags=flags, borderMode=cv2.BORDER_CONSTANT)
+        image = image.reshape(side_y, side_x, -1)
+        # Where the template covers the canvas pixel whole (and its own mask holds).
+        covered = cv2.warpAffine(np.ones(source.shape[:2], np.float32), matrix, (side_x, side_y), flags=flags,
+                                 borderMode=cv2.BORDER_CONSTANT)
+        keep = covered >= _COVERED
+        if self.masked:
+            keep &= cv2.warpAffine(self.masks[level], matrix, (side_x, side_y), flags=flags,
+                                   borderMode=cv2.BORDER_CONSTANT) >= 0.5
+        if disc:
+            # A pixel in from the rim, so that every angle covers the same disc
+            # (one mask, one set of window statistics for all of them).
+            y, x = np.mgrid[:side_y, :side_x]
+            keep &= np.hypot(x - canvas_x, y - canvas_y) <= max(radius - 1.0, 1.0)
+        return np.ascontiguousarray(image), keep.astype(np.float32)
+
+
+class PoseSearch:
+    """Templates prepared for search at any rotation and scale.
+
+    Parameters
+    ----------
+    template : numpy.ndarray or sequence of numpy.ndarray
+        HxW or HxWxC (uint8, float32, float64), at least ``MIN_POSE_SIDE``
+        pixels a side. A list: the templates share each level's frame work,
+        and :meth:`search` returns one list of poses per template.
+    mask : numpy.ndarray or sequence, optional
+        The template's mask (non-zero counts), or one per template.
+    angles : (float, float)
+        The angle range in degrees, within [-180, 180]; (-180, 180) is the
+        full circle.
+    scales : (float, float)
+        The scale range, within (0, 8].
+    method : str
+        ``ccoeff_normed`` (default), ``ccorr_normed`` or ``sqdiff_normed``.
+
+    Notes
+    -----
+    Safe to call from several threads at once.
+    """
+
+    def __init__(self, template, mask=None, angles=(-180.0, 180.0), scales=(1.0, 1.0),
+                 method: str = "ccoeff_normed") -> None:
+        if method not in POSE_METHODS:
+            raise options.OptionError(f"pose search takes {', '.join(POSE_METHODS)}, not {method!r}")
+        self.method = method
+        self.angle_range, self.scale_range = check_ranges(angles, scales)
+        self._many = isinstance(template, Sequence) and not isinstance(template, np.ndarray)
+        templates = list(template) if self._many else [template]
+        if not templates:
+            raise options.OptionError("template is empty: give at least one template")
+        if mask is None:
+            masks = [None] * len(templates)
+        elif self._many:
+            if isinstance(mask, np.ndarray) or len(mask) != len(templates):
+                raise options.OptionError(f"mask must be a list with one entry per template ({len(templates)})")
+            masks = list(mask)
+        else:
+            masks = [mask]
+        images = [options.as_image(t, f"template {i}") for i, t in enumerate(templates)]
+        if len({img.shape[2] for img in images}) > 1:
+            raise options.OptionError("templates have different channel counts: convert them to the frames' one")
+        self.channels = images[0].shape[2]
+        weights = [None if m is None else options.as_mask(m, img.shape[:2], f"mask {i}")
+                   for i, (m, img) in enumerate(zip(masks, images))]
+        for i, img in enumerate(images):
+            if min(img.shape[:2]) * self.scale_range[0] < MIN_POSE_SIDE:
+                raise options.OptionError(
+                    f"template {i} ({img.shape[1]}x{img.shape[0]}) is under {MIN_POSE_SIDE} pixels a side at "
+                    f"scale {self.scale_range[0]:g}: too small to rotate meaningfully")
+        smallest = min(img.shape[0] * img.shape[1] * self.scale_range[0] ** 2 for img in images)
+        self.levels = max(0, int(math.floor(math.log(max(smallest / TOP_AREA, 1.0), 4))))
+        self._templates = [_Template(img, w, self.levels) for img, w in zip(images, weights)]
+        self._circle = self.angle_range[1] - self.angle_range[0] >= 360.0
+        self._variants: OrderedDict[tuple, tuple[np.ndarray, np.ndarray]] = OrderedDict()
+        self._lock = threading.Lock()
+        # The top level's grid of poses, matched as one bank.
+        self._grid: list[tuple[int, float, float]] = []
+        images_top, masks_top = [], []
+        for index, template_ in enumerate(self._templates):
+            for angle in self._angles(self.levels, template_):
+                for scale in self._scales(self.levels, template_):
+                    image, mask_ = self._variant(index, self.levels, angle, scale, disc=True)
+                    self._grid.append((index, float(angle), float(scale)))
+                    images_top.append(image)
+                    masks_top.append(mask_.astype(np.uint8))
+        self._bank = Matcher(images_top, masks=masks_top, method=method)
+        # The grid by template and canvas: (template, (h, w), indices into the grid).
+        shapes: dict[tuple, list[int]] = {}
+        for i, ((index, _, _), (h, w)) in enumerate(zip(self._grid, self._bank.shapes)):
+            shapes.setdefault((index, (h, w)), []).append(i)
+        self._shape_groups = [(index, shape, np.array(members)) for (index, shape), members in shapes.items()]
+
+    def __len__(self) -> int:
+        return len(self._templates)
+
+    # -- the pose grid ------------------------------------------------------
+
+    def _angle_step(self, level: int, template: _Template) -> float:
+        return math.degrees(math.atan(2.0 / max(template.side(level) * self.scale_range[1], 2.0)))
+
+    def _scale_step(self, level: int, template: _Template) -> float:
+        """A relative step: the rim moves about one pixel."""
+        return 1.0 / max(template.side(level) * self.scale_range[1] / 2.0, 1.0)
+
+    def _angles(self, level: int, template: _Template) -> np.ndarray:
+        low, high = self.angle_range
+        return _steps(low, high, self._angle_step(level, template), self._circle)
+
+    def _scales(self, level: int, template: _Template) -> np.ndarray:
+        low, high = self.scale_range
+        if high <= low:
+            return np.array([low])
+        count = max(1, math.ceil(math.log(high / low) / math.log1p(self._scale_step(level, template))))
+        return low * (high / low) ** (np.arange(count + 1) / count)
+
+    def _variant(self, index: int, level: int, angle: float, scale: float,
+                 disc: bool = False) -> tuple[np.ndarray, np.ndarray]:
+        key = (index, level, round(angle, 6), round(scale, 8), disc)
+        with self._lock:
+            found = self._variants.get(key)
+            if found is not None:
+                self._variants.move_to_end(key)
+                return found
+        made = self._templates[index].variant(level, angle, scale, disc)
+        with self._lock:
+            self._variants[key] = made
+            if len(self._variants) > VARIANTS_KEPT:
+                self._variants.popitem(last=False)
+        return made
+
+    def _clamp(self, angle: float, scale: float) -> tuple[float, float]:
+        if not self._circle:
+            angle = min(max(angle, self.angle_range[0]), self.angle_range[1])
+        return _wrap(angle) if self._circle else angle, min(max(scale, self.scale_range[0]), self.scale_range[1])
+
+    # -- search ---------------------------------------------------------------
+
+    def _frame(self, frame: np.ndarray) -> list[np.ndarray]:
+        image = options.as_image(frame, "frame")
+        if image.shape[2] != self.channels:
+            raise options.OptionError(f"frame has {image.shape[2]} channel(s) but the templates have {self.channels}")
+        if not np.isfinite(image).all():
+            raise options.OptionError("frame contains NaN or inf")
+        return _pyramid(image, self.levels)
+
+    def _window(self, level_image: np.ndarray, index: int, level: int, cx: float, cy: float, angle: float,
+                scale: float, reach: int, shift: tuple[float, float] | None = None) -> tuple[np.ndarray, int, int] | None:
+        """Scores of one pose's variant at the positions within ``reach`` of (cx, cy), rounded; with the first position.
+
+        With ``shift``, the variant is made afresh with its centre that far off the canvas's (not kept).
+        """
+        if shift is None:
+            image, weights = self._variant(index, level, angle, scale)
+        else:
+            image, weights = self._templates[index].variant(level, angle, scale, shift=shift)
+        h, w = weights.shape
+        x0 = int(round(cx)) - reach - w // 2
+        y0 = int(round(cy)) - reach - h // 2
+        height, width = level_image.shape[:2]
+        # Keep the window's positions where the whole variant lies in the frame.
+        left, top = max(x0, 0), max(y0, 0)
+        right = min(x0 + 2 * reach + w, width)
+        bottom = min(y0 + 2 * reach + h, height)
+        if right - left < w or bottom - top < h:
+            return None
+        out = np.empty((bottom - top - h + 1, right - left - w + 1))
+        _window_scores(level_image[top:bottom, left:right], image, weights, _METHOD[self.method], out)
+        return out, left + w // 2, top + h // 2
+
+    def _refine(self, pyramid: list[np.ndarray], cand: _Candidate, level: int, reach: int,
+                angle_step: float, scale_step: float) -> _Candidate | None:
+        """The best pose at ``level`` within ``reach`` pixels and one step of angle and scale of ``cand``."""
+        template = self._templates[cand.template]
+        angles = [cand.angle - angle_step, cand.angle, cand.angle + angle_step]
+        if self.scale_range[1] > self.scale_range[0]:
+            scales = [cand.scale / (1.0 + scale_step), cand.scale, cand.scale * (1.0 + scale_step)]
+        else:
+            scales = [cand.scale]
+        best = None
+        for angle in angles:
+            for scale in scales:
+                angle_c, scale_c = self._clamp(angle, scale)
+                window = self._window(pyramid[level], cand.template, level, cand.cx, cand.cy, angle_c, scale_c, reach)
+                if window is None:
+                    continue
+                scores, x0, y0 = window
+                at = np.unravel_index(int(np.argmax(scores)), scores.shape)
+                value = float(scores[at])
+                if best is None or value > best.score:
+                    best = _Candidate(cand.template, x0 + at[1], y0 + at[0], angle_c, scale_c, value)
+        del template
+        return best
+
+    def _finish(self, pyramid: list[np.ndarray], cand: _Candidate) -> Pose | None:
+        """Sub-step angle and scale (parabolas), then the sub-pixel position (quadric) at level 0."""
+        template = self._templates[cand.template]
+        level_image = pyramid[0]
+        angle_step = self._angle_step(0, template) / 2.0
+        scale_step = self._scale_step(0, template) / 2.0
+
+        def score_at(angle: float, scale: float) -> float:
+            angle, scale = self._clamp(angle, scale)
+            window = self._window(level_image, cand.template, 0, cand.cx, cand.cy, angle, scale, 1)
+            return -np.inf if window is None else float(window[0].max())
+
+        angle, scale = cand.angle, cand.scale
+        centre = score_at(angle, scale)
+        if not np.isfinite(centre):
+            return None
+        left, right = score_at(angle - angle_step, scale), score_at(angle + angle_step, scale)
+        if max(left, right) > centre:  # the best sample is a neighbour: move there first
+            angle += angle_step if right > left else -angle_step
+            centre, left, right = (right, centre, score_at(angle + angle_step, scale)) if right > left else \
+                (left, score_at(angle - angle_step, scale), centre)
+        if all(np.isfinite((left, centre, right))):
+            angle += _parabola(left, centre, right) * angle_step
+        if self.scale_range[1] > self.scale_range[0]:
+            down, up = score_at(angle, scale / (1.0 + scale_step)), score_at(angle, scale * (1.0 + scale_step))
+            middle = score_at(angle, scale)
+            if all(np.isfinite((down, middle, up))):
+                scale *= (1.0 + scale_step) ** _parabola(down, middle, up)
+        angle, scale = self._clamp(angle, scale)
+        # The peak's pixel: the 3x3 scores around it (moving there if it is not central).
+        cx, cy = int(round(cand.cx)), int(round(cand.cy))
+        for _ in range(3):
+            window = self._window(level_image, cand.template, 0, cx, cy, angle, scale, 1)
+            if window is None:
+                return None
+            scores, x0, y0 = window
+            y, x = np.unravel_index(int(np.argmax(scores)), scores.shape)
+            if scores.shape != (3, 3) or (y, x) == (1, 1):
+                break
+            cx, cy = x0 + x, y0 + y
+        if scores.shape != (3, 3) or (y, x) != (1, 1):  # at the frame's edge: no sub-pixel fit
+            return Pose(cx=float(x0 + x), cy=float(y0 + y), angle=_wrap(angle) if self._circle else angle,
+                        scale=scale, score=float(scores[y, x]), width=template.width * scale,
+                        height=template.height * scale)
+        dx, dy, value = _quadric_peak(scores)
+        # Then angle, scale and position again, the template drawn at the
+        # sub-pixel estimate: sampled as the frame was, its scores are
+        # symmetric about the true pose and the fits lose their bias.
+        fine_angle, fine_scale = angle_step / 2.0, scale_step / 2.0
+
+        seen: dict[tuple[float, float, float, float], float] = {}
+
+        def centre_score(angle_: float, scale_: float, shift: tuple[float, float]) -> float:
+            angle_, scale_ = self._clamp(angle_, scale_)
+            key = (angle_, scale_, *shift)
+            if key not in seen:
+                window = self._window(level_image, cand.template, 0, cx, cy, angle_, scale_, 0, shift)
+                seen[key] = -np.inf if window is None else float(window[0][0, 0])
+            return seen[key]
+
+        for _ in range(2):
+            shift = (dx, dy)
+            middle = centre_score(angle, scale, shift)
+            left, right = centre_score(angle - fine_angle, scale, shift), centre_score(angle + fine_angle, scale, shift)
+            if all(np.isfinite((left, middle, right))):
+                angle += _parabola(left, middle, right) * fine_angle
+            if self.scale_range[1] > self.scale_range[0]:
+                down = centre_score(angle, scale / (1.0 + fine_scale), shift)
+                up = centre_score(angle, scale * (1.0 + fine_scale), shift)
+                middle = centre_score(angle, scale, shift)
+                if all(np.isfinite((down, middle, up))):
+                    scale *= (1.0 + fine_scale) ** _parabola(down, middle, up)
+            angle, scale = self._clamp(angle, scale)
+            # The position as the template's own sub-pixel shift: the scores
+            # then cover the same pixels on both sides (a 3x3 fit's do not,
+            # and a masked window's edges made it lean by up to 0.1 px).
+            middle = centre_score(angle, scale, (dx, dy))
+            left, right = centre_score(angle, scale, (dx - _NUDGE, dy)), centre_score(angle, scale, (dx + _NUDGE, dy))
+            if all(np.isfinite((left, middle, right))):
+                dx += _parabola(left, middle, right) * _NUDGE
+            up, down = centre_score(angle, scale, (dx, dy - _NUDGE)), centre_score(angle, scale, (dx, dy + _NUDGE))
+            middle = centre_score(angle, scale, (dx, dy))
+            if all(np.isfinite((up, middle, down))):
+                dy += _parabola(up, middle, down) * _NUDGE
+            value = max(value, middle)
+            if abs(dx) > 1.0 or abs(dy) > 1.0:
+                break
+        return Pose(cx=float(cx + dx), cy=float(cy + dy), angle=float(_wrap(angle) if self._circle else angle),
+                    scale=float(scale), score=float(value), width=template.width * float(scale),
+                    height=template.height * float(scale))
+
+    def _descend(self, pyramid: list[np.ndarray], cand: _Candidate, level: int) -> _Candidate | None:
+        """Carry a candidate found at ``level`` down to level 0 (whole pixels, the grid's angle and scale steps)."""
+        template = self._templates[cand.template]
+        current: _Candidate | None = cand
+        for below in range(level - 1, -1, -1):
+            current = _Candidate(current.template, current.cx * 2.0, current.cy * 2.0, current.angle,
+                                 current.scale, current.score)
+            # The coarser level's peak is within half its pixel: one pixel here.
+            current = self._refine(pyramid, current, below, 1, self._angle_step(below, template),
+                                   self._scale_step(below, template))
+            if current is None:
+                return None
+        return current
+
+    def _conclude(self, pyramid: list[np.ndarray], found: list[_Candidate], top_k: int, min_score: float,
+                  max_overlap: float) -> list[Pose]:
+        """Finish the best level-0 candidates to sub-pixel, sub-step poses, and select among them.
+
+        Only those that can still make the cut are finished (the finish moves a
+        score by little: it samples between the grid's steps).
+        """
+        rough = {id(c): self._rough(c) for c in found}
+        chosen = self._select(list(rough.values()), top_k, min_score - _FINISH_GAIN, max_overlap)
+        finished = [self._finish(pyramid, c) for c in found if rough[id(c)] in chosen]
+        return self._select([p for p in finished if p is not None], top_k, min_score, max_overlap)
+
+    def _rough(self, cand: _Candidate) -> Pose:
+        template = self._templates[cand.template]
+        return Pose(cx=float(cand.cx), cy=float(cand.cy), angle=float(cand.angle), scale=float(cand.scale),
+                    score=float(cand.score), width=template.width * float(cand.scale),
+                    height=template.height * float(cand.scale))
+
+    def _top_candidates(self, pyramid: list[np.ndarray], count: int) -> list[list[_Candidate]]:
+        """The ``count`` best poses of each template on the top level, apart from each other."""
+        top = pyramid[self.levels]
+        height, width = top.shape[:2]
+        best = np.full((len(self._templates), height, width), -np.inf, np.float32)
+        which = np.full(best.shape, -1, np.int64)
+        fits = all(h <= height and w <= width for h, w in self._bank.shapes)
+        maps = self._bank(top) if fits else None
+        for index, (h, w), members in self._shape_groups:
+            if h > height or w > width:
+                continue  # this template at this scale is larger than the frame
+            if maps is None:  # a frame too small for some variants: match those that fit
+                variants = [self._variant(*self._grid[i], disc=True) for i in members]
+                stack = np.stack(Matcher([image for image, _ in variants],
+                                         masks=[weights.astype(np.uint8) for _, weights in variants],
+                                         method=self.method)(top))
+            else:
+                stack = np.stack([maps[i] for i in members])
+            if self.method == "sqdiff_normed":
+                stack = 1.0 - stack
+            # Every variant of one template and scale has the same (disc) canvas: the best angle per position.
+            _keep_best(stack, members, best[index, h // 2:h // 2 + stack.shape[1], w // 2:w // 2 + stack.shape[2]],
+                       which[index, h // 2:h // 2 + stack.shape[1], w // 2:w // 2 + stack.shape[2]])
+        out = []
+        for index, template in enumerate(self._templates):
+            radius = max(1, int(0.5 * min(template.height, template.width) * self.scale_range[0]
+                                / 2.0 ** self.levels))
+            scores = best[index]
+            found = []
+            while len(found) < count:
+                at = int(np.argmax(scores))
+                y, x = divmod(at, width)
+                value = float(scores[y, x])
+                if not np.isfinite(value):
+                    break
+                _, angle, scale = self._grid[int(which[index, y, x])]
+                found.append(_Candidate(index, float(x), float(y), angle, scale, value))
+                scores[max(0, y - radius):y + radius + 1, max(0, x - radius):x + radius + 1] = -np.inf
+            out.append(found)
+        return out
+
+    def _select(self, poses: list[Pose], top_k: int, min_score: float, max_overlap: float) -> list[Pose]:
+        """The best poses over ``min_score`` whose boxes overlap no better one by more than ``max_overlap`` (IoU)."""
+        kept: list[Pose] = []
+        for pose in sorted(poses, key=lambda p: -p.score):
+            if pose.score < min_score or len(kept) >= top_k:
+                continue
+            if all(_overlap(pose, other) <= max_overlap for other in kept):
+                kept.append(pose)
+        return kept
+
+    def search(self, frame: np.ndarray, top_k: int = 1, min_score: float = 0.5, max_overlap: float = 0.5):
+        """Find each template's best poses in ``frame``.
+
+        Parameters
+        ----------
+        frame : numpy.ndarray
+            HxW or HxWxC, the templates' channel count; uint8, float32 or float64.
+        top_k : int
+            At most this many poses per template.
+        min_score : float
+            Poses scoring below are dropped.
+        max_overlap : float
+            Poses whose rotated boxes overlap a better one by more than this
+            (intersection over union) are dropped.
+
+        Returns
+        -------
+        list of Pose, or one such list per template when templates were given as a list.
+        """
+        top_k, min_score, max_overlap = _check_search(top_k, min_score, max_overlap)
+        pyramid = self._frame(frame)
+        results = self._global(pyramid, top_k, min_score, max_overlap)
+        return results if self._many else results[0]
+
+    def track(self, frame: np.ndarray, previous, top_k: int = 1, min_score: float = 0.5,
+              max_overlap: float = 0.5, reach: int = 16):
+        """Find the templates near their previous poses first; search globally where that fails.
+
+        Parameters
+        ----------
+        frame : numpy.ndarray
+            The next frame.
+        previous : list of Pose, or one list per template
+            The poses of the last frame (as :meth:`search` or :meth:`track` returned them).
+        reach : int
+            How far (frame pixels) a template may have moved since.
+
+        Returns
+        -------
+        As :meth:`search`. A template whose poses near the previous ones all
+        score under ``min_score`` (or that had none) is searched globally.
+        """
+        top_k, min_score, max_overlap = _check_search(top_k, min_score, max_overlap)
+        if not isinstance(reach, int | np.integer) or isinstance(reach, bool) or reach < 1:
+            raise options.OptionError(f"reach must be a positive whole number of pixels, got {reach!r}")
+        lists = list(previous) if self._many else [previous]
+        if len(lists) != len(self._templates) or not all(isinstance(p, list | tuple) for p in lists):
+            raise options.OptionError(f"previous must hold one list of poses per template ({len(self._templates)})")
+        pyramid = self._frame(frame)
+        level = min(1, self.levels)
+        results: list[list[Pose] | None] = []
+        for index, poses in enumerate(lists):
+            template = self._templates[index]
+            found = []
+            for pose in poses:
+                if not isinstance(pose, Pose):
+                    raise options.OptionError("previous must hold Pose objects")
+                start = _Candidate(index, pose.cx / 2.0 ** level, pose.cy / 2.0 ** level, pose.angle,
+                                   min(max(pose.scale, self.scale_range[0]), self.scale_range[1]), pose.score)
+                near = self._refine(pyramid, start, level, max(1, math.ceil(reach / 2.0 ** level)),
+                                    self._angle_step(level, template), self._scale_step(level, template))
+                refined = None if near is None else self._descend(pyramid, near, level)
+                if refined is not None:
+                    found.append(refined)
+            kept = self._conclude(pyramid, found, top_k, min_score, max_overlap)
+            results.append(kept if kept else None)
+        missing = [i for i, r in enumerate(results) if r is None]
+        if missing:
+            fresh = self._global(pyramid, top_k, min_score, max_overlap)
+            for i in missing:
+                results[i] = fresh[i]
+        out = [r if r is not None else [] for r in results]
+        return out if self._many else out[0]
+
+    def _global(self, pyramid, top_k, min_score, max_overlap) -> list[list[Pose]]:
+        results = []
+        for candidates in self._top_candidates(pyramid, top_k + 2):
+            found = [c for c in (self._descend(pyramid, c, self.levels) for c in candidates) if c is not None]
+            results.append(self._conclude(pyramid, found, top_k, min_score, max_overlap))
+        return results
+
+
+def _check_search(top_k: object, min_score: object, max_overlap: object) -> tuple[int, float, float]:
+    if not isinstance(top_k, int | np.integer) or isinstance(top_k, bool) or top_k < 1:
+        raise options.OptionError(f"top_k must be a positive whole number, got {top_k!r}")
+    for name, value in (("min_score", min_score), ("max_overlap", max_overlap)):
+        if not isinstance(value, int | float | np.floating) or isinstance(value, bool) or not math.isfinite(value):
+            raise options.OptionError(f"{name} must be a finite number, got {value!r}")
+    if not 0.0 <= float(max_overlap) <= 1.0:
+        raise options.OptionError(f"max_overlap must be between 0 and 1, got {max_overlap}")
+    return int(top_k), float(min_score), float(max_overlap)
+
+
+def _overlap(a: Pose, b: Pose) -> float:
+    """Intersection over union of two poses' rotated boxes."""
+    box_a = ((float(a.cx), float(a.cy)), (float(a.width), float(a.height)), -float(a.angle))
+    box_b = ((float(b.cx), float(b.cy)), (float(b.width), float(b.height)), -float(b.angle))
+    kind, points = cv2.rotatedRectangleIntersection(box_a, box_b)
+    if kind == cv2.INTERSECT_NONE or points is None:
+        return 0.0
+    inter = float(cv2.contourArea(cv2.convexHull(points)))
+    union = a.width * a.height + b.width * b.height - inter
+    return inter / union if union > 0.0 else 0.0

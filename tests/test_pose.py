@@ -1,0 +1,147 @@
+"""Pose search: any rotation and scale, against scenes with known sub-pixel poses."""
+
+import cv2
+import numpy as np
+import pytest
+
+from featuremap.service.engine import OptionError, Pose, PoseSearch
+
+from scenes import angle_error, photographs, place, position_error
+
+pytest.importorskip("skimage.data")
+
+
+@pytest.fixture(scope="module")
+def pictures():
+    astronaut, coffee = photographs()
+    background = cv2.resize(coffee, (640, 480))
+    return astronaut[80:144, 200:264].copy(), astronaut[250:298, 330:394].copy(), background
+
+
+@pytest.fixture(scope="module")
+def face_search(pictures):
+    return PoseSearch(pictures[0])
+
+
+def test_any_rotation_sub_pixel(pictures, face_search):
+    face, _, background = pictures
+    rng = np.random.default_rng(7)
+    for _ in range(6):
+        angle, cx, cy = rng.uniform(-180, 180), rng.uniform(80, 560), rng.uniform(80, 400)
+        (pose,) = face_search.search(place(background, face, angle, 1.0, cx, cy))
+        assert position_error(pose, cx, cy) < 0.1 and angle_error(pose.angle, angle) < 0.1
+        assert pose.score > 0.99 and abs(pose.scale - 1.0) < 1e-9 and -180 <= pose.angle < 180
+        assert (pose.width, pose.height) == (64.0, 64.0)
+
+
+def test_rotation_and_scale_of_several_templates_in_one_pass(pictures):
+    face, other, background = pictures
+    search = PoseSearch([face, other], angles=(-180, 180), scales=(0.75, 1.33))
+    truth = [(-63.0, 1.21, 180.4, 150.7), (141.5, 0.83, 470.2, 330.9)]
+    frame = place(place(background, face, *truth[0]), other, *truth[1])
+    found = search.search(frame)
+    assert len(found) == 2
+    for (pose,), (angle, scale, cx, cy), template in zip(found, truth, [face, other]):
+        assert position_error(pose, cx, cy) < 0.3 and angle_error(pose.angle, angle) < 0.3
+        assert abs(pose.scale / scale - 1.0) < 0.01
+        assert pose.width == pytest.approx(template.shape[1] * pose.scale)
+
+
+def test_an_angle_range_limits_the_search(pictures):
+    face, _, background = pictures
+    search = PoseSearch(face, angles=(-30, 30))
+    (pose,) = search.search(place(background, face, 20.0, 1.0, 300.0, 200.0))
+    assert angle_error(pose.angle, 20.0) < 0.2 and position_error(pose, 300.0, 200.0) < 0.2
+    # Upside down, the face is outside the range: nothing near it scores as a match.
+    poses = search.search(place(background, face, 180.0, 1.0, 300.0, 200.0), min_score=0.9)
+    assert all(-30 <= p.angle <= 30 for p in poses) and all(p.score < 0.99 for p in poses)
+
+
+@pytest.mark.parametrize("method", ["ccorr_normed", "sqdiff_normed"])
+def test_other_methods_find_the_pose(pictures, method):
+    face, _, background = pictures
+    (pose,) = PoseSearch(face, method=method).search(place(background, face, -100.0, 1.0, 222.2, 333.3))
+    assert position_error(pose, 222.2, 333.3) < 0.2 and angle_error(pose.angle, -100.0) < 0.2
+    assert 0.99 < pose.score <= 1.0  # a similarity, sqdiff_normed's too
+
+
+def test_top_k_finds_both_copies_apart(pictures, face_search):
+    face, _, background = pictures
+    frame = place(place(background, face, 10.0, 1.0, 150.0, 150.0), face, 200.0, 1.0, 450.0, 300.0)
+    poses = face_search.search(frame, top_k=2, min_score=0.8)
+    assert len(poses) == 2
+    centres = sorted((round(p.cx), round(p.cy)) for p in poses)
+    assert centres == [(150, 150), (450, 300)]
+
+
+def test_colour_frames(pictures):
+    face, _, background = pictures
+    colour_face = cv2.merge([face, np.flipud(face), 255 - face])
+    frame = place(cv2.merge([background] * 3), colour_face, 45.0, 1.0, 320.0, 240.0)
+    (pose,) = PoseSearch(colour_face).search(frame)
+    assert position_error(pose, 320.0, 240.0) < 0.2 and angle_error(pose.angle, 45.0) < 0.2
+
+
+def test_tracking_follows_a_moving_template_and_falls_back_when_lost(pictures, face_search):
+    face, _, background = pictures
+    poses = face_search.search(place(background, face, 30.0, 1.0, 300.0, 220.0))
+    for step in range(1, 5):
+        angle, cx, cy = 30.0 + 2.5 * step, 300.0 + 4.3 * step, 220.0 - 3.1 * step
+        poses = face_search.track(place(background, face, angle, 1.0, cx, cy), poses)
+        (pose,) = poses
+        assert position_error(pose, cx, cy) < 0.1 and angle_error(pose.angle, angle) < 0.1
+    # Gone far away (and turned): the tracker's neighbourhood has nothing; the global search finds it.
+    (pose,) = face_search.track(place(background, face, -120.0, 1.0, 100.0, 380.0), poses)
+    assert position_error(pose, 100.0, 380.0) < 0.1 and angle_error(pose.angle, -120.0) < 0.1
+    # Nothing there at all: no pose over min_score.
+    assert face_search.track(background.astype(np.float32), [pose], min_score=0.9) == []
+
+
+@pytest.mark.parametrize("kwargs, reason", [
+    (dict(angles=(30, -30)), "reversed"),
+    (dict(angles=(-200, 0)), r"within \[-180, 180\]"),
+    (dict(scales=(0.0, 1.0)), r"within \(0, 8\]"),
+    (dict(scales=(1.0, 9.0)), r"within \(0, 8\]"),
+    (dict(scales=(1.0,)), "pair"),
+    (dict(angles=(float("nan"), 1.0)), "finite"),
+    (dict(method="ccoeff"), "pose search takes"),
+    (dict(scales=(0.1, 1.0)), "too small to rotate"),
+])
+def test_bad_settings_are_refused_with_the_reason(pictures, kwargs, reason):
+    with pytest.raises(OptionError, match=reason):
+        PoseSearch(pictures[0], **kwargs)
+
+
+def test_bad_input_is_refused(pictures, face_search):
+    face, _, background = pictures
+    with pytest.raises(OptionError, match="too small to rotate"):
+        PoseSearch(face[:7, :20])
+    with pytest.raises(OptionError, match="channel"):
+        face_search.search(cv2.merge([background] * 3))
+    nan_frame = background.astype(np.float32)
+    nan_frame[5, 5] = np.nan
+    with pytest.raises(OptionError, match="NaN"):
+        face_search.search(nan_frame)
+    for bad in (dict(top_k=0), dict(min_score=float("inf")), dict(max_overlap=1.5)):
+        with pytest.raises(OptionError):
+            face_search.search(background, **bad)
+    with pytest.raises(OptionError, match="previous"):
+        face_search.track(background, [[Pose(1, 1, 0, 1, 1, 64, 64)]])
+    with pytest.raises(OptionError, match="Pose objects"):
+        face_search.track(background, [(1, 2)])
+
+
+def test_a_frame_smaller_than_the_template_finds_nothing(face_search):
+    assert face_search.search(np.zeros((40, 40), np.uint8)) == []
+
+
+def test_masked_template(pictures):
+    face, _, background = pictures
+    mask = np.zeros(face.shape, np.uint8)
+    cv2.circle(mask, (32, 32), 30, 255, -1)
+    # Only the disc counts: what is outside it in the scene does not matter.
+    frame = place(background, face * (mask > 0), 75.0, 1.0, 300.0, 200.0)
+    (pose,) = PoseSearch(face, mask=mask).search(frame)
+    assert position_error(pose, 300.0, 200.0) < 0.2 and angle_error(pose.angle, 75.0) < 0.2
+    # The mask's rim blends with what lay outside it when the scene was drawn.
+    assert pose.score > 0.95
