@@ -37,6 +37,7 @@ soak: $(STAMP)
 bench: $(STAMP)
 	$(BIN)/python tests/benchmarks/bench_engine.py
 	$(BIN)/python tests/benchmarks/bench_stream.py
+	$(BIN)/python tests/benchmarks/bench_pose.py
 
 # Regenerate the committed stubs (featuremap_pb2.py, _pb2_grpc.py, .pyi) from the proto.
 proto: $(STAMP)

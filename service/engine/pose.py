@@ -3,7 +3,7 @@
 Matching every rotation and scale of a template at full resolution costs one
 map per pose. Instead (after the Fastest_Image_Pattern_Matching approach, our
 own code): frame and template are halved into a pyramid until the template's
-area would drop under ``TOP_AREA`` pixels; the whole angle and scale range is
+area would drop under about ``TOP_AREA`` pixels; the whole angle and scale range is
 searched only on that top level, at steps of about atan(2 / side) (one pixel
 of movement at the template's rim), by the bank Matcher with the rotated
 variants' uncovered corners masked out; the few best candidates are then
@@ -36,8 +36,14 @@ from . import options
 from .matcher import Matcher
 from .runtime import JIT
 
-#: The top level is the coarsest at which the template keeps this many pixels.
-TOP_AREA = 256
+#: The top level is the coarsest at which the template keeps about 256 pixels
+#: (a 64x64 template at scales about 1 goes up two levels, to 16x16).
+TOP_AREA = 225
+#: The top level's grid is this many of its steps apart (atan(2 / side) and the
+#: like for scale); the level below searches as far either side.
+TOP_SPREAD = 2
+#: The same for scale (3 measured 20% faster with 4 templates, but 2% worst scale error where 2 gives 0.6%).
+TOP_SCALE_SPREAD = 2
 #: Methods pose search takes (similarities after the sqdiff_normed flip).
 POSE_METHODS = ("ccoeff_normed", "ccorr_normed", "sqdiff_normed")
 #: The smallest template side that rotates meaningfully.
@@ -356,7 +362,9 @@ class PoseSearch:
                 raise options.OptionError(
                     f"template {i} ({img.shape[1]}x{img.shape[0]}) is under {MIN_POSE_SIDE} pixels a side at "
                     f"scale {self.scale_range[0]:g}: too small to rotate meaningfully")
-        smallest = min(img.shape[0] * img.shape[1] * self.scale_range[0] ** 2 for img in images)
+        # Levels for the smallest template at the range's middle scale.
+        middle = math.sqrt(self.scale_range[0] * self.scale_range[1])
+        smallest = min(img.shape[0] * img.shape[1] * middle ** 2 for img in images)
         self.levels = max(0, int(math.floor(math.log(max(smallest / TOP_AREA, 1.0), 4))))
         self._templates = [_Template(img, w, self.levels) for img, w in zip(images, weights)]
         self._circle = self.angle_range[1] - self.angle_range[0] >= 360.0
@@ -392,14 +400,16 @@ class PoseSearch:
         return 1.0 / max(template.side(level) * self.scale_range[1] / 2.0, 1.0)
 
     def _angles(self, level: int, template: _Template) -> np.ndarray:
+        """The top level's angles: ``TOP_SPREAD`` steps apart (the level below searches that far either side)."""
         low, high = self.angle_range
-        return _steps(low, high, self._angle_step(level, template), self._circle)
+        return _steps(low, high, TOP_SPREAD * self._angle_step(level, template), self._circle)
 
     def _scales(self, level: int, template: _Template) -> np.ndarray:
         low, high = self.scale_range
         if high <= low:
             return np.array([low])
-        count = max(1, math.ceil(math.log(high / low) / math.log1p(self._scale_step(level, template))))
+        step = TOP_SCALE_SPREAD * self._scale_step(level, template)
+        count = max(1, math.ceil(math.log(high / low) / math.log1p(step)))
         return low * (high / low) ** (np.arange(count + 1) / count)
 
     def _variant(self, index: int, level: int, angle: float, scale: float,
@@ -457,12 +467,12 @@ class PoseSearch:
         return out, left + w // 2, top + h // 2
 
     def _refine(self, pyramid: list[np.ndarray], cand: _Candidate, level: int, reach: int,
-                angle_step: float, scale_step: float) -> _Candidate | None:
-        """The best pose at ``level`` within ``reach`` pixels and one step of angle and scale of ``cand``."""
+                angle_step: float, scale_step: float, spread: tuple[int, int] = (1, 1)) -> _Candidate | None:
+        """The best pose at ``level`` within ``reach`` pixels and ``spread`` (angle, scale) steps of ``cand``."""
         template = self._templates[cand.template]
-        angles = [cand.angle - angle_step, cand.angle, cand.angle + angle_step]
+        angles = [cand.angle + i * angle_step for i in range(-spread[0], spread[0] + 1)]
         if self.scale_range[1] > self.scale_range[0]:
-            scales = [cand.scale / (1.0 + scale_step), cand.scale, cand.scale * (1.0 + scale_step)]
+            scales = [cand.scale * (1.0 + scale_step) ** i for i in range(-spread[1], spread[1] + 1)]
         else:
             scales = [cand.scale]
         best = None
@@ -580,7 +590,8 @@ class PoseSearch:
                                  current.scale, current.score)
             # The coarser level's peak is within half its pixel: one pixel here.
             current = self._refine(pyramid, current, below, 1, self._angle_step(below, template),
-                                   self._scale_step(below, template))
+                                   self._scale_step(below, template),
+                                   (TOP_SPREAD, TOP_SCALE_SPREAD) if below == level - 1 else (1, 1))
             if current is None:
                 return None
         return current
