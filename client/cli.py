@@ -125,6 +125,16 @@ def _numbers(text: str | None, flag: str) -> list[float]:
         raise CommandError(f"{flag} {text!r}: use comma-separated numbers, e.g. 0.5,1,2", USAGE) from None
 
 
+def _range(text: str | None, flag: str) -> tuple[float, float] | None:
+    """``--angle-range=-180,180`` as (-180.0, 180.0)."""
+    if text is None:
+        return None
+    numbers = _numbers(text, flag)
+    if len(numbers) != 2:
+        raise CommandError(f"{flag} {text!r}: give low,high, e.g. {flag}=-180,180", USAGE)
+    return numbers[0], numbers[1]
+
+
 def _roi(text: str) -> tuple[int, int, int, int]:
     try:
         x, y, w, h = (int(v) for v in text.split(","))
@@ -138,7 +148,8 @@ def _roi(text: str) -> tuple[int, int, int, int]:
 def _template_json(t) -> dict:
     return {"name": t.name, "display_name": t.display_name, "height": t.height, "width": t.width,
             "channels": t.channels, "labels": t.labels, "etag": t.etag, "scales": list(t.scales),
-            "angles": list(t.angles)}
+            "angles": list(t.angles), "angle_range": t.angle_range and list(t.angle_range),
+            "scale_range": t.scale_range and list(t.scale_range)}
 
 
 def _templates_add(args) -> int:
@@ -168,7 +179,9 @@ def _templates_add(args) -> int:
     with _client(args) as client:
         created = client.create_template(image, template_id=args.id, display_name=args.name,
                                          labels=_labels(args.label), mask=mask, scales=_numbers(args.scales, "--scales"),
-                                         angles=_numbers(args.angles, "--angles"))
+                                         angles=_numbers(args.angles, "--angles"),
+                                         angle_range=_range(args.angle_range, "--angle-range"),
+                                         scale_range=_range(args.scale_range, "--scale-range"))
     print(json.dumps(_template_json(created)))
     return 0
 
@@ -282,7 +295,7 @@ def _add_match_options(parser: argparse.ArgumentParser) -> None:
 
 
 _SERVER_COMMANDS = ("serve", "warmup")
-_NUMBER_LISTS = ("--angles", "--scales")
+_NUMBER_LISTS = ("--angles", "--scales", "--angle-range", "--scale-range")
 
 
 def _negative_lists(argv: list[str]) -> list[str]:
@@ -321,6 +334,9 @@ def build_parser() -> argparse.ArgumentParser:
     add.add_argument("--roi", help="with --from-video: x,y,w,h")
     add.add_argument("--scales", help="also look for it at these scales, e.g. 0.5,1,2")
     add.add_argument("--angles", help="also look for it rotated by these degrees, e.g. -30,0,30")
+    add.add_argument("--angle-range", help="find it at any angle in low,high degrees (pose search, sub-degree), "
+                                           "e.g. -180,180; not with --scales/--angles")
+    add.add_argument("--scale-range", help="find it at any scale in low,high (pose search), e.g. 0.75,1.33")
     add.set_defaults(run=_templates_add)
     listing = actions.add_parser("list", help="list the bank, one JSON line per template")
     listing.set_defaults(run=_templates_list)

@@ -108,7 +108,12 @@ class MatchSettings(TypedDict, total=False):
 
 @dataclass(frozen=True)
 class Peak:
-    """A matched box in frame pixels: its top-left corner (x, y), size and score."""
+    """A matched box in frame pixels: its top-left corner (x, y), size, score and centre (cx, cy).
+
+    For a template with an angle or scale range (pose search), (x, y, width,
+    height) is the scaled template's box before rotation; it turns by
+    ``angle`` (degrees, counter-clockwise as displayed) about (cx, cy).
+    """
 
     template: str
     x: float
@@ -118,6 +123,8 @@ class Peak:
     score: float
     scale: float = 1.0
     angle: float = 0.0
+    cx: float = 0.0
+    cy: float = 0.0
 
 
 @dataclass(frozen=True)
@@ -169,6 +176,8 @@ class TemplateInfo:
     mask: np.ndarray | None = None
     scales: tuple[float, ...] = (1.0,)
     angles: tuple[float, ...] = (0.0,)
+    angle_range: tuple[float, float] | None = None  # pose search: any angle in it
+    scale_range: tuple[float, float] | None = None  # and any scale
 
 
 def _array(image: pb.Image) -> np.ndarray:
@@ -185,6 +194,10 @@ def _template_info(message: pb.Template) -> TemplateInfo:
         image=_array(message.image) if message.HasField("image") else None,
         mask=_array(message.mask) if message.HasField("mask") else None,
         scales=_as_given(message.scales) or (1.0,), angles=_as_given(message.angles) or (0.0,),
+        angle_range=(_as_given([message.angle_range.low, message.angle_range.high])  # type: ignore[arg-type]
+                     if message.HasField("angle_range") else None),
+        scale_range=(_as_given([message.scale_range.low, message.scale_range.high])  # type: ignore[arg-type]
+                     if message.HasField("scale_range") else None),
     )
 
 
@@ -197,7 +210,7 @@ def _result(message: pb.FrameResult) -> FrameResult:
     return FrameResult(
         sequence=message.sequence,
         timestamp=message.capture_time.ToNanoseconds() / 1e9 if message.HasField("capture_time") else None,
-        peaks=[Peak(p.template, p.x, p.y, p.width, p.height, p.score, p.scale or 1.0, p.angle)
+        peaks=[Peak(p.template, p.x, p.y, p.width, p.height, p.score, p.scale or 1.0, p.angle, p.cx, p.cy)
                for p in message.peaks],
         maps={m.template: FeatureMap(m.template, wire.map_array(m), m.origin_x, m.origin_y, m.stride or 1)
               for m in message.maps},
@@ -385,14 +398,24 @@ class FeatureMapClient:
         mask: ImageInput | None = None,
         scales: Iterable[float] | None = None,
         angles: Iterable[float] | None = None,
+        angle_range: tuple[float, float] | None = None,
+        scale_range: tuple[float, float] | None = None,
     ) -> TemplateInfo:
         """Add a template: an array (HxW or HxWxC, uint8/float32) or an image file.
 
         ``scales`` and ``angles`` (degrees) make the server look for it resized
         and rotated too; peaks then carry the matching scale and angle.
+        ``angle_range`` (degrees, e.g. (-180, 180)) and ``scale_range`` (e.g.
+        (0.75, 1.33)) instead make it found at any pose in them, by pose
+        search: peaks then carry the sub-degree angle, the scale and the
+        sub-pixel centre (cx, cy).
         """
         template = pb.Template(image=_read_image(image), display_name=display_name or "",
                                labels=labels or {}, scales=list(scales or []), angles=list(angles or []))
+        if angle_range is not None:
+            template.angle_range.CopyFrom(pb.Range(low=angle_range[0], high=angle_range[1]))
+        if scale_range is not None:
+            template.scale_range.CopyFrom(pb.Range(low=scale_range[0], high=scale_range[1]))
         if mask is not None:
             template.mask.CopyFrom(_read_image(mask))
         request = pb.CreateTemplateRequest(template=template, template_id=template_id or "")

@@ -75,7 +75,11 @@ def draw_peaks(frame: np.ndarray, peaks: Iterable[Peak], *, tracks: Iterable[int
     for peak, track in zip(peaks, ids, strict=True):
         colour = palette(peak.template)
         x, y = int(round(peak.x)), int(round(peak.y))
-        cv2.rectangle(canvas, (x, y), (x + peak.width - 1, y + peak.height - 1), colour, line)
+        if peak.angle % 360 == 0:
+            cv2.rectangle(canvas, (x, y), (x + peak.width - 1, y + peak.height - 1), colour, line)
+        else:  # the box turned by angle (counter-clockwise as displayed) about its centre
+            corners = cv2.boxPoints(((peak.cx, peak.cy), (peak.width, peak.height), -peak.angle))
+            cv2.polylines(canvas, [np.round(corners).astype(np.int32)], True, colour, line, cv2.LINE_AA)
         name = peak.template.split("/")[-1]
         label = f"{name} #{track} {peak.score:.2f}" if track is not None else f"{name} {peak.score:.2f}"
         (width, height), base = cv2.getTextSize(label, cv2.FONT_HERSHEY_SIMPLEX, scale, weight)

@@ -19,7 +19,7 @@ import numpy as np
 from .engine import check_template
 from .errors import AlreadyExists, FailedPrecondition, InvalidArgument, LimitExceeded, NotFound
 from .templates import StoredTemplate, TemplateStore, Version
-from .variants import check_steps
+from .variants import check_pose, check_steps
 
 _ID = re.compile(r"[a-z][a-z0-9-]{0,62}")
 MAX_LABELS = 64
@@ -46,9 +46,11 @@ def name_of(template_id: str) -> str:
     return _PREFIX + template_id
 
 
-def _etag(image: np.ndarray, mask: np.ndarray | None, display_name: str, labels: dict, scales, angles) -> str:
+def _etag(image: np.ndarray, mask: np.ndarray | None, display_name: str, labels: dict, scales, angles,
+          ranges=(None, None)) -> str:
     digest = hashlib.sha256()
-    digest.update(repr((image.shape, image.dtype.str, display_name, sorted(labels.items()), scales, angles)).encode())
+    facts = (image.shape, image.dtype.str, display_name, sorted(labels.items()), scales, angles)
+    digest.update(repr(facts + (ranges if ranges != (None, None) else ())).encode())
     digest.update(np.ascontiguousarray(image).tobytes())
     if mask is not None:
         digest.update(np.ascontiguousarray(mask).tobytes())
@@ -125,8 +127,11 @@ class Bank:
         labels: dict[str, str] | None = None,
         scales=(),
         angles=(),
+        angle_range: tuple[float, float] | None = None,
+        scale_range: tuple[float, float] | None = None,
     ) -> StoredTemplate:
-        """Validate and store a template (HxWxC image, optional HxW mask, optional scales and angles)."""
+        """Validate and store a template (HxWxC image, optional HxW mask, optional scales and angles,
+        or pose ranges)."""
         labels = dict(labels or {})
         if template_id:
             template_id = template_id_of(template_id)
@@ -144,6 +149,8 @@ class Bank:
         check_template(image, mask)
         if mask is not None:
             mask = mask.reshape(mask.shape[:2])
+        angle_range, scale_range = check_pose(angle_range, scale_range, scales, angles, image.shape,
+                                              self._max_template_pixels)
         scales, angles = check_steps(scales, angles, image.shape, self._max_template_pixels)
         template = StoredTemplate(
             id=template_id,
@@ -152,9 +159,11 @@ class Bank:
             display_name=display_name,
             labels=labels,
             create_time=time.time(),
-            etag=_etag(image, mask, display_name, labels, scales, angles),
+            etag=_etag(image, mask, display_name, labels, scales, angles, (angle_range, scale_range)),
             scales=scales,
             angles=angles,
+            angle_range=angle_range,
+            scale_range=scale_range,
         )
         with self._lock:
             if template_id in self._templates:

@@ -24,7 +24,7 @@ from .bank import Bank
 from .config import Settings
 from .engine import Cancelled, check_options, check_peak_options, map_shape, runtime
 from .errors import InvalidArgument, LimitExceeded
-from .matching import Computed, MatchOptions, Plan, compute
+from .matching import Computed, MatchOptions, Plan, PoseMemory, compute
 from .metrics import Metrics
 from .prepared import PreparedCache
 from .budget import MemoryBudget
@@ -145,7 +145,8 @@ class FrameProcessor:
         return Decoded(image, (time.perf_counter() - started) * 1e3)
 
     def process(self, plan: Plan, frame: pb.Frame, decoded: Decoded | None = None,
-                cancelled: Callable[[], bool] = lambda: False, rpc: str = "Match") -> Answer:
+                cancelled: Callable[[], bool] = lambda: False, rpc: str = "Match",
+                poses: PoseMemory | None = None) -> Answer:
         """Decode (unless done), match and encode one frame; stop between stages once ``cancelled()``.
 
         Raises
@@ -157,7 +158,7 @@ class FrameProcessor:
         self._check_response_size(plan, decoded.image)
         if cancelled():
             raise Cancelled("the call ended before its frame was matched")
-        computed = compute(plan, self.prepared, decoded.image, budget=self.budget, cancelled=cancelled)
+        computed = compute(plan, self.prepared, decoded.image, budget=self.budget, cancelled=cancelled, poses=poses)
         if cancelled():
             raise Cancelled("the call ended before its maps were encoded")
         started = time.perf_counter()
@@ -167,19 +168,21 @@ class FrameProcessor:
         result = pb.FrameResult(
             sequence=frame.sequence, capture_time=frame.capture_time,
             peaks=[pb.Peak(template=p.template, x=p.x, y=p.y, width=p.width, height=p.height, score=p.score,
-                           scale=p.scale, angle=p.angle) for p in computed.peaks],
+                           scale=p.scale, angle=p.angle, cx=p.centre()[0], cy=p.centre()[1])
+                   for p in computed.peaks],
             timing=pb.Timing(decode_ms=decoded.decode_ms, compute_ms=computed.compute_ms, encode_ms=encode_ms),
         )
         return Answer(result, maps)
 
     def submit(self, plan: Plan, frame: pb.Frame, decoded: Decoded | None = None,
-               cancelled: Callable[[], bool] = lambda: False, rpc: str = "Match") -> Future[Answer]:
+               cancelled: Callable[[], bool] = lambda: False, rpc: str = "Match",
+               poses: PoseMemory | None = None) -> Future[Answer]:
         """:meth:`process` on the compute pool (maps are encoded there too: encoding is work)."""
         submitted = time.perf_counter()
 
         def run() -> Answer:
             self._metrics.queue_wait.labels(rpc).observe(time.perf_counter() - submitted)
-            return self.process(plan, frame, decoded, cancelled, rpc)
+            return self.process(plan, frame, decoded, cancelled, rpc, poses)
 
         return self._pool.submit(run)
 

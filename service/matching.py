@@ -6,6 +6,7 @@ dataclasses; the wire is the frame processor's business.
 
 from __future__ import annotations
 
+import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -14,12 +15,12 @@ from typing import Any
 import numpy as np
 
 from .bank import name_of
-from .engine import LOWER_IS_BETTER, Cancelled, find_peaks, map_origin
+from .engine import LOWER_IS_BETTER, Cancelled, Pose, find_peaks, map_origin
 from .errors import InvalidArgument
 from .prepared import PreparedCache
 from .budget import MemoryBudget
 from .templates import StoredTemplate
-from .variants import Variant
+from .variants import Variant, resized_size
 
 
 #: A chunk of templates may hold maps of this many bytes at least (see _chunks).
@@ -70,6 +71,30 @@ class FoundPeak:
     score: float
     scale: float
     angle: float
+    cx: float | None = None  # the box's centre; None: the middle of (x, y, width, height)
+    cy: float | None = None
+
+    def centre(self) -> tuple[float, float]:
+        """The box's centre in frame pixels."""
+        if self.cx is not None and self.cy is not None:
+            return self.cx, self.cy
+        return self.x + (self.width - 1) / 2.0, self.y + (self.height - 1) / 2.0
+
+
+class PoseMemory:
+    """A stream's last poses per template version: the next frame searches near them first. Thread-safe."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._poses: dict[tuple[str, str], list[Pose]] = {}
+
+    def get(self, template: StoredTemplate) -> list[Pose] | None:
+        with self._lock:
+            return self._poses.get((template.id, template.etag))
+
+    def put(self, template: StoredTemplate, poses: list[Pose]) -> None:
+        with self._lock:
+            self._poses[(template.id, template.etag)] = poses
 
 
 @dataclass(frozen=True)
@@ -127,7 +152,7 @@ def _chunks(groups: list[tuple[StoredTemplate, list[Variant]]], frame: np.ndarra
 
 
 def compute(plan: Plan, prepared: PreparedCache, frame: np.ndarray, *, budget: MemoryBudget,
-            cancelled: Callable[[], bool] = lambda: False) -> Computed:
+            cancelled: Callable[[], bool] = lambda: False, poses: PoseMemory | None = None) -> Computed:
     """Match one decoded frame (HxWxC) with a plan, within the memory budget.
 
     Templates with scales or angles are matched through every variant; their
@@ -135,6 +160,9 @@ def compute(plan: Plan, prepared: PreparedCache, frame: np.ndarray, *, budget: M
     variants, with their scale and angle), their map is the unscaled,
     unrotated variant's when there is one, else the best variant's. Without
     maps to send, templates are matched in chunks (see :func:`_chunks`).
+    Templates with pose ranges are found by the engine's PoseSearch (near
+    their last poses in ``poses`` first, when given); their map, when maps
+    are asked for, is the unrotated, unscaled template's.
 
     Raises
     ------
@@ -153,8 +181,11 @@ def compute(plan: Plan, prepared: PreparedCache, frame: np.ndarray, *, budget: M
         templates = tuple(t for t in templates if t.image.shape[2] == frame.shape[2])
         if not templates:
             raise InvalidArgument(f"no template of the bank has the frame's {frame.shape[2]} channel(s)")
-    groups: list[tuple[StoredTemplate, list[Variant]]] = [(t, prepared.variants(t)) for t in templates]
     keep_maps = options.encoding is not None
+    posed = [t for t in templates if t.posed]
+    searches = [prepared.pose_search(t, options.method) for t in posed]  # refuses other methods first
+    groups: list[tuple[StoredTemplate, list[Variant]]] = [(t, prepared.variants(t)) for t in templates
+                                                          if keep_maps or not t.posed]
     chunks = [groups] if keep_maps else _chunks(groups, frame, options.stride)
     lower = options.method in LOWER_IS_BETTER
     peaks: list[FoundPeak] = []
@@ -162,6 +193,8 @@ def compute(plan: Plan, prepared: PreparedCache, frame: np.ndarray, *, budget: M
     for chunk in chunks:
         if cancelled():
             raise Cancelled("the call ended before its frame was matched")
+        if not chunk:  # only pose templates, and no maps to send
+            continue
         matcher = prepared.matcher([v for _, group in chunk for v in group], **options.engine_options())
         working, retained = matcher.memory_estimate(frame.shape[:2])
         with budget.hold(working + retained, cancelled):
@@ -172,11 +205,50 @@ def compute(plan: Plan, prepared: PreparedCache, frame: np.ndarray, *, budget: M
             group_maps = maps[first:first + len(group)]
             first += len(group)
             found, chosen_map = _template_peaks(template, group, group_maps, options, lower)
-            peaks += found
+            if not template.posed:
+                peaks += found
             if keep_maps:
                 chosen.append(chosen_map)
         del maps  # a chunk's maps go before the next chunk's come
+    for template, search in zip(posed, searches):
+        if cancelled():
+            raise Cancelled("the call ended before its frame was matched")
+        peaks += _pose_peaks(template, search, frame, options, budget, cancelled, poses)
     return Computed(peaks=peaks, maps=chosen, compute_ms=(time.perf_counter() - started) * 1e3)
+
+
+#: The least score of a pose when the config sets no threshold (a similarity).
+POSE_MIN_SCORE = 0.5
+
+
+def _pose_peaks(template: StoredTemplate, search, frame: np.ndarray, options: MatchOptions, budget: MemoryBudget,
+                cancelled: Callable[[], bool], poses: PoseMemory | None) -> list[FoundPeak]:
+    """One pose template's peaks: its poses (tracked from ``poses`` when it has them), as boxes before rotation."""
+    distance = options.method == "sqdiff_normed"  # the wire's score is the method's own: a distance
+    if options.threshold is None:
+        min_score = POSE_MIN_SCORE
+    else:
+        min_score = 1.0 - options.threshold if distance else options.threshold
+    previous = poses.get(template) if poses is not None else None
+    # The frame's pyramid, and the top level's maps: a few frames' worth.
+    with budget.hold(4 * frame.size * 4, cancelled):
+        if previous:
+            found = search.track(frame, previous, top_k=options.top_k, min_score=min_score)
+        else:
+            found = search.search(frame, top_k=options.top_k, min_score=min_score)
+    if poses is not None:
+        poses.put(template, found)
+    name = name_of(template.id)
+    height, width = template.image.shape[:2]
+    peaks = []
+    for pose in found:
+        box_w, box_h = width * pose.scale, height * pose.scale
+        peaks.append(FoundPeak(
+            name, pose.cx - (box_w - 1.0) / 2.0, pose.cy - (box_h - 1.0) / 2.0, max(1, round(box_w)),
+            max(1, round(box_h)), 1.0 - pose.score if distance else pose.score, pose.scale, pose.angle,
+            pose.cx, pose.cy,
+        ))
+    return peaks
 
 
 def _template_peaks(template: StoredTemplate, group: list[Variant], group_maps: list[np.ndarray],
@@ -195,7 +267,13 @@ def _template_peaks(template: StoredTemplate, group: list[Variant], group_maps: 
         height, width = template.image.shape[:2]
         candidates = _merge(candidates, lower, options.top_k, max(1, min(height, width) // 2))
     name = name_of(template.id)
-    peaks = [FoundPeak(name, x, y, w, h, score, group[i].scale, group[i].angle) for score, x, y, w, h, i in candidates]
+    peaks = []
+    for score, x, y, w, h, i in candidates:
+        # The box is the scaled template's before rotation, about the variant's centre (its canvas's).
+        cx, cy = x + (w - 1) / 2.0, y + (h - 1) / 2.0
+        box_w, box_h = resized_size(*template.image.shape[:2], group[i].scale)
+        peaks.append(FoundPeak(name, cx - (box_w - 1) / 2.0, cy - (box_h - 1) / 2.0, box_w, box_h, score,
+                               group[i].scale, group[i].angle, cx, cy))
     pick = next((i for i, v in enumerate(group) if v.scale == 1.0 and v.angle % 360 == 0), None)
     if pick is None:
         pick = candidates[0][5] if candidates else 0

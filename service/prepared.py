@@ -16,12 +16,14 @@ from collections import OrderedDict
 from collections.abc import Sequence
 from typing import Any
 
-from .engine import Matcher
+from .engine import POSE_METHODS, Matcher, OptionError, PoseSearch
+from .errors import InvalidArgument
 from .templates import StoredTemplate
 from .variants import Variant, variants_of
 
 MATCHERS_KEPT = 64
 VARIANT_SETS_KEPT = 1024
+POSE_SEARCHES_KEPT = 64
 
 
 class PreparedCache:
@@ -35,6 +37,7 @@ class PreparedCache:
         self._limits = matchers, variant_sets
         self._retained_limit = retained_bytes
         self._sizes: dict[tuple, int] = {}  # what each kept Matcher retained when last measured
+        self._searches: OrderedDict[tuple, PoseSearch] = OrderedDict()
 
     def retained_bytes(self) -> int:
         """What the kept Matchers hold between calls (their plans' kernel spectra), as last measured."""
@@ -76,6 +79,34 @@ class PreparedCache:
             if len(self._variants) > self._limits[1]:
                 self._variants.popitem(last=False)
         return found
+
+    def pose_search(self, template: StoredTemplate, method: str) -> PoseSearch:
+        """The engine's PoseSearch for a template with pose ranges, prepared once per template version and method.
+
+        Raises
+        ------
+        InvalidArgument
+            A method pose search does not take.
+        """
+        if method not in POSE_METHODS:
+            raise InvalidArgument(f"template {template.id} is found by pose search (it has an angle or scale range), "
+                                  f"which takes the methods {', '.join(POSE_METHODS)}, not {method}")
+        key = (template.id, template.etag, method)
+        with self._lock:
+            search = self._searches.get(key)
+            if search is not None:
+                self._searches.move_to_end(key)
+                return search
+        try:
+            search = PoseSearch(template.image, mask=template.mask, angles=template.angle_range or (0.0, 0.0),
+                                scales=template.scale_range or (1.0, 1.0), method=method)
+        except OptionError as error:
+            raise InvalidArgument(f"template {template.id}: {error}") from None
+        with self._lock:
+            self._searches[key] = search
+            if len(self._searches) > POSE_SEARCHES_KEPT:
+                self._searches.popitem(last=False)
+        return search
 
     def matcher(self, variants: Sequence[Variant], **options: Any) -> Matcher:
         """The engine's prepared Matcher for these variants and options.

@@ -60,6 +60,10 @@ def template_proto(template: StoredTemplate, *, full: bool) -> pb.Template:
         height=height, width=width, channels=channels, create_time=created, etag=template.etag,
         scales=template.scales, angles=template.angles,
     )
+    if template.angle_range is not None:
+        message.angle_range.CopyFrom(pb.Range(low=template.angle_range[0], high=template.angle_range[1]))
+    if template.scale_range is not None:
+        message.scale_range.CopyFrom(pb.Range(low=template.scale_range[0], high=template.scale_range[1]))
     if full:
         message.image.CopyFrom(wire.image_message(template.image))
         if template.mask is not None:
@@ -226,7 +230,11 @@ class FeatureMapServicer(pb_grpc.FeatureMapServiceServicer):
                 if template.HasField("mask") else None)
         stored = self._bank.create(image, mask, template_id=request.template_id,
                                    display_name=template.display_name, labels=dict(template.labels),
-                                   scales=list(template.scales), angles=list(template.angles))
+                                   scales=list(template.scales), angles=list(template.angles),
+                                   angle_range=((template.angle_range.low, template.angle_range.high)
+                                                if template.HasField("angle_range") else None),
+                                   scale_range=((template.scale_range.low, template.scale_range.high)
+                                                if template.HasField("scale_range") else None))
         self._metrics.bank.set(len(self._bank))
         log.info("template created", extra={"template": name_of(stored.id)})
         return pb.CreateTemplateResponse(template=template_proto(stored, full=True))

@@ -30,7 +30,9 @@ CREATE TABLE IF NOT EXISTS templates (
     create_time  REAL NOT NULL,
     etag         TEXT NOT NULL,
     scales       TEXT NOT NULL DEFAULT '[1.0]',
-    angles       TEXT NOT NULL DEFAULT '[0.0]'
+    angles       TEXT NOT NULL DEFAULT '[0.0]',
+    angle_range  TEXT NOT NULL DEFAULT '',
+    scale_range  TEXT NOT NULL DEFAULT ''
 )
 """
 
@@ -66,9 +68,10 @@ class SQLiteStore:
             self._db.execute("PRAGMA journal_mode=WAL")
             self._db.execute("PRAGMA synchronous=FULL")
             self._db.execute(_SCHEMA)
-            # Banks written before templates had variants: add the columns.
+            # Banks written before templates had variants (or pose ranges): add the columns.
             columns = {row[1] for row in self._db.execute("PRAGMA table_info(templates)")}
-            for column, default in (("scales", "[1.0]"), ("angles", "[0.0]")):
+            for column, default in (("scales", "[1.0]"), ("angles", "[0.0]"), ("angle_range", ""),
+                                    ("scale_range", "")):
                 if column not in columns:
                     self._db.execute(f"ALTER TABLE templates ADD COLUMN {column} TEXT NOT NULL DEFAULT '{default}'")
             self._db.execute("SELECT count(*) FROM templates").fetchone()  # reads the file: corrupt ones fail here

@@ -23,7 +23,7 @@ import grpc
 from featuremap.v1 import featuremap_pb2 as pb
 
 from .errors import FailedPrecondition, InvalidArgument, Malformed
-from .frames import FrameProcessor
+from .frames import FrameProcessor, PoseMemory
 
 _POLL = 0.1  # seconds between checks that a stream is still wanted
 
@@ -145,11 +145,13 @@ class StreamPipeline:
         them back in order.
         """
         plan = None
+        poses = PoseMemory()  # the stream's last poses: each frame searches near them first
         while True:
             item = self._inbox.get()
             try:
                 if item[0] == "config":
                     plan = self._frames.plan(item[1])
+                    poses = PoseMemory()
                     # Realtime wants the newest frame, not a queue of them:
                     # one result in flight, the rest of the time frames wait
                     # in the inbox, where newer ones replace them.
@@ -161,7 +163,7 @@ class StreamPipeline:
                 _, frame, decoded = item
                 with self._skipped_lock:
                     skipped, self._skipped = self._skipped, []
-                pending = self._frames.submit(plan, frame, decoded, self._stopped.is_set, "StreamMatch")
+                pending = self._frames.submit(plan, frame, decoded, self._stopped.is_set, "StreamMatch", poses)
                 self._outbox.put(("result", pending, skipped))
             except Exception as error:  # noqa: BLE001
                 self._outbox.put(("error", error))

@@ -50,6 +50,14 @@ class StoredTemplate:
     seq: int = 0
     scales: tuple[float, ...] = (1.0,)
     angles: tuple[float, ...] = (0.0,)
+    # Pose search: found at any angle and scale in these ranges (None: not a pose template).
+    angle_range: tuple[float, float] | None = None
+    scale_range: tuple[float, float] | None = None
+
+    @property
+    def posed(self) -> bool:
+        """Whether the template is found by pose search (it has an angle or a scale range)."""
+        return self.angle_range is not None or self.scale_range is not None
 
     def numbered(self, seq: int) -> StoredTemplate:
         """This template with the sequence number its store gave it."""
@@ -58,7 +66,7 @@ class StoredTemplate:
 
 #: The fields of a row, in the SQLite table's column order.
 ROW_FIELDS = ("display_name", "labels", "pixels", "shape", "dtype", "mask", "mask_dtype", "create_time", "etag",
-              "scales", "angles")
+              "scales", "angles", "angle_range", "scale_range")
 
 
 def to_row(template: StoredTemplate) -> dict[str, str | bytes | float]:
@@ -76,6 +84,8 @@ def to_row(template: StoredTemplate) -> dict[str, str | bytes | float]:
         "etag": template.etag,
         "scales": json.dumps(list(template.scales)),
         "angles": json.dumps(list(template.angles)),
+        "angle_range": "" if template.angle_range is None else json.dumps(list(template.angle_range)),
+        "scale_range": "" if template.scale_range is None else json.dumps(list(template.scale_range)),
     }
 
 
@@ -84,7 +94,7 @@ def _text(value: str | bytes) -> str:
 
 
 def from_row(template_id: str, seq: int, row: Mapping[str, str | bytes | float | None]) -> StoredTemplate:
-    """The template a row holds (rows written before templates had scales and angles read as the identity)."""
+    """The template a row holds (rows written before templates had scales, angles or ranges read as the identity)."""
 
     def array(blob, shape: list[int], dtype) -> np.ndarray:
         return np.frombuffer(blob, np.dtype(_text(dtype))).reshape(shape)
@@ -102,7 +112,17 @@ def from_row(template_id: str, seq: int, row: Mapping[str, str | bytes | float |
         seq=seq,
         scales=tuple(json.loads(row.get("scales") or "[1.0]")),  # type: ignore[arg-type]
         angles=tuple(json.loads(row.get("angles") or "[0.0]")),  # type: ignore[arg-type]
+        angle_range=_range(row.get("angle_range")),
+        scale_range=_range(row.get("scale_range")),
     )
+
+
+def _range(value) -> tuple[float, float] | None:
+    """A stored range: JSON [low, high], or empty for none."""
+    if not value:
+        return None
+    low, high = json.loads(_text(value))
+    return float(low), float(high)
 
 
 class TemplateStore(Protocol):

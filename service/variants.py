@@ -15,6 +15,7 @@ from dataclasses import dataclass
 import cv2
 import numpy as np
 
+from .engine import MIN_POSE_SIDE, OptionError, check_ranges
 from .errors import InvalidArgument, LimitExceeded
 
 MAX_STEPS = 16  # scales or angles per template
@@ -37,6 +38,11 @@ class Variant:
 def _resized(height: int, width: int, scale: float) -> tuple[int, int]:
     """(width, height) of a template of ``height`` x ``width`` resized by ``scale``."""
     return max(1, round(width * scale)), max(1, round(height * scale))
+
+
+def resized_size(height: int, width: int, scale: float) -> tuple[int, int]:
+    """(width, height) of a template's variant at ``scale`` before rotation (identity: the template's own)."""
+    return (width, height) if scale == 1.0 else _resized(height, width, scale)
 
 
 def _canvas(width: int, height: int, angle: float) -> tuple[int, int]:
@@ -70,6 +76,38 @@ def check_steps(scales, angles, shape: tuple[int, ...],
                 raise LimitExceeded(f"the variant at scale {scale:g}, angle {angle:g} is {out_w}x{out_h} = "
                                     f"{out_w * out_h} pixels, over the limit of {max_pixels} (max_template_pixels)")
     return scales, angles
+
+
+def check_pose(angle_range, scale_range, scales, angles, shape: tuple[int, ...],
+               max_pixels: int | None = None) -> tuple[tuple[float, float] | None, tuple[float, float] | None]:
+    """Validated pose ranges of a template of ``shape`` (None, None when it has none).
+
+    A range given alone takes the other as the identity. Ranges exclude
+    explicit ``scales`` and ``angles``; every pose must keep MIN_POSE_SIDE
+    pixels a side and, rotated, fit ``max_pixels``.
+    """
+    if angle_range is None and scale_range is None:
+        return None, None
+    if tuple(scales) not in ((), (1.0,)) or tuple(angles) not in ((), (0.0,)):
+        raise InvalidArgument("a template takes either an angle/scale range (pose search) or explicit scales and "
+                              "angles, not both")
+    try:
+        angle_range, scale_range = check_ranges(angle_range if angle_range is not None else (0.0, 0.0),
+                                                scale_range if scale_range is not None else (1.0, 1.0))
+    except OptionError as error:
+        raise InvalidArgument(str(error)) from None
+    height, width = shape[:2]
+    if min(height, width) * scale_range[0] < MIN_POSE_SIDE:
+        raise InvalidArgument(f"the {width}x{height} template is under {MIN_POSE_SIDE} pixels a side at scale "
+                              f"{scale_range[0]:g}: too small to rotate meaningfully (pose search)")
+    if max_pixels is not None:
+        # The largest pose: the top scale, turned so its canvas holds the diagonal.
+        side = math.ceil(math.hypot(width, height) * scale_range[1]) if angle_range[1] > angle_range[0] else None
+        pixels = side * side if side else math.ceil(width * scale_range[1]) * math.ceil(height * scale_range[1])
+        if pixels > max_pixels:
+            raise LimitExceeded(f"at scale {scale_range[1]:g} the template's poses reach {pixels} pixels, over the "
+                                f"limit of {max_pixels} (max_template_pixels)")
+    return angle_range, scale_range
 
 
 def _rotate(image: np.ndarray, angle: float, interpolation: int) -> np.ndarray:

@@ -77,7 +77,10 @@ def test_rotated_corners_are_masked_out(server):
                                                  template_id="turned"))
     (peak,) = stub.Match(pb.MatchRequest(config=pb.MatchConfig(templates=["turned"]),
                                          frame=frame_message(scene))).result.peaks
-    assert (peak.x, peak.y, peak.angle) == (left, top, 45) and peak.score > 0.999
+    # The box is the template's (40x40) before rotation, turned by 45 degrees about the variant's centre.
+    centre = (left + (mask.shape[1] - 1) / 2, top + (mask.shape[0] - 1) / 2)
+    assert (peak.cx, peak.cy, peak.angle) == (*centre, 45) and peak.score > 0.999
+    assert (peak.width, peak.height) == (40, 40) and (peak.x, peak.y) == (centre[0] - 19.5, centre[1] - 19.5)
     unmasked = cv2.matchTemplate(scene, variant[:, :, 0], cv2.TM_CCOEFF_NORMED)
     assert unmasked[top, left] < 0.9  # what the corners would have cost
 

@@ -31,7 +31,7 @@ from .options import (
     map_shape,
 )
 from .peaks import Peak, check_peak_options, find_peaks
-from .pose import POSE_METHODS, Pose, PoseSearch, check_ranges
+from .pose import MIN_POSE_SIDE, POSE_METHODS, Pose, PoseSearch, check_ranges
 from .warmup import warmup
 
 __all__ = [
@@ -39,6 +39,7 @@ __all__ = [
     "BORDERS",
     "Cancelled",
     "LOWER_IS_BETTER",
+    "MIN_POSE_SIDE",
     "METHODS",
     "OPENCV_METHODS",
     "PADDINGS",

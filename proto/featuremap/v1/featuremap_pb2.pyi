@@ -103,7 +103,7 @@ class Image(_message.Message):
     def __init__(self, raw: _Optional[_Union[RawImage, _Mapping]] = ..., encoded: _Optional[bytes] = ...) -> None: ...
 
 class Template(_message.Message):
-    __slots__ = ("name", "display_name", "labels", "image", "mask", "height", "width", "channels", "create_time", "etag", "scales", "angles")
+    __slots__ = ("name", "display_name", "labels", "image", "mask", "height", "width", "channels", "create_time", "etag", "scales", "angles", "angle_range", "scale_range")
     class LabelsEntry(_message.Message):
         __slots__ = ("key", "value")
         KEY_FIELD_NUMBER: _ClassVar[int]
@@ -123,6 +123,8 @@ class Template(_message.Message):
     ETAG_FIELD_NUMBER: _ClassVar[int]
     SCALES_FIELD_NUMBER: _ClassVar[int]
     ANGLES_FIELD_NUMBER: _ClassVar[int]
+    ANGLE_RANGE_FIELD_NUMBER: _ClassVar[int]
+    SCALE_RANGE_FIELD_NUMBER: _ClassVar[int]
     name: str
     display_name: str
     labels: _containers.ScalarMap[str, str]
@@ -135,7 +137,17 @@ class Template(_message.Message):
     etag: str
     scales: _containers.RepeatedScalarFieldContainer[float]
     angles: _containers.RepeatedScalarFieldContainer[float]
-    def __init__(self, name: _Optional[str] = ..., display_name: _Optional[str] = ..., labels: _Optional[_Mapping[str, str]] = ..., image: _Optional[_Union[Image, _Mapping]] = ..., mask: _Optional[_Union[Image, _Mapping]] = ..., height: _Optional[int] = ..., width: _Optional[int] = ..., channels: _Optional[int] = ..., create_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., etag: _Optional[str] = ..., scales: _Optional[_Iterable[float]] = ..., angles: _Optional[_Iterable[float]] = ...) -> None: ...
+    angle_range: Range
+    scale_range: Range
+    def __init__(self, name: _Optional[str] = ..., display_name: _Optional[str] = ..., labels: _Optional[_Mapping[str, str]] = ..., image: _Optional[_Union[Image, _Mapping]] = ..., mask: _Optional[_Union[Image, _Mapping]] = ..., height: _Optional[int] = ..., width: _Optional[int] = ..., channels: _Optional[int] = ..., create_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., etag: _Optional[str] = ..., scales: _Optional[_Iterable[float]] = ..., angles: _Optional[_Iterable[float]] = ..., angle_range: _Optional[_Union[Range, _Mapping]] = ..., scale_range: _Optional[_Union[Range, _Mapping]] = ...) -> None: ...
+
+class Range(_message.Message):
+    __slots__ = ("low", "high")
+    LOW_FIELD_NUMBER: _ClassVar[int]
+    HIGH_FIELD_NUMBER: _ClassVar[int]
+    low: float
+    high: float
+    def __init__(self, low: _Optional[float] = ..., high: _Optional[float] = ...) -> None: ...
 
 class CreateTemplateRequest(_message.Message):
     __slots__ = ("template", "template_id")
@@ -260,7 +272,7 @@ class StreamMatchRequest(_message.Message):
     def __init__(self, config: _Optional[_Union[MatchConfig, _Mapping]] = ..., frame: _Optional[_Union[Frame, _Mapping]] = ...) -> None: ...
 
 class Peak(_message.Message):
-    __slots__ = ("template", "x", "y", "width", "height", "score", "scale", "angle")
+    __slots__ = ("template", "x", "y", "width", "height", "score", "scale", "angle", "cx", "cy")
     TEMPLATE_FIELD_NUMBER: _ClassVar[int]
     X_FIELD_NUMBER: _ClassVar[int]
     Y_FIELD_NUMBER: _ClassVar[int]
@@ -269,6 +281,8 @@ class Peak(_message.Message):
     SCORE_FIELD_NUMBER: _ClassVar[int]
     SCALE_FIELD_NUMBER: _ClassVar[int]
     ANGLE_FIELD_NUMBER: _ClassVar[int]
+    CX_FIELD_NUMBER: _ClassVar[int]
+    CY_FIELD_NUMBER: _ClassVar[int]
     template: str
     x: float
     y: float
@@ -277,7 +291,9 @@ class Peak(_message.Message):
     score: float
     scale: float
     angle: float
-    def __init__(self, template: _Optional[str] = ..., x: _Optional[float] = ..., y: _Optional[float] = ..., width: _Optional[int] = ..., height: _Optional[int] = ..., score: _Optional[float] = ..., scale: _Optional[float] = ..., angle: _Optional[float] = ...) -> None: ...
+    cx: float
+    cy: float
+    def __init__(self, template: _Optional[str] = ..., x: _Optional[float] = ..., y: _Optional[float] = ..., width: _Optional[int] = ..., height: _Optional[int] = ..., score: _Optional[float] = ..., scale: _Optional[float] = ..., angle: _Optional[float] = ..., cx: _Optional[float] = ..., cy: _Optional[float] = ...) -> None: ...
 
 class FeatureMap(_message.Message):
     __slots__ = ("template", "height", "width", "encoding", "data", "scale", "offset", "origin_x", "origin_y", "stride")

@@ -1,0 +1,127 @@
+"""Pose templates through the product: stored ranges, Match and StreamMatch poses, the CLI."""
+
+import json
+import math
+import sqlite3
+import subprocess
+import sys
+
+import cv2
+import numpy as np
+import pytest
+
+from featuremap.client import FeatureMapError
+from featuremap.service.sqlite_store import SQLiteStore
+from featuremap.service.templates import StoredTemplate, from_row, to_row
+
+from scenes import angle_error, photographs, place
+
+pytest.importorskip("skimage.data")
+
+
+@pytest.fixture(scope="module")
+def pictures():
+    astronaut, coffee = photographs()
+    return astronaut[80:144, 200:264].copy(), cv2.resize(coffee, (640, 480))
+
+
+def test_a_pose_template_is_found_at_its_sub_pixel_pose(client, pictures):
+    c, _ = client
+    face, background = pictures
+    created = c.create_template(face, "face", angle_range=(-180, 180), scale_range=(0.8, 1.25))
+    assert created.angle_range == (-180.0, 180.0) and created.scale_range == (0.8, 1.25)
+    assert c.get_template("face").angle_range == (-180.0, 180.0)
+    frame = np.clip(place(background, face, 123.4, 1.1, 301.3, 222.8), 0, 255).astype(np.uint8)
+    (peak,) = c.match(frame, templates="face").peaks
+    assert math.hypot(peak.cx - 301.3, peak.cy - 222.8) < 0.3 and angle_error(peak.angle, 123.4) < 0.3
+    assert abs(peak.scale - 1.1) < 0.011 and peak.score > 0.95
+    # The box is the scaled template's before rotation, centred on (cx, cy).
+    assert (peak.width, peak.height) == (70, 70)
+    assert peak.x == pytest.approx(peak.cx - (64 * peak.scale - 1) / 2, abs=1e-3)
+
+
+def test_a_stream_tracks_a_moving_pose_and_sends_the_template_map(client, pictures):
+    c, _ = client
+    face, background = pictures
+    c.create_template(face, "face", angle_range=(-180, 180))
+    truths = [(10.0 + 4 * i, 200.0 + 7.3 * i, 150.0 + 3.1 * i) for i in range(6)]
+    frames = [np.clip(place(background, face, a, 1.0, x, y), 0, 255).astype(np.uint8) for a, x, y in truths]
+    results = list(c.stream(frames, templates="face", maps="float16"))
+    assert len(results) == len(truths)
+    for result, (angle, cx, cy) in zip(results, truths, strict=True):
+        (peak,) = result.peaks
+        assert math.hypot(peak.cx - cx, peak.cy - cy) < 0.3 and angle_error(peak.angle, angle) < 0.3
+        # The map sent for a pose template is its unrotated template's, over the whole frame.
+        assert result.maps["templates/face"].scores.shape == (480 - 63, 640 - 63)
+
+
+def test_pose_settings_are_refused_with_the_reason(client, pictures):
+    c, _ = client
+    face, background = pictures
+    cases = [
+        (dict(angle_range=(30, -30)), "reversed"),
+        (dict(angle_range=(-190, 0)), "within"),
+        (dict(scale_range=(0.5, 9)), "within"),
+        (dict(angle_range=(-10, 10), angles=[0, 10]), "not both"),
+        (dict(scale_range=(0.1, 1)), "too small to rotate"),
+    ]
+    for fields, reason in cases:
+        with pytest.raises(FeatureMapError) as caught:
+            c.create_template(face, "bad", **fields)
+        assert caught.value.code_name == "INVALID_ARGUMENT" and reason in caught.value.details, fields
+    c.create_template(face, "face", angle_range=(-180, 180))
+    with pytest.raises(FeatureMapError) as caught:
+        c.match(background, templates="face", method="ccorr")
+    assert caught.value.code_name == "INVALID_ARGUMENT" and "pose search" in caught.value.details
+    # Nothing was stored by the refused calls, and the server still answers.
+    assert [t.id for t in c.list_templates()] == ["face"]
+    assert c.match(background, templates="face", threshold=0.99).peaks == []
+
+
+def test_pose_poses_within_the_template_pixel_limit(tmp_path, pictures):
+    from service_helpers import running_server
+    from featuremap.client import FeatureMapClient
+
+    face, _ = pictures
+    with running_server(tmp_path / "data", max_template_pixels=91 * 91) as (_, _, running):
+        with FeatureMapClient(f"127.0.0.1:{running.port}", timeout=30) as c:
+            c.create_template(face, "ok", angle_range=(-180, 180))  # the diagonal (90.5 px) squared
+            with pytest.raises(FeatureMapError) as caught:
+                c.create_template(face, "big", angle_range=(-180, 180), scale_range=(1, 1.5))
+            assert caught.value.code_name == "RESOURCE_EXHAUSTED" and "max_template_pixels" in caught.value.details
+
+
+def test_ranges_survive_the_row_format_and_old_banks_read_without_them(tmp_path):
+    image = np.zeros((16, 16, 1), np.uint8)
+    template = StoredTemplate(id="t", image=image, mask=None, angle_range=(-90.0, 90.0), scale_range=(0.5, 2.0))
+    back = from_row("t", 1, to_row(template))
+    assert (back.angle_range, back.scale_range, back.posed) == ((-90.0, 90.0), (0.5, 2.0), True)
+    # A bank written before templates had ranges (or variants): the columns are added, old rows read as plain.
+    path = tmp_path / "old.sqlite"
+    old = sqlite3.connect(str(path))
+    old.execute("CREATE TABLE templates (seq INTEGER PRIMARY KEY AUTOINCREMENT, id TEXT NOT NULL UNIQUE, "
+                "display_name TEXT NOT NULL, labels TEXT NOT NULL, pixels BLOB NOT NULL, shape TEXT NOT NULL, "
+                "dtype TEXT NOT NULL, mask BLOB, mask_dtype TEXT, create_time REAL NOT NULL, etag TEXT NOT NULL)")
+    old.execute("INSERT INTO templates (id, display_name, labels, pixels, shape, dtype, create_time, etag) VALUES "
+                "('old', '', '{}', ?, '[16, 16, 1]', '|u1', 1.0, 'e')", (image.tobytes(),))
+    old.commit()
+    old.close()
+    store = SQLiteStore(path)
+    (loaded,) = store.load()
+    assert loaded.id == "old" and not loaded.posed and loaded.scales == (1.0,)
+    store.add(template)
+    assert {t.id: t.angle_range for t in store.load()} == {"old": None, "t": (-90.0, 90.0)}
+    store.close()
+
+
+def test_the_cli_adds_a_pose_template(tmp_path, client, pictures):
+    _, running = client
+    face, _ = pictures
+    path = tmp_path / "face.png"
+    cv2.imwrite(str(path), face)
+    out = subprocess.run([sys.executable, "-m", "featuremap.client.cli", "templates", "add", str(path), "--id", "face",
+                          "--angle-range", "-180,180", "--scale-range=0.75,1.33", "--address",
+                          f"127.0.0.1:{running.port}"], capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stderr
+    shown = json.loads(out.stdout)
+    assert shown["angle_range"] == [-180.0, 180.0] and shown["scale_range"] == [0.75, 1.33]
