@@ -46,6 +46,8 @@ TOP_SPREAD = 2
 TOP_SCALE_SPREAD = 2
 #: Methods pose search takes (similarities after the sqdiff_normed flip).
 POSE_METHODS = ("ccoeff_normed", "ccorr_normed", "sqdiff_normed")
+#: A tracked pose that loses more than this much score is taken for lost (see PoseSearch.track).
+TRACK_DROP = 0.15
 #: The smallest template side that rotates meaningfully.
 MIN_POSE_SIDE = 8
 #: Rotated, scaled variants kept per PoseSearch (the coarse levels' are made once).
@@ -54,6 +56,10 @@ VARIANTS_KEPT = 4096
 _COVERED = 0.999
 # The step (pixels) of the final sub-pixel position fit.
 _NUDGE = 0.25
+# Moves of the hill climb of a refinement (see PoseSearch._refine).
+_CLIMBS = 4
+# Rounds of the final angle, scale and position fits, at most.
+_FINISH_ROUNDS = 4
 # How much finishing may raise a grid pose's score: candidates this far under min_score are finished too.
 _FINISH_GAIN = 0.05
 
@@ -209,11 +215,15 @@ def _keep_best(stack, members, best, which):
 
 
 def _parabola(left: float, centre: float, right: float) -> float:
-    """Offset in [-0.5, 0.5] steps of the vertex of the parabola through three equally spaced scores."""
+    """Offset in [-1, 1] steps of the vertex of the parabola through three equally spaced scores.
+
+    Past half a step the vertex lies beyond the samples: the move is capped at
+    one step and the next round samples around the new place.
+    """
     curvature = left - 2.0 * centre + right
-    if curvature >= 0.0:  # not a maximum
-        return 0.0
-    return float(np.clip(0.5 * (left - right) / curvature, -0.5, 0.5))
+    if curvature >= 0.0:  # not a maximum: towards the better side
+        return 0.0 if left == right else (1.0 if right > left else -1.0)
+    return float(np.clip(0.5 * (left - right) / curvature, -1.0, 1.0))
 
 
 def _quadric_peak(scores: np.ndarray) -> tuple[float, float, float]:
@@ -468,26 +478,41 @@ class PoseSearch:
 
     def _refine(self, pyramid: list[np.ndarray], cand: _Candidate, level: int, reach: int,
                 angle_step: float, scale_step: float, spread: tuple[int, int] = (1, 1)) -> _Candidate | None:
-        """The best pose at ``level`` within ``reach`` pixels and ``spread`` (angle, scale) steps of ``cand``."""
-        template = self._templates[cand.template]
-        angles = [cand.angle + i * angle_step for i in range(-spread[0], spread[0] + 1)]
-        if self.scale_range[1] > self.scale_range[0]:
-            scales = [cand.scale * (1.0 + scale_step) ** i for i in range(-spread[1], spread[1] + 1)]
-        else:
-            scales = [cand.scale]
+        """The best pose at ``level`` within ``reach`` pixels and ``spread`` (angle, scale) steps of ``cand``.
+
+        Where the best lies on the edge of that neighbourhood (the coarser
+        level was further off than its step), the search moves there and
+        goes on, a few times at most: a hill climb on the grid of this level.
+        """
         best = None
-        for angle in angles:
-            for scale in scales:
-                angle_c, scale_c = self._clamp(angle, scale)
-                window = self._window(pyramid[level], cand.template, level, cand.cx, cand.cy, angle_c, scale_c, reach)
-                if window is None:
-                    continue
-                scores, x0, y0 = window
-                at = np.unravel_index(int(np.argmax(scores)), scores.shape)
-                value = float(scores[at])
-                if best is None or value > best.score:
-                    best = _Candidate(cand.template, x0 + at[1], y0 + at[0], angle_c, scale_c, value)
-        del template
+        seen: set[tuple[float, float]] = set()
+        for _ in range(_CLIMBS):
+            centre = best or cand
+            angles = [centre.angle + i * angle_step for i in range(-spread[0], spread[0] + 1)]
+            if self.scale_range[1] > self.scale_range[0]:
+                scales = [centre.scale * (1.0 + scale_step) ** i for i in range(-spread[1], spread[1] + 1)]
+            else:
+                scales = [centre.scale]
+            edge = None
+            for i, angle in enumerate(angles):
+                for j, scale in enumerate(scales):
+                    angle_c, scale_c = self._clamp(angle, scale)
+                    if (round(angle_c, 9), round(scale_c, 12)) in seen:
+                        continue
+                    seen.add((round(angle_c, 9), round(scale_c, 12)))
+                    window = self._window(pyramid[level], cand.template, level, centre.cx, centre.cy, angle_c,
+                                          scale_c, reach)
+                    if window is None:
+                        continue
+                    scores, x0, y0 = window
+                    at = np.unravel_index(int(np.argmax(scores)), scores.shape)
+                    value = float(scores[at])
+                    if best is None or value > best.score:
+                        best = _Candidate(cand.template, x0 + at[1], y0 + at[0], angle_c, scale_c, value)
+                        edge = (i in (0, len(angles) - 1) and len(angles) > 1) or \
+                            (j in (0, len(scales) - 1) and len(scales) > 1)
+            if not edge:
+                break
         return best
 
     def _finish(self, pyramid: list[np.ndarray], cand: _Candidate) -> Pose | None:
@@ -550,8 +575,9 @@ class PoseSearch:
                 seen[key] = -np.inf if window is None else float(window[0][0, 0])
             return seen[key]
 
-        for _ in range(2):
+        for _ in range(_FINISH_ROUNDS):
             shift = (dx, dy)
+            before = (angle, scale, dx, dy)
             middle = centre_score(angle, scale, shift)
             left, right = centre_score(angle - fine_angle, scale, shift), centre_score(angle + fine_angle, scale, shift)
             if all(np.isfinite((left, middle, right))):
@@ -576,6 +602,10 @@ class PoseSearch:
                 dy += _parabola(up, middle, down) * _NUDGE
             value = max(value, middle)
             if abs(dx) > 1.0 or abs(dy) > 1.0:
+                break
+            moved = (abs(angle - before[0]) / fine_angle, abs(scale / before[1] - 1.0) / max(fine_scale, 1e-12),
+                     abs(dx - before[2]) / _NUDGE, abs(dy - before[3]) / _NUDGE)
+            if max(moved) < 0.05:  # settled: under a twentieth of a step everywhere
                 break
         return Pose(cx=float(cx + dx), cy=float(cy + dy), angle=float(_wrap(angle) if self._circle else angle),
                     scale=float(scale), score=float(value), width=template.width * float(scale),
@@ -704,8 +734,10 @@ class PoseSearch:
 
         Returns
         -------
-        As :meth:`search`. A template whose poses near the previous ones all
-        score under ``min_score`` (or that had none) is searched globally.
+        As :meth:`search`. A template is searched globally where it had no
+        poses, or where a pose found near a previous one scores under
+        ``min_score`` or has lost more than ``TRACK_DROP`` of its score (the
+        template has gone and the neighbourhood offers only look-alikes).
         """
         top_k, min_score, max_overlap = _check_search(top_k, min_score, max_overlap)
         if not isinstance(reach, int | np.integer) or isinstance(reach, bool) or reach < 1:
@@ -727,8 +759,10 @@ class PoseSearch:
                 near = self._refine(pyramid, start, level, max(1, math.ceil(reach / 2.0 ** level)),
                                     self._angle_step(level, template), self._scale_step(level, template))
                 refined = None if near is None else self._descend(pyramid, near, level)
-                if refined is not None:
-                    found.append(refined)
+                if refined is None or refined.score < max(min_score, pose.score - TRACK_DROP):
+                    found = []  # lost: the global search decides
+                    break
+                found.append(refined)
             kept = self._conclude(pyramid, found, top_k, min_score, max_overlap)
             results.append(kept if kept else None)
         missing = [i for i, r in enumerate(results) if r is None]
