@@ -34,7 +34,7 @@ from numba import njit, prange
 
 from . import options
 from .matcher import Matcher
-from .runtime import JIT
+from .runtime import FASTMATH, JIT
 
 #: The top level is the coarsest at which the template keeps about 256 pixels
 #: (a 64x64 template at scales about 1 goes up two levels, to 16x16).
@@ -46,6 +46,10 @@ TOP_SPREAD = 2
 TOP_SCALE_SPREAD = 2
 #: Methods pose search takes (similarities after the sqdiff_normed flip).
 POSE_METHODS = ("ccoeff_normed", "ccorr_normed", "sqdiff_normed")
+#: A top-level grid of more poses than this is screened every other pixel.
+LARGE_GRID = 256
+#: Poses are finished (sub-pixel, sub-step) where the template keeps at most this many pixels.
+FINISH_AREA = 256 * 256
 #: A tracked pose that loses more than this much score is taken for lost (see PoseSearch.track).
 TRACK_DROP = 0.15
 #: The smallest template side that rotates meaningfully.
@@ -146,7 +150,7 @@ def _steps(low: float, high: float, step: float, circle: bool) -> np.ndarray:
     return low + np.arange(count + 1) * (span / count)
 
 
-@njit(parallel=True, error_model="numpy", **JIT)
+@njit(parallel=True, error_model="numpy", fastmath=FASTMATH, **JIT)
 def _window_scores(roi, template, weights, method, out):
     """Scores of one variant at every position of a small window, in float64.
 
@@ -177,21 +181,45 @@ def _window_scores(roi, template, weights, method, out):
                 v = np.float64(template[i, j, c]) - (tmean[c] if method == 0 else 0.0)
                 t[i, j, c] = v * weights[i, j]
                 tenergy += weights[i, j] * v * v
+    # Each row's span of non-zero weights (one run for a rotated box): the
+    # loops below run over spans, without a test per pixel, and vectorise.
+    first = np.full(h, w, np.int64)
+    last = np.zeros(h, np.int64)
+    for i in range(h):
+        for j in range(w):
+            if weights[i, j] != 0.0:
+                first[i] = min(first[i], j)
+                last[i] = j + 1
+    gray = t[:, :, 0].copy()
     for p in prange(ny * nx):
         y, x = p // nx, p % nx
         cross = 0.0
         energy = 0.0
         sums = np.zeros(n_channels)
         for i in range(h):
-            for j in range(w):
-                m = weights[i, j]
-                if m == 0.0:
-                    continue
-                for c in range(n_channels):
-                    v = np.float64(roi[y + i, x + j, c])
-                    cross += t[i, j, c] * v
-                    energy += v * v
-                    sums[c] += v
+            a, b = first[i], last[i]
+            if a >= b:
+                continue
+            mask_row = weights[i, a:b]
+            if n_channels == 1:
+                values = roi[y + i, x + a:x + b, 0]
+                kernel = gray[i, a:b]
+                total = 0.0
+                for j in range(b - a):
+                    v = np.float64(values[j])
+                    weighted = mask_row[j] * v
+                    cross += kernel[j] * v
+                    energy += weighted * v
+                    total += weighted
+                sums[0] += total
+            else:
+                for j in range(b - a):
+                    m = mask_row[j]
+                    for c in range(n_channels):
+                        v = np.float64(roi[y + i, x + a + j, c])
+                        cross += t[i, a + j, c] * v
+                        energy += m * v * v
+                        sums[c] += m * v
         if method == 0:
             for c in range(n_channels):
                 energy -= sums[c] * sums[c] / msum if msum > 0.0 else 0.0
@@ -376,6 +404,11 @@ class PoseSearch:
         middle = math.sqrt(self.scale_range[0] * self.scale_range[1])
         smallest = min(img.shape[0] * img.shape[1] * middle ** 2 for img in images)
         self.levels = max(0, int(math.floor(math.log(max(smallest / TOP_AREA, 1.0), 4))))
+        # The level poses are finished at: where the largest template keeps at
+        # most FINISH_AREA pixels (sub-pixel there is ~0.01 of its pixel; at
+        # full resolution a 700x500 template's fits cost seconds).
+        largest = max(img.shape[0] * img.shape[1] * self.scale_range[1] ** 2 for img in images)
+        self._finish_level = min(self.levels, max(0, math.ceil(math.log(max(largest / FINISH_AREA, 1.0), 4))))
         self._templates = [_Template(img, w, self.levels) for img, w in zip(images, weights)]
         self._circle = self.angle_range[1] - self.angle_range[0] >= 360.0
         self._variants: OrderedDict[tuple, tuple[np.ndarray, np.ndarray]] = OrderedDict()
@@ -390,7 +423,11 @@ class PoseSearch:
                     self._grid.append((index, float(angle), float(scale)))
                     images_top.append(image)
                     masks_top.append(mask_.astype(np.uint8))
-        self._bank = Matcher(images_top, masks=masks_top, method=method)
+        # A large grid (several templates, scales) is screened every other
+        # top-level pixel: a quarter of the work; the level below then looks
+        # two pixels either side.
+        self._top_stride = 2 if len(self._grid) > LARGE_GRID else 1
+        self._bank = Matcher(images_top, masks=masks_top, method=method, stride=self._top_stride)
         # The grid by template and canvas: (template, (h, w), indices into the grid).
         shapes: dict[tuple, list[int]] = {}
         for i, ((index, _, _), (h, w)) in enumerate(zip(self._grid, self._bank.shapes)):
@@ -518,13 +555,15 @@ class PoseSearch:
     def _finish(self, pyramid: list[np.ndarray], cand: _Candidate) -> Pose | None:
         """Sub-step angle and scale (parabolas), then the sub-pixel position (quadric) at level 0."""
         template = self._templates[cand.template]
-        level_image = pyramid[0]
-        angle_step = self._angle_step(0, template) / 2.0
-        scale_step = self._scale_step(0, template) / 2.0
+        level = self._finish_level
+        unit = 2.0 ** level  # frame pixels per pixel of this level
+        level_image = pyramid[level]
+        angle_step = self._angle_step(level, template) / 2.0
+        scale_step = self._scale_step(level, template) / 2.0
 
         def score_at(angle: float, scale: float) -> float:
             angle, scale = self._clamp(angle, scale)
-            window = self._window(level_image, cand.template, 0, cand.cx, cand.cy, angle, scale, 1)
+            window = self._window(level_image, cand.template, level, cand.cx, cand.cy, angle, scale, 1)
             return -np.inf if window is None else float(window[0].max())
 
         angle, scale = cand.angle, cand.scale
@@ -547,7 +586,7 @@ class PoseSearch:
         # The peak's pixel: the 3x3 scores around it (moving there if it is not central).
         cx, cy = int(round(cand.cx)), int(round(cand.cy))
         for _ in range(3):
-            window = self._window(level_image, cand.template, 0, cx, cy, angle, scale, 1)
+            window = self._window(level_image, cand.template, level, cx, cy, angle, scale, 1)
             if window is None:
                 return None
             scores, x0, y0 = window
@@ -556,7 +595,7 @@ class PoseSearch:
                 break
             cx, cy = x0 + x, y0 + y
         if scores.shape != (3, 3) or (y, x) != (1, 1):  # at the frame's edge: no sub-pixel fit
-            return Pose(cx=float(x0 + x), cy=float(y0 + y), angle=_wrap(angle) if self._circle else angle,
+            return Pose(cx=float(x0 + x) * unit, cy=float(y0 + y) * unit, angle=_wrap(angle) if self._circle else angle,
                         scale=scale, score=float(scores[y, x]), width=template.width * scale,
                         height=template.height * scale)
         dx, dy, value = _quadric_peak(scores)
@@ -571,7 +610,7 @@ class PoseSearch:
             angle_, scale_ = self._clamp(angle_, scale_)
             key = (angle_, scale_, *shift)
             if key not in seen:
-                window = self._window(level_image, cand.template, 0, cx, cy, angle_, scale_, 0, shift)
+                window = self._window(level_image, cand.template, level, cx, cy, angle_, scale_, 0, shift)
                 seen[key] = -np.inf if window is None else float(window[0][0, 0])
             return seen[key]
 
@@ -607,21 +646,24 @@ class PoseSearch:
                      abs(dx - before[2]) / _NUDGE, abs(dy - before[3]) / _NUDGE)
             if max(moved) < 0.05:  # settled: under a twentieth of a step everywhere
                 break
-        return Pose(cx=float(cx + dx), cy=float(cy + dy), angle=float(_wrap(angle) if self._circle else angle),
+        return Pose(cx=float(cx + dx) * unit, cy=float(cy + dy) * unit,
+                    angle=float(_wrap(angle) if self._circle else angle),
                     scale=float(scale), score=float(value), width=template.width * float(scale),
                     height=template.height * float(scale))
 
     def _descend(self, pyramid: list[np.ndarray], cand: _Candidate, level: int) -> _Candidate | None:
-        """Carry a candidate found at ``level`` down to level 0 (whole pixels, the grid's angle and scale steps)."""
+        """Carry a candidate found at ``level`` down to the finishing level (whole pixels, grid steps)."""
         template = self._templates[cand.template]
         current: _Candidate | None = cand
-        for below in range(level - 1, -1, -1):
+        for below in range(level - 1, self._finish_level - 1, -1):
             current = _Candidate(current.template, current.cx * 2.0, current.cy * 2.0, current.angle,
                                  current.scale, current.score)
-            # The coarser level's peak is within half its pixel: one pixel here.
-            current = self._refine(pyramid, current, below, 1, self._angle_step(below, template),
+            # The coarser level's peak is within half its pixel: one pixel here
+            # (two below a top level screened every other pixel).
+            reach = self._top_stride if below == self.levels - 1 else 1
+            current = self._refine(pyramid, current, below, reach, self._angle_step(below, template),
                                    self._scale_step(below, template),
-                                   (TOP_SPREAD, TOP_SCALE_SPREAD) if below == level - 1 else (1, 1))
+                                   (TOP_SPREAD, TOP_SCALE_SPREAD) if below == self.levels - 1 else (1, 1))
             if current is None:
                 return None
         return current
@@ -640,7 +682,8 @@ class PoseSearch:
 
     def _rough(self, cand: _Candidate) -> Pose:
         template = self._templates[cand.template]
-        return Pose(cx=float(cand.cx), cy=float(cand.cy), angle=float(cand.angle), scale=float(cand.scale),
+        unit = 2.0 ** self._finish_level
+        return Pose(cx=float(cand.cx) * unit, cy=float(cand.cy) * unit, angle=float(cand.angle), scale=float(cand.scale),
                     score=float(cand.score), width=template.width * float(cand.scale),
                     height=template.height * float(cand.scale))
 
@@ -659,14 +702,16 @@ class PoseSearch:
                 variants = [self._variant(*self._grid[i], disc=True) for i in members]
                 stack = np.stack(Matcher([image for image, _ in variants],
                                          masks=[weights.astype(np.uint8) for _, weights in variants],
-                                         method=self.method)(top))
+                                         method=self.method, stride=self._top_stride)(top))
             else:
                 stack = np.stack([maps[i] for i in members])
             if self.method == "sqdiff_normed":
                 stack = 1.0 - stack
             # Every variant of one template and scale has the same (disc) canvas: the best angle per position.
-            _keep_best(stack, members, best[index, h // 2:h // 2 + stack.shape[1], w // 2:w // 2 + stack.shape[2]],
-                       which[index, h // 2:h // 2 + stack.shape[1], w // 2:w // 2 + stack.shape[2]])
+            step = self._top_stride
+            rows = slice(h // 2, h // 2 + step * stack.shape[1], step)
+            cols = slice(w // 2, w // 2 + step * stack.shape[2], step)
+            _keep_best(stack, members, best[index, rows, cols], which[index, rows, cols])
         out = []
         for index, template in enumerate(self._templates):
             radius = max(1, int(0.5 * min(template.height, template.width) * self.scale_range[0]
@@ -746,7 +791,7 @@ class PoseSearch:
         if len(lists) != len(self._templates) or not all(isinstance(p, list | tuple) for p in lists):
             raise options.OptionError(f"previous must hold one list of poses per template ({len(self._templates)})")
         pyramid = self._frame(frame)
-        level = min(1, self.levels)
+        level = min(self._finish_level + 1, self.levels)
         results: list[list[Pose] | None] = []
         for index, poses in enumerate(lists):
             template = self._templates[index]
