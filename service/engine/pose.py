@@ -58,6 +58,8 @@ MIN_POSE_SIDE = 8
 VARIANTS_KEPT = 4096
 # A pixel counts in a variant's mask when the template covers all of it.
 _COVERED = 0.999
+# Window scores with less work than this (positions x variant pixels) run on the calling thread.
+_PARALLEL_WORK = 1 << 18
 # The step (pixels) of the final sub-pixel position fit.
 _NUDGE = 0.25
 # Moves of the hill climb of a refinement (see PoseSearch._refine).
@@ -150,25 +152,15 @@ def _steps(low: float, high: float, step: float, circle: bool) -> np.ndarray:
     return low + np.arange(count + 1) * (span / count)
 
 
-@njit(parallel=True, error_model="numpy", fastmath=FASTMATH, **JIT)
-def _window_scores(roi, template, weights, method, out):
-    """Scores of one variant at every position of a small window, in float64.
-
-    ``roi`` (H, W, C) float32 holds the windows; ``template`` (h, w, C) the
-    variant, ``weights`` (h, w) its 0/1 mask; ``out`` (H-h+1, W-w+1).
-    The same formulas as the Matcher's (OpenCV's masked ones); flat windows
-    score 0 (ccoeff_normed, ccorr_normed) or 1 (sqdiff_normed's distance).
-    """
+@njit(error_model="numpy", **JIT)
+def _prepare_scores(template, weights, method):
+    """A variant's side of :func:`_score_at`: its masked, centred values, their energy, the mask's row spans."""
     h, w, n_channels = template.shape
-    ny, nx = out.shape
     msum = 0.0
-    for i in range(h):
-        for j in range(w):
-            msum += weights[i, j]
-    # The template's masked channel means, centred copy and energy.
     tmean = np.zeros(n_channels)
     for i in range(h):
         for j in range(w):
+            msum += weights[i, j]
             for c in range(n_channels):
                 tmean[c] += weights[i, j] * template[i, j, c]
     for c in range(n_channels):
@@ -182,7 +174,7 @@ def _window_scores(roi, template, weights, method, out):
                 t[i, j, c] = v * weights[i, j]
                 tenergy += weights[i, j] * v * v
     # Each row's span of non-zero weights (one run for a rotated box): the
-    # loops below run over spans, without a test per pixel, and vectorise.
+    # sums run over spans, without a test per pixel, and vectorise.
     first = np.full(h, w, np.int64)
     last = np.zeros(h, np.int64)
     for i in range(h):
@@ -190,45 +182,72 @@ def _window_scores(roi, template, weights, method, out):
             if weights[i, j] != 0.0:
                 first[i] = min(first[i], j)
                 last[i] = j + 1
-    gray = t[:, :, 0].copy()
-    for p in prange(ny * nx):
-        y, x = p // nx, p % nx
-        cross = 0.0
-        energy = 0.0
-        sums = np.zeros(n_channels)
-        for i in range(h):
-            a, b = first[i], last[i]
-            if a >= b:
-                continue
-            mask_row = weights[i, a:b]
-            if n_channels == 1:
-                values = roi[y + i, x + a:x + b, 0]
-                kernel = gray[i, a:b]
-                total = 0.0
-                for j in range(b - a):
-                    v = np.float64(values[j])
-                    weighted = mask_row[j] * v
-                    cross += kernel[j] * v
-                    energy += weighted * v
-                    total += weighted
-                sums[0] += total
-            else:
-                for j in range(b - a):
-                    m = mask_row[j]
-                    for c in range(n_channels):
-                        v = np.float64(roi[y + i, x + a + j, c])
-                        cross += t[i, a + j, c] * v
-                        energy += m * v * v
-                        sums[c] += m * v
-        if method == 0:
-            for c in range(n_channels):
-                energy -= sums[c] * sums[c] / msum if msum > 0.0 else 0.0
-        denominator = math.sqrt(max(energy, 0.0) * tenergy)
-        if method == 2:
-            distance = energy - 2.0 * cross + tenergy
-            out[y, x] = 1.0 - (max(distance, 0.0) / denominator if denominator > 0.0 else 1.0)
+    return t, t[:, :, 0].copy(), first, last, msum, tenergy
+
+
+@njit(error_model="numpy", fastmath=FASTMATH, **JIT)
+def _score_at(roi, t, gray, weights, first, last, msum, tenergy, method, y, x):
+    """The score of the window at (y, x) of ``roi`` (see :func:`_window_scores`)."""
+    n_channels = t.shape[2]
+    cross = 0.0
+    energy = 0.0
+    sums = np.zeros(n_channels)
+    for i in range(t.shape[0]):
+        a, b = first[i], last[i]
+        if a >= b:
+            continue
+        mask_row = weights[i, a:b]
+        if n_channels == 1:
+            values = roi[y + i, x + a:x + b, 0]
+            kernel = gray[i, a:b]
+            total = 0.0
+            for j in range(b - a):
+                v = np.float64(values[j])
+                weighted = mask_row[j] * v
+                cross += kernel[j] * v
+                energy += weighted * v
+                total += weighted
+            sums[0] += total
         else:
-            out[y, x] = min(max(cross / denominator, -1.0), 1.0) if denominator > 0.0 else 0.0
+            for j in range(b - a):
+                m = mask_row[j]
+                for c in range(n_channels):
+                    v = np.float64(roi[y + i, x + a + j, c])
+                    cross += t[i, a + j, c] * v
+                    energy += m * v * v
+                    sums[c] += m * v
+    if method == 0:
+        for c in range(n_channels):
+            energy -= sums[c] * sums[c] / msum if msum > 0.0 else 0.0
+    denominator = math.sqrt(max(energy, 0.0) * tenergy)
+    if method == 2:
+        distance = energy - 2.0 * cross + tenergy
+        return 1.0 - (max(distance, 0.0) / denominator if denominator > 0.0 else 1.0)
+    return min(max(cross / denominator, -1.0), 1.0) if denominator > 0.0 else 0.0
+
+
+@njit(parallel=True, error_model="numpy", **JIT)
+def _window_scores(roi, template, weights, method, out):
+    """Scores of one variant at every position of a small window, in float64.
+
+    ``roi`` (H, W, C) float32 holds the windows; ``template`` (h, w, C) the
+    variant, ``weights`` (h, w) its 0/1 mask; ``out`` (H-h+1, W-w+1).
+    The same formulas as the Matcher's (OpenCV's masked ones); flat windows
+    score 0 (ccoeff_normed, ccorr_normed) or 1 (sqdiff_normed's distance).
+    """
+    t, gray, first, last, msum, tenergy = _prepare_scores(template, weights, method)
+    nx = out.shape[1]
+    for p in prange(out.size):
+        out[p // nx, p % nx] = _score_at(roi, t, gray, weights, first, last, msum, tenergy, method, p // nx, p % nx)
+
+
+@njit(error_model="numpy", **JIT)
+def _window_scores_serial(roi, template, weights, method, out):
+    """:func:`_window_scores` on the calling thread: for small windows a parallel launch costs more than it saves."""
+    t, gray, first, last, msum, tenergy = _prepare_scores(template, weights, method)
+    for y in range(out.shape[0]):
+        for x in range(out.shape[1]):
+            out[y, x] = _score_at(roi, t, gray, weights, first, last, msum, tenergy, method, y, x)
 
 
 @njit(**JIT)
@@ -240,6 +259,15 @@ def _keep_best(stack, members, best, which):
                 if stack[i, y, x] > best[y, x]:
                     best[y, x] = stack[i, y, x]
                     which[y, x] = members[i]
+
+
+def warm_kernels() -> None:
+    """Compile pose search's window kernels, serial and parallel (warmup calls it)."""
+    roi = np.zeros((6, 6, 1), np.float32)
+    template = np.ones((4, 4, 1), np.float32)
+    weights = np.ones((4, 4), np.float32)
+    for kernel in (_window_scores, _window_scores_serial):
+        kernel(roi, template, weights, 0, np.empty((3, 3)))
 
 
 def _parabola(left: float, centre: float, right: float) -> float:
@@ -510,7 +538,8 @@ class PoseSearch:
         if right - left < w or bottom - top < h:
             return None
         out = np.empty((bottom - top - h + 1, right - left - w + 1))
-        _window_scores(level_image[top:bottom, left:right], image, weights, _METHOD[self.method], out)
+        scores = _window_scores if out.size * image.size > _PARALLEL_WORK else _window_scores_serial
+        scores(level_image[top:bottom, left:right], image, weights, _METHOD[self.method], out)
         return out, left + w // 2, top + h // 2
 
     def _refine(self, pyramid: list[np.ndarray], cand: _Candidate, level: int, reach: int,

@@ -8,13 +8,15 @@ from .calibration import calibrate
 from .halffloat import to_float16
 from .matcher import Matcher
 from .options import METHODS
+from .pose import POSE_METHODS, PoseSearch, warm_kernels
 
 
 def warmup() -> None:
     """Compile (or load from the on-disk cache) every kernel for every supported dtype.
 
     Runs a tiny match through each method, path, stride kind and mask kind,
-    for uint8 and float32 frames, and checks the maps are finite. A server
+    and a tiny pose search and track through each of its methods, for uint8
+    and float32 frames, and checks the maps are finite. A server
     calls this before it reports SERVING. The float16 map conversion too; and
     :func:`calibrate` sets ``auto``'s cost model for this machine.
     """
@@ -32,6 +34,12 @@ def warmup() -> None:
                         )
                         if not np.isfinite(matcher(frame)[0]).all():
                             raise RuntimeError(f"warm-up produced a non-finite map for {method}")
+        # Pose search's own kernels (window scores, serial and parallel; the grid's reduction).
+        scene = (rng.random((72, 96)) * 255).astype(dtype)
+        for method in POSE_METHODS:
+            search = PoseSearch(scene[20:52, 30:62].copy(), method=method)
+            search.track(scene, search.search(scene))
+    warm_kernels()
     to_float16(np.zeros(4, np.float32))
     # auto's cost model for this machine and thread count (cached; ~1 s the first time).
     calibrate()
