@@ -125,3 +125,17 @@ def test_the_cli_adds_a_pose_template(tmp_path, client, pictures):
     assert out.returncode == 0, out.stderr
     shown = json.loads(out.stdout)
     assert shown["angle_range"] == [-180.0, 180.0] and shown["scale_range"] == [0.75, 1.33]
+
+
+def test_a_turned_peak_is_drawn_turned():
+    from featuremap.client import Peak
+    from featuremap.client.render import Palette, draw_peaks
+
+    frame = np.zeros((200, 200), np.uint8)
+    peak = Peak("templates/t", 60.0, 60.0, 80, 80, 0.9, 1.0, 45.0, 99.5, 99.5)
+    drawn = draw_peaks(frame, [peak], palette=Palette())
+    lit = drawn.any(axis=2)
+    # A diamond: its corners lie on the axes through the centre, ~56 px out; the square's corners stay dark.
+    assert lit[99, 99 + 55] and lit[99 - 55, 99] and not lit[61, 61] and not lit[138, 138]
+    upright = draw_peaks(frame, [Peak("templates/t", 60.0, 60.0, 80, 80, 0.9, 1.0, 0.0, 99.5, 99.5)]).any(axis=2)
+    assert upright[61, 61]
