@@ -50,8 +50,11 @@ def _integrals(planes, sums, sqsum):
                 _add_rows(sums[c, y, x0:x1], sums[c, y - 1, x0:x1])
 
 
-def integral_images(planes: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+def integral_images(planes: np.ndarray, scratch=None) -> tuple[np.ndarray, np.ndarray]:
     """Per-plane sums and all-plane squared sums of ``planes`` (P, H, W).
+
+    ``scratch`` (a Matcher's :class:`~.matcher.Scratch`), when given, lends
+    the tables: reused from frame to frame, not fresh pages each time.
 
     Returns
     -------
@@ -61,8 +64,12 @@ def integral_images(planes: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         The same for squares, summed over every plane.
     """
     n_planes, height, width = planes.shape
-    sums = np.zeros((n_planes, height + 1, width + 1))
-    sqsum = np.zeros((height + 1, width + 1))
+    if scratch is None:
+        sums = np.zeros((n_planes, height + 1, width + 1))
+        sqsum = np.zeros((height + 1, width + 1))
+    else:
+        sums = scratch.get("integral sums", (n_planes, height + 1, width + 1), zero=True)
+        sqsum = scratch.get("integral squares", (height + 1, width + 1), zero=True)
     _integrals(planes, sums, sqsum)
     return sums, sqsum
 

@@ -85,7 +85,7 @@ def _prefix(planes, prefix, sqprefix):
                 sq_row[x + 1] += sq
 
 
-def row_prefix(planes: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+def row_prefix(planes: np.ndarray, scratch=None) -> tuple[np.ndarray, np.ndarray]:
     """Running sums along each row of ``planes`` (P, H, W), in float64.
 
     Returns
@@ -96,8 +96,12 @@ def row_prefix(planes: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         The same for squares, summed over every plane.
     """
     n_planes, height, width = planes.shape
-    prefix = np.zeros((n_planes, height, width + 1))
-    sqprefix = np.zeros((height, width + 1))
+    if scratch is None:
+        prefix = np.zeros((n_planes, height, width + 1))
+        sqprefix = np.zeros((height, width + 1))
+    else:  # lent by a Matcher, reused from frame to frame
+        prefix = scratch.get("row sums", (n_planes, height, width + 1), zero=True)
+        sqprefix = scratch.get("row squares", (height, width + 1), zero=True)
     _prefix(planes, prefix, sqprefix)
     return prefix, sqprefix
 
