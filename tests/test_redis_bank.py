@@ -364,3 +364,20 @@ def _pings(client) -> bool:
         return bool(client.ping())
     except redis.RedisError:
         return False
+
+
+def test_a_pose_template_s_ranges_reach_every_replica(replicas):
+    one, two, _ = replicas
+    image = scene(2)[10:42, 20:52]
+    one.CreateTemplate(pb.CreateTemplateRequest(template=pb.Template(
+        image=raw_image(image), angle_range=pb.Range(low=-90, high=90), scale_range=pb.Range(low=0.8, high=1.2)),
+        template_id="posed"))
+    assert within(1.0, lambda: "templates/posed" in names(two))
+    got = two.GetTemplate(pb.GetTemplateRequest(name="templates/posed")).template
+    assert (got.angle_range.low, got.angle_range.high) == (-90, 90)
+    assert (round(got.scale_range.low, 5), round(got.scale_range.high, 5)) == (0.8, 1.2)
+    (peak,) = two.Match(pb.MatchRequest(config=pb.MatchConfig(templates=["posed"]),
+                                        frame=frame_message(scene(2)))).result.peaks
+    # Cut at (20, 10), 32x32: its centre is (35.5, 25.5), unturned, unscaled.
+    assert abs(peak.cx - 35.5) < 0.1 and abs(peak.cy - 25.5) < 0.1
+    assert abs(peak.angle) < 0.1 and abs(peak.scale - 1.0) < 0.01

@@ -19,23 +19,28 @@ def _add_rows(here, above):
         here[x] += above[x]
 
 
+@njit(**JIT)
+def _running_row(planes, y, sums, sq_row):
+    """Row y's running sums: ``sums[c, x + 1]`` of plane c, ``sq_row[x + 1]`` of squares over every plane."""
+    for c in range(planes.shape[0]):
+        acc = 0.0
+        sq = 0.0
+        row = planes[c, y]
+        sum_row = sums[c]
+        for x in range(planes.shape[2]):
+            v = np.float64(row[x])
+            acc += v
+            sq += v * v
+            sum_row[x + 1] = acc
+            sq_row[x + 1] += sq
+
+
 @njit(parallel=True, **JIT)
 def _integrals(planes, sums, sqsum):
     n_planes, height, width = planes.shape
     # Pass 1: running sums along each row; rows are independent.
     for y in prange(height):
-        sq_row = sqsum[y + 1]
-        for c in range(n_planes):
-            acc = 0.0
-            sq = 0.0
-            row = planes[c, y]
-            sum_row = sums[c, y + 1]
-            for x in range(width):
-                v = np.float64(row[x])
-                acc += v
-                sq += v * v
-                sum_row[x + 1] = acc
-                sq_row[x + 1] += sq
+        _running_row(planes, y, sums[:, y + 1], sqsum[y + 1])
     # Pass 2: add each row to the one below, per block of columns (blocks are
     # independent; contiguous views so the adds vectorise).
     n_blocks = (width + _BLOCK) // _BLOCK
@@ -78,3 +83,32 @@ def channel_integrals(planes: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """Per-plane sums and per-plane squared sums (ssim needs each channel's variance)."""
     tables = [integral_images(planes[c:c + 1]) for c in range(planes.shape[0])]
     return np.concatenate([t[0] for t in tables]), np.stack([t[1] for t in tables])
+
+
+@njit(parallel=True, **JIT)
+def _prefix(planes, prefix, sqprefix):
+    for y in prange(planes.shape[1]):
+        _running_row(planes, y, prefix[:, y], sqprefix[y])
+
+
+def row_prefix(planes: np.ndarray, scratch=None) -> tuple[np.ndarray, np.ndarray]:
+    """Running sums along each row of ``planes`` (P, H, W), in float64 (masked statistics, see masked.py).
+
+    ``scratch`` as for :func:`integral_images`.
+
+    Returns
+    -------
+    prefix : float64 array, (P, H, W+1)
+        ``prefix[c, y, x]`` is the sum of plane c's row y over columns < x.
+    sqprefix : float64 array, (H, W+1)
+        The same for squares, summed over every plane.
+    """
+    n_planes, height, width = planes.shape
+    if scratch is None:
+        prefix = np.zeros((n_planes, height, width + 1))
+        sqprefix = np.zeros((height, width + 1))
+    else:
+        prefix = scratch.get("row sums", (n_planes, height, width + 1), zero=True)
+        sqprefix = scratch.get("row squares", (height, width + 1), zero=True)
+    _prefix(planes, prefix, sqprefix)
+    return prefix, sqprefix

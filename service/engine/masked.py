@@ -67,45 +67,6 @@ def mask_runs(mask: np.ndarray) -> MaskRuns:
     )
 
 
-@njit(parallel=True, **JIT)
-def _prefix(planes, prefix, sqprefix):
-    n_planes, height, width = planes.shape
-    for y in prange(height):
-        sq_row = sqprefix[y]
-        for c in range(n_planes):
-            acc = 0.0
-            sq = 0.0
-            row = planes[c, y]
-            out = prefix[c, y]
-            for x in range(width):
-                v = np.float64(row[x])
-                acc += v
-                sq += v * v
-                out[x + 1] = acc
-                sq_row[x + 1] += sq
-
-
-def row_prefix(planes: np.ndarray, scratch=None) -> tuple[np.ndarray, np.ndarray]:
-    """Running sums along each row of ``planes`` (P, H, W), in float64.
-
-    Returns
-    -------
-    prefix : float64 array, (P, H, W+1)
-        ``prefix[c, y, x]`` is the sum of plane c's row y over columns < x.
-    sqprefix : float64 array, (H, W+1)
-        The same for squares, summed over every plane.
-    """
-    n_planes, height, width = planes.shape
-    if scratch is None:
-        prefix = np.zeros((n_planes, height, width + 1))
-        sqprefix = np.zeros((height, width + 1))
-    else:  # lent by a Matcher, reused from frame to frame
-        prefix = scratch.get("row sums", (n_planes, height, width + 1), zero=True)
-        sqprefix = scratch.get("row squares", (height, width + 1), zero=True)
-    _prefix(planes, prefix, sqprefix)
-    return prefix, sqprefix
-
-
 @njit(error_model="numpy", **JIT)
 def _add_run(acc, row, a, b, stride, weight):
     """acc[x] += weight * (row[b + x*stride] - row[a + x*stride]): a run's sum over a row of windows."""
@@ -184,7 +145,7 @@ def masked_scores(raw, run_start, rows, starts, ends, weights, squares, member_s
         M^2-weighted template mean, taken off its kernel and restored here
         as mean_c sum(M^2 I_c); zeros for the sqdiff pair.
     prefix, sqprefix : float64 arrays
-        :func:`row_prefix` of the (padded) frame's planes.
+        :func:`.integral.row_prefix` of the (padded) frame's planes.
     oy, ox, stride : int
         The first window's top-left corner in the planes, and the stride.
     method : int

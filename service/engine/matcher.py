@@ -11,8 +11,8 @@ import numpy as np
 
 from . import options, spectral
 from .direct import correlate_direct, match_direct, split_phases
-from .integral import channel_integrals, integral_images
-from .masked import masked_scores, row_prefix
+from .integral import channel_integrals, integral_images, row_prefix
+from .masked import masked_scores
 from .plan import (
     Group,
     direct_seconds,
