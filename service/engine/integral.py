@@ -20,8 +20,12 @@ def _add_rows(here, above):
 
 
 @njit(**JIT)
-def _running_row(planes, y, sums, sq_row):
-    """Row y's running sums: ``sums[c, x + 1]`` of plane c, ``sq_row[x + 1]`` of squares over every plane."""
+def _running_row(planes, y, sums, sq_row, squares=True):
+    """Row y's running sums: ``sums[c, x + 1]`` of plane c, ``sq_row[x + 1]`` of squares over every plane.
+
+    Every entry from index 1 on is written (the first plane's squares set,
+    the others' added), so reused tables need only their first column zeroed.
+    """
     for c in range(planes.shape[0]):
         acc = 0.0
         sq = 0.0
@@ -32,19 +36,24 @@ def _running_row(planes, y, sums, sq_row):
             acc += v
             sq += v * v
             sum_row[x + 1] = acc
-            sq_row[x + 1] += sq
+            if not squares:
+                continue
+            if c == 0:
+                sq_row[x + 1] = sq
+            else:
+                sq_row[x + 1] += sq
 
 
 @njit(parallel=True, **JIT)
-def _integrals(planes, sums, sqsum):
+def _integrals(planes, sums, sqsum, squares):
     n_planes, height, width = planes.shape
     # Pass 1: running sums along each row; rows are independent.
     for y in prange(height):
-        _running_row(planes, y, sums[:, y + 1], sqsum[y + 1])
+        _running_row(planes, y, sums[:, y + 1], sqsum[y + 1 if squares else 0], squares)
     # Pass 2: add each row to the one below, per block of columns (blocks are
     # independent; contiguous views so the adds vectorise).
     n_blocks = (width + _BLOCK) // _BLOCK
-    for task in prange(n_blocks * (n_planes + 1)):
+    for task in prange(n_blocks * (n_planes + (1 if squares else 0))):
         c = task // n_blocks
         x0 = (task % n_blocks) * _BLOCK
         x1 = min(x0 + _BLOCK, width + 1)
@@ -55,11 +64,14 @@ def _integrals(planes, sums, sqsum):
                 _add_rows(sums[c, y, x0:x1], sums[c, y - 1, x0:x1])
 
 
-def integral_images(planes: np.ndarray, scratch=None) -> tuple[np.ndarray, np.ndarray]:
+def integral_images(planes: np.ndarray, scratch=None, name: str = "integral",
+                    squares: bool = True) -> tuple[np.ndarray, np.ndarray]:
     """Per-plane sums and all-plane squared sums of ``planes`` (P, H, W).
 
     ``scratch`` (a Matcher's :class:`~.matcher.Scratch`), when given, lends
-    the tables: reused from frame to frame, not fresh pages each time.
+    the tables, under ``name``: reused from frame to frame, not fresh pages
+    each time. Without ``squares`` the squared sums are left out (an empty
+    table comes back).
 
     Returns
     -------
@@ -69,13 +81,18 @@ def integral_images(planes: np.ndarray, scratch=None) -> tuple[np.ndarray, np.nd
         The same for squares, summed over every plane.
     """
     n_planes, height, width = planes.shape
+    square_shape = (height + 1, width + 1) if squares else (1, 1)
     if scratch is None:
         sums = np.zeros((n_planes, height + 1, width + 1))
-        sqsum = np.zeros((height + 1, width + 1))
-    else:
-        sums = scratch.get("integral sums", (n_planes, height + 1, width + 1), zero=True)
-        sqsum = scratch.get("integral squares", (height + 1, width + 1), zero=True)
-    _integrals(planes, sums, sqsum)
+        sqsum = np.zeros(square_shape)
+    else:  # every entry is written but the first row and column
+        sums = scratch.get(f"{name} sums", (n_planes, height + 1, width + 1))
+        sqsum = scratch.get(f"{name} squares", square_shape)
+        sums[:, 0, :] = 0.0
+        sums[:, :, 0] = 0.0
+        sqsum[0, :] = 0.0
+        sqsum[:, 0] = 0.0
+    _integrals(planes, sums, sqsum, squares)
     return sums, sqsum
 
 
@@ -88,7 +105,7 @@ def channel_integrals(planes: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
 @njit(parallel=True, **JIT)
 def _prefix(planes, prefix, sqprefix):
     for y in prange(planes.shape[1]):
-        _running_row(planes, y, prefix[:, y], sqprefix[y])
+        _running_row(planes, y, prefix[:, y], sqprefix[y], True)
 
 
 def row_prefix(planes: np.ndarray, scratch=None) -> tuple[np.ndarray, np.ndarray]:
@@ -107,8 +124,10 @@ def row_prefix(planes: np.ndarray, scratch=None) -> tuple[np.ndarray, np.ndarray
     if scratch is None:
         prefix = np.zeros((n_planes, height, width + 1))
         sqprefix = np.zeros((height, width + 1))
-    else:
-        prefix = scratch.get("row sums", (n_planes, height, width + 1), zero=True)
-        sqprefix = scratch.get("row squares", (height, width + 1), zero=True)
+    else:  # every entry is written but the first column
+        prefix = scratch.get("row sums", (n_planes, height, width + 1))
+        sqprefix = scratch.get("row squares", (height, width + 1))
+        prefix[:, :, 0] = 0.0
+        sqprefix[:, 0] = 0.0
     _prefix(planes, prefix, sqprefix)
     return prefix, sqprefix

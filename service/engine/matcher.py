@@ -669,7 +669,7 @@ class _FrameWork:
             return self._integrals[0]
         if self._sum_integral is None:
             planes = self.planes if self.planes.shape[0] == 1 else self.planes.sum(axis=0, dtype=np.float64)[None]
-            self._sum_integral = integral_images(planes)[0]
+            self._sum_integral = integral_images(planes, self.scratch, "channel-sum integral", squares=False)[0]
         return self._sum_integral
 
     def integrals(self):
