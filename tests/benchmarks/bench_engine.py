@@ -128,7 +128,7 @@ def main() -> None:
 
         torch_version = f"torch {torch.__version__}"
     except ImportError:
-        torch_version = "torch not installed (.venv/bin/pip install torch==2.13.0 to compare)"
+        torch_version = "torch not installed (.venv/bin/pip install torch --index-url https://download.pytorch.org/whl/cpu to compare)"
     print(f"machine: {platform.machine()}, {os.cpu_count()} CPUs; numba {numba.__version__} "
           f"({runtime.threading_layer()} layer, {threads} threads); OpenCV {cv2.__version__} "
           f"({cv2.getNumThreads()} threads); numpy {np.__version__}; {torch_version}; "
