@@ -3,14 +3,17 @@
 Matching every rotation and scale of a template at full resolution costs one
 map per pose. Instead (after the Fastest_Image_Pattern_Matching approach, our
 own code): frame and template are halved into a pyramid until the template's
-area would drop under about ``TOP_AREA`` pixels; the whole angle and scale range is
-searched only on that top level, at steps of about atan(2 / side) (one pixel
-of movement at the template's rim), by the bank Matcher with the rotated
-variants' uncovered corners masked out; the few best candidates are then
-carried down the levels, each searched in a small window of positions, angles
-and scales at that level's finer steps; at the bottom the angle and scale come
-from parabolas through neighbouring scores and the position from a quadric
-fitted to the 3x3 scores around the peak.
+area would drop under about ``TOP_AREA`` pixels; the whole angle and scale
+range is searched only on that top level, at ``TOP_SPREAD`` steps of about
+atan(2 / side) (a pixel of movement at the template's rim), by the bank
+Matcher, each pose masked to the disc inscribed in the template (one mask for
+every angle: the window statistics are computed once). The few best places
+go down the levels, each searched within a pixel and a step of angle and
+scale (hill-climbing where the best lies on that neighbourhood's edge), to
+the level where the template keeps at most ``FINISH_AREA`` pixels. There the
+angle and scale come from parabolas through neighbouring scores, and the
+position from the template itself drawn at sub-pixel shifts (pose_template),
+fitted again with angle and scale until they settle.
 
 Conventions: ``angle`` in degrees, counter-clockwise as displayed (OpenCV's
 getRotationMatrix2D); ``cx, cy`` the template's centre in frame pixels, the
@@ -30,11 +33,11 @@ from dataclasses import dataclass
 
 import cv2
 import numpy as np
-from numba import njit, prange
 
 from . import options
 from .matcher import Matcher
-from .runtime import FASTMATH, JIT
+from .pose_scores import keep_best, parabola, quadric_peak, window_scores
+from .pose_template import PoseTemplate, pyramid
 
 #: The top level is the coarsest at which the template keeps about 256 pixels
 #: (a 64x64 template at scales about 1 goes up two levels, to 16x16).
@@ -56,10 +59,6 @@ TRACK_DROP = 0.15
 MIN_POSE_SIDE = 8
 #: Rotated, scaled variants kept per PoseSearch (the coarse levels' are made once).
 VARIANTS_KEPT = 4096
-# A pixel counts in a variant's mask when the template covers all of it.
-_COVERED = 0.999
-# Window scores with less work than this (positions x variant pixels) run on the calling thread.
-_PARALLEL_WORK = 1 << 18
 # The step (pixels) of the final sub-pixel position fit.
 _NUDGE = 0.25
 # Moves of the hill climb of a refinement (see PoseSearch._refine).
@@ -104,15 +103,6 @@ def _wrap(angle: float) -> float:
     return (angle + 180.0) % 360.0 - 180.0
 
 
-def _pyramid(image: np.ndarray, levels: int) -> list[np.ndarray]:
-    """[image, pyrDown(image), ...] as float32 (H, W, C), ``levels`` + 1 of them."""
-    out = [np.ascontiguousarray(image, np.float32)]
-    for _ in range(levels):
-        down = cv2.pyrDown(out[-1])
-        out.append(down.reshape(down.shape[0], down.shape[1], -1))
-    return out
-
-
 def check_ranges(angles: object, scales: object) -> tuple[tuple[float, float], tuple[float, float]]:
     """Validated ``(low, high)`` angle and scale ranges.
 
@@ -152,155 +142,6 @@ def _steps(low: float, high: float, step: float, circle: bool) -> np.ndarray:
     return low + np.arange(count + 1) * (span / count)
 
 
-@njit(error_model="numpy", **JIT)
-def _prepare_scores(template, weights, method):
-    """A variant's side of :func:`_score_at`: its masked, centred values, their energy, the mask's row spans."""
-    h, w, n_channels = template.shape
-    msum = 0.0
-    tmean = np.zeros(n_channels)
-    for i in range(h):
-        for j in range(w):
-            msum += weights[i, j]
-            for c in range(n_channels):
-                tmean[c] += weights[i, j] * template[i, j, c]
-    for c in range(n_channels):
-        tmean[c] = tmean[c] / msum if msum > 0.0 else 0.0
-    t = np.empty((h, w, n_channels))
-    tenergy = 0.0
-    for i in range(h):
-        for j in range(w):
-            for c in range(n_channels):
-                v = np.float64(template[i, j, c]) - (tmean[c] if method == 0 else 0.0)
-                t[i, j, c] = v * weights[i, j]
-                tenergy += weights[i, j] * v * v
-    # Each row's span of non-zero weights (one run for a rotated box): the
-    # sums run over spans, without a test per pixel, and vectorise.
-    first = np.full(h, w, np.int64)
-    last = np.zeros(h, np.int64)
-    for i in range(h):
-        for j in range(w):
-            if weights[i, j] != 0.0:
-                first[i] = min(first[i], j)
-                last[i] = j + 1
-    return t, t[:, :, 0].copy(), first, last, msum, tenergy
-
-
-@njit(error_model="numpy", fastmath=FASTMATH, **JIT)
-def _score_at(roi, t, gray, weights, first, last, msum, tenergy, method, y, x):
-    """The score of the window at (y, x) of ``roi`` (see :func:`_window_scores`)."""
-    n_channels = t.shape[2]
-    cross = 0.0
-    energy = 0.0
-    sums = np.zeros(n_channels)
-    for i in range(t.shape[0]):
-        a, b = first[i], last[i]
-        if a >= b:
-            continue
-        mask_row = weights[i, a:b]
-        if n_channels == 1:
-            values = roi[y + i, x + a:x + b, 0]
-            kernel = gray[i, a:b]
-            total = 0.0
-            for j in range(b - a):
-                v = np.float64(values[j])
-                weighted = mask_row[j] * v
-                cross += kernel[j] * v
-                energy += weighted * v
-                total += weighted
-            sums[0] += total
-        else:
-            for j in range(b - a):
-                m = mask_row[j]
-                for c in range(n_channels):
-                    v = np.float64(roi[y + i, x + a + j, c])
-                    cross += t[i, a + j, c] * v
-                    energy += m * v * v
-                    sums[c] += m * v
-    if method == 0:
-        for c in range(n_channels):
-            energy -= sums[c] * sums[c] / msum if msum > 0.0 else 0.0
-    denominator = math.sqrt(max(energy, 0.0) * tenergy)
-    if method == 2:
-        distance = energy - 2.0 * cross + tenergy
-        return 1.0 - (max(distance, 0.0) / denominator if denominator > 0.0 else 1.0)
-    return min(max(cross / denominator, -1.0), 1.0) if denominator > 0.0 else 0.0
-
-
-@njit(parallel=True, error_model="numpy", **JIT)
-def _window_scores(roi, template, weights, method, out):
-    """Scores of one variant at every position of a small window, in float64.
-
-    ``roi`` (H, W, C) float32 holds the windows; ``template`` (h, w, C) the
-    variant, ``weights`` (h, w) its 0/1 mask; ``out`` (H-h+1, W-w+1).
-    The same formulas as the Matcher's (OpenCV's masked ones); flat windows
-    score 0 (ccoeff_normed, ccorr_normed) or 1 (sqdiff_normed's distance).
-    """
-    t, gray, first, last, msum, tenergy = _prepare_scores(template, weights, method)
-    nx = out.shape[1]
-    for p in prange(out.size):
-        out[p // nx, p % nx] = _score_at(roi, t, gray, weights, first, last, msum, tenergy, method, p // nx, p % nx)
-
-
-@njit(error_model="numpy", **JIT)
-def _window_scores_serial(roi, template, weights, method, out):
-    """:func:`_window_scores` on the calling thread: for small windows a parallel launch costs more than it saves."""
-    t, gray, first, last, msum, tenergy = _prepare_scores(template, weights, method)
-    for y in range(out.shape[0]):
-        for x in range(out.shape[1]):
-            out[y, x] = _score_at(roi, t, gray, weights, first, last, msum, tenergy, method, y, x)
-
-
-@njit(**JIT)
-def _keep_best(stack, members, best, which):
-    """Where a map of ``stack`` (n, H, W) beats ``best`` (H, W), keep its score and its grid index."""
-    for i in range(stack.shape[0]):
-        for y in range(stack.shape[1]):
-            for x in range(stack.shape[2]):
-                if stack[i, y, x] > best[y, x]:
-                    best[y, x] = stack[i, y, x]
-                    which[y, x] = members[i]
-
-
-def warm_kernels() -> None:
-    """Compile pose search's window kernels, serial and parallel (warmup calls it)."""
-    roi = np.zeros((6, 6, 1), np.float32)
-    template = np.ones((4, 4, 1), np.float32)
-    weights = np.ones((4, 4), np.float32)
-    for kernel in (_window_scores, _window_scores_serial):
-        kernel(roi, template, weights, 0, np.empty((3, 3)))
-
-
-def _parabola(left: float, centre: float, right: float) -> float:
-    """Offset in [-1, 1] steps of the vertex of the parabola through three equally spaced scores.
-
-    Past half a step the vertex lies beyond the samples: the move is capped at
-    one step and the next round samples around the new place.
-    """
-    curvature = left - 2.0 * centre + right
-    if curvature >= 0.0:  # not a maximum: towards the better side
-        return 0.0 if left == right else (1.0 if right > left else -1.0)
-    return float(np.clip(0.5 * (left - right) / curvature, -1.0, 1.0))
-
-
-def _quadric_peak(scores: np.ndarray) -> tuple[float, float, float]:
-    """(dx, dy, value) of the maximum of the quadric fitted to 3x3 ``scores`` around its centre."""
-    s = scores.astype(np.float64)
-    dx = (s[:, 2] - s[:, 0]).sum() / 6.0
-    dy = (s[2, :] - s[0, :]).sum() / 6.0
-    dxx = (s[:, 0] - 2.0 * s[:, 1] + s[:, 2]).sum() / 3.0
-    dyy = (s[0, :] - 2.0 * s[1, :] + s[2, :]).sum() / 3.0
-    dxy = (s[2, 2] - s[2, 0] - s[0, 2] + s[0, 0]) / 4.0
-    det = dxx * dyy - dxy * dxy
-    if dxx >= 0.0 or det <= 0.0:  # not a maximum: keep the sample
-        return 0.0, 0.0, float(s[1, 1])
-    ox = (dy * dxy - dx * dyy) / det
-    oy = (dx * dxy - dy * dxx) / det
-    if abs(ox) > 1.0 or abs(oy) > 1.0:
-        return 0.0, 0.0, float(s[1, 1])
-    value = s[1, 1] + 0.5 * (dx * ox + dy * oy)
-    return float(ox), float(oy), float(min(value, 1.0))
-
-
 @dataclass
 class _Candidate:
     template: int
@@ -309,70 +150,6 @@ class _Candidate:
     angle: float
     scale: float
     score: float
-
-
-class _Template:
-    """One template's pyramid and its variants."""
-
-    def __init__(self, image: np.ndarray, mask: np.ndarray | None, levels: int) -> None:
-        self.height, self.width = image.shape[:2]
-        self.images = _pyramid(image, levels)
-        weights = np.ones(image.shape[:2], np.float32) if mask is None else (mask != 0).astype(np.float32)
-        self.masked = mask is not None
-        self.masks = [weights]
-        for _ in range(levels):
-            self.masks.append(cv2.pyrDown(self.masks[-1]))
-
-    def side(self, level: int) -> float:
-        """The template's larger side at ``level``, in that level's pixels."""
-        return max(self.height, self.width) / 2.0 ** level
-
-    def variant(self, level: int, angle: float, scale: float, disc: bool = False,
-                shift: tuple[float, float] = (0.0, 0.0)) -> tuple[np.ndarray, np.ndarray]:
-        """The template at ``level`` rotated and scaled about its centre, on an odd canvas, and its 0/1 mask.
-
-        ``disc``: only the disc inscribed in the template, the same mask at every
-        angle (the top level's screening shares its window statistics so).
-        ``shift``: the template's centre sits this far (pixels, under one) from the canvas's centre.
-        """
-        source = self.images[level]
-        # The level's centre of the template, in its pixels (pyrDown keeps even samples).
-        centre_x = (self.width - 1) / 2.0 / 2.0 ** level
-        centre_y = (self.height - 1) / 2.0 / 2.0 ** level
-        radians = math.radians(angle)
-        cos, sin = math.cos(radians), math.sin(radians)
-        half_w = scale * self.width / 2.0 ** level / 2.0
-        half_h = scale * self.height / 2.0 ** level / 2.0
-        # Odd sides: the canvas centre is a pixel centre, so map positions are template centres.
-        radius = min(half_w, half_h)
-        reach_x = radius if disc else abs(cos) * half_w + abs(sin) * half_h
-        reach_y = radius if disc else abs(sin) * half_w + abs(cos) * half_h
-        side_x = 2 * max(1, math.ceil(reach_x - 0.5)) + 1
-        side_y = 2 * max(1, math.ceil(reach_y - 0.5)) + 1
-        canvas_x, canvas_y = (side_x - 1) / 2.0, (side_y - 1) / 2.0
-        # Canvas point p to template point q = centre + R(-angle) (p - canvas centre) / scale, with
-        # R(-angle) the inverse of getRotationMatrix2D's counter-clockwise rotation.
-        a, b = cos / scale, -sin / scale
-        c, d = sin / scale, cos / scale
-        at_x, at_y = canvas_x + shift[0], canvas_y + shift[1]
-        matrix = np.array([[a, b, centre_x - a * at_x - b * at_y],
-                           [c, d, centre_y - c * at_x - d * at_y]])
-        flags = cv2.INTER_LINEAR | cv2.WARP_INVERSE_MAP
-        image = cv2.warpAffine(source, matrix, (side_x, side_y), flags=flags, borderMode=cv2.BORDER_CONSTANT)
-        image = image.reshape(side_y, side_x, -1)
-        # Where the template covers the canvas pixel whole (and its own mask holds).
-        covered = cv2.warpAffine(np.ones(source.shape[:2], np.float32), matrix, (side_x, side_y), flags=flags,
-                                 borderMode=cv2.BORDER_CONSTANT)
-        keep = covered >= _COVERED
-        if self.masked:
-            keep &= cv2.warpAffine(self.masks[level], matrix, (side_x, side_y), flags=flags,
-                                   borderMode=cv2.BORDER_CONSTANT) >= 0.5
-        if disc:
-            # A pixel in from the rim, so that every angle covers the same disc
-            # (one mask, one set of window statistics for all of them).
-            y, x = np.mgrid[:side_y, :side_x]
-            keep &= np.hypot(x - canvas_x, y - canvas_y) <= max(radius - 1.0, 1.0)
-        return np.ascontiguousarray(image), keep.astype(np.float32)
 
 
 class PoseSearch:
@@ -437,7 +214,7 @@ class PoseSearch:
         # full resolution a 700x500 template's fits cost seconds).
         largest = max(img.shape[0] * img.shape[1] * self.scale_range[1] ** 2 for img in images)
         self._finish_level = min(self.levels, max(0, math.ceil(math.log(max(largest / FINISH_AREA, 1.0), 4))))
-        self._templates = [_Template(img, w, self.levels) for img, w in zip(images, weights)]
+        self._templates = [PoseTemplate(img, w, self.levels) for img, w in zip(images, weights)]
         self._circle = self.angle_range[1] - self.angle_range[0] >= 360.0
         self._variants: OrderedDict[tuple, tuple[np.ndarray, np.ndarray]] = OrderedDict()
         self._lock = threading.Lock()
@@ -467,19 +244,19 @@ class PoseSearch:
 
     # -- the pose grid ------------------------------------------------------
 
-    def _angle_step(self, level: int, template: _Template) -> float:
+    def _angle_step(self, level: int, template: PoseTemplate) -> float:
         return math.degrees(math.atan(2.0 / max(template.side(level) * self.scale_range[1], 2.0)))
 
-    def _scale_step(self, level: int, template: _Template) -> float:
+    def _scale_step(self, level: int, template: PoseTemplate) -> float:
         """A relative step: the rim moves about one pixel."""
         return 1.0 / max(template.side(level) * self.scale_range[1] / 2.0, 1.0)
 
-    def _angles(self, level: int, template: _Template) -> np.ndarray:
+    def _angles(self, level: int, template: PoseTemplate) -> np.ndarray:
         """The top level's angles: ``TOP_SPREAD`` steps apart (the level below searches that far either side)."""
         low, high = self.angle_range
         return _steps(low, high, TOP_SPREAD * self._angle_step(level, template), self._circle)
 
-    def _scales(self, level: int, template: _Template) -> np.ndarray:
+    def _scales(self, level: int, template: PoseTemplate) -> np.ndarray:
         low, high = self.scale_range
         if high <= low:
             return np.array([low])
@@ -515,7 +292,7 @@ class PoseSearch:
             raise options.OptionError(f"frame has {image.shape[2]} channel(s) but the templates have {self.channels}")
         if not np.isfinite(image).all():
             raise options.OptionError("frame contains NaN or inf")
-        return _pyramid(image, self.levels)
+        return pyramid(image, self.levels)
 
     def _window(self, level_image: np.ndarray, index: int, level: int, cx: float, cy: float, angle: float,
                 scale: float, reach: int, shift: tuple[float, float] | None = None) -> tuple[np.ndarray, int, int] | None:
@@ -538,8 +315,7 @@ class PoseSearch:
         if right - left < w or bottom - top < h:
             return None
         out = np.empty((bottom - top - h + 1, right - left - w + 1))
-        scores = _window_scores if out.size * image.size > _PARALLEL_WORK else _window_scores_serial
-        scores(level_image[top:bottom, left:right], image, weights, _METHOD[self.method], out)
+        window_scores(level_image[top:bottom, left:right], image, weights, _METHOD[self.method], out)
         return out, left + w // 2, top + h // 2
 
     def _refine(self, pyramid: list[np.ndarray], cand: _Candidate, level: int, reach: int,
@@ -605,12 +381,12 @@ class PoseSearch:
             centre, left, right = (right, centre, score_at(angle + angle_step, scale)) if right > left else \
                 (left, score_at(angle - angle_step, scale), centre)
         if all(np.isfinite((left, centre, right))):
-            angle += _parabola(left, centre, right) * angle_step
+            angle += parabola(left, centre, right) * angle_step
         if self.scale_range[1] > self.scale_range[0]:
             down, up = score_at(angle, scale / (1.0 + scale_step)), score_at(angle, scale * (1.0 + scale_step))
             middle = score_at(angle, scale)
             if all(np.isfinite((down, middle, up))):
-                scale *= (1.0 + scale_step) ** _parabola(down, middle, up)
+                scale *= (1.0 + scale_step) ** parabola(down, middle, up)
         angle, scale = self._clamp(angle, scale)
         # The peak's pixel: the 3x3 scores around it (moving there if it is not central).
         cx, cy = int(round(cand.cx)), int(round(cand.cy))
@@ -627,7 +403,7 @@ class PoseSearch:
             return Pose(cx=float(x0 + x) * unit, cy=float(y0 + y) * unit, angle=_wrap(angle) if self._circle else angle,
                         scale=scale, score=float(scores[y, x]), width=template.width * scale,
                         height=template.height * scale)
-        dx, dy, value = _quadric_peak(scores)
+        dx, dy, value = quadric_peak(scores)
         # Then angle, scale and position again, the template drawn at the
         # sub-pixel estimate: sampled as the frame was, its scores are
         # symmetric about the true pose and the fits lose their bias.
@@ -649,13 +425,13 @@ class PoseSearch:
             middle = centre_score(angle, scale, shift)
             left, right = centre_score(angle - fine_angle, scale, shift), centre_score(angle + fine_angle, scale, shift)
             if all(np.isfinite((left, middle, right))):
-                angle += _parabola(left, middle, right) * fine_angle
+                angle += parabola(left, middle, right) * fine_angle
             if self.scale_range[1] > self.scale_range[0]:
                 down = centre_score(angle, scale / (1.0 + fine_scale), shift)
                 up = centre_score(angle, scale * (1.0 + fine_scale), shift)
                 middle = centre_score(angle, scale, shift)
                 if all(np.isfinite((down, middle, up))):
-                    scale *= (1.0 + fine_scale) ** _parabola(down, middle, up)
+                    scale *= (1.0 + fine_scale) ** parabola(down, middle, up)
             angle, scale = self._clamp(angle, scale)
             # The position as the template's own sub-pixel shift: the scores
             # then cover the same pixels on both sides (a 3x3 fit's do not,
@@ -663,11 +439,11 @@ class PoseSearch:
             middle = centre_score(angle, scale, (dx, dy))
             left, right = centre_score(angle, scale, (dx - _NUDGE, dy)), centre_score(angle, scale, (dx + _NUDGE, dy))
             if all(np.isfinite((left, middle, right))):
-                dx += _parabola(left, middle, right) * _NUDGE
+                dx += parabola(left, middle, right) * _NUDGE
             up, down = centre_score(angle, scale, (dx, dy - _NUDGE)), centre_score(angle, scale, (dx, dy + _NUDGE))
             middle = centre_score(angle, scale, (dx, dy))
             if all(np.isfinite((up, middle, down))):
-                dy += _parabola(up, middle, down) * _NUDGE
+                dy += parabola(up, middle, down) * _NUDGE
             value = max(value, middle)
             if abs(dx) > 1.0 or abs(dy) > 1.0:
                 break
@@ -740,7 +516,7 @@ class PoseSearch:
             step = self._top_stride
             rows = slice(h // 2, h // 2 + step * stack.shape[1], step)
             cols = slice(w // 2, w // 2 + step * stack.shape[2], step)
-            _keep_best(stack, members, best[index, rows, cols], which[index, rows, cols])
+            keep_best(stack, members, best[index, rows, cols], which[index, rows, cols])
         out = []
         for index, template in enumerate(self._templates):
             radius = max(1, int(0.5 * min(template.height, template.width) * self.scale_range[0]

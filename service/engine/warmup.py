@@ -8,7 +8,8 @@ from .calibration import calibrate
 from .halffloat import to_float16
 from .matcher import Matcher
 from .options import METHODS
-from .pose import POSE_METHODS, PoseSearch, warm_kernels
+from .pose import POSE_METHODS, PoseSearch
+from .pose_scores import warm_kernels
 
 
 def warmup() -> None:

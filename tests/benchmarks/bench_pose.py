@@ -41,7 +41,7 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from featuremap.service.engine import Matcher, PoseSearch, runtime, warmup  # noqa: E402
-from featuremap.service.engine.pose import _Template  # noqa: E402
+from featuremap.service.engine.pose_template import PoseTemplate  # noqa: E402
 
 from scenes import angle_error, place  # noqa: E402
 
@@ -133,7 +133,7 @@ def brute_force(photos, scenes: int, opencv_scenes: int) -> None:
         _, _, cx, cy = random_pose(rng, (320, 240), 45)
         truth = (float(rng.integers(-180, 180)), float(rng.choice(scales)), cx, cy)
         frame = place(bgs[scene % len(bgs)], template, *truth)
-        shape = _Template(template.reshape(48, 48, 1).astype(np.float32), None, 0)
+        shape = PoseTemplate(template.reshape(48, 48, 1).astype(np.float32), None, 0)
         variants = [shape.variant(0, a, s) for a, s in grid]
         masks = [w.astype(np.uint8) for _, w in variants]
         images = [v[:, :, 0] for v, _ in variants]

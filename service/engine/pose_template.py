@@ -1,0 +1,84 @@
+"""A template for pose search: its pyramid, and its rotated, scaled variants drawn on odd canvases."""
+
+from __future__ import annotations
+
+import math
+
+import cv2
+import numpy as np
+
+# A pixel counts in a variant's mask when the template covers all of it.
+_COVERED = 0.999
+
+
+def pyramid(image: np.ndarray, levels: int) -> list[np.ndarray]:
+    """[image, pyrDown(image), ...] as float32 (H, W, C), ``levels`` + 1 of them."""
+    out = [np.ascontiguousarray(image, np.float32)]
+    for _ in range(levels):
+        down = cv2.pyrDown(out[-1])
+        out.append(down.reshape(down.shape[0], down.shape[1], -1))
+    return out
+
+
+class PoseTemplate:
+    """One template's pyramid and its variants."""
+
+    def __init__(self, image: np.ndarray, mask: np.ndarray | None, levels: int) -> None:
+        self.height, self.width = image.shape[:2]
+        self.images = pyramid(image, levels)
+        weights = np.ones(image.shape[:2], np.float32) if mask is None else (mask != 0).astype(np.float32)
+        self.masked = mask is not None
+        self.masks = [weights]
+        for _ in range(levels):
+            self.masks.append(cv2.pyrDown(self.masks[-1]))
+
+    def side(self, level: int) -> float:
+        """The template's larger side at ``level``, in that level's pixels."""
+        return max(self.height, self.width) / 2.0 ** level
+
+    def variant(self, level: int, angle: float, scale: float, disc: bool = False,
+                shift: tuple[float, float] = (0.0, 0.0)) -> tuple[np.ndarray, np.ndarray]:
+        """The template at ``level`` rotated and scaled about its centre, on an odd canvas, and its 0/1 mask.
+
+        ``disc``: only the disc inscribed in the template, the same mask at every
+        angle (the top level's screening shares its window statistics so).
+        ``shift``: the template's centre sits this far (pixels, under one) from the canvas's centre.
+        """
+        source = self.images[level]
+        # The level's centre of the template, in its pixels (pyrDown keeps even samples).
+        centre_x = (self.width - 1) / 2.0 / 2.0 ** level
+        centre_y = (self.height - 1) / 2.0 / 2.0 ** level
+        radians = math.radians(angle)
+        cos, sin = math.cos(radians), math.sin(radians)
+        half_w = scale * self.width / 2.0 ** level / 2.0
+        half_h = scale * self.height / 2.0 ** level / 2.0
+        # Odd sides: the canvas centre is a pixel centre, so map positions are template centres.
+        radius = min(half_w, half_h)
+        reach_x = radius if disc else abs(cos) * half_w + abs(sin) * half_h
+        reach_y = radius if disc else abs(sin) * half_w + abs(cos) * half_h
+        side_x = 2 * max(1, math.ceil(reach_x - 0.5)) + 1
+        side_y = 2 * max(1, math.ceil(reach_y - 0.5)) + 1
+        canvas_x, canvas_y = (side_x - 1) / 2.0, (side_y - 1) / 2.0
+        # Canvas point p to template point q = centre + R(-angle) (p - canvas centre) / scale, with
+        # R(-angle) the inverse of getRotationMatrix2D's counter-clockwise rotation.
+        a, b = cos / scale, -sin / scale
+        c, d = sin / scale, cos / scale
+        at_x, at_y = canvas_x + shift[0], canvas_y + shift[1]
+        matrix = np.array([[a, b, centre_x - a * at_x - b * at_y],
+                           [c, d, centre_y - c * at_x - d * at_y]])
+        flags = cv2.INTER_LINEAR | cv2.WARP_INVERSE_MAP
+        image = cv2.warpAffine(source, matrix, (side_x, side_y), flags=flags, borderMode=cv2.BORDER_CONSTANT)
+        image = image.reshape(side_y, side_x, -1)
+        # Where the template covers the canvas pixel whole (and its own mask holds).
+        covered = cv2.warpAffine(np.ones(source.shape[:2], np.float32), matrix, (side_x, side_y), flags=flags,
+                                 borderMode=cv2.BORDER_CONSTANT)
+        keep = covered >= _COVERED
+        if self.masked:
+            keep &= cv2.warpAffine(self.masks[level], matrix, (side_x, side_y), flags=flags,
+                                   borderMode=cv2.BORDER_CONSTANT) >= 0.5
+        if disc:
+            # A pixel in from the rim, so that every angle covers the same disc
+            # (one mask, one set of window statistics for all of them).
+            y, x = np.mgrid[:side_y, :side_x]
+            keep &= np.hypot(x - canvas_x, y - canvas_y) <= max(radius - 1.0, 1.0)
+        return np.ascontiguousarray(image), keep.astype(np.float32)
