@@ -214,6 +214,9 @@ def compute(plan: Plan, prepared: PreparedCache, frame: np.ndarray, *, budget: M
         if cancelled():
             raise Cancelled("the call ended before its frame was matched")
         peaks += _pose_peaks(template, search, frame, options, budget, cancelled, poses)
+    if posed:  # peaks in the plan's template order, as without pose templates
+        order = {name_of(t.id): i for i, t in enumerate(templates)}
+        peaks.sort(key=lambda p: order[p.template])
     return Computed(peaks=peaks, maps=chosen, compute_ms=(time.perf_counter() - started) * 1e3)
 
 

@@ -139,3 +139,14 @@ def test_a_turned_peak_is_drawn_turned():
     assert lit[99, 99 + 55] and lit[99 - 55, 99] and not lit[61, 61] and not lit[138, 138]
     upright = draw_peaks(frame, [Peak("templates/t", 60.0, 60.0, 80, 80, 0.9, 1.0, 0.0, 99.5, 99.5)]).any(axis=2)
     assert upright[61, 61]
+
+
+def test_peaks_come_in_the_config_s_template_order_with_pose_templates_among_them(client, pictures):
+    c, _ = client
+    face, background = pictures
+    c.create_template(face, "posed", angle_range=(-180, 180))
+    c.create_template(background[100:140, 200:240].copy(), "plain")
+    frame = np.clip(place(background, face, 40.0, 1.0, 420.0, 300.0), 0, 255).astype(np.uint8)
+    for names in (["posed", "plain"], ["plain", "posed"]):
+        peaks = c.match(frame, templates=names).peaks
+        assert [p.template for p in peaks] == [f"templates/{n}" for n in names]
