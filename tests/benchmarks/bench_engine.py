@@ -177,6 +177,13 @@ def main() -> None:
         print(f"{name:<22}{method:<15}{t['auto'] * 1e3:9.1f}ms{paths:>10}"
               f"{t['opencv'] * 1e3:8.1f}ms{t['auto'] / t['opencv']:7.2f}x{flops / t['auto'] / 1e9:9.1f}"
               f"{direct_gflops:9.1f}{100 * direct_gflops / ceiling:6.0f}%{torch_ms}")
+    torch_rows = [(name, t["auto"] / t["torch"]) for name, method, _, _, t in rows if "torch" in t]
+    if torch_rows:
+        print(f"\nccorr beside torch's conv2d at {threads} threads (target: at most 0.9x its time): "
+              + ", ".join(f"{name} {ratio:.2f}x" for name, ratio in torch_rows))
+    shares = [flops / t["direct"] / 1e9 / ceiling for _, _, _, flops, t in rows]
+    print(f"direct path at {100 * min(shares):.0f}-{100 * max(shares):.0f}% of the matmul ceiling "
+          "(target: at least 70% at 2 threads, 60% at 16)")
     print("\nauto beside the faster forced path (target: within 10%), calibrated for this machine and thread count"
           f" (direct x{cost_model().direct_scale:.2f}, spectral x{cost_model().spectral_scale:.2f}):")
     for name, method, paths, _, t in rows:
