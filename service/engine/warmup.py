@@ -8,7 +8,7 @@ from .calibration import calibrate
 from .halffloat import to_float16
 from .matcher import Matcher
 from .options import METHODS
-from .pose import POSE_METHODS, PoseSearch
+from .pose import PoseSearch
 from .pose_scores import warm_kernels
 
 
@@ -16,8 +16,8 @@ def warmup() -> None:
     """Compile (or load from the on-disk cache) every kernel for every supported dtype.
 
     Runs a tiny match through each method, path, stride kind and mask kind,
-    and a tiny pose search and track through each of its methods, for uint8
-    and float32 frames, and checks the maps are finite. A server
+    for uint8 and float32 frames, and a tiny pose search and track, and checks
+    the maps are finite. A server
     calls this before it reports SERVING. The float16 map conversion too; and
     :func:`calibrate` sets ``auto``'s cost model for this machine.
     """
@@ -35,11 +35,12 @@ def warmup() -> None:
                         )
                         if not np.isfinite(matcher(frame)[0]).all():
                             raise RuntimeError(f"warm-up produced a non-finite map for {method}")
-        # Pose search's own kernels (window scores, serial and parallel; the grid's reduction).
-        scene = (rng.random((72, 96)) * 255).astype(dtype)
-        for method in POSE_METHODS:
-            search = PoseSearch(scene[20:52, 30:62].copy(), method=method)
-            search.track(scene, search.search(scene))
+    # Pose search's own kernels (window scores, serial and parallel; the grid's reduction) take
+    # float32 whatever the frame and the method a runtime number: one search and track compile
+    # them; its Matchers' kernels were warmed above.
+    scene = (rng.random((72, 96)) * 255).astype(np.float32)
+    search = PoseSearch(scene[20:52, 30:62].copy())
+    search.track(scene, search.search(scene))
     warm_kernels()
     to_float16(np.zeros(4, np.float32))
     # auto's cost model for this machine and thread count (cached; ~1 s the first time).
