@@ -168,7 +168,7 @@ class FrameProcessor:
         result = pb.FrameResult(
             sequence=frame.sequence, capture_time=frame.capture_time,
             peaks=[pb.Peak(template=p.template, x=p.x, y=p.y, width=p.width, height=p.height, score=p.score,
-                           scale=p.scale, angle=p.angle, cx=p.centre()[0], cy=p.centre()[1])
+                           scale=p.scale, angle=p.angle, cx=p.cx, cy=p.cy)
                    for p in computed.peaks],
             timing=pb.Timing(decode_ms=decoded.decode_ms, compute_ms=computed.compute_ms, encode_ms=encode_ms),
         )

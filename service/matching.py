@@ -71,14 +71,15 @@ class FoundPeak:
     score: float
     scale: float
     angle: float
-    cx: float | None = None  # the box's centre; None: the middle of (x, y, width, height)
-    cy: float | None = None
+    cx: float  # the box's centre
+    cy: float
 
-    def centre(self) -> tuple[float, float]:
-        """The box's centre in frame pixels."""
-        if self.cx is not None and self.cy is not None:
-            return self.cx, self.cy
-        return self.x + (self.width - 1) / 2.0, self.y + (self.height - 1) / 2.0
+    @classmethod
+    def centred(cls, template: str, cx: float, cy: float, width: float, height: float, score: float,
+                scale: float, angle: float) -> FoundPeak:
+        """A peak whose box (``width`` x ``height``, before rotation by ``angle``) is centred on (cx, cy)."""
+        return cls(template, cx - (width - 1.0) / 2.0, cy - (height - 1.0) / 2.0, max(1, round(width)),
+                   max(1, round(height)), score, scale, angle, cx, cy)
 
 
 class PoseMemory:
@@ -243,15 +244,9 @@ def _pose_peaks(template: StoredTemplate, search, frame: np.ndarray, options: Ma
         poses.put(template, found)
     name = name_of(template.id)
     height, width = template.image.shape[:2]
-    peaks = []
-    for pose in found:
-        box_w, box_h = width * pose.scale, height * pose.scale
-        peaks.append(FoundPeak(
-            name, pose.cx - (box_w - 1.0) / 2.0, pose.cy - (box_h - 1.0) / 2.0, max(1, round(box_w)),
-            max(1, round(box_h)), 1.0 - pose.score if distance else pose.score, pose.scale, pose.angle,
-            pose.cx, pose.cy,
-        ))
-    return peaks
+    return [FoundPeak.centred(name, pose.cx, pose.cy, width * pose.scale, height * pose.scale,
+                              1.0 - pose.score if distance else pose.score, pose.scale, pose.angle)
+            for pose in found]
 
 
 def _template_peaks(template: StoredTemplate, group: list[Variant], group_maps: list[np.ndarray],
@@ -270,13 +265,11 @@ def _template_peaks(template: StoredTemplate, group: list[Variant], group_maps: 
         height, width = template.image.shape[:2]
         candidates = _merge(candidates, lower, options.top_k, max(1, min(height, width) // 2))
     name = name_of(template.id)
-    peaks = []
-    for score, x, y, w, h, i in candidates:
-        # The box is the scaled template's before rotation, about the variant's centre (its canvas's).
-        cx, cy = x + (w - 1) / 2.0, y + (h - 1) / 2.0
-        box_w, box_h = resized_size(*template.image.shape[:2], group[i].scale)
-        peaks.append(FoundPeak(name, cx - (box_w - 1) / 2.0, cy - (box_h - 1) / 2.0, box_w, box_h, score,
-                               group[i].scale, group[i].angle, cx, cy))
+    # The box is the scaled template's before rotation, about the variant's centre (its canvas's).
+    peaks = [FoundPeak.centred(name, x + (w - 1) / 2.0, y + (h - 1) / 2.0,
+                               *resized_size(*template.image.shape[:2], group[i].scale), score,
+                               group[i].scale, group[i].angle)
+             for score, x, y, w, h, i in candidates]
     pick = next((i for i, v in enumerate(group) if v.scale == 1.0 and v.angle % 360 == 0), None)
     if pick is None:
         pick = candidates[0][5] if candidates else 0
