@@ -604,7 +604,7 @@ class Matcher:
         masked_scores(
             raw, sets.run_start, sets.rows, sets.starts, sets.ends, sets.weights, sets.squares, sets.member_start,
             sets.members, sets.msum, sets.msum2, sets.binary, sets.largest_square, group.tenergy,
-            group.tnorm_energy, np.stack([p.tsum for p in group.prepared]), prefix, sqprefix, oy, ox, self.stride,
+            group.tnorm_energy, group.tsums, prefix, sqprefix, oy, ox, self.stride,
             self._code, work.flat(), self._norm_offsets(work), out,
         )
         return out

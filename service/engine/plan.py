@@ -163,6 +163,7 @@ class Group:
     # Masked groups: each distinct mask's runs and the members (positions in
     # the group) that share it.
     mask_sets: MaskSets | None = None
+    tsums: np.ndarray | None = None  # (members, C): each member's TemplateKernels.tsum (masked groups)
     # (members,): the mean taken off each member's kernel (the unmasked ccorr pair).
     tmeans: np.ndarray | None = None
 
@@ -212,6 +213,7 @@ def make_group(height: int, width: int, masked: bool, members: list[int], prepar
         n_kernels=n_kernels,
         index=index,
         mask_sets=mask_sets,
+        tsums=np.stack([p.tsum for p in prepared]) if masked else None,
         tmeans=np.array([p.means[0] for p in prepared]) if not channel_major and all(p.means is not None for p in prepared)
         else None,
     )
