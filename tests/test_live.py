@@ -56,7 +56,7 @@ def serve(video, port: int, wait: bool = True) -> subprocess.Popen:
     client may take the one connection (and ffmpeg stop listening) before the port is seen listening.
     """
     process = subprocess.Popen(["ffmpeg", "-loglevel", "error", "-re", "-i", str(video), "-c:v", "copy", "-f",
-                                "mpjpeg", "-listen", "1", f"http://127.0.0.1:{port}/"],
+                                "mpjpeg", "-listen", "1", stream_url(port)],
                                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     if not wait:
         return process
@@ -65,6 +65,17 @@ def serve(video, port: int, wait: bool = True) -> subprocess.Popen:
         assert time.monotonic() < deadline and process.poll() is None, "ffmpeg did not start listening"
         time.sleep(0.02)
     return process
+
+
+def stream_url(port: int) -> str:
+    return f"http://127.0.0.1:{port}/"
+
+
+def live_clip(tmp_path, name: str, seconds: float) -> tuple[subprocess.Popen, int]:
+    """A clip of ``seconds`` made and served live on a free port: (ffmpeg, the port)."""
+    clip(tmp_path / name, seconds)
+    port = free_port()
+    return serve(tmp_path / name, port), port
 
 
 def wait_for_lines(lines, count: int, timeout: float = 30) -> None:
@@ -94,12 +105,10 @@ def server(server_process, tmp_path_factory):
 
 
 def test_a_slow_reader_keeps_up_with_a_live_source_by_dropping_at_the_source(tmp_path):
-    clip(tmp_path / "ten.avi", 10)
-    port = free_port()
-    ffmpeg = serve(tmp_path / "ten.avi", port)
+    ffmpeg, port = live_clip(tmp_path, "ten.avi", 10)
     try:
         taken = 0
-        with open_source(f"http://127.0.0.1:{port}/", max_reconnects=0, timeout=3) as source:
+        with open_source(stream_url(port), max_reconnects=0, timeout=3) as source:
             started = time.monotonic()
             with pytest.raises(Exception, match="source lost and not reconnected"):
                 for _ in source:
@@ -116,11 +125,9 @@ def test_a_slow_reader_keeps_up_with_a_live_source_by_dropping_at_the_source(tmp
 
 
 def test_watch_on_a_live_stream_finishes_with_it_and_reports_what_it_dropped(server, tmp_path):
-    clip(tmp_path / "ten.avi", 10)
-    port = free_port()
-    ffmpeg = serve(tmp_path / "ten.avi", port)
+    ffmpeg, port = live_clip(tmp_path, "ten.avi", 10)
     try:
-        process, lines = watch(server, f"http://127.0.0.1:{port}/", tmp_path, "--max-reconnects", "0",
+        process, lines = watch(server, stream_url(port), tmp_path, "--max-reconnects", "0",
                                "--window", "1")
         _, err = process.communicate(timeout=60)
         ended = time.time()
@@ -144,11 +151,9 @@ def test_watch_on_a_live_stream_finishes_with_it_and_reports_what_it_dropped(ser
 
 
 def test_a_source_killed_and_restarted_is_reconnected_and_events_are_logged(server, tmp_path):
-    clip(tmp_path / "a.avi", 3)
+    first, port = live_clip(tmp_path, "a.avi", 3)
     clip(tmp_path / "b.avi", 3)
-    port = free_port()
-    first = serve(tmp_path / "a.avi", port)
-    process, lines = watch(server, f"http://127.0.0.1:{port}/", tmp_path, "--max-reconnects", "3",
+    process, lines = watch(server, stream_url(port), tmp_path, "--max-reconnects", "3",
                            "--source-timeout", "2")
     try:
         wait_for_lines(lines, 10)
@@ -174,10 +179,8 @@ def test_a_source_killed_and_restarted_is_reconnected_and_events_are_logged(serv
 def test_a_stalled_source_is_detected_within_its_timeout(server, tmp_path):
     import signal
 
-    clip(tmp_path / "long.avi", 20)
-    port = free_port()
-    ffmpeg = serve(tmp_path / "long.avi", port)
-    process, lines = watch(server, f"http://127.0.0.1:{port}/", tmp_path, "--max-reconnects", "1",
+    ffmpeg, port = live_clip(tmp_path, "long.avi", 20)
+    process, lines = watch(server, stream_url(port), tmp_path, "--max-reconnects", "1",
                            "--source-timeout", "2")
     try:
         wait_for_lines(lines, 10)
