@@ -12,11 +12,10 @@ prepares nothing.
 from __future__ import annotations
 
 import threading
-from collections import OrderedDict
-from collections.abc import Sequence
+from collections.abc import Hashable, Sequence
 from typing import Any
 
-from .engine import POSE_METHODS, Matcher, OptionError, PoseSearch
+from .engine import POSE_METHODS, Kept, Matcher, OptionError, PoseSearch
 from .errors import InvalidArgument
 from .templates import StoredTemplate
 from .variants import Variant, variants_of
@@ -27,22 +26,23 @@ POSE_SEARCHES_KEPT = 64
 
 
 class PreparedCache:
-    """Variants by template version and Matchers by (variants, options), least recently used out first."""
+    """Variants by template version, Matchers by (variants, options), PoseSearches by (template version,
+    method), each kept least recently used out first (see engine.Kept)."""
 
     def __init__(self, *, matchers: int = MATCHERS_KEPT, variant_sets: int = VARIANT_SETS_KEPT,
                  retained_bytes: int | None = None) -> None:
-        self._lock = threading.Lock()
-        self._matchers: OrderedDict[tuple, Matcher] = OrderedDict()
-        self._variants: OrderedDict[tuple[str, str], list[Variant]] = OrderedDict()
-        self._limits = matchers, variant_sets
+        self._matchers: Kept[Matcher] = Kept(matchers)
+        self._variants: Kept[list[Variant]] = Kept(variant_sets)
+        self._searches: Kept[PoseSearch] = Kept(POSE_SEARCHES_KEPT)
         self._retained_limit = retained_bytes
-        self._sizes: dict[tuple, int] = {}  # what each kept Matcher retained when last measured
-        self._searches: OrderedDict[tuple, PoseSearch] = OrderedDict()
+        self._lock = threading.Lock()  # guards _sizes
+        self._sizes: dict[Hashable, int] = {}  # what each kept Matcher retained when last measured
 
     def retained_bytes(self) -> int:
-        """What the kept Matchers hold between calls (their plans' kernel spectra), as last measured."""
+        """What the kept Matchers hold between calls (kernel spectra, work arrays), as last measured."""
+        keys = self._matchers.keys()
         with self._lock:
-            return sum(self._sizes.get(key, 0) for key in self._matchers)
+            return sum(self._sizes.get(key, 0) for key in keys)
 
     def trim(self, matcher: Matcher) -> None:
         """After a call on ``matcher``: forget the least recently used Matchers until what they retain fits.
@@ -53,32 +53,24 @@ class PreparedCache:
         if self._retained_limit is None:
             return
         size = matcher.retained_bytes()
+        key = self._matchers.key_of(matcher)
+        keys = self._matchers.keys()
         with self._lock:
-            key = next((k for k, m in reversed(self._matchers.items()) if m is matcher), None)
             if key is None or self._sizes.get(key) == size:
                 return
             self._sizes[key] = size
-            total = sum(self._sizes.get(k, 0) for k in self._matchers)
-            for old in list(self._matchers)[:-1]:  # never the most recent: a call may be using it
+            # Matchers the Kept map let go of retain nothing here any more.
+            self._sizes = {k: self._sizes[k] for k in keys if k in self._sizes}
+            total = sum(self._sizes.values())
+            for old in keys[:-1]:  # never the most recent: a call may be using it
                 if total <= self._retained_limit:
                     break
                 total -= self._sizes.pop(old, 0)
-                del self._matchers[old]
+                self._matchers.discard(old)
 
     def variants(self, template: StoredTemplate) -> list[Variant]:
         """The template's scale/rotation variants, made once per template version."""
-        key = (template.id, template.etag)
-        with self._lock:
-            found = self._variants.get(key)
-            if found is not None:
-                self._variants.move_to_end(key)
-                return found
-        found = variants_of(template)  # outside the lock: other streams keep going meanwhile
-        with self._lock:
-            self._variants[key] = found
-            if len(self._variants) > self._limits[1]:
-                self._variants.popitem(last=False)
-        return found
+        return self._variants.get((template.id, template.etag), lambda: variants_of(template))
 
     def pose_search(self, template: StoredTemplate, method: str) -> PoseSearch:
         """The engine's PoseSearch for a template with pose ranges, prepared once per template version and method.
@@ -91,22 +83,15 @@ class PreparedCache:
         if method not in POSE_METHODS:
             raise InvalidArgument(f"template {template.id} is found by pose search (it has an angle or scale range), "
                                   f"which takes the methods {', '.join(POSE_METHODS)}, not {method}")
-        key = (template.id, template.etag, method)
-        with self._lock:
-            search = self._searches.get(key)
-            if search is not None:
-                self._searches.move_to_end(key)
-                return search
-        try:
-            search = PoseSearch(template.image, mask=template.mask, angles=template.angle_range or (0.0, 0.0),
-                                scales=template.scale_range or (1.0, 1.0), method=method)
-        except OptionError as error:
-            raise InvalidArgument(f"template {template.id}: {error}") from None
-        with self._lock:
-            self._searches[key] = search
-            if len(self._searches) > POSE_SEARCHES_KEPT:
-                self._searches.popitem(last=False)
-        return search
+
+        def make() -> PoseSearch:
+            try:
+                return PoseSearch(template.image, mask=template.mask, angles=template.angle_range or (0.0, 0.0),
+                                  scales=template.scale_range or (1.0, 1.0), method=method)
+            except OptionError as error:
+                raise InvalidArgument(f"template {template.id}: {error}") from None
+
+        return self._searches.get((template.id, template.etag, method), make)
 
     def matcher(self, variants: Sequence[Variant], **options: Any) -> Matcher:
         """The engine's prepared Matcher for these variants and options.
@@ -118,15 +103,5 @@ class PreparedCache:
             Matcher is prepared).
         """
         key = (tuple((v.id, v.etag) for v in variants), tuple(sorted(options.items())))
-        with self._lock:
-            matcher = self._matchers.get(key)
-            if matcher is not None:
-                self._matchers.move_to_end(key)
-                return matcher
-        matcher = Matcher([v.image for v in variants], masks=[v.mask for v in variants], **options)
-        with self._lock:
-            self._matchers[key] = matcher
-            if len(self._matchers) > self._limits[0]:
-                old, _ = self._matchers.popitem(last=False)
-                self._sizes.pop(old, None)
-        return matcher
+        return self._matchers.get(key, lambda: Matcher([v.image for v in variants], masks=[v.mask for v in variants],
+                                                       **options))

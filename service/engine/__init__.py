@@ -15,6 +15,7 @@ raise its subclass :class:`OptionTypeError`, also a ``TypeError``).
 from . import runtime  # noqa: F401  (sets the threading layer before any kernel runs)
 from .calibration import calibrate
 from .halffloat import to_float16
+from .kept import Kept
 from .matcher import Cancelled, Matcher, match
 from .options import (
     ALGORITHMS,
@@ -38,6 +39,7 @@ __all__ = [
     "ALGORITHMS",
     "BORDERS",
     "Cancelled",
+    "Kept",
     "LOWER_IS_BETTER",
     "MIN_POSE_SIDE",
     "METHODS",

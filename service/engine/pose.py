@@ -26,8 +26,6 @@ distance for ``sqdiff_normed``.
 from __future__ import annotations
 
 import math
-import threading
-from collections import OrderedDict
 from collections.abc import Sequence
 from dataclasses import dataclass
 
@@ -35,6 +33,7 @@ import cv2
 import numpy as np
 
 from . import options
+from .kept import Kept
 from .matcher import Matcher
 from .pose_scores import keep_best, parabola, quadric_peak, window_scores
 from .pose_template import PoseTemplate, pyramid
@@ -216,8 +215,7 @@ class PoseSearch:
         self._finish_level = min(self.levels, max(0, math.ceil(math.log(max(largest / FINISH_AREA, 1.0), 4))))
         self._templates = [PoseTemplate(img, w, self.levels) for img, w in zip(images, weights)]
         self._circle = self.angle_range[1] - self.angle_range[0] >= 360.0
-        self._variants: OrderedDict[tuple, tuple[np.ndarray, np.ndarray]] = OrderedDict()
-        self._lock = threading.Lock()
+        self._variants: Kept[tuple[np.ndarray, np.ndarray]] = Kept(VARIANTS_KEPT)
         # The top level's grid of poses, matched as one bank.
         self._grid: list[tuple[int, float, float]] = []
         images_top, masks_top = [], []
@@ -266,18 +264,8 @@ class PoseSearch:
 
     def _variant(self, index: int, level: int, angle: float, scale: float,
                  disc: bool = False) -> tuple[np.ndarray, np.ndarray]:
-        key = (index, level, round(angle, 6), round(scale, 8), disc)
-        with self._lock:
-            found = self._variants.get(key)
-            if found is not None:
-                self._variants.move_to_end(key)
-                return found
-        made = self._templates[index].variant(level, angle, scale, disc)
-        with self._lock:
-            self._variants[key] = made
-            if len(self._variants) > VARIANTS_KEPT:
-                self._variants.popitem(last=False)
-        return made
+        return self._variants.get((index, level, round(angle, 6), round(scale, 8), disc),
+                                  lambda: self._templates[index].variant(level, angle, scale, disc))
 
     def _clamp(self, angle: float, scale: float) -> tuple[float, float]:
         if not self._circle:
