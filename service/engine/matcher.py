@@ -12,6 +12,7 @@ import numpy as np
 from . import options, spectral
 from .direct import correlate_direct, match_direct, split_phases
 from .integral import channel_integrals, integral_images, row_prefix
+from .kept import Kept
 from .masked import masked_scores
 from .plan import (
     Group,
@@ -195,7 +196,7 @@ class Matcher:
         self._images, self._weights = images, weights
         self._template_magnitude = max(float(np.abs(img).max()) for img in images)
         self._mask_magnitude = max((float(w.max()) for w in weights if w is not None), default=0.0)
-        self._scaled: OrderedDict[tuple[int, int, int], Matcher] = OrderedDict()
+        self._scaled: Kept[Matcher] = Kept(PLANS_KEPT)
         self._rescales = True  # False for the scaled Matchers themselves: scaled once, never again
         self.shapes = [img.shape[:2] for img in images]
         self._code = options.METHOD_CODES[self.method]
@@ -492,10 +493,8 @@ class Matcher:
             frame_exp = template_exp = max(frame_exp, template_exp)
         data_range = self.data_range or (255.0 if uint8 else 1.0)
         key = (template_exp, mask_exp, frame_exp if self._code == SSIM or self.border_value else 0)
-        with self._lock:
-            matcher = self._scaled.get(key)
-        if matcher is None:
-            matcher = Matcher(
+        def make() -> Matcher:
+            scaled = Matcher(
                 [np.ldexp(img, -template_exp) for img in self._images],
                 masks=[None if w is None else np.ldexp(w, -mask_exp) for w in self._weights],
                 method=self.method, padding=self.padding, border=self.border,
@@ -503,11 +502,10 @@ class Matcher:
                 algorithm=self.algorithm,
                 data_range=float(np.ldexp(data_range, -frame_exp)) if self._code == SSIM else None,
             )
-            matcher._rescales = False
-            with self._lock:
-                self._scaled[key] = matcher
-                if len(self._scaled) > PLANS_KEPT:
-                    self._scaled.popitem(last=False)
+            scaled._rescales = False
+            return scaled
+
+        matcher = self._scaled.get(key, make)
         maps = matcher(np.ldexp(image, -frame_exp), cancelled=cancelled)
         if self._code in (SQDIFF_NORMED, CCORR_NORMED, CCOEFF_NORMED, SSIM):
             return maps
