@@ -10,7 +10,6 @@ GIL and runs at library speed.
 
 from __future__ import annotations
 
-import threading
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 
@@ -26,29 +25,6 @@ import numpy as np
 # container's CPU quota before the engine loads).
 WORKERS = numba.config.NUMBA_NUM_THREADS
 _POOL = ThreadPoolExecutor(max_workers=WORKERS, thread_name_prefix="featuremap-dft")
-
-# Each pool thread's work buffers (products, inverse transforms, crops),
-# kept from one kernel and frame to the next: without them every kernel of
-# every frame took fresh pages from the allocator, and a plain `import`
-# (no runtime.retain_freed_memory()) ran 720p 8x32x32 ccoeff_normed 25%
-# slower. Buffers over SCRATCH_BYTES are not kept (a 4000x3000 frame's
-# would hold hundreds of MB per thread).
-SCRATCH_BYTES = 32 << 20
-_scratch = threading.local()
-
-
-def _buffer(name: str, shape: tuple[int, ...], dtype) -> np.ndarray | None:
-    """This thread's buffer ``name`` of ``shape`` and ``dtype`` (None where too large to keep)."""
-    dtype = np.dtype(dtype)
-    if int(np.prod(shape)) * dtype.itemsize > SCRATCH_BYTES:
-        return None
-    buffers = getattr(_scratch, "buffers", None)
-    if buffers is None:
-        buffers = _scratch.buffers = {}
-    found = buffers.get(name)
-    if found is None or found.shape != shape or found.dtype != dtype:
-        found = buffers[name] = np.empty(shape, dtype)
-    return found
 
 
 def transform_shape(height: int, width: int) -> tuple[int, int]:
@@ -105,8 +81,7 @@ def correlate_spectral(
     the skipped positions of a stride are computed by the transform and
     dropped (a transform cannot skip them). ``consume`` runs on the pool's
     threads, one kernel at a time each, while the map is still in cache; the
-    map is a contiguous (Ho, Wo) float32 array that ``consume`` may change
-    but must not keep: it is the thread's buffer, reused for the next kernel.
+    map is a fresh, contiguous (Ho, Wo) array that ``consume`` may change.
     """
     height, width = out_shape
     rows = slice(oy, oy + (height - 1) * stride + 1, stride)
@@ -117,22 +92,14 @@ def correlate_spectral(
         if not planes:
             consume(k, np.zeros(out_shape, np.float32))
             return
-        shape, dtype = spectra[0].shape, spectra[0].dtype
-        acc = _buffer("acc", shape, dtype)
-        for i, (c, kspec) in enumerate(planes):
-            if i == 0:
-                acc = cv2.mulSpectrums(spectra[c], kspec, 0, acc, conjB=True)
-            else:
-                product = cv2.mulSpectrums(spectra[c], kspec, 0, _buffer("product", shape, dtype), conjB=True)
-                acc = cv2.add(acc, product, dst=acc)
-        full = cv2.idft(acc, _buffer("full", shape, dtype), flags=cv2.DFT_SCALE | cv2.DFT_REAL_OUTPUT)
+        acc = None
+        for c, kspec in planes:
+            product = cv2.mulSpectrums(spectra[c], kspec, 0, conjB=True)
+            acc = product if acc is None else cv2.add(acc, product, dst=acc)
+        full = cv2.idft(acc, flags=cv2.DFT_SCALE | cv2.DFT_REAL_OUTPUT)
         # A contiguous float32 copy: the kernels that consume it vectorise
         # only over contiguous rows.
-        crop = _buffer("crop", tuple(out_shape), np.float32)
-        if crop is None:
-            crop = np.empty(out_shape, np.float32)
-        crop[...] = full[rows, cols]
-        consume(k, crop)
+        consume(k, np.ascontiguousarray(full[rows, cols], dtype=np.float32))
 
     # list() waits for every kernel and re-raises the first error.
     list(_POOL.map(one, range(len(kspectra))))
