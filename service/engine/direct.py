@@ -115,6 +115,19 @@ def _accumulate_row(target, y, planes, kernels, active, yy, ox):
         _row_pair(o0, o1, planes, kernels, active[n_trios], k0, yy, ox, width)
 
 
+@njit(**JIT)
+def _restore_means(target, y, tmeans, sums, yy, kh, wx, kw, stride):
+    """Row ``y`` of the first len(tmeans) maps of ``target`` plus each kernel's mean x the windows' sums.
+
+    The ccorr pair's kernels are the templates less their means (see
+    :func:`scores.add_means`); the windows' top row is ``yy`` of the frame.
+    """
+    wsums = np.empty(target.shape[2])
+    window_sums(sums, yy, kh, wx, kw, stride, wsums)
+    for k in range(tmeans.shape[0]):
+        add_means(target[k, y], tmeans[k], wsums)
+
+
 def padded_count(n: int) -> int:
     """Kernel count after padding with zero kernels: blocks of three and at most one pair."""
     n = max(n, 2)
@@ -158,17 +171,14 @@ def correlate_direct(planes, kernels, active, oy, ox, row_stride, tmeans, sums, 
     out : float32 array, (K, Ho, Wo)
         Overwritten with the correlations.
     """
-    height, width = out.shape[1], out.shape[2]
+    height = out.shape[1]
     for y in prange(height):
         # Straight into the output rows: each out[k, y] is contiguous (a
         # copy through a row buffer costs a quarter of the kernel's time).
         yy = oy + y * row_stride
         _accumulate_row(out, y, planes, kernels, active, yy, ox)
         if tmeans.shape[0]:
-            wsums = np.empty(width)
-            window_sums(sums, yy, kh, wx, kw, row_stride, wsums)
-            for k in range(tmeans.shape[0]):
-                add_means(out[k, y], tmeans[k], wsums)
+            _restore_means(out, y, tmeans, sums, yy, kh, wx, kw, row_stride)
 
 
 @njit(parallel=True, error_model="numpy", **JIT)
@@ -214,10 +224,7 @@ def match_direct(planes, kernels, active, oy, ox, row_stride, sums, sqsum, wx, s
         inv_norm = np.empty(width)
         window_row(sums, sqsum, yy, kh, wx, kw, stride, method == CCOEFF_NORMED, flat, offsets, energy, inv_norm)
         if tmeans.shape[0]:
-            wsums = np.empty(width)
-            window_sums(sums, yy, kh, wx, kw, stride, wsums)
-            for k in range(n_members):
-                add_means(buffer[k, 0], tmeans[k], wsums)
+            _restore_means(buffer, 0, tmeans, sums, yy, kh, wx, kw, stride)
         for k in range(n_members):
             row_scores(method, buffer[k, 0], out[k, y], energy, inv_norm, inv_tnorm[k], tenergy[k])
 
