@@ -35,14 +35,9 @@ class Variant:
     angle: float
 
 
-def _resized(height: int, width: int, scale: float) -> tuple[int, int]:
-    """(width, height) of a template of ``height`` x ``width`` resized by ``scale``."""
-    return max(1, round(width * scale)), max(1, round(height * scale))
-
-
 def resized_size(height: int, width: int, scale: float) -> tuple[int, int]:
-    """(width, height) of a template's variant at ``scale`` before rotation (identity: the template's own)."""
-    return (width, height) if scale == 1.0 else _resized(height, width, scale)
+    """(width, height) of a template of ``height`` x ``width`` resized by ``scale`` (before any rotation)."""
+    return max(1, round(width * scale)), max(1, round(height * scale))
 
 
 def _canvas(width: int, height: int, angle: float) -> tuple[int, int]:
@@ -68,10 +63,10 @@ def check_steps(scales, angles, shape: tuple[int, ...],
         raise InvalidArgument("angles must be degrees between -360 and 360")
     height, width = shape[:2]
     for scale in scales:
-        if scale != 1.0 and min(_resized(height, width, scale)) < MIN_SIDE:
+        if scale != 1.0 and min(resized_size(height, width, scale)) < MIN_SIDE:
             raise InvalidArgument(f"scale {scale} makes the {width}x{height} template smaller than {MIN_SIDE} pixels")
         for angle in angles if max_pixels is not None else ():
-            out_w, out_h = _canvas(*_resized(height, width, scale), angle)
+            out_w, out_h = _canvas(*resized_size(height, width, scale), angle)
             if out_w * out_h > max_pixels:
                 raise LimitExceeded(f"the variant at scale {scale:g}, angle {angle:g} is {out_w}x{out_h} = "
                                     f"{out_w * out_h} pixels, over the limit of {max_pixels} (max_template_pixels)")
@@ -126,7 +121,7 @@ def make_variant(image: np.ndarray, mask: np.ndarray | None, scale: float, angle
     if scale == 1.0 and angle % 360 == 0:
         return image, mask
     # check_steps has made sure the variant keeps MIN_SIDE pixels a side.
-    size = _resized(image.shape[0], image.shape[1], scale)
+    size = resized_size(image.shape[0], image.shape[1], scale)
     shrink = cv2.INTER_AREA if scale < 1 else cv2.INTER_LINEAR
     resized = cv2.resize(image, size, interpolation=shrink).reshape(size[1], size[0], -1)
     weights = np.ones(image.shape[:2], np.float32) if mask is None else mask.astype(np.float32)
