@@ -7,6 +7,8 @@ the whole module).
 
 from __future__ import annotations
 
+import os
+
 import grpc
 import pytest
 
@@ -64,3 +66,8 @@ def server_process(tmp_path_factory):
     process.wait(60)
     process.stdout.close()
     process.stderr.close()
+
+
+# The CUDA simulator's tests run in their own process (tests/test_cuda.py),
+# where NUMBA_ENABLE_CUDASIM=1 is set before Numba loads.
+collect_ignore = [] if os.environ.get("NUMBA_ENABLE_CUDASIM") == "1" else ["cuda_sim"]

@@ -16,7 +16,8 @@ from . import runtime  # noqa: F401  (sets the threading layer before any kernel
 from .calibration import calibrate
 from .halffloat import to_float16
 from .kept import Kept
-from .matcher import Cancelled, Matcher, match
+from .device import DEVICES, check_device, cuda_problem
+from .matcher import Cancelled, Found, Matcher, match
 from .options import (
     ALGORITHMS,
     BORDERS,
@@ -39,6 +40,8 @@ __all__ = [
     "ALGORITHMS",
     "BORDERS",
     "Cancelled",
+    "DEVICES",
+    "Found",
     "Kept",
     "LOWER_IS_BETTER",
     "MIN_POSE_SIDE",
@@ -53,7 +56,9 @@ __all__ = [
     "OptionError",
     "OptionTypeError",
     "Peak",
+    "check_device",
     "check_options",
+    "cuda_problem",
     "check_peak_options",
     "check_ranges",
     "check_template",

@@ -5,15 +5,18 @@ from __future__ import annotations
 import threading
 from collections import OrderedDict
 from collections.abc import Callable, Sequence
+from typing import NamedTuple
 
 import cv2
 import numpy as np
 
 from . import options, spectral
+from .device import check_device
 from .direct import correlate_direct, match_direct, split_phases
 from .integral import channel_integrals, integral_images, row_prefix
 from .kept import Kept
 from .masked import masked_scores
+from .peaks import Peak, check_peak_options, find_peaks, vertex_offset
 from .plan import (
     Group,
     direct_seconds,
@@ -102,6 +105,22 @@ class Scratch:
         return sum(a.nbytes for a in self._arrays.values())
 
 
+class Found(NamedTuple):
+    """One frame's peaks per template (and its maps, when asked for): :meth:`Matcher.find`."""
+
+    peaks: list[list[Peak]]
+    maps: list[np.ndarray] | None
+
+
+def _peak(row: np.ndarray, subpixel: bool) -> Peak:
+    """A Peak from one row of cuda_kernels.top_peaks: score, y, x, left, right, above, below."""
+    score, y, x = float(row[0]), int(row[1]), int(row[2])
+    if not subpixel:
+        return Peak(x=x, y=y, score=score)
+    return Peak(x=x + vertex_offset(row[3], row[0], row[4]), y=y + vertex_offset(row[5], row[0], row[6]),
+                score=score)
+
+
 class Cancelled(Exception):
     """A match stopped because its caller's ``cancelled()`` said so."""
 
@@ -141,10 +160,18 @@ class Matcher:
     data_range : float, optional
         ``ssim`` only: the dynamic range L of its constants C1 = (0.01 L)^2
         and C2 = (0.03 L)^2; by default 255 for uint8 frames, 1.0 for float.
+    device : str
+        ``cpu``, or ``cuda``: the same maps computed on an NVIDIA GPU by
+        numba-cuda (``pip install 'featuremap[cuda]'``; refused at once when it
+        or a GPU is missing). The GPU path is always direct (``algorithm``
+        is ignored) and matches batches of frames at once (:meth:`find`).
+        Frames or templates beyond 2**-40..2**40 in magnitude are matched on
+        the CPU (the scaling that keeps them exact lives there).
 
     Notes
     -----
-    A Matcher is safe to call from many threads at once.
+    A Matcher is safe to call from many threads at once; on the GPU each
+    thread has its own CUDA stream and work arrays.
     """
 
     def __init__(
@@ -159,7 +186,9 @@ class Matcher:
         masks: Sequence[np.ndarray | None] | None = None,
         algorithm: str = "auto",
         data_range: float | None = None,
+        device: str = "cpu",
     ) -> None:
+        self.device: str = check_device(device)
         checked = options.check_options(method=method, padding=padding, border=border, border_value=border_value,
                                         stride=stride, algorithm=algorithm, data_range=data_range)
         self.method: str = checked["method"]
@@ -247,6 +276,11 @@ class Matcher:
         self._lock = threading.Lock()
         # Work arrays kept from call to call (see Scratch), one set per call in flight.
         self._scratches: list[Scratch] = []
+        self._gpu = None
+        if self.device == "cuda" and _safe(self._template_magnitude) and _safe(self._mask_magnitude):
+            from .cuda_matcher import CudaMatcher  # numba-cuda loads only here
+
+            self._gpu = CudaMatcher(self)
 
     def __len__(self) -> int:
         return len(self.shapes)
@@ -361,7 +395,12 @@ class Matcher:
     # -- per frame ----------------------------------------------------------
 
     def _check_frame(self, frame: np.ndarray) -> np.ndarray:
-        image = options.as_image(frame, "frame")
+        """The frame validated for this Matcher, as float32 HxWxC."""
+        return np.ascontiguousarray(self._checked(frame), dtype=np.float32)
+
+    def _checked(self, frame: np.ndarray) -> np.ndarray:
+        """The frame validated for this Matcher, HxWxC in its own dtype."""
+        image = options.check_image(frame, "frame")
         height, width, channels = image.shape
         if channels != self.channels:
             raise options.OptionError(
@@ -376,6 +415,16 @@ class Matcher:
                         "padding='valid': use padding='same' or 'full', or a smaller template"
                     )
         return image
+
+    def _on_gpu(self, image: np.ndarray) -> bool:
+        """Whether ``image`` (checked) is matched on the GPU: a GPU Matcher, and a magnitude its kernels take."""
+        if self._gpu is None:
+            return False
+        if self.padding != "valid" and self.border == "constant" and not _safe(abs(self.border_value)):
+            return False
+        if image.dtype == np.uint8:
+            return True
+        return _safe(max(-float(image.min()), float(image.max())))
 
     def _planes(self, image: np.ndarray, frame: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """The frame (``image``, as validated from ``frame``) padded for this Matcher, as (C, H, W) float32 planes.
@@ -430,6 +479,12 @@ class Matcher:
         list of numpy.ndarray
             One float32 map per template, in the bank's order.
         """
+        if self._gpu is not None:
+            checked = self._checked(frame)
+            if self._on_gpu(checked):
+                if cancelled is not None and cancelled():
+                    raise Cancelled("the match was cancelled")
+                return self._run_gpu([checked], top_k=0, limit=None, distances=None, maps=True).maps[0]
         image = self._check_frame(frame)
         magnitude = max(-float(image.min()), float(image.max()))  # no |image| temporary
         if self.padding != "valid" and self.border == "constant":
@@ -458,6 +513,79 @@ class Matcher:
         finally:
             self._give_scratch(scratch)
         return results
+
+    def find(self, frames: Sequence[np.ndarray], *, top_k: int = 1, threshold: float | None = None,
+             min_distance: int | Sequence[int] | None = None, subpixel: bool = False, maps: bool = False,
+             cancelled: Callable[[], bool] | None = None) -> list[Found]:
+        """Peaks (and, when asked, maps) of every template in each frame of a batch.
+
+        On the CPU, ``find_peaks`` of each map of ``matcher(frame)``. On the
+        GPU the frames (one shape and dtype) are matched in one batch and the
+        peaks are found on the device: only they come back unless ``maps``.
+
+        Parameters
+        ----------
+        frames : sequence of numpy.ndarray
+            Frames as :meth:`__call__` takes them; on the GPU all of one shape and dtype.
+        top_k, threshold, subpixel
+            As :func:`find_peaks`.
+        min_distance : int or sequence of int, optional
+            As :func:`find_peaks`, for every template or one per template.
+        maps : bool
+            Return the maps too.
+        cancelled : callable, optional
+            As :meth:`__call__`.
+
+        Returns
+        -------
+        list of Found
+            One per frame: ``peaks[t]`` the peaks of template t (map
+            coordinates), ``maps`` the maps or None.
+        """
+        if isinstance(frames, np.ndarray) or not isinstance(frames, Sequence) or len(frames) == 0:
+            raise options.OptionTypeError("frames must be a non-empty list of arrays")
+        distances = list(min_distance) if isinstance(min_distance, Sequence) else [min_distance] * len(self.shapes)
+        if len(distances) != len(self.shapes):
+            raise options.OptionError(f"min_distance has {len(distances)} entries: give one per template "
+                                      f"({len(self.shapes)}) or a single number")
+        distances = [check_peak_options(top_k=top_k, threshold=threshold, min_distance=d) for d in distances]
+        images = [self._checked(f) for f in frames] if self._gpu is not None else None
+        if images is None or not all(self._on_gpu(img) for img in images):
+            found = []
+            for frame in frames:
+                score_maps = self(frame, cancelled=cancelled)
+                peaks = [find_peaks(m, method=self.method, top_k=top_k, threshold=threshold, min_distance=d,
+                                    subpixel=subpixel) for m, d in zip(score_maps, distances)]
+                found.append(Found(peaks, score_maps if maps else None))
+            return found
+        if len({(img.shape, img.dtype) for img in images}) > 1:
+            raise options.OptionError("on the GPU a batch's frames must share one shape and dtype: "
+                                      "call find() once per kind of frame")
+        if cancelled is not None and cancelled():
+            raise Cancelled("the match was cancelled")
+        lower = self.method in options.LOWER_IS_BETTER
+        limit = None if threshold is None else (-float(threshold) if lower else float(threshold))
+        result = self._run_gpu(images, top_k=top_k, limit=limit, distances=np.array(distances, np.int64), maps=maps)
+        found = []
+        for n in range(len(images)):
+            peaks = [[_peak(row, subpixel) for row in rows] for rows in result.peaks[n]]
+            found.append(Found(peaks, result.maps[n] if maps else None))
+        return found
+
+    def _run_gpu(self, images: list[np.ndarray], *, top_k: int, limit: float | None, distances: np.ndarray | None,
+                 maps: bool):
+        lower = self.method in options.LOWER_IS_BETTER
+        if distances is None:
+            distances = np.ones(len(self.shapes), np.int64)
+        data_range = self.data_range or (255.0 if images[0].dtype == np.uint8 else 1.0)
+        return self._gpu.run(images, top_k=top_k, limit=limit, lower=lower, distances=distances, maps=maps,
+                             data_range=data_range)
+
+    def device_bytes(self, frame_shape: tuple[int, int], dtype=np.uint8, count: int = 1) -> int:
+        """GPU memory a batch of ``count`` frames of ``frame_shape`` (H, W) needs; 0 for a CPU Matcher."""
+        if self._gpu is None:
+            return 0
+        return self._gpu.device_bytes(tuple(frame_shape), self.channels, np.dtype(dtype).itemsize, count)
 
     def _take_scratch(self) -> Scratch:
         """A set of work arrays for one call: one a call before this one returned, else a new one."""

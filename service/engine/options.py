@@ -117,20 +117,15 @@ def check_border_value(value: object) -> float:
     return value
 
 
-def as_image(image: object, what: str) -> np.ndarray:
-    """Validate a frame or template and return it as float32, HxWxC.
+def check_image(image: object, what: str) -> np.ndarray:
+    """Validate a frame or template and return it as HxWxC in its own dtype (a view where it can be).
 
     Parameters
     ----------
     image : array_like
-        HxW or HxWxC with C in (1, 3, 4); uint8, float32 or float64.
+        HxW or HxWxC with C in (1, 3, 4); uint8, float32 or float64, no NaN/inf.
     what : str
         How to name the input in error messages ("frame", "template 3").
-
-    Returns
-    -------
-    numpy.ndarray
-        float32, shape (H, W, C), C-contiguous.
     """
     if not isinstance(image, np.ndarray):
         raise OptionTypeError(f"{what} must be a numpy array, got {type(image).__name__}")
@@ -154,7 +149,12 @@ def as_image(image: object, what: str) -> np.ndarray:
         raise OptionError(f"{what} is empty (shape {image.shape})")
     if image.dtype != np.uint8 and not np.isfinite(image).all():
         raise OptionError(f"{what} contains NaN or inf: replace them before matching")
-    return np.ascontiguousarray(image, dtype=np.float32)
+    return image
+
+
+def as_image(image: object, what: str) -> np.ndarray:
+    """:func:`check_image`, then as float32, HxWxC, C-contiguous."""
+    return np.ascontiguousarray(check_image(image, what), dtype=np.float32)
 
 
 def as_mask(mask: object, shape: tuple[int, int], what: str) -> np.ndarray:

@@ -17,15 +17,19 @@ class Peak(NamedTuple):
     score: float
 
 
+def vertex_offset(left: float, mid: float, right: float) -> float:
+    """Offset of the vertex of the parabola through (-1, left), (0, mid), (1, right), within +-0.5."""
+    curvature = left - 2.0 * mid + right
+    if curvature == 0.0 or curvature != curvature:  # flat, or a neighbour missing (NaN)
+        return 0.0
+    return float(np.clip(0.5 * (left - right) / curvature, -0.5, 0.5))
+
+
 def _refine(line: np.ndarray, i: int) -> float:
     """Offset of the vertex of the parabola through line[i-1], line[i], line[i+1]."""
     if i <= 0 or i >= len(line) - 1:
         return 0.0
-    left, mid, right = float(line[i - 1]), float(line[i]), float(line[i + 1])
-    curvature = left - 2.0 * mid + right
-    if curvature == 0.0:
-        return 0.0
-    return float(np.clip(0.5 * (left - right) / curvature, -0.5, 0.5))
+    return vertex_offset(float(line[i - 1]), float(line[i]), float(line[i + 1]))
 
 
 _FEW = 16  # up to this many peaks, repeated argmax beats sorting the whole map

@@ -14,6 +14,8 @@ the template's is. Then, and whenever rounding pushes |numerator| past ``t``:
 ccoeff_normed, never NaN. sqdiff is clamped at 0.
 """
 
+import math
+
 import numpy as np
 from numba import njit, prange
 
@@ -43,20 +45,19 @@ def flat_tolerance(planes: np.ndarray) -> float:
     return FLAT_ROUNDING_UNITS * np.finfo(np.float64).eps * planes.size * magnitude * magnitude
 
 
-@njit(inline="always", error_model="numpy", **JIT)
-def inverse_norm(energy, mean2, flat):
+def inverse_norm_formula(energy, mean2, flat):
     """1 / sqrt of the window's (co)variance term; inf when it is at most ``flat`` (within rounding of 0).
 
     An infinite inverse norm sends :func:`score` to the degenerate value
-    without a test on every template.
+    without a test on every template. Plain Python, compiled twice from this
+    one source: for the CPU (:func:`inverse_norm`) and for the GPU (cuda_kernels).
     """
     var = energy - mean2
-    return 1.0 / np.sqrt(var) if var > flat else np.inf
+    return 1.0 / math.sqrt(var) if var > flat else math.inf
 
 
-@njit(inline="always", error_model="numpy", **JIT)
-def score(method, corr, energy, inv_norm, inv_tnorm, tenergy):
-    """Score of one window.
+def score_formula(method, corr, energy, inv_norm, inv_tnorm, tenergy):
+    """Score of one window (compiled for the CPU as :func:`score`, and for the GPU).
 
     Parameters
     ----------
@@ -84,6 +85,16 @@ def score(method, corr, energy, inv_norm, inv_tnorm, tenergy):
     fallback = 1.0 if method == SQDIFF_NORMED else 0.0
     clamped = (1.0 if r > 0.0 else -1.0) if a < 1.125 else fallback
     return r if a < 1.0 else clamped
+
+
+def ssim_formula(mx, my, vx, vy, cov, c1, c2):
+    """One channel's SSIM of a window (means, sample variances, covariance; compiled for CPU and GPU)."""
+    return ((2.0 * mx * my + c1) * (2.0 * cov + c2)) / ((mx * mx + my * my + c1) * (vx + vy + c2))
+
+
+inverse_norm = njit(inline="always", error_model="numpy", **JIT)(inverse_norm_formula)
+score = njit(inline="always", error_model="numpy", **JIT)(score_formula)
+ssim_term = njit(inline="always", error_model="numpy", **JIT)(ssim_formula)
 
 
 @njit(error_model="numpy", **JIT)
@@ -214,9 +225,7 @@ def map_scores(method, raw, energy, inv_norm, tenergy, tnorm_energy, out):
 def _ssim_row(cov_row, mx, vx, my, vy, c1, c2, inv_n1, acc):
     """Add one channel's SSIM of one template along a row of windows to ``acc``."""
     for x in range(acc.shape[0]):
-        cov = np.float64(cov_row[x]) * inv_n1
-        m = mx[x]
-        acc[x] += ((2.0 * m * my + c1) * (2.0 * cov + c2)) / ((m * m + my * my + c1) * (vx[x] + vy + c2))
+        acc[x] += ssim_term(mx[x], my, vx[x], vy, np.float64(cov_row[x]) * inv_n1, c1, c2)
 
 
 @njit(parallel=True, error_model="numpy", **JIT)

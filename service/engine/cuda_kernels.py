@@ -1,0 +1,577 @@
+"""The GPU path's kernels (numba-cuda): the CPU path's maps, computed on the device.
+
+Imported only when a Matcher is made with ``device="cuda"`` (numba-cuda must
+be installed). Per frame, in one CUDA stream:
+
+1. :func:`channel_sums` (the ccoeff pair only) and :func:`make_planes`: the
+   uploaded frames (uint8 or float, as they came) padded with the Matcher's
+   border, less each channel's offset, as float32 planes, and their largest
+   magnitude (for the flatness tolerance, as scores.flat_tolerance);
+2. :func:`row_prefix` and :func:`column_prefix`: float64 row prefix sums
+   (masked statistics) and integral images (unmasked ones);
+3. per group of same-sized templates, :func:`correlate`: the tiled direct
+   correlation (frame tile and kernel taps in shared memory, each thread
+   accumulating RX output positions x KT kernels in registers), then one
+   scoring kernel: :func:`score_plain`, :func:`score_masked` or
+   :func:`score_ssim`, the CPU path's formulas from the same source
+   (scores.score_formula and friends);
+4. :func:`top_peaks`: greedy top-k with non-maximum suppression on the
+   device, so only peaks cross back unless maps are asked for.
+
+Statistics are float64 as on the CPU; correlations accumulate in float32 as
+the CPU's direct path does.
+"""
+
+import math
+import os
+
+import numpy as np
+from numba import cuda, float32, float64, int64
+
+from .scores import (
+    CCOEFF,
+    CCOEFF_NORMED,
+    CCORR,
+    CCORR_NORMED,
+    FLAT_ROUNDING_UNITS,
+    SQDIFF_NORMED,
+    inverse_norm_formula,
+    score_formula,
+    ssim_formula,
+)
+
+#: Under Numba's CUDA simulator every GPU thread is a Python thread: blocks
+#: are small there, which also makes the tests' tiny frames cross many tile
+#: edges. The kernels are the same code either way.
+SIMULATED = os.environ.get("NUMBA_ENABLE_CUDASIM") == "1"
+#: Threads of a correlation block (x, y); outputs per thread along x (TX apart,
+#: so loads and stores coalesce); kernels per thread (KT = 4 is written out in
+#: correlate's inner loop). RX x KT accumulators live in registers.
+TX, TY, RX, KT = (8, 2, 2, 4) if SIMULATED else (32, 8, 4, 4)
+#: Shared memory one correlation block may use (the default limit is 48 KiB;
+#: in the simulator a few rows, so that small templates take several passes).
+SHARED_FLOATS = 160 if SIMULATED else 40 * 1024 // 4
+#: Threads of the other kernels' blocks (2-D: PX x PY, a power of two; the
+#: peak reduction: 1-D, a power of two).
+PX, PY = (4, 2) if SIMULATED else (32, 8)
+PEAK_THREADS = 8 if SIMULATED else 256
+#: Threads per block of the line-by-line kernels (prefix sums).
+LINE_THREADS = PX * PY
+#: Most blocks a launch has along x or y (and 65535 is the hardware's limit
+#: along y and z). Every kernel loops over what its grid does not cover
+#: (grid-stride loops), so a capped grid is still complete; the simulator
+#: caps at 2, which keeps its Python threads few.
+MAX_GRID = 2 if SIMULATED else 65535
+
+
+def blocks(items: int, per_block: int) -> int:
+    """Blocks along a grid-strided dimension: enough for ``items``, at most MAX_GRID."""
+    return max(1, min(-(-items // per_block), MAX_GRID))
+MAX_CHANNELS = 4
+_EPS = float(np.finfo(np.float64).eps)
+
+_inverse_norm = cuda.jit(device=True)(inverse_norm_formula)
+_score = cuda.jit(device=True)(score_formula)
+_ssim = cuda.jit(device=True)(ssim_formula)
+
+
+@cuda.jit(device=True)
+def _source(i, n, border):
+    """The frame index that padded index ``i`` reads (OpenCV's borders), or -1 for the constant border.
+
+    border: 0 constant, 1 reflect-101, 2 replicate.
+    """
+    if 0 <= i < n:
+        return i
+    if border == 0:
+        return -1
+    if border == 2:
+        return 0 if i < 0 else n - 1
+    if n == 1:
+        return 0
+    while i < 0 or i >= n:
+        if i < 0:
+            i = -i
+        if i >= n:
+            i = 2 * n - 2 - i
+    return i
+
+
+@cuda.jit(device=True)
+def _flat(magnitudes, n, cells):
+    """scores.flat_tolerance of frame ``n``'s planes, from their largest magnitude."""
+    m = magnitudes[n]
+    return FLAT_ROUNDING_UNITS * _EPS * cells * m * m
+
+
+@cuda.jit(device=True)
+def _box(table, n, c, y0, y1, x0, x1):
+    """A window's sum from an integral image: the CPU's four lookups, in its order."""
+    return table[n, c, y1, x1] - table[n, c, y0, x1] - table[n, c, y1, x0] + table[n, c, y0, x0]
+
+
+@cuda.jit(cache=True)
+def channel_sums(frames, top, left, height, width, border, border_value, sums):
+    """Add each channel's sum over the padded frame (float64) into ``sums`` (N, C), zeroed first."""
+    partial = cuda.shared.array((MAX_CHANNELS, PX * PY), float64)
+    own = cuda.local.array(MAX_CHANNELS, float64)
+    x0, y0 = cuda.grid(2)
+    step_x, step_y = cuda.gridsize(2)
+    n = cuda.blockIdx.z
+    tid = cuda.threadIdx.y * PX + cuda.threadIdx.x
+    channels = frames.shape[3]
+    for c in range(channels):
+        own[c] = 0.0
+    for y in range(y0, height, step_y):
+        sy = _source(y - top, frames.shape[1], border)
+        for x in range(x0, width, step_x):
+            sx = _source(x - left, frames.shape[2], border)
+            for c in range(channels):
+                v = float32(border_value) if sy < 0 or sx < 0 else float32(frames[n, sy, sx, c])
+                own[c] += float64(v)
+    for c in range(channels):
+        partial[c, tid] = own[c]
+    cuda.syncthreads()
+    step = PX * PY // 2
+    while step > 0:
+        if tid < step:
+            for c in range(channels):
+                partial[c, tid] += partial[c, tid + step]
+        cuda.syncthreads()
+        step //= 2
+    if tid == 0:
+        for c in range(channels):
+            cuda.atomic.add(sums, (n, c), partial[c, 0])
+
+
+@cuda.jit(cache=True)
+def make_planes(frames, top, left, border, border_value, sums, inv_count, planes, magnitudes):
+    """Pad, convert and offset the frames into float32 planes (N, C, Hp, Wp); their largest |value| per frame.
+
+    The offset of channel c is float32(sums[n, c] * inv_count): the channel's
+    mean (the ccoeff pair) or the templates' offset (the sqdiff pair, with
+    inv_count 1), as the CPU path takes them off.
+    """
+    largest = cuda.shared.array(PX * PY, float32)
+    x0, y0 = cuda.grid(2)
+    step_x, step_y = cuda.gridsize(2)
+    n = cuda.blockIdx.z
+    tid = cuda.threadIdx.y * PX + cuda.threadIdx.x
+    height, width = planes.shape[2], planes.shape[3]
+    most = float32(0.0)
+    for y in range(y0, height, step_y):
+        sy = _source(y - top, frames.shape[1], border)
+        for x in range(x0, width, step_x):
+            sx = _source(x - left, frames.shape[2], border)
+            for c in range(planes.shape[1]):
+                v = float32(border_value) if sy < 0 or sx < 0 else float32(frames[n, sy, sx, c])
+                v = v - float32(sums[n, c] * inv_count)
+                planes[n, c, y, x] = v
+                most = max(most, abs(v))
+    largest[tid] = most
+    cuda.syncthreads()
+    step = PX * PY // 2
+    while step > 0:
+        if tid < step:
+            largest[tid] = max(largest[tid], largest[tid + step])
+        cuda.syncthreads()
+        step //= 2
+    if tid == 0:
+        cuda.atomic.max(magnitudes, n, float64(largest[0]))
+
+
+@cuda.jit(cache=True)
+def row_prefix(planes, prefix, sqprefix):
+    """Float64 running sums along each row: prefix (N, C, Hp, Wp+1) per plane; sqprefix of squares,
+    (N, 1, ...) over every plane or (N, C, ...) per plane (ssim)."""
+    n = cuda.blockIdx.y
+    per_plane = sqprefix.shape[1] > 1
+    for y in range(cuda.grid(1), planes.shape[2], cuda.gridsize(1)):
+        _row_prefix(planes, prefix, sqprefix, n, y, per_plane)
+
+
+@cuda.jit(device=True)
+def _row_prefix(planes, prefix, sqprefix, n, y, per_plane):
+    for c in range(planes.shape[1]):
+        q = c if per_plane else 0
+        prefix[n, c, y, 0] = 0.0
+        sqprefix[n, q, y, 0] = 0.0
+        acc = 0.0
+        sq = 0.0
+        for x in range(planes.shape[3]):
+            v = float64(planes[n, c, y, x])
+            acc += v
+            sq += v * v
+            prefix[n, c, y, x + 1] = acc
+            if c == 0 or per_plane:
+                sqprefix[n, q, y, x + 1] = sq
+            else:
+                sqprefix[n, q, y, x + 1] += sq
+
+
+@cuda.jit(cache=True)
+def column_prefix(rows, table):
+    """Integral images (N, C, Hp+1, Wp+1) from row prefix sums (N, C, Hp, Wp+1): each row added to the one below."""
+    c = cuda.blockIdx.y
+    n = cuda.blockIdx.z
+    for x in range(cuda.grid(1), table.shape[3], cuda.gridsize(1)):
+        acc = 0.0
+        table[n, c, 0, x] = 0.0
+        for y in range(rows.shape[2]):
+            acc += rows[n, c, y, x]
+            table[n, c, y + 1, x] = acc
+
+
+def tile_rows(kh: int, kw: int, stride: int) -> int:
+    """Template rows one pass of :func:`correlate` takes (its shared memory), or 0 when none fits."""
+    span_x = (TX * RX - 1) * stride + kw
+    fixed = (TY - 1) * stride * span_x
+    rows = (SHARED_FLOATS - fixed) // (span_x + KT * kw)
+    return min(kh, rows) if rows >= 1 else 0
+
+
+def tile_floats(kh: int, kw: int, stride: int, rows: int) -> int:
+    """Shared floats :func:`correlate` uses with ``rows`` template rows per pass."""
+    span_x = (TX * RX - 1) * stride + kw
+    return ((TY - 1) * stride + rows) * span_x + KT * rows * kw
+
+
+@cuda.jit(cache=True)
+def correlate(planes, kernels, oy, ox, stride, rows_per_pass, out):
+    """out[n, k] = sum over planes and taps of kernels[k] x the frame's window, every output position.
+
+    planes (N, P, Hp, Wp); kernels (K, P, h, w), K a multiple of KT; out (N, K, Ho, Wo).
+    A block of TX x TY threads covers TX*RX x TY outputs and KT kernels: the
+    frame rows under them (``rows_per_pass`` template rows at a time) and
+    those kernels' taps go to shared memory once, and every thread reuses
+    each tap KT x RX times from registers. Grid: (Wo / (TX RX), Ho / TY, N K / KT).
+    """
+    shared = cuda.shared.array(0, float32)
+    acc = cuda.local.array(RX * KT, float32)
+    n_planes, height, width = planes.shape[1], planes.shape[2], planes.shape[3]
+    kh, kw = kernels.shape[2], kernels.shape[3]
+    chunks = kernels.shape[0] // KT
+    n = cuda.blockIdx.z // chunks
+    k0 = (cuda.blockIdx.z % chunks) * KT
+    tx, ty = cuda.threadIdx.x, cuda.threadIdx.y
+    tid = ty * TX + tx
+    span_x = (TX * RX - 1) * stride + kw
+    tiles_x = (out.shape[3] + TX * RX - 1) // (TX * RX)
+    tiles_y = (out.shape[2] + TY - 1) // TY
+    for tile_y in range(cuda.blockIdx.y, tiles_y, cuda.gridDim.y):
+        for tile_x in range(cuda.blockIdx.x, tiles_x, cuda.gridDim.x):
+            x_first = tile_x * TX * RX
+            y_first = tile_y * TY
+            fx0 = ox + x_first * stride
+            fy0 = oy + y_first * stride
+            for i in range(RX * KT):
+                acc[i] = 0.0
+            for p in range(n_planes):
+                for r0 in range(0, kh, rows_per_pass):
+                    rows = min(rows_per_pass, kh - r0)
+                    tile = ((TY - 1) * stride + rows) * span_x
+                    for i in range(tid, tile, TX * TY):
+                        fy = fy0 + r0 + i // span_x
+                        fx = fx0 + i % span_x
+                        shared[i] = planes[n, p, fy, fx] if fy < height and fx < width else float32(0.0)
+                    for i in range(tid, rows * kw * KT, TX * TY):
+                        t = i % KT
+                        j = (i // KT) % kw
+                        shared[tile + i] = kernels[k0 + t, p, r0 + i // (KT * kw), j]
+                    cuda.syncthreads()
+                    for r in range(rows):
+                        row = (ty * stride + r) * span_x + tx * stride
+                        taps = tile + r * kw * KT
+                        for j in range(kw):
+                            w0 = shared[taps + j * KT]
+                            w1 = shared[taps + j * KT + 1]
+                            w2 = shared[taps + j * KT + 2]
+                            w3 = shared[taps + j * KT + 3]
+                            for q in range(RX):
+                                v = shared[row + q * TX * stride + j]
+                                acc[q * KT] += w0 * v
+                                acc[q * KT + 1] += w1 * v
+                                acc[q * KT + 2] += w2 * v
+                                acc[q * KT + 3] += w3 * v
+                    cuda.syncthreads()
+            y = y_first + ty
+            if y < out.shape[2]:
+                for q in range(RX):
+                    x = x_first + tx + q * TX
+                    if x < out.shape[3]:
+                        for t in range(KT):
+                            out[n, k0 + t, y, x] = acc[q * KT + t]
+
+
+@cuda.jit(cache=True)
+def correlate_wide(planes, kernels, oy, ox, stride, out):
+    """:func:`correlate` for templates too wide for its shared tile: KT kernels per thread, from global memory."""
+    chunks = kernels.shape[0] // KT
+    n = cuda.blockIdx.z // chunks
+    k0 = (cuda.blockIdx.z % chunks) * KT
+    acc = cuda.local.array(KT, float32)
+    x_start, y_start = cuda.grid(2)
+    step_x, step_y = cuda.gridsize(2)
+    for y in range(y_start, out.shape[2], step_y):
+        for x in range(x_start, out.shape[3], step_x):
+            for t in range(KT):
+                acc[t] = 0.0
+            y0, x0 = oy + y * stride, ox + x * stride
+            for p in range(planes.shape[1]):
+                for i in range(kernels.shape[2]):
+                    for j in range(kernels.shape[3]):
+                        v = planes[n, p, y0 + i, x0 + j]
+                        for t in range(KT):
+                            acc[t] += kernels[k0 + t, p, i, j] * v
+            for t in range(KT):
+                out[n, k0 + t, y, x] = acc[t]
+
+
+@cuda.jit(cache=True)
+def score_plain(raw, integral, sqintegral, oy, ox, stride, kh, kw, code, offsets, magnitudes, cells, tenergy,
+                tnorm_energy, tmeans, out):
+    """Scores of an unmasked group (scores.window_row and row_scores, per window).
+
+    raw (N, K, Ho, Wo) correlations; integral (N, C, ...) and sqintegral
+    (N, 1, ...) float64 integral images of the planes and their squares;
+    offsets (N, C) what was taken off each plane (the sqdiff pair); tmeans
+    (M,) the means taken off the ccorr pair's kernels, or empty; out (N, M, Ho, Wo).
+    """
+    n = cuda.blockIdx.z
+    x_start, y_start = cuda.grid(2)
+    step_x, step_y = cuda.gridsize(2)
+    for y in range(y_start, out.shape[2], step_y):
+        for x in range(x_start, out.shape[3], step_x):
+            _score_plain_at(raw, integral, sqintegral, oy, ox, stride, kh, kw, code, offsets, magnitudes, cells, tenergy,
+                tnorm_energy, tmeans, out, n, y, x)
+
+
+@cuda.jit(device=True)
+def _score_plain_at(raw, integral, sqintegral, oy, ox, stride, kh, kw, code, offsets, magnitudes, cells, tenergy,
+                tnorm_energy, tmeans, out, n, y, x):
+    y0, x0 = oy + y * stride, ox + x * stride
+    y1, x1 = y0 + kh, x0 + kw
+    n_channels = integral.shape[1]
+    wsum = 0.0
+    if tmeans.shape[0] > 0:
+        for c in range(n_channels):
+            wsum += _box(integral, n, c, y0, y1, x0, x1)
+    raw_only = code == CCORR or code == CCOEFF
+    energy = 0.0
+    inv_norm = 0.0
+    if not raw_only:
+        flat = _flat(magnitudes, n, cells)
+        energy = _box(sqintegral, n, 0, y0, y1, x0, x1)
+        if code == CCOEFF_NORMED:
+            squares = 0.0
+            for c in range(n_channels):
+                s = _box(integral, n, c, y0, y1, x0, x1)
+                squares += s * s
+            inv_norm = _inverse_norm(energy, squares * (1.0 / (kh * kw)), flat)
+        else:
+            shift_energy = 0.0
+            if code == SQDIFF_NORMED:
+                area = kh * kw
+                for c in range(n_channels):
+                    shift = float64(float32(offsets[n, c]))
+                    if shift != 0.0:
+                        shift_energy += 2.0 * shift * _box(integral, n, c, y0, y1, x0, x1) + area * shift * shift
+            inv_norm = _inverse_norm(energy + shift_energy, 0.0, flat)
+    for m in range(out.shape[1]):
+        corr = raw[n, m, y, x]
+        if tmeans.shape[0] > 0:
+            corr = float32(float64(corr) + tmeans[m] * wsum)
+        if raw_only:
+            out[n, m, y, x] = corr
+        else:
+            inv_tnorm = 1.0 / math.sqrt(tnorm_energy[m]) if tnorm_energy[m] > 0.0 else math.inf
+            out[n, m, y, x] = _score(code, float64(corr), energy, inv_norm, inv_tnorm, tenergy[m])
+
+
+@cuda.jit(cache=True)
+def score_masked(raw, prefix, sqprefix, run_start, rows, starts, ends, weights, squares, member_start, members,
+                 msums, msum2s, binaries, largest_square, tenergy, tnorm_energy, tsum, oy, ox, stride, code,
+                 offsets, magnitudes, cells, out):
+    """Scores of a masked group, window by window from its masks' runs (masked._mask_row's arithmetic).
+
+    Grid z: frame x distinct mask; each thread sums its window's runs once
+    and scores every template that shares the mask.
+    """
+    sets = msums.shape[0]
+    n = cuda.blockIdx.z // sets
+    s = cuda.blockIdx.z % sets
+    x_start, y_start = cuda.grid(2)
+    step_x, step_y = cuda.gridsize(2)
+    for y in range(y_start, out.shape[2], step_y):
+        for x in range(x_start, out.shape[3], step_x):
+            _score_masked_at(raw, prefix, sqprefix, run_start, rows, starts, ends, weights, squares, member_start, members,
+                msums, msum2s, binaries, largest_square, tenergy, tnorm_energy, tsum, oy, ox, stride, code, offsets,
+                magnitudes, cells, out, n, s, y, x)
+
+
+@cuda.jit(device=True)
+def _score_masked_at(raw, prefix, sqprefix, run_start, rows, starts, ends, weights, squares, member_start, members,
+                 msums, msum2s, binaries, largest_square, tenergy, tnorm_energy, tsum, oy, ox, stride, code,
+                 offsets, magnitudes, cells, out, n, s, y, x):
+    n_channels = prefix.shape[1]
+    zero_mean = code == CCOEFF or code == CCOEFF_NORMED
+    restore = code == CCORR or code == CCORR_NORMED
+    uncentre = code == SQDIFF_NORMED and offsets.shape[1] > 0
+    binary = binaries[s]
+    need_cross = (code == CCOEFF_NORMED or uncentre or restore) and not binary
+    need_energy = code != CCORR and code != CCOEFF
+    sums = cuda.local.array(MAX_CHANNELS, float64)
+    cross = cuda.local.array(MAX_CHANNELS, float64)
+    for c in range(MAX_CHANNELS):
+        sums[c] = 0.0
+        cross[c] = 0.0
+    energy = 0.0
+    yy, xx = oy + y * stride, ox + x * stride
+    for r in range(run_start[s], run_start[s + 1]):
+        a = xx + starts[r]
+        b = xx + ends[r]
+        line = yy + rows[r]
+        for c in range(n_channels):
+            run = prefix[n, c, line, b] - prefix[n, c, line, a]
+            sums[c] += weights[r] * run
+            if need_cross:
+                cross[c] += squares[r] * run
+        if need_energy:
+            energy += squares[r] * (sqprefix[n, 0, line, b] - sqprefix[n, 0, line, a])
+    msum, msum2 = msums[s], msum2s[s]
+    inv_m = 1.0 / msum if msum > 0.0 else 0.0
+    flat = _flat(magnitudes, n, cells) * largest_square[s]
+    inv_norm = 0.0
+    if code == CCOEFF_NORMED or uncentre:
+        term = 0.0
+        for c in range(n_channels):
+            cross_c = cross[c] if need_cross else sums[c]
+            if uncentre:
+                shift = float64(float32(offsets[n, c]))
+                term += 2.0 * shift * cross_c + shift * shift * msum2
+            else:
+                mean_c = sums[c] * inv_m
+                term += 2.0 * mean_c * cross_c - mean_c * mean_c * msum2
+        sign = 1.0 if uncentre else -1.0
+        inv_norm = _inverse_norm(energy + sign * term, 0.0, flat)
+    elif need_energy:
+        inv_norm = _inverse_norm(energy, 0.0, flat)
+    for i in range(member_start[s], member_start[s + 1]):
+        k = members[i]
+        corr = float64(raw[n, k, y, x])
+        if zero_mean:
+            for c in range(n_channels):
+                factor = tsum[k, c] * inv_m
+                if factor != 0.0:
+                    corr -= sums[c] * factor
+        elif restore:
+            for c in range(n_channels):
+                corr += (cross[c] if need_cross else sums[c]) * tsum[k, c]
+        if need_energy:
+            inv_tnorm = 1.0 / math.sqrt(tnorm_energy[k]) if tnorm_energy[k] > 0.0 else math.inf
+            out[n, k, y, x] = _score(code, corr, energy, inv_norm, inv_tnorm, tenergy[k])
+        else:
+            out[n, k, y, x] = corr
+
+
+@cuda.jit(cache=True)
+def score_ssim(raw, integral, sqintegral, index, oy, ox, stride, kh, kw, tmeans, tvars, c1, c2, out):
+    """SSIM of each template at each window, the mean over channels (scores.finish_ssim, per window)."""
+    n = cuda.blockIdx.z
+    x_start, y_start = cuda.grid(2)
+    step_x, step_y = cuda.gridsize(2)
+    for y in range(y_start, out.shape[2], step_y):
+        for x in range(x_start, out.shape[3], step_x):
+            _score_ssim_at(raw, integral, sqintegral, index, oy, ox, stride, kh, kw, tmeans, tvars, c1, c2, out, n, y, x)
+
+
+@cuda.jit(device=True)
+def _score_ssim_at(raw, integral, sqintegral, index, oy, ox, stride, kh, kw, tmeans, tvars, c1, c2, out, n, y, x):
+    y0, x0 = oy + y * stride, ox + x * stride
+    y1, x1 = y0 + kh, x0 + kw
+    n_channels = integral.shape[1]
+    area = kh * kw
+    inv_n = 1.0 / area
+    inv_n1 = 1.0 / (area - 1) if area > 1 else 0.0
+    means = cuda.local.array(MAX_CHANNELS, float64)
+    variances = cuda.local.array(MAX_CHANNELS, float64)
+    for c in range(n_channels):
+        s = _box(integral, n, c, y0, y1, x0, x1)
+        variances[c] = max(_box(sqintegral, n, c, y0, y1, x0, x1) - s * s * inv_n, 0.0) * inv_n1
+        means[c] = s * inv_n
+    for k in range(out.shape[1]):
+        acc = 0.0
+        for c in range(n_channels):
+            cov = float64(raw[n, index[k, c], y, x]) * inv_n1
+            acc += _ssim(means[c], tmeans[k, c], variances[c], tvars[k, c], cov, c1, c2)
+        out[n, k, y, x] = min(1.0, max(-1.0, acc / n_channels))
+
+
+@cuda.jit(cache=True)
+def top_peaks(maps, lower, limit, has_limit, distances, peaks, counts):
+    """Each map's best positions, greedy with suppression (peaks.find_peaks, on the device).
+
+    One block per map (grid: M, N). Round i takes the best position (ties to
+    the first in row-major order) among those not within ``distances[m]`` of
+    an earlier pick, stopping below ``limit``. peaks (N, M, top_k, 7) float64:
+    score, y, x, and the neighbours left, right, above, below (NaN at the
+    map's edge) for the sub-pixel fit; counts (N, M) how many were found.
+    """
+    best = cuda.shared.array(PEAK_THREADS, float32)
+    where = cuda.shared.array(PEAK_THREADS, int64)
+    m = cuda.blockIdx.x
+    n = cuda.blockIdx.y
+    tid = cuda.threadIdx.x
+    height, width = maps.shape[2], maps.shape[3]
+    size = height * width
+    d = distances[m]
+    found = 0
+    for round_ in range(peaks.shape[2]):
+        top = float32(-math.inf)
+        at = size
+        for i in range(tid, size, PEAK_THREADS):
+            py = i // width
+            px = i - py * width
+            free = True
+            for j in range(round_):
+                if abs(py - int64(peaks[n, m, j, 1])) < d and abs(px - int64(peaks[n, m, j, 2])) < d:
+                    free = False
+                    break
+            if free:
+                v = maps[n, m, py, px]
+                g = -v if lower else v
+                if g > top:
+                    top = g
+                    at = i
+        best[tid] = top
+        where[tid] = at
+        cuda.syncthreads()
+        step = PEAK_THREADS // 2
+        while step > 0:
+            if tid < step:
+                other, there = best[tid + step], where[tid + step]
+                if other > best[tid] or (other == best[tid] and there < where[tid]):
+                    best[tid] = other
+                    where[tid] = there
+            cuda.syncthreads()
+            step //= 2
+        top = best[0]
+        at = where[0]
+        cuda.syncthreads()
+        if at >= size or (has_limit and float64(top) < limit):
+            break
+        if tid == 0:
+            py = at // width
+            px = at - py * width
+            row = peaks[n, m, round_]
+            row[0] = maps[n, m, py, px]
+            row[1] = py
+            row[2] = px
+            row[3] = maps[n, m, py, px - 1] if px > 0 else math.nan
+            row[4] = maps[n, m, py, px + 1] if px < width - 1 else math.nan
+            row[5] = maps[n, m, py - 1, px] if py > 0 else math.nan
+            row[6] = maps[n, m, py + 1, px] if py < height - 1 else math.nan
+        found = round_ + 1
+        cuda.syncthreads()
+    if tid == 0:
+        counts[n, m] = found

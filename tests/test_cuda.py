@@ -1,0 +1,66 @@
+"""The CUDA path without a GPU: its kernels under Numba's simulator, and its refusals.
+
+NUMBA_ENABLE_CUDASIM must be set before Numba is imported, so the simulator
+tests (tests/cuda_sim/) run in a process of their own; this module starts it
+and reports its failures.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from featuremap.service.engine import Matcher, OptionError, cuda_problem, match
+
+TESTS = Path(__file__).parent
+
+
+def test_the_cuda_kernels_match_the_cpu_engine_under_the_simulator():
+    env = dict(os.environ, NUMBA_ENABLE_CUDASIM="1")
+    result = subprocess.run([sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "-x", str(TESTS / "cuda_sim")],
+                            env=env, cwd=TESTS.parent, capture_output=True, text=True, timeout=540)
+    assert result.returncode == 0, result.stdout[-6000:] + result.stderr[-2000:]
+    assert " passed" in result.stdout and "skipped" not in result.stdout
+
+
+def test_an_unknown_device_is_refused():
+    with pytest.raises(OptionError, match="unknown device 'gpu'"):
+        Matcher([np.zeros((4, 4), np.uint8)], device="gpu")
+
+
+@pytest.mark.skipif(cuda_problem() is None, reason="this machine has a usable GPU")
+def test_cuda_without_a_gpu_fails_at_once_with_what_to_do():
+    frame = np.zeros((8, 8), np.uint8)
+    with pytest.raises(OptionError, match="device='cuda' found no usable") as caught:
+        match(frame, [frame[:4, :4]], device="cuda")
+    assert "device='cpu'" in str(caught.value)
+
+
+def test_cuda_without_numba_cuda_names_the_extra_to_install():
+    # A fresh interpreter in which the numba_cuda package cannot be found.
+    script = (
+        "import importlib.abc, sys\n"
+        "class Hide(importlib.abc.MetaPathFinder):\n"
+        "    def find_spec(self, name, path=None, target=None):\n"
+        "        if name == 'numba_cuda' or name.startswith('numba_cuda.'):\n"
+        "            raise ModuleNotFoundError(name)\n"
+        "sys.meta_path.insert(0, Hide())\n"
+        "import numpy as np\n"
+        "from featuremap.service.engine import Matcher, OptionError\n"
+        "try:\n"
+        "    Matcher([np.zeros((4, 4), np.uint8)], device='cuda')\n"
+        "except OptionError as error:\n"
+        "    print('refused:', error)\n"
+        "Matcher([np.zeros((4, 4), np.uint8)])(np.zeros((8, 8), np.uint8))\n"
+        "print('cpu ok', 'numba_cuda' in sys.modules)\n"
+    )
+    result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert "refused: device='cuda' needs numba-cuda" in result.stdout
+    assert "pip install 'featuremap[cuda]'" in result.stdout
+    assert "cpu ok False" in result.stdout
