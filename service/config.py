@@ -43,6 +43,11 @@ class Settings:
     tls_cert: str = ""
     tls_key: str = ""
     tls_client_ca: str = ""
+    device: str = "cpu"
+    gpu_memory_budget: int = 0
+    gpu_batch: int = 16
+    gpu_batch_wait_ms: float = 2.0
+    gpu_workers: int = 2
 
 
 _HELP = {
@@ -72,11 +77,20 @@ _HELP = {
     "tls_cert": "PEM certificate chain of the server: serve TLS",
     "tls_key": "PEM private key of --tls-cert",
     "tls_client_ca": "PEM CA bundle: require client certificates it signed (mutual TLS)",
+    "device": "cpu, or cuda: match on an NVIDIA GPU (needs featuremap[cuda] and a driver; frames of all calls "
+              "with the same templates and options are batched)",
+    "gpu_memory_budget": "--device cuda: bytes of GPU memory the batches may use together (a batch that cannot fit "
+                         "is split; a frame that cannot fit is refused); 0: three quarters of the GPU's memory",
+    "gpu_batch": "--device cuda: most frames in one GPU batch",
+    "gpu_batch_wait_ms": "--device cuda: longest a frame waits for others to share its batch (a realtime stream's "
+                         "frame: at most its frame interval, from the capture times)",
+    "gpu_workers": "--device cuda: threads that run GPU batches, each with its own CUDA stream",
 }
 
 
 #: Settings where 0 means "work it out from the container".
-_AUTO = {"memory_budget": "half the memory limit", "cpus": "the CPU quota"}
+_AUTO = {"memory_budget": "half the memory limit", "cpus": "the CPU quota",
+         "gpu_memory_budget": "three quarters of the GPU's memory"}
 
 
 def env_name(field: str) -> str:
@@ -109,6 +123,8 @@ def _check(settings: Settings) -> Settings:
         path = getattr(settings, name)
         if path and not os.path.isfile(path):
             raise SettingsError(f"{name}: no such file {path!r}")
+    if settings.device not in ("cpu", "cuda"):
+        raise SettingsError(f"device must be cpu or cuda, got {settings.device!r}")
     if settings.bank and not settings.bank.startswith(("sqlite:///", "redis://", "rediss://")):
         raise SettingsError(f"bank must be sqlite:///path or redis://host:port/db, got {settings.bank!r}")
     return settings

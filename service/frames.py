@@ -22,7 +22,8 @@ from featuremap.v1 import featuremap_pb2 as pb
 from . import codec
 from .bank import Bank
 from .config import Settings
-from .engine import Cancelled, check_options, check_peak_options, map_shape, runtime
+from .batching import GpuBatcher, Pacing
+from .engine import Cancelled, check_options, check_peak_options, gpu_memory_bytes, map_shape, runtime
 from .errors import InvalidArgument, LimitExceeded
 from .matching import Computed, MatchOptions, Plan, PoseMemory, compute
 from .metrics import Metrics
@@ -108,7 +109,13 @@ class FrameProcessor:
         # Three quarters for the calls in hand, a quarter for what prepared
         # Matchers keep between calls (kernel spectra).
         self.budget = MemoryBudget(budget - budget // 4)
-        self.prepared = PreparedCache(retained_bytes=budget // 4)
+        self.prepared = PreparedCache(retained_bytes=budget // 4, device=settings.device)
+        self.gpu: GpuBatcher | None = None
+        if settings.device == "cuda":
+            self.gpu = GpuBatcher(workers=settings.gpu_workers, max_batch=settings.gpu_batch,
+                                  max_wait=settings.gpu_batch_wait_ms / 1e3,
+                                  memory_budget=settings.gpu_memory_budget or gpu_memory_bytes() * 3 // 4,
+                                  metrics=metrics)
         metrics.follow_memory(self.budget.total, lambda: self.budget.used)
         # As many frames at once as the container has CPUs, each kernel on
         # that many threads (Numba's count is per calling thread).
@@ -146,7 +153,7 @@ class FrameProcessor:
 
     def process(self, plan: Plan, frame: pb.Frame, decoded: Decoded | None = None,
                 cancelled: Callable[[], bool] = lambda: False, rpc: str = "Match",
-                poses: PoseMemory | None = None) -> Answer:
+                poses: PoseMemory | None = None, pacing: Pacing | None = None) -> Answer:
         """Decode (unless done), match and encode one frame; stop between stages once ``cancelled()``.
 
         Raises
@@ -158,7 +165,8 @@ class FrameProcessor:
         self._check_response_size(plan, decoded.image)
         if cancelled():
             raise Cancelled("the call ended before its frame was matched")
-        computed = compute(plan, self.prepared, decoded.image, budget=self.budget, cancelled=cancelled, poses=poses)
+        computed = compute(plan, self.prepared, decoded.image, budget=self.budget, cancelled=cancelled, poses=poses,
+                           gpu=self.gpu, wait=self._batch_wait(plan, frame, pacing))
         if cancelled():
             raise Cancelled("the call ended before its maps were encoded")
         started = time.perf_counter()
@@ -176,15 +184,23 @@ class FrameProcessor:
 
     def submit(self, plan: Plan, frame: pb.Frame, decoded: Decoded | None = None,
                cancelled: Callable[[], bool] = lambda: False, rpc: str = "Match",
-               poses: PoseMemory | None = None) -> Future[Answer]:
+               poses: PoseMemory | None = None, pacing: Pacing | None = None) -> Future[Answer]:
         """:meth:`process` on the compute pool (maps are encoded there too: encoding is work)."""
         submitted = time.perf_counter()
 
         def run() -> Answer:
             self._metrics.queue_wait.labels(rpc).observe(time.perf_counter() - submitted)
-            return self.process(plan, frame, decoded, cancelled, rpc, poses)
+            return self.process(plan, frame, decoded, cancelled, rpc, poses, pacing)
 
         return self._pool.submit(run)
+
+    def _batch_wait(self, plan: Plan, frame: pb.Frame, pacing: Pacing | None) -> float | None:
+        """How long this frame may wait for a GPU batch: None (the server's limit), or a realtime stream's
+        frame interval from the capture times (0 until two frames have told it)."""
+        if self.gpu is None or not plan.options.realtime:
+            return None
+        interval = pacing.interval if pacing is not None else None
+        return interval or 0.0
 
     def _check_response_size(self, plan: Plan, image: np.ndarray) -> None:
         """Refuse, before matching, maps that could not be sent (over max_message_bytes)."""
@@ -213,8 +229,10 @@ class FrameProcessor:
         self._metrics.skipped.inc()
 
     def shutdown(self) -> None:
-        """Finish the frames in hand and stop the pool."""
+        """Finish the frames in hand and stop the pool (and the GPU workers)."""
         self._pool.shutdown(wait=True)
+        if self.gpu is not None:
+            self.gpu.stop()
 
     @staticmethod
     def _encode_maps(plan: Plan, computed: Computed) -> list[wire.EncodedMap]:

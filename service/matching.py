@@ -15,7 +15,8 @@ from typing import Any
 import numpy as np
 
 from .bank import name_of
-from .engine import LOWER_IS_BETTER, Cancelled, Pose, find_peaks, map_origin
+from .batching import GpuBatcher
+from .engine import LOWER_IS_BETTER, Cancelled, Peak, Pose, map_origin
 from .errors import InvalidArgument
 from .prepared import PreparedCache
 from .budget import MemoryBudget
@@ -153,7 +154,8 @@ def _chunks(groups: list[tuple[StoredTemplate, list[Variant]]], frame: np.ndarra
 
 
 def compute(plan: Plan, prepared: PreparedCache, frame: np.ndarray, *, budget: MemoryBudget,
-            cancelled: Callable[[], bool] = lambda: False, poses: PoseMemory | None = None) -> Computed:
+            cancelled: Callable[[], bool] = lambda: False, poses: PoseMemory | None = None,
+            gpu: GpuBatcher | None = None, wait: float | None = None) -> Computed:
     """Match one decoded frame (HxWxC) with a plan, within the memory budget.
 
     Templates with scales or angles are matched through every variant; their
@@ -163,7 +165,9 @@ def compute(plan: Plan, prepared: PreparedCache, frame: np.ndarray, *, budget: M
     maps to send, templates are matched in chunks (see :func:`_chunks`).
     Templates with pose ranges are found by the engine's PoseSearch (near
     their last poses in ``poses`` first, when given); their map, when maps
-    are asked for, is the unrotated, unscaled template's.
+    are asked for, is the unrotated, unscaled template's. With ``gpu`` (the
+    prepared Matchers are on the GPU) each chunk goes to the batcher, waiting
+    at most ``wait`` seconds for other frames to share its batch.
 
     Raises
     ------
@@ -196,21 +200,28 @@ def compute(plan: Plan, prepared: PreparedCache, frame: np.ndarray, *, budget: M
             raise Cancelled("the call ended before its frame was matched")
         if not chunk:  # only pose templates, and no maps to send
             continue
-        matcher = prepared.matcher([v for _, group in chunk for v in group], **options.engine_options())
-        working, retained = matcher.memory_estimate(frame.shape[:2])
-        with budget.hold(working + retained, cancelled):
-            maps = matcher(frame, cancelled=cancelled)
-        prepared.trim(matcher)
+        variants = [v for _, group in chunk for v in group]
+        matcher = prepared.matcher(variants, **options.engine_options())
+        settings = dict(top_k=options.top_k, threshold=options.threshold, subpixel=options.subpixel, maps=keep_maps,
+                        min_distance=[_peak_distance(v, options) for v in variants])
+        if gpu is not None:
+            found = gpu.find(matcher, frame, wait=wait, cancelled=cancelled, **settings)
+        else:
+            working, retained = matcher.memory_estimate(frame.shape[:2])
+            with budget.hold(working + retained, cancelled):
+                found = matcher.find([frame], cancelled=cancelled, **settings)[0]
+            prepared.trim(matcher)
         first = 0
         for template, group in chunk:
-            group_maps = maps[first:first + len(group)]
+            group_peaks = found.peaks[first:first + len(group)]
+            group_maps = found.maps[first:first + len(group)] if keep_maps else None
             first += len(group)
-            found, chosen_map = _template_peaks(template, group, group_maps, options, lower)
+            peaks_found, chosen_map = _template_peaks(template, group, group_peaks, group_maps, options, lower)
             if not template.posed:
-                peaks += found
-            if keep_maps:
+                peaks += peaks_found
+            if chosen_map is not None:
                 chosen.append(chosen_map)
-        del maps  # a chunk's maps go before the next chunk's come
+        del found  # a chunk's maps go before the next chunk's come
     for template, search in zip(posed, searches):
         if cancelled():
             raise Cancelled("the call ended before its frame was matched")
@@ -249,16 +260,20 @@ def _pose_peaks(template: StoredTemplate, search, frame: np.ndarray, options: Ma
             for pose in found]
 
 
-def _template_peaks(template: StoredTemplate, group: list[Variant], group_maps: list[np.ndarray],
-                    options: MatchOptions, lower: bool) -> tuple[list[FoundPeak], TemplateMap]:
-    """One template's peaks in frame pixels (merged across its variants) and the map to send for it."""
+def _peak_distance(variant: Variant, options: MatchOptions) -> int:
+    """The least distance between two peaks of one variant's map: the config's, or half the template."""
+    height, width = variant.image.shape[:2]
+    return options.min_distance or max(1, min(height, width) // 2 // options.stride)
+
+
+def _template_peaks(template: StoredTemplate, group: list[Variant], group_peaks: list[list[Peak]],
+                    group_maps: list[np.ndarray] | None, options: MatchOptions,
+                    lower: bool) -> tuple[list[FoundPeak], TemplateMap | None]:
+    """One template's peaks in frame pixels (merged across its variants) and the map to send for it (if any)."""
     candidates = []  # (score, x, y, width, height, index of the variant in the group)
-    for index, (variant, score_map) in enumerate(zip(group, group_maps, strict=True)):
+    for index, (variant, found) in enumerate(zip(group, group_peaks, strict=True)):
         height, width = variant.image.shape[:2]
         ox, oy = map_origin(options.padding, height, width)
-        distance = options.min_distance or max(1, min(height, width) // 2 // options.stride)
-        found = find_peaks(score_map, method=options.method, top_k=options.top_k,
-                           threshold=options.threshold, min_distance=distance, subpixel=options.subpixel)
         candidates += [(p.score, ox + p.x * options.stride, oy + p.y * options.stride, width, height, index)
                        for p in found]
     if len(group) > 1:
@@ -270,6 +285,8 @@ def _template_peaks(template: StoredTemplate, group: list[Variant], group_maps: 
                                *resized_size(*template.image.shape[:2], group[i].scale), score,
                                group[i].scale, group[i].angle)
              for score, x, y, w, h, i in candidates]
+    if group_maps is None:
+        return peaks, None
     pick = next((i for i, v in enumerate(group) if v.scale == 1.0 and v.angle % 360 == 0), None)
     if pick is None:
         pick = candidates[0][5] if candidates else 0

@@ -51,6 +51,15 @@ class Metrics:
         self.memory_in_use = Gauge("featuremap_memory_in_use_bytes", "Bytes reserved by the calls in hand",
                                    registry=self.registry)
 
+        self.gpu_batch_size = Histogram("featuremap_gpu_batch_frames", "Frames per GPU batch (--device cuda)",
+                                        buckets=(1, 2, 4, 8, 16, 32, 64), registry=self.registry)
+        self.gpu_seconds = Histogram("featuremap_gpu_batch_seconds",
+                                     "Time per GPU batch: upload, kernels, peaks or maps back", buckets=_SECONDS,
+                                     registry=self.registry)
+        self.gpu_batch_wait = Histogram("featuremap_gpu_batch_wait_seconds",
+                                        "How long a GPU batch's first frame waited for company", buckets=_SECONDS,
+                                        registry=self.registry)
+
     def follow_memory(self, total: int, in_use: Callable[[], int]) -> None:
         """Report the memory budget and, at every scrape, what of it is in use."""
         self.memory_budget.set(total)

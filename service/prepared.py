@@ -30,7 +30,8 @@ class PreparedCache:
     method), each kept least recently used out first (see engine.Kept)."""
 
     def __init__(self, *, matchers: int = MATCHERS_KEPT, variant_sets: int = VARIANT_SETS_KEPT,
-                 retained_bytes: int | None = None) -> None:
+                 retained_bytes: int | None = None, device: str = "cpu") -> None:
+        self.device = device  # where the Matchers compute (engine Matcher's device)
         self._matchers: Kept[Matcher] = Kept(matchers)
         self._variants: Kept[list[Variant]] = Kept(variant_sets)
         self._searches: Kept[PoseSearch] = Kept(POSE_SEARCHES_KEPT)
@@ -104,4 +105,4 @@ class PreparedCache:
         """
         key = (tuple((v.id, v.etag) for v in variants), tuple(sorted(options.items())))
         return self._matchers.get(key, lambda: Matcher([v.image for v in variants], masks=[v.mask for v in variants],
-                                                       **options))
+                                                       device=self.device, **options))

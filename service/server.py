@@ -35,7 +35,7 @@ from . import codec, reflection
 from .auth import TokenAuth, load_tokens
 from .bank import Bank, name_of
 from .config import Settings
-from .engine import runtime, warmup
+from .engine import cuda_problem, runtime, warmup
 from .errors import InvalidArgument, LimitExceeded, Malformed, Unavailable, status_of
 from .frames import FrameProcessor
 from .metrics import Metrics
@@ -400,6 +400,10 @@ def create_server(address: str = "[::]:0", settings: Settings | None = None) -> 
     busy = None if address.endswith(":0") else _why_not_listening(address)
     if busy is not None:
         raise OSError(f"cannot listen on {address}: {busy}")
+    if settings.device == "cuda":
+        problem = cuda_problem()
+        if problem is not None:
+            raise RuntimeError(problem)
     runtime.retain_freed_memory()
     service = Server(settings)
     service.set_serving(False)
@@ -437,12 +441,12 @@ def create_server(address: str = "[::]:0", settings: Settings | None = None) -> 
 
     def warm() -> None:
         started = time.perf_counter()
-        warmup()
+        warmup(settings.device)
         if not service.draining.is_set():
             service.set_serving(True)
         log.info("serving", extra={"warmup_s": round(time.perf_counter() - started, 2), "port": port,
                                    "cpus": service.frames.cpus, "numba_threads": runtime.max_threads(),
-                                   "memory_budget_mib": (service.frames.budget.total >> 20)})
+                                   "memory_budget_mib": (service.frames.budget.total >> 20), "device": settings.device})
 
     service.warming = threading.Thread(target=warm, name="featuremap-warmup", daemon=True)
     service.warming.start()

@@ -23,6 +23,7 @@ import grpc
 from featuremap.v1 import featuremap_pb2 as pb
 
 from .errors import FailedPrecondition, InvalidArgument, Malformed
+from .batching import Pacing
 from .frames import FrameProcessor, PoseMemory
 
 _POLL = 0.1  # seconds between checks that a stream is still wanted
@@ -81,6 +82,9 @@ class StreamPipeline:
         self._outbox = _Queue(capacity, self._stopped)
         self._skipped: list[int] = []
         self._skipped_lock = threading.Lock()
+        # The stream's frame interval, from every frame's capture time (skipped ones too): a realtime
+        # frame waits for a GPU batch no longer than that.
+        self._pacing = Pacing()
         context.add_callback(self._stopped.set)
 
     def stop(self) -> None:
@@ -117,6 +121,8 @@ class StreamPipeline:
                 elif kind == "frame":
                     if realtime is None:
                         raise FailedPrecondition("a frame came before any config: send a MatchConfig first")
+                    if request.frame.HasField("capture_time"):
+                        self._pacing.note(request.frame.capture_time.ToNanoseconds() / 1e9)
                     if realtime:
                         # Decoded on the pool: a frame that is replaced costs nothing.
                         replaced = self._inbox.put(("frame", request.frame, None), replace_frame=True)
@@ -163,7 +169,8 @@ class StreamPipeline:
                 _, frame, decoded = item
                 with self._skipped_lock:
                     skipped, self._skipped = self._skipped, []
-                pending = self._frames.submit(plan, frame, decoded, self._stopped.is_set, "StreamMatch", poses)
+                pending = self._frames.submit(plan, frame, decoded, self._stopped.is_set, "StreamMatch", poses,
+                                              self._pacing)
                 self._outbox.put(("result", pending, skipped))
             except Exception as error:  # noqa: BLE001
                 self._outbox.put(("error", error))

@@ -64,3 +64,18 @@ def test_cuda_without_numba_cuda_names_the_extra_to_install():
     assert "refused: device='cuda' needs numba-cuda" in result.stdout
     assert "pip install 'featuremap[cuda]'" in result.stdout
     assert "cpu ok False" in result.stdout
+
+
+@pytest.mark.skipif(cuda_problem() is None, reason="this machine has a usable GPU")
+def test_serve_device_cuda_without_a_gpu_stops_at_start_saying_why(tmp_path):
+    result = subprocess.run([sys.executable, "-m", "featuremap.service", "serve", "--address", "127.0.0.1:0",
+                             "--data-dir", str(tmp_path), "--device", "cuda"], capture_output=True, text=True,
+                            timeout=120)
+    assert result.returncode != 0
+    assert "cannot start: device='cuda' found no usable" in result.stderr
+
+
+def test_an_unknown_server_device_is_a_bad_setting(tmp_path):
+    result = subprocess.run([sys.executable, "-m", "featuremap.service", "serve", "--data-dir", str(tmp_path),
+                             "--device", "tpu"], capture_output=True, text=True, timeout=120)
+    assert result.returncode == 1 and "device must be cpu or cuda, got 'tpu'" in result.stderr

@@ -16,7 +16,7 @@ from . import runtime  # noqa: F401  (sets the threading layer before any kernel
 from .calibration import calibrate
 from .halffloat import to_float16
 from .kept import Kept
-from .device import DEVICES, check_device, cuda_problem
+from .device import DEVICES, check_device, cuda_problem, gpu_memory_bytes
 from .matcher import Cancelled, Found, Matcher, match
 from .options import (
     ALGORITHMS,
@@ -63,6 +63,7 @@ __all__ = [
     "check_ranges",
     "check_template",
     "find_peaks",
+    "gpu_memory_bytes",
     "map_origin",
     "map_shape",
     "match",

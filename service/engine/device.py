@@ -56,3 +56,15 @@ def check_device(device: object) -> str:
         if problem is not None:
             raise OptionError(problem)
     return device
+
+
+#: What gpu_memory_bytes() reports where the device says "unlimited" (the simulator).
+UNKNOWN_GPU_MEMORY = 1 << 30
+
+
+def gpu_memory_bytes() -> int:
+    """The current GPU's total memory in bytes (call only where ``cuda`` can be used)."""
+    from numba import cuda
+
+    total = cuda.current_context().get_memory_info().total
+    return int(total) if total != float("inf") else UNKNOWN_GPU_MEMORY

@@ -398,6 +398,10 @@ class Matcher:
         """The frame validated for this Matcher, as float32 HxWxC."""
         return np.ascontiguousarray(self._checked(frame), dtype=np.float32)
 
+    def check_frame(self, frame: np.ndarray) -> np.ndarray:
+        """Check a frame as a call would (raises OptionError); returns it as HxWxC in its own dtype."""
+        return self._checked(frame)
+
     def _checked(self, frame: np.ndarray) -> np.ndarray:
         """The frame validated for this Matcher, HxWxC in its own dtype."""
         image = options.check_image(frame, "frame")

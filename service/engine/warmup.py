@@ -12,14 +12,15 @@ from .pose import PoseSearch
 from .pose_scores import warm_kernels
 
 
-def warmup() -> None:
+def warmup(device: str = "cpu") -> None:
     """Compile (or load from the on-disk cache) every kernel for every supported dtype.
 
     Runs a tiny match through each method, path, stride kind and mask kind,
     for uint8 and float32 frames, and a tiny pose search and track, and checks
     the maps are finite. A server
     calls this before it reports SERVING. The float16 map conversion too; and
-    :func:`calibrate` sets ``auto``'s cost model for this machine.
+    :func:`calibrate` sets ``auto``'s cost model for this machine. With
+    ``device="cuda"`` the GPU path's kernels too (:func:`warm_cuda`).
     """
     rng = np.random.default_rng(0)
     for dtype in (np.uint8, np.float32):
@@ -45,3 +46,18 @@ def warmup() -> None:
     to_float16(np.zeros(4, np.float32))
     # auto's cost model for this machine and thread count (cached; ~1 s the first time).
     calibrate()
+    if device == "cuda":
+        warm_cuda()
+
+
+def warm_cuda() -> None:
+    """Compile the GPU path's kernels: each frame dtype, plain, masked and ssim groups, peaks and maps."""
+    rng = np.random.default_rng(0)
+    for dtype in (np.uint8, np.float32, np.float64):
+        frame = (rng.random((12, 14)) * 255).astype(dtype)
+        template = frame[2:7, 3:9].copy()
+        mask = np.ones(template.shape, np.uint8)
+        for method, masks in (("ccoeff_normed", None), ("sqdiff", [mask]), ("ssim", None)):
+            found = Matcher([template], method=method, masks=masks, device="cuda").find([frame], maps=True)
+            if not np.isfinite(found[0].maps[0]).all():
+                raise RuntimeError(f"the GPU warm-up produced a non-finite map for {method}")
