@@ -1,4 +1,4 @@
-# featuremap: make demo | make test | make test-fast | make bench | make lint
+# featuremap: make demo | make test | make test-fast | make bench | make bench-cuda | make lint
 PYTHON ?= python3
 VENV   := .venv
 BIN    := $(VENV)/bin
@@ -7,7 +7,7 @@ STAMP  := $(VENV)/.installed
 PROTO  := proto/featuremap/v1/featuremap.proto
 BUF    := npx --yes @bufbuild/buf@1.75.0
 
-.PHONY: demo test test-fast soak bench proto lint clean
+.PHONY: demo test test-fast soak bench bench-cuda proto lint clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -38,6 +38,11 @@ bench: $(STAMP)
 	$(BIN)/python tests/benchmarks/bench_engine.py
 	$(BIN)/python tests/benchmarks/bench_stream.py
 	$(BIN)/python tests/benchmarks/bench_pose.py
+
+# The CUDA path beside torch/cuDNN and the CPU engine: needs an NVIDIA GPU and the
+# cuda extra (DEVELOPERS.md says how to run it on the device machine).
+bench-cuda: $(STAMP)
+	$(BIN)/python tests/benchmarks/bench_cuda.py
 
 # Regenerate the committed stubs (featuremap_pb2.py, _pb2_grpc.py, .pyi) from the proto.
 proto: $(STAMP)

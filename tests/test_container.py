@@ -32,9 +32,15 @@ def runtime_stage() -> list[str]:
 
 def container_env(stage: list[str], paths: dict[str, str]) -> dict[str, str]:
     env = {}
+    arguments = {}  # ARG defaults, as a build without --build-arg sets them
     for line in stage:
+        if line.startswith("ARG "):
+            key, _, value = line[4:].partition("=")
+            arguments[key.strip()] = value.strip()
         if line.startswith("ENV "):
             for key, value in re.findall(r"(\w+)=(\S+)", line[4:]):
+                for name, default in arguments.items():
+                    value = value.replace("${" + name + "}", default)
                 env[key] = value
     for key, value in env.items():
         for inside, outside in paths.items():
