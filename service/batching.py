@@ -151,12 +151,16 @@ class GpuBatcher:
                         return None
                     self._cond.wait()
                     continue
-                key, batch = min(self._pending.items(), key=lambda item: min(r.deadline for r in item[1].requests))
+                # A full batch goes first; else the one whose most urgent frame is due soonest, once it is due.
+                key, batch = max(self._pending.items(), key=lambda item: len(item[1].requests))
                 now = time.monotonic()
-                due = min(r.deadline for r in batch.requests)
-                if len(batch.requests) < self.max_batch and now < due and not self._stopping:
-                    self._cond.wait(due - now)
-                    continue
+                if len(batch.requests) < self.max_batch:
+                    key, batch = min(self._pending.items(),
+                                     key=lambda item: min(r.deadline for r in item[1].requests))
+                    due = min(r.deadline for r in batch.requests)
+                    if now < due and not self._stopping:
+                        self._cond.wait(due - now)
+                        continue
                 taken = batch.requests[: self.max_batch]
                 batch.requests = batch.requests[self.max_batch:]
                 if not batch.requests:
