@@ -164,3 +164,24 @@ def test_the_image_installs_its_dependencies_in_a_layer_of_their_own(tmp_path):
     listed = subprocess.run(["sh", "-c", command.replace("python ", f"{sys.executable} ", 1)], cwd=ROOT,
                             capture_output=True, text=True, check=True).stdout
     assert listed.split() == tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["dependencies"]
+
+
+def test_the_gpu_overlay_patches_the_deployment_it_means():
+    import jsonpatch
+    import yaml
+
+    k8s = ROOT / "deploy" / "k8s"
+    overlay = yaml.safe_load((k8s / "gpu" / "kustomization.yaml").read_text())
+    assert overlay["resources"] == [".."]
+    docs = [d for f in sorted(k8s.glob("*.yaml")) for d in yaml.safe_load_all(f.read_text()) if d and "metadata" in d]
+    by_kind = {(d["kind"], d["metadata"]["name"]): d for d in docs}
+    patched = {}
+    for patch in overlay["patches"]:
+        key = (patch["target"]["kind"], patch["target"]["name"])
+        # Every path must exist in the base as the patch expects (add into an existing object, replace a value).
+        patched[key] = jsonpatch.apply_patch(by_kind[key], yaml.safe_load(patch["patch"]))
+    container = patched[("Deployment", "featuremap")]["spec"]["template"]["spec"]["containers"][0]
+    assert container["resources"]["limits"]["nvidia.com/gpu"] == 1
+    assert container["startupProbe"]["failureThreshold"] * container["startupProbe"]["periodSeconds"] >= 300
+    assert patched[("ConfigMap", "featuremap")]["data"]["FEATUREMAP_DEVICE"] == "cuda"
+    assert overlay["images"][0]["newTag"].endswith("-cuda")

@@ -28,6 +28,54 @@ def test_the_cuda_kernels_match_the_cpu_engine_under_the_simulator():
     assert " passed" in result.stdout and "skipped" not in result.stdout
 
 
+def _signatures():
+    """Every kernel with the argument types CudaMatcher launches it with (frames: each dtype)."""
+    from numba import types
+
+    f32, f64, i64, b1 = types.float32, types.float64, types.int64, types.boolean
+
+    def a(dtype, ndim):
+        return types.Array(dtype, ndim, "C")
+
+    frames = [a(dtype, 4) for dtype in (types.uint8, f32, f64)]
+    signatures = []
+    for frame in frames:
+        signatures.append(("channel_sums", (frame, i64, i64, i64, i64, i64, f64, a(f64, 2))))
+        signatures.append(("make_planes", (frame, i64, i64, i64, f64, a(f64, 2), f64, a(f32, 4), a(f64, 1))))
+    signatures += [
+        ("row_prefix", (a(f32, 4), a(f64, 4), a(f64, 4))),
+        ("column_prefix", (a(f64, 4), a(f64, 4))),
+        ("correlate", (a(f32, 4), a(f32, 4), i64, i64, i64, i64, a(f32, 4))),
+        ("correlate_wide", (a(f32, 4), a(f32, 4), i64, i64, i64, a(f32, 4))),
+        ("score_plain", (a(f32, 4), a(f64, 4), a(f64, 4), i64, i64, i64, i64, i64, i64, a(f64, 2), a(f64, 1), i64,
+                         a(f64, 1), a(f64, 1), a(f64, 1), a(f32, 4))),
+        ("score_masked", (a(f32, 4), a(f64, 4), a(f64, 4), a(i64, 1), a(i64, 1), a(i64, 1), a(i64, 1), a(f64, 1),
+                          a(f64, 1), a(i64, 1), a(i64, 1), a(f64, 1), a(f64, 1), a(b1, 1), a(f64, 1), a(f64, 1),
+                          a(f64, 1), a(f64, 2), i64, i64, i64, i64, a(f64, 2), a(f64, 1), i64, a(f32, 4))),
+        ("score_ssim", (a(f32, 4), a(f64, 4), a(f64, 4), a(i64, 2), i64, i64, i64, i64, i64, a(f64, 2), a(f64, 2),
+                        f64, f64, a(f32, 4))),
+        ("top_peaks", (a(f32, 4), b1, f64, b1, a(i64, 1), a(f64, 4), a(types.int32, 2))),
+    ]
+    return signatures
+
+
+def test_every_cuda_kernel_compiles_for_a_hopper_gpu():
+    # The simulator runs the kernels as Python, which types nothing: this
+    # compiles each one as the GPU would (PTX for sm_90, through NVVM; the dev
+    # extra brings libnvvm), so a kernel that could not compile fails here.
+    # Register blocking must hold: the correlation kernels keep their
+    # accumulators in registers, never in local memory.
+    from numba import cuda
+
+    from featuremap.service.engine import cuda_kernels
+
+    for name, signature in _signatures():
+        ptx, _ = cuda.compile_ptx(getattr(cuda_kernels, name).py_func, signature, cc=(9, 0))
+        assert ".entry" in ptx, name
+        if name.startswith("correlate"):
+            assert ".local" not in ptx, f"{name} keeps its accumulators in local memory"
+
+
 def test_an_unknown_device_is_refused():
     with pytest.raises(OptionError, match="unknown device 'gpu'"):
         Matcher([np.zeros((4, 4), np.uint8)], device="gpu")

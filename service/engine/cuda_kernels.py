@@ -55,8 +55,13 @@ SHARED_FLOATS = 160 if SIMULATED else 40 * 1024 // 4
 #: peak reduction: 1-D, a power of two).
 PX, PY = (4, 2) if SIMULATED else (32, 8)
 PEAK_THREADS = 8 if SIMULATED else 256
+#: Threads of one PX x PY block, and the accumulators of one correlation
+#: thread: named constants, because a shared or local array's size must be a
+#: literal when the kernel is compiled (an expression is not folded).
+BLOCK_THREADS = PX * PY
+ACCUMULATORS = RX * KT
 #: Threads per block of the line-by-line kernels (prefix sums).
-LINE_THREADS = PX * PY
+LINE_THREADS = BLOCK_THREADS
 #: Most blocks a launch has along x or y (and 65535 is the hardware's limit
 #: along y and z). Every kernel loops over what its grid does not cover
 #: (grid-stride loops), so a capped grid is still complete; the simulator
@@ -70,12 +75,12 @@ def blocks(items: int, per_block: int) -> int:
 MAX_CHANNELS = 4
 _EPS = float(np.finfo(np.float64).eps)
 
-_inverse_norm = cuda.jit(device=True)(inverse_norm_formula)
-_score = cuda.jit(device=True)(score_formula)
-_ssim = cuda.jit(device=True)(ssim_formula)
+_inverse_norm = cuda.jit(device=True, inline="always")(inverse_norm_formula)
+_score = cuda.jit(device=True, inline="always")(score_formula)
+_ssim = cuda.jit(device=True, inline="always")(ssim_formula)
 
 
-@cuda.jit(device=True)
+@cuda.jit(device=True, inline="always")
 def _source(i, n, border):
     """The frame index that padded index ``i`` reads (OpenCV's borders), or -1 for the constant border.
 
@@ -97,14 +102,14 @@ def _source(i, n, border):
     return i
 
 
-@cuda.jit(device=True)
+@cuda.jit(device=True, inline="always")
 def _flat(magnitudes, n, cells):
     """scores.flat_tolerance of frame ``n``'s planes, from their largest magnitude."""
     m = magnitudes[n]
     return FLAT_ROUNDING_UNITS * _EPS * cells * m * m
 
 
-@cuda.jit(device=True)
+@cuda.jit(device=True, inline="always")
 def _box(table, n, c, y0, y1, x0, x1):
     """A window's sum from an integral image: the CPU's four lookups, in its order."""
     return table[n, c, y1, x1] - table[n, c, y0, x1] - table[n, c, y1, x0] + table[n, c, y0, x0]
@@ -113,7 +118,7 @@ def _box(table, n, c, y0, y1, x0, x1):
 @cuda.jit(cache=True)
 def channel_sums(frames, top, left, height, width, border, border_value, sums):
     """Add each channel's sum over the padded frame (float64) into ``sums`` (N, C), zeroed first."""
-    partial = cuda.shared.array((MAX_CHANNELS, PX * PY), float64)
+    partial = cuda.shared.array((MAX_CHANNELS, BLOCK_THREADS), float64)
     own = cuda.local.array(MAX_CHANNELS, float64)
     x0, y0 = cuda.grid(2)
     step_x, step_y = cuda.gridsize(2)
@@ -132,7 +137,7 @@ def channel_sums(frames, top, left, height, width, border, border_value, sums):
     for c in range(channels):
         partial[c, tid] = own[c]
     cuda.syncthreads()
-    step = PX * PY // 2
+    step = BLOCK_THREADS // 2
     while step > 0:
         if tid < step:
             for c in range(channels):
@@ -152,7 +157,7 @@ def make_planes(frames, top, left, border, border_value, sums, inv_count, planes
     mean (the ccoeff pair) or the templates' offset (the sqdiff pair, with
     inv_count 1), as the CPU path takes them off.
     """
-    largest = cuda.shared.array(PX * PY, float32)
+    largest = cuda.shared.array(BLOCK_THREADS, float32)
     x0, y0 = cuda.grid(2)
     step_x, step_y = cuda.gridsize(2)
     n = cuda.blockIdx.z
@@ -170,7 +175,7 @@ def make_planes(frames, top, left, border, border_value, sums, inv_count, planes
                 most = max(most, abs(v))
     largest[tid] = most
     cuda.syncthreads()
-    step = PX * PY // 2
+    step = BLOCK_THREADS // 2
     while step > 0:
         if tid < step:
             largest[tid] = max(largest[tid], largest[tid + step])
@@ -190,7 +195,7 @@ def row_prefix(planes, prefix, sqprefix):
         _row_prefix(planes, prefix, sqprefix, n, y, per_plane)
 
 
-@cuda.jit(device=True)
+@cuda.jit(device=True, inline="always")
 def _row_prefix(planes, prefix, sqprefix, n, y, per_plane):
     for c in range(planes.shape[1]):
         q = c if per_plane else 0
@@ -247,7 +252,7 @@ def correlate(planes, kernels, oy, ox, stride, rows_per_pass, out):
     each tap KT x RX times from registers. Grid: (Wo / (TX RX), Ho / TY, N K / KT).
     """
     shared = cuda.shared.array(0, float32)
-    acc = cuda.local.array(RX * KT, float32)
+    acc = cuda.local.array(ACCUMULATORS, float32)
     n_planes, height, width = planes.shape[1], planes.shape[2], planes.shape[3]
     kh, kw = kernels.shape[2], kernels.shape[3]
     chunks = kernels.shape[0] // KT
@@ -264,7 +269,7 @@ def correlate(planes, kernels, oy, ox, stride, rows_per_pass, out):
             y_first = tile_y * TY
             fx0 = ox + x_first * stride
             fy0 = oy + y_first * stride
-            for i in range(RX * KT):
+            for i in range(ACCUMULATORS):
                 acc[i] = 0.0
             for p in range(n_planes):
                 for r0 in range(0, kh, rows_per_pass):
@@ -346,7 +351,7 @@ def score_plain(raw, integral, sqintegral, oy, ox, stride, kh, kw, code, offsets
                 tnorm_energy, tmeans, out, n, y, x)
 
 
-@cuda.jit(device=True)
+@cuda.jit(device=True, inline="always")
 def _score_plain_at(raw, integral, sqintegral, oy, ox, stride, kh, kw, code, offsets, magnitudes, cells, tenergy,
                 tnorm_energy, tmeans, out, n, y, x):
     y0, x0 = oy + y * stride, ox + x * stride
@@ -409,7 +414,7 @@ def score_masked(raw, prefix, sqprefix, run_start, rows, starts, ends, weights, 
                 magnitudes, cells, out, n, s, y, x)
 
 
-@cuda.jit(device=True)
+@cuda.jit(device=True, inline="always")
 def _score_masked_at(raw, prefix, sqprefix, run_start, rows, starts, ends, weights, squares, member_start, members,
                  msums, msum2s, binaries, largest_square, tenergy, tnorm_energy, tsum, oy, ox, stride, code,
                  offsets, magnitudes, cells, out, n, s, y, x):
@@ -485,7 +490,7 @@ def score_ssim(raw, integral, sqintegral, index, oy, ox, stride, kh, kw, tmeans,
             _score_ssim_at(raw, integral, sqintegral, index, oy, ox, stride, kh, kw, tmeans, tvars, c1, c2, out, n, y, x)
 
 
-@cuda.jit(device=True)
+@cuda.jit(device=True, inline="always")
 def _score_ssim_at(raw, integral, sqintegral, index, oy, ox, stride, kh, kw, tmeans, tvars, c1, c2, out, n, y, x):
     y0, x0 = oy + y * stride, ox + x * stride
     y1, x1 = y0 + kh, x0 + kw

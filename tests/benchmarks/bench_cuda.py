@@ -22,7 +22,6 @@ from __future__ import annotations
 import multiprocessing
 import os
 import platform
-import statistics
 import subprocess
 import sys
 import time
@@ -30,6 +29,7 @@ import time
 import numpy as np
 
 from featuremap.service.engine import Matcher, cuda_problem, warmup
+from timing import median_ms
 
 WORKLOADS = [  # name, height, width, channels, K, k, method, (single, batched) targets in ms or None
     ("gray K=8 k=16 ccoeff_normed", 480, 640, 1, 8, 16, "ccoeff_normed", (0.5, 0.3)),
@@ -41,16 +41,6 @@ WORKLOADS = [  # name, height, width, channels, K, k, method, (single, batched) 
 BATCH = 16
 STREAMS = 16
 STREAM_SECONDS = 10.0
-
-
-def median_ms(run, repeats: int) -> float:
-    run()
-    times = []
-    for _ in range(repeats):
-        start = time.perf_counter()
-        run()
-        times.append(time.perf_counter() - start)
-    return statistics.median(times) * 1e3
 
 
 def bank(rng, height, width, channels, count, side):

@@ -44,6 +44,7 @@ from featuremap.service.engine import Matcher, PoseSearch, runtime, warmup  # no
 from featuremap.service.engine.pose_template import PoseTemplate  # noqa: E402
 
 from scenes import angle_error, place  # noqa: E402
+from timing import median_ms  # noqa: E402
 
 
 def photographs() -> dict[str, np.ndarray]:
@@ -68,16 +69,6 @@ def templates(photos: dict[str, np.ndarray], side: int = 64) -> list[np.ndarray]
 def backgrounds(photos: dict[str, np.ndarray], size: tuple[int, int]) -> list[np.ndarray]:
     return [cv2.resize(photos[name], size, interpolation=cv2.INTER_AREA)
             for name in ("coffee", "immunohistochemistry", "rocket", "astronaut")]
-
-
-def median_ms(run, repeats: int) -> float:
-    run()
-    times = []
-    for _ in range(repeats):
-        start = time.perf_counter()
-        run()
-        times.append(time.perf_counter() - start)
-    return statistics.median(times) * 1e3
 
 
 def random_pose(rng, frame_size, margin, scales=(1.0, 1.0)):
