@@ -60,8 +60,10 @@ PEAK_THREADS = 8 if SIMULATED else 256
 #: literal when the kernel is compiled (an expression is not folded).
 BLOCK_THREADS = PX * PY
 ACCUMULATORS = RX * KT
-#: Threads per block of the line-by-line kernels (prefix sums).
-LINE_THREADS = BLOCK_THREADS
+#: The row scans: threads per row (a power of two; a warp) and rows per
+#: block. The column scans: rows of threads, each PX columns wide.
+LINE_THREADS, LINE_ROWS = (2, 8) if SIMULATED else (32, 8)
+COLUMN_THREADS = 2 if SIMULATED else 16
 #: Most blocks a launch has along x or y (and 65535 is the hardware's limit
 #: along y and z). Every kernel loops over what its grid does not cover
 #: (grid-stride loops), so a capped grid is still complete; the simulator
@@ -185,46 +187,114 @@ def make_planes(frames, top, left, border, border_value, sums, inv_count, planes
         cuda.atomic.max(magnitudes, n, float64(largest[0]))
 
 
+@cuda.jit(device=True, inline="always")
+def _line_value(planes, n, y, x, q, n_planes, per_plane):
+    """Entry x of row y of line q: plane q (q < C), else the squares, per plane (ssim) or summed over planes."""
+    if q < n_planes:
+        return float64(planes[n, q, y, x])
+    if per_plane:
+        v = float64(planes[n, q - n_planes, y, x])
+        return v * v
+    total = 0.0
+    for c in range(n_planes):
+        v = float64(planes[n, c, y, x])
+        total += v * v
+    return total
+
+
 @cuda.jit(cache=True)
 def row_prefix(planes, prefix, sqprefix):
     """Float64 running sums along each row: prefix (N, C, Hp, Wp+1) per plane; sqprefix of squares,
-    (N, 1, ...) over every plane or (N, C, ...) per plane (ssim)."""
+    (N, 1, ...) over every plane or (N, C, ...) per plane (ssim).
+
+    A block takes LINE_ROWS rows, LINE_THREADS threads each (grid: row
+    groups, N): each thread sums a stretch of its row, the row's threads scan
+    their totals in shared memory, and each thread writes its stretch's
+    running sums from its offset. A row costs Wp / LINE_THREADS sequential
+    steps, not Wp.
+    """
+    totals = cuda.shared.array((LINE_ROWS, LINE_THREADS), float64)
     n = cuda.blockIdx.y
+    tx, ty = cuda.threadIdx.x, cuda.threadIdx.y
+    n_planes, height, width = planes.shape[1], planes.shape[2], planes.shape[3]
     per_plane = sqprefix.shape[1] > 1
-    for y in range(cuda.grid(1), planes.shape[2], cuda.gridsize(1)):
-        _row_prefix(planes, prefix, sqprefix, n, y, per_plane)
-
-
-@cuda.jit(device=True, inline="always")
-def _row_prefix(planes, prefix, sqprefix, n, y, per_plane):
-    for c in range(planes.shape[1]):
-        q = c if per_plane else 0
-        prefix[n, c, y, 0] = 0.0
-        sqprefix[n, q, y, 0] = 0.0
-        acc = 0.0
-        sq = 0.0
-        for x in range(planes.shape[3]):
-            v = float64(planes[n, c, y, x])
-            acc += v
-            sq += v * v
-            prefix[n, c, y, x + 1] = acc
-            if c == 0 or per_plane:
-                sqprefix[n, q, y, x + 1] = sq
+    lines = n_planes + sqprefix.shape[1]
+    stretch = (width + LINE_THREADS - 1) // LINE_THREADS
+    x0 = min(tx * stretch, width)
+    x1 = min(x0 + stretch, width)
+    groups = (height + LINE_ROWS - 1) // LINE_ROWS
+    for group in range(cuda.blockIdx.x, groups, cuda.gridDim.x):
+        y = group * LINE_ROWS + ty
+        inside = y < height
+        for q in range(lines):
+            own = 0.0
+            if inside:
+                for x in range(x0, x1):
+                    own += _line_value(planes, n, y, x, q, n_planes, per_plane)
+            totals[ty, tx] = own
+            cuda.syncthreads()
+            # Inclusive scan of the row's totals (Hillis-Steele), read and written in turn.
+            step = 1
+            while step < LINE_THREADS:
+                before = totals[ty, tx - step] if tx >= step else 0.0
+                cuda.syncthreads()
+                totals[ty, tx] += before
+                cuda.syncthreads()
+                step *= 2
+            running = totals[ty, tx] - own
+            cuda.syncthreads()  # every thread has read its offset before the next line's totals
+            if not inside:
+                continue
+            if q < n_planes:
+                if tx == 0:
+                    prefix[n, q, y, 0] = 0.0
+                for x in range(x0, x1):
+                    running += _line_value(planes, n, y, x, q, n_planes, per_plane)
+                    prefix[n, q, y, x + 1] = running
             else:
-                sqprefix[n, q, y, x + 1] += sq
+                if tx == 0:
+                    sqprefix[n, q - n_planes, y, 0] = 0.0
+                for x in range(x0, x1):
+                    running += _line_value(planes, n, y, x, q, n_planes, per_plane)
+                    sqprefix[n, q - n_planes, y, x + 1] = running
 
 
 @cuda.jit(cache=True)
 def column_prefix(rows, table):
-    """Integral images (N, C, Hp+1, Wp+1) from row prefix sums (N, C, Hp, Wp+1): each row added to the one below."""
+    """Integral images (N, C, Hp+1, Wp+1) from row prefix sums (N, C, Hp, Wp+1): each row added to the one below.
+
+    A block covers PX columns (grid: column groups, C, N); its COLUMN_THREADS
+    rows of threads each sum a stretch of the rows, add the stretches above
+    theirs, and write their running sums: Hp / COLUMN_THREADS steps a thread.
+    """
+    above = cuda.shared.array((COLUMN_THREADS, PX), float64)
     c = cuda.blockIdx.y
     n = cuda.blockIdx.z
-    for x in range(cuda.grid(1), table.shape[3], cuda.gridsize(1)):
-        acc = 0.0
-        table[n, c, 0, x] = 0.0
-        for y in range(rows.shape[2]):
-            acc += rows[n, c, y, x]
-            table[n, c, y + 1, x] = acc
+    tx, ty = cuda.threadIdx.x, cuda.threadIdx.y
+    height = rows.shape[2]
+    stretch = (height + COLUMN_THREADS - 1) // COLUMN_THREADS
+    y0 = min(ty * stretch, height)
+    y1 = min(y0 + stretch, height)
+    groups = (table.shape[3] + PX - 1) // PX
+    for group in range(cuda.blockIdx.x, groups, cuda.gridDim.x):
+        x = group * PX + tx
+        inside = x < table.shape[3]
+        own = 0.0
+        if inside:
+            for y in range(y0, y1):
+                own += rows[n, c, y, x]
+        above[ty, tx] = own
+        cuda.syncthreads()
+        running = 0.0
+        for j in range(ty):
+            running += above[j, tx]
+        cuda.syncthreads()  # read before the next group's totals overwrite them
+        if inside:
+            if ty == 0:
+                table[n, c, 0, x] = 0.0
+            for y in range(y0, y1):
+                running += rows[n, c, y, x]
+                table[n, c, y + 1, x] = running
 
 
 def tile_rows(kh: int, kw: int, stride: int) -> int:

@@ -185,14 +185,15 @@ class CudaMatcher:
             squares = channels if self._per_plane_squares else 1
             prefix = work.device("prefix", (count, channels, height, width + 1), np.float64)
             sqprefix = work.device("square prefix", (count, squares, height, width + 1), np.float64)
-            K.row_prefix[(K.blocks(height, K.LINE_THREADS), count), K.LINE_THREADS, stream](planes, prefix, sqprefix)
+            K.row_prefix[(K.blocks(height, K.LINE_ROWS), count), (K.LINE_THREADS, K.LINE_ROWS), stream](
+                planes, prefix, sqprefix)
             integral = sqintegral = None
             if self._integrals:
                 integral = work.device("integral", (count, channels, height + 1, width + 1), np.float64)
                 sqintegral = work.device("square integral", (count, squares, height + 1, width + 1), np.float64)
-                blocks = K.blocks(width + 1, K.LINE_THREADS)
-                K.column_prefix[(blocks, channels, count), K.LINE_THREADS, stream](prefix, integral)
-                K.column_prefix[(blocks, squares, count), K.LINE_THREADS, stream](sqprefix, sqintegral)
+                blocks, threads = K.blocks(width + 1, K.PX), (K.PX, K.COLUMN_THREADS)
+                K.column_prefix[(blocks, channels, count), threads, stream](prefix, integral)
+                K.column_prefix[(blocks, squares, count), threads, stream](sqprefix, sqintegral)
             cells = channels * height * width
             c1, c2 = (0.01 * data_range) ** 2, (0.03 * data_range) ** 2
             found_peaks, found_counts, found_maps = [], [], []

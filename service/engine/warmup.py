@@ -51,13 +51,14 @@ def warmup(device: str = "cpu") -> None:
 
 
 def warm_cuda() -> None:
-    """Compile the GPU path's kernels: each frame dtype, plain, masked and ssim groups, peaks and maps."""
+    """Compile the GPU path's kernels: the frame kernels for each frame dtype, then plain, masked and ssim groups."""
     rng = np.random.default_rng(0)
-    for dtype in (np.uint8, np.float32, np.float64):
+    runs = [(dtype, "ccoeff_normed", False) for dtype in (np.uint8, np.float32, np.float64)]
+    runs += [(np.uint8, "sqdiff", True), (np.uint8, "ssim", False)]
+    for dtype, method, masked in runs:
         frame = (rng.random((12, 14)) * 255).astype(dtype)
         template = frame[2:7, 3:9].copy()
-        mask = np.ones(template.shape, np.uint8)
-        for method, masks in (("ccoeff_normed", None), ("sqdiff", [mask]), ("ssim", None)):
-            found = Matcher([template], method=method, masks=masks, device="cuda").find([frame], maps=True)
-            if not np.isfinite(found[0].maps[0]).all():
-                raise RuntimeError(f"the GPU warm-up produced a non-finite map for {method}")
+        masks = [np.ones(template.shape, np.uint8)] if masked else None
+        found = Matcher([template], method=method, masks=masks, device="cuda").find([frame], maps=True)
+        if not np.isfinite(found[0].maps[0]).all():
+            raise RuntimeError(f"the GPU warm-up produced a non-finite map for {method}")
