@@ -118,8 +118,11 @@ class FrameProcessor:
                                   metrics=metrics)
         metrics.follow_memory(self.budget.total, lambda: self.budget.used)
         # As many frames at once as the container has CPUs, each kernel on
-        # that many threads (Numba's count is per calling thread).
-        self._pool = ThreadPoolExecutor(max_workers=self.cpus, thread_name_prefix="featuremap-compute",
+        # that many threads (Numba's count is per calling thread). On the GPU
+        # a frame's thread mostly waits for its batch: enough threads to fill
+        # every worker's batch, or batches would never be larger than the CPUs.
+        workers = self.cpus if self.gpu is None else max(self.cpus, settings.gpu_batch * settings.gpu_workers)
+        self._pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="featuremap-compute",
                                         initializer=runtime.set_threads, initargs=(self.cpus,))
 
     @property
