@@ -64,16 +64,19 @@ ACCUMULATORS = RX * KT
 #: block. The column scans: rows of threads, each PX columns wide.
 LINE_THREADS, LINE_ROWS = (2, 8) if SIMULATED else (32, 8)
 COLUMN_THREADS = 2 if SIMULATED else 16
-#: Most blocks a launch has along x or y (and 65535 is the hardware's limit
-#: along y and z). Every kernel loops over what its grid does not cover
+#: Most blocks a launch has along x, and along y (65535 is the hardware's
+#: limit along y and z). Every kernel loops over what its grid does not cover
 #: (grid-stride loops), so a capped grid is still complete; the simulator
-#: caps at 2, which keeps its Python threads few.
-MAX_GRID = 2 if SIMULATED else 65535
+#: caps at 2 along x and 1 along y, which keeps its Python threads few while
+#: blocks past the first are still exercised.
+MAX_GRID, MAX_GRID_Y = (2, 1) if SIMULATED else (2 ** 31 - 1, 65535)
 
 
-def blocks(items: int, per_block: int) -> int:
-    """Blocks along a grid-strided dimension: enough for ``items``, at most MAX_GRID."""
-    return max(1, min(-(-items // per_block), MAX_GRID))
+def blocks(items: int, per_block: int, most: int = MAX_GRID) -> int:
+    """Blocks along a grid-strided dimension: enough for ``items``, at most ``most``."""
+    return max(1, min(-(-items // per_block), most))
+
+
 MAX_CHANNELS = 4
 _EPS = float(np.finfo(np.float64).eps)
 

@@ -44,6 +44,18 @@ class Workspace:
     def host(self, name: str, shape: tuple[int, ...], dtype) -> np.ndarray:
         return self._get(("host", name, tuple(shape), np.dtype(dtype).str), lambda: cuda.pinned_array(shape, dtype))
 
+    def upload(self, name: str, values: np.ndarray) -> object:
+        """A device copy of ``values``, sent asynchronously on this stream through a pinned buffer.
+
+        (A copy from ordinary host memory is staged by the driver and holds
+        the calling thread until it is done.)
+        """
+        staged = self.host(name, values.shape, values.dtype)
+        staged[...] = values
+        device = self.device(name, values.shape, values.dtype)
+        device.copy_to_device(staged, stream=self.stream)
+        return device
+
     def _get(self, key: tuple, make):
         found = self._arrays.get(key)
         if found is None:
@@ -177,9 +189,8 @@ class CudaMatcher:
             sums = self._offsets(work, d_frames, count, channels, height, width, top, left)
             inv_count = 1.0 / (height * width) if self._code in (CCOEFF, CCOEFF_NORMED) else 1.0
             planes = work.device("planes", (count, channels, height, width), np.float32)
-            magnitudes = work.device("magnitudes", (count,), np.float64)
-            magnitudes.copy_to_device(np.zeros(count), stream=stream)
-            grid = (K.blocks(width, K.PX), K.blocks(height, K.PY), count)
+            magnitudes = work.upload("magnitudes", np.zeros(count))
+            grid = (K.blocks(width, K.PX), K.blocks(height, K.PY, K.MAX_GRID_Y), count)
             K.make_planes[grid, (K.PX, K.PY), stream](d_frames, top, left, self._border, m.border_value, sums,
                                                       inv_count, planes, magnitudes)
             squares = channels if self._per_plane_squares else 1
@@ -197,8 +208,6 @@ class CudaMatcher:
             cells = channels * height * width
             c1, c2 = (0.01 * data_range) ** 2, (0.03 * data_range) ** 2
             found_peaks, found_counts, found_maps = [], [], []
-            d_distances = work.device("distances", (len(distances),), np.int64)
-            d_distances.copy_to_device(np.ascontiguousarray(distances, np.int64), stream=stream)
             for index, dg in enumerate(self._groups):
                 out = self._group_scores(work, index, dg, planes, prefix, sqprefix, integral, sqintegral, sums,
                                          magnitudes, cells, c1, c2, (frame_h, frame_w), count)
@@ -213,8 +222,7 @@ class CudaMatcher:
                 members = np.asarray(dg.group.members, np.int64)
                 peaks = work.device(f"peaks {index}", (count, len(members), top_k, 7), np.float64)
                 counts = work.device(f"counts {index}", (count, len(members)), np.int32)
-                member_distances = work.device(f"distances {index}", (len(members),), np.int64)
-                member_distances.copy_to_device(np.ascontiguousarray(distances[members]), stream=stream)
+                member_distances = work.upload(f"distances {index}", np.asarray(distances, np.int64)[members])
                 K.top_peaks[(len(members), count), K.PEAK_THREADS, stream](
                     out, lower, -np.inf if limit is None else float(limit), limit is not None, member_distances,
                     peaks, counts)
@@ -233,14 +241,13 @@ class CudaMatcher:
     def _offsets(self, work: Workspace, d_frames, count: int, channels: int, height: int, width: int, top: int,
                  left: int):
         """What make_planes takes off each channel: (N, C) float64 on the device (sums; see make_planes)."""
-        sums = work.device("sums", (count, channels), np.float64)
         if self._code in (SQDIFF, SQDIFF_NORMED):
             host = np.broadcast_to(self._offset.reshape(1, -1)[:, :channels], (count, channels))
         else:
             host = np.zeros((count, channels))
-        sums.copy_to_device(np.ascontiguousarray(host, np.float64), stream=work.stream)
+        sums = work.upload("sums", np.asarray(host, np.float64))
         if self._code in (CCOEFF, CCOEFF_NORMED):
-            grid = (K.blocks(width, K.PX), K.blocks(height, K.PY), count)
+            grid = (K.blocks(width, K.PX), K.blocks(height, K.PY, K.MAX_GRID_Y), count)
             K.channel_sums[grid, (K.PX, K.PY), work.stream](d_frames, top, left, height, width, self._border,
                                                             self._matcher.border_value, sums)
         return sums
@@ -257,16 +264,16 @@ class CudaMatcher:
         oy, ox = group.offset
         stride = m.stride
         if dg.rows_per_pass:
-            grid = (K.blocks(out_w, K.TX * K.RX), K.blocks(out_h, K.TY), count * (kp // K.KT))
+            grid = (K.blocks(out_w, K.TX * K.RX), K.blocks(out_h, K.TY, K.MAX_GRID_Y), count * (kp // K.KT))
             shared = 4 * K.tile_floats(group.height, group.width, stride, dg.rows_per_pass)
             K.correlate[grid, (K.TX, K.TY), stream, shared](planes, dg.kernels, oy, ox, stride, dg.rows_per_pass,
                                                             raw)
         else:
-            grid = (K.blocks(out_w, K.PX), K.blocks(out_h, K.PY), count * (kp // K.KT))
+            grid = (K.blocks(out_w, K.PX), K.blocks(out_h, K.PY, K.MAX_GRID_Y), count * (kp // K.KT))
             K.correlate_wide[grid, (K.PX, K.PY), stream](planes, dg.kernels, oy, ox, stride, raw)
         members = len(group.members)
         out = work.device(f"maps {index}", (count, members, out_h, out_w), np.float32)
-        grid = (K.blocks(out_w, K.PX), K.blocks(out_h, K.PY), count)
+        grid = (K.blocks(out_w, K.PX), K.blocks(out_h, K.PY, K.MAX_GRID_Y), count)
         block = (K.PX, K.PY)
         if group.masked:
             sets = dg.extra
