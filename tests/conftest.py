@@ -15,6 +15,7 @@ import pytest
 from featuremap.client import FeatureMapClient
 
 from service_helpers import free_port, running_server, start_process, wait_serving
+from simulated import SIMULATOR
 
 
 @pytest.fixture
@@ -68,6 +69,16 @@ def server_process(tmp_path_factory):
     process.stderr.close()
 
 
-# The CUDA simulator's tests run in their own process (tests/test_cuda.py),
+# The CUDA simulator's tests run in their own process (tests/simulated.py),
 # where NUMBA_ENABLE_CUDASIM=1 is set before Numba loads.
 collect_ignore = [] if os.environ.get("NUMBA_ENABLE_CUDASIM") == "1" else ["cuda_sim"]
+
+
+def pytest_collection_modifyitems(session, config, items):
+    """Start the simulator's suite as soon as the session is known to want it: it runs beside the rest."""
+    if any(item.name == "test_the_cuda_kernels_match_the_cpu_engine_under_the_simulator" for item in items):
+        SIMULATOR.start()
+
+
+def pytest_sessionfinish(session, exitstatus):
+    SIMULATOR.stop()

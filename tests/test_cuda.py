@@ -1,31 +1,27 @@
 """The CUDA path without a GPU: its kernels under Numba's simulator, and its refusals.
 
 NUMBA_ENABLE_CUDASIM must be set before Numba is imported, so the simulator
-tests (tests/cuda_sim/) run in a process of their own; this module starts it
-and reports its failures.
+tests (tests/cuda_sim/) run in a process of their own (tests/simulated.py);
+this module reports its failures.
 """
 
 from __future__ import annotations
 
-import os
 import subprocess
 import sys
-from pathlib import Path
 
 import numpy as np
 import pytest
 
 from featuremap.service.engine import Matcher, OptionError, cuda_problem, match
-
-TESTS = Path(__file__).parent
+from simulated import SIMULATOR
 
 
 def test_the_cuda_kernels_match_the_cpu_engine_under_the_simulator():
-    env = dict(os.environ, NUMBA_ENABLE_CUDASIM="1")
-    result = subprocess.run([sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "-x", str(TESTS / "cuda_sim")],
-                            env=env, cwd=TESTS.parent, capture_output=True, text=True, timeout=540)
-    assert result.returncode == 0, result.stdout[-6000:] + result.stderr[-2000:]
-    assert " passed" in result.stdout and "skipped" not in result.stdout
+    # Started by conftest.py when the session was collected, so it ran beside the other tests.
+    code, output = SIMULATOR.result(timeout=540)
+    assert code == 0, output[-8000:]
+    assert " passed" in output and "skipped" not in output
 
 
 def _signatures():
