@@ -44,6 +44,13 @@ class Workspace:
     def host(self, name: str, shape: tuple[int, ...], dtype) -> np.ndarray:
         return self._get(("host", name, tuple(shape), np.dtype(dtype).str), lambda: cuda.pinned_array(shape, dtype))
 
+    def batch(self, name: str, count: int, shape: tuple[int, ...], dtype, host: bool = False):
+        """``count`` frames' worth of an array (count, *shape): a view of one made for the next power of two,
+        so that batches of 9 to 16 frames (say) share one allocation."""
+        capacity = 1 << (count - 1).bit_length()
+        made = (self.host if host else self.device)(name, (capacity, *shape), dtype)
+        return made[:count]
+
     def upload(self, name: str, values: np.ndarray) -> object:
         """A device copy of ``values``, sent asynchronously on this stream through a pinned buffer.
 
@@ -151,7 +158,8 @@ class CudaMatcher:
     # -- sizes ----------------------------------------------------------------
 
     def device_bytes(self, frame_shape: tuple[int, int], channels: int, itemsize: int, count: int) -> int:
-        """GPU memory a batch of ``count`` frames of ``frame_shape`` needs (its work arrays; an upper bound)."""
+        """GPU memory a batch of ``count`` frames of ``frame_shape`` needs (its work arrays, made for the next
+        power of two frames; an upper bound)."""
         m = self._matcher
         height, width = m._padded(tuple(frame_shape))
         squares = channels if self._per_plane_squares else 1
@@ -160,7 +168,7 @@ class CudaMatcher:
         for dg in self._groups:
             out_h, out_w = m.output_shape(dg.group.members[0], tuple(frame_shape))
             per_frame += (dg.kernels.shape[0] + len(dg.group.members)) * out_h * out_w * 4
-        return count * per_frame
+        return (1 << (count - 1).bit_length()) * per_frame
 
     # -- matching -------------------------------------------------------------
 
@@ -179,29 +187,29 @@ class CudaMatcher:
             count = len(frames)
             frame_h, frame_w, channels = frames[0].shape
             dtype = frames[0].dtype
-            staged = work.host("frames", (count, frame_h, frame_w, channels), dtype)
+            staged = work.batch("frames", count, (frame_h, frame_w, channels), dtype, host=True)
             for i, frame in enumerate(frames):
                 staged[i] = frame
-            d_frames = work.device("frames", staged.shape, dtype)
+            d_frames = work.batch("frames", count, (frame_h, frame_w, channels), dtype)
             d_frames.copy_to_device(staged, stream=stream)
             height, width = m._padded((frame_h, frame_w))
             top, left = m._pad[0], m._pad[2]
             sums = self._offsets(work, d_frames, count, channels, height, width, top, left)
             inv_count = 1.0 / (height * width) if self._code in (CCOEFF, CCOEFF_NORMED) else 1.0
-            planes = work.device("planes", (count, channels, height, width), np.float32)
+            planes = work.batch("planes", count, (channels, height, width), np.float32)
             magnitudes = work.upload("magnitudes", np.zeros(count))
             grid = (K.blocks(width, K.PX), K.blocks(height, K.PY, K.MAX_GRID_Y), count)
             K.make_planes[grid, (K.PX, K.PY), stream](d_frames, top, left, self._border, m.border_value, sums,
                                                       inv_count, planes, magnitudes)
             squares = channels if self._per_plane_squares else 1
-            prefix = work.device("prefix", (count, channels, height, width + 1), np.float64)
-            sqprefix = work.device("square prefix", (count, squares, height, width + 1), np.float64)
+            prefix = work.batch("prefix", count, (channels, height, width + 1), np.float64)
+            sqprefix = work.batch("square prefix", count, (squares, height, width + 1), np.float64)
             K.row_prefix[(K.blocks(height, K.LINE_ROWS), count), (K.LINE_THREADS, K.LINE_ROWS), stream](
                 planes, prefix, sqprefix)
             integral = sqintegral = None
             if self._integrals:
-                integral = work.device("integral", (count, channels, height + 1, width + 1), np.float64)
-                sqintegral = work.device("square integral", (count, squares, height + 1, width + 1), np.float64)
+                integral = work.batch("integral", count, (channels, height + 1, width + 1), np.float64)
+                sqintegral = work.batch("square integral", count, (squares, height + 1, width + 1), np.float64)
                 blocks, threads = K.blocks(width + 1, K.PX), (K.PX, K.COLUMN_THREADS)
                 K.column_prefix[(blocks, channels, count), threads, stream](prefix, integral)
                 K.column_prefix[(blocks, squares, count), threads, stream](sqprefix, sqintegral)
@@ -212,7 +220,7 @@ class CudaMatcher:
                 out = self._group_scores(work, index, dg, planes, prefix, sqprefix, integral, sqintegral, sums,
                                          magnitudes, cells, c1, c2, (frame_h, frame_w), count)
                 if maps:
-                    host_maps = work.host(f"maps {index}", out.shape, np.float32)
+                    host_maps = work.batch(f"maps {index}", count, out.shape[1:], np.float32, host=True)
                     out.copy_to_host(host_maps, stream=stream)
                     found_maps.append(host_maps)
                 if top_k == 0:  # maps alone (Matcher.__call__)
@@ -220,14 +228,14 @@ class CudaMatcher:
                     found_counts.append(np.zeros((count, len(dg.group.members)), np.int32))
                     continue
                 members = np.asarray(dg.group.members, np.int64)
-                peaks = work.device(f"peaks {index}", (count, len(members), top_k, 7), np.float64)
-                counts = work.device(f"counts {index}", (count, len(members)), np.int32)
+                peaks = work.batch(f"peaks {index}", count, (len(members), top_k, 7), np.float64)
+                counts = work.batch(f"counts {index}", count, (len(members),), np.int32)
                 member_distances = work.upload(f"distances {index}", np.asarray(distances, np.int64)[members])
                 K.top_peaks[(len(members), count), K.PEAK_THREADS, stream](
                     out, lower, -np.inf if limit is None else float(limit), limit is not None, member_distances,
                     peaks, counts)
-                host_peaks = work.host(f"peaks {index}", peaks.shape, np.float64)
-                host_counts = work.host(f"counts {index}", counts.shape, np.int32)
+                host_peaks = work.batch(f"peaks {index}", count, peaks.shape[1:], np.float64, host=True)
+                host_counts = work.batch(f"counts {index}", count, counts.shape[1:], np.int32, host=True)
                 peaks.copy_to_host(host_peaks, stream=stream)
                 counts.copy_to_host(host_counts, stream=stream)
                 found_peaks.append(host_peaks)
@@ -260,7 +268,7 @@ class CudaMatcher:
         stream = work.stream
         out_h, out_w = m.output_shape(group.members[0], frame_shape)
         kp = dg.kernels.shape[0]
-        raw = work.device(f"raw {index}", (count, kp, out_h, out_w), np.float32)
+        raw = work.batch(f"raw {index}", count, (kp, out_h, out_w), np.float32)
         oy, ox = group.offset
         stride = m.stride
         if dg.rows_per_pass:
@@ -272,7 +280,7 @@ class CudaMatcher:
             grid = (K.blocks(out_w, K.PX), K.blocks(out_h, K.PY, K.MAX_GRID_Y), count * (kp // K.KT))
             K.correlate_wide[grid, (K.PX, K.PY), stream](planes, dg.kernels, oy, ox, stride, raw)
         members = len(group.members)
-        out = work.device(f"maps {index}", (count, members, out_h, out_w), np.float32)
+        out = work.batch(f"maps {index}", count, (members, out_h, out_w), np.float32)
         grid = (K.blocks(out_w, K.PX), K.blocks(out_h, K.PY, K.MAX_GRID_Y), count)
         block = (K.PX, K.PY)
         if group.masked:
