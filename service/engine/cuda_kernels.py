@@ -1,14 +1,16 @@
 """The GPU path's kernels (numba-cuda): the CPU path's maps, computed on the device.
 
 Imported only when a Matcher is made with ``device="cuda"`` (numba-cuda must
-be installed). Per frame, in one CUDA stream:
+be installed). Per batch of frames, in one CUDA stream (every launch covers
+the whole batch):
 
 1. :func:`channel_sums` (the ccoeff pair only) and :func:`make_planes`: the
    uploaded frames (uint8 or float, as they came) padded with the Matcher's
    border, less each channel's offset, as float32 planes, and their largest
    magnitude (for the flatness tolerance, as scores.flat_tolerance);
 2. :func:`row_prefix` and :func:`column_prefix`: float64 row prefix sums
-   (masked statistics) and integral images (unmasked ones);
+   (masked statistics) and integral images (unmasked ones), by parallel
+   scans;
 3. per group of same-sized templates, :func:`correlate`: the tiled direct
    correlation (frame tile and kernel taps in shared memory, each thread
    accumulating RX output positions x KT kernels in registers), then one
@@ -19,7 +21,9 @@ be installed). Per frame, in one CUDA stream:
    device, so only peaks cross back unless maps are asked for.
 
 Statistics are float64 as on the CPU; correlations accumulate in float32 as
-the CPU's direct path does.
+the CPU's direct path does. Device helpers are inlined (``inline="always"``):
+each kernel compiles as one unit, also without a GPU (tests/test_cuda.py
+compiles them all to PTX).
 """
 
 import math

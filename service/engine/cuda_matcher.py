@@ -132,7 +132,6 @@ class CudaMatcher:
         if pad:
             kernels = np.concatenate([kernels, np.zeros((pad, *kernels.shape[1:]), np.float32)])
         stride = self._matcher.stride
-        members = len(group.members)
         extra: tuple = ()
         if group.masked:
             sets = group.mask_sets
