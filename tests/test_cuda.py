@@ -51,6 +51,8 @@ def _signatures():
         ("score_ssim", (a(f32, 4), a(f64, 4), a(f64, 4), a(i64, 2), i64, i64, i64, i64, i64, a(f64, 2), a(f64, 2),
                         f64, f64, a(f32, 4))),
         ("top_peaks", (a(f32, 4), b1, f64, b1, a(i64, 1), a(f64, 4), a(types.int32, 2))),
+        ("partial_peaks", (a(f32, 4), b1, a(i64, 1), a(f64, 4), a(types.int32, 2), i64, a(f32, 3), a(i64, 3))),
+        ("pick_peaks", (a(f32, 4), f64, b1, a(f64, 4), a(types.int32, 2), i64, a(f32, 3), a(i64, 3))),
     ]
     return signatures
 

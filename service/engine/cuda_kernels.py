@@ -17,8 +17,10 @@ the whole batch):
    scoring kernel: :func:`score_plain`, :func:`score_masked` or
    :func:`score_ssim`, the CPU path's formulas from the same source
    (scores.score_formula and friends);
-4. :func:`top_peaks`: greedy top-k with non-maximum suppression on the
-   device, so only peaks cross back unless maps are asked for.
+4. :func:`partial_peaks` and :func:`pick_peaks` (a few peaks: many blocks
+   per map, round by round) or :func:`top_peaks` (many: one block per map,
+   all rounds): greedy top-k with non-maximum suppression on the device, so
+   only peaks cross back unless maps are asked for.
 
 Statistics are float64 as on the CPU; correlations accumulate in float32 as
 the CPU's direct path does. Device helpers are inlined (``inline="always"``):
@@ -589,6 +591,129 @@ def _score_ssim_at(raw, integral, sqintegral, index, oy, ox, stride, kh, kw, tme
         out[n, k, y, x] = min(1.0, max(-1.0, acc / n_channels))
 
 
+#: Up to this many peaks a map, the rounds go by :func:`partial_peaks` and
+#: :func:`pick_peaks` (two launches a round, many blocks a map: a VGA map is
+#: 300,000 values, too many for one block to scan quickly); beyond, one
+#: launch of :func:`top_peaks` does every round.
+FEW_PEAKS = 8
+#: Values each thread of partial_peaks scans, at least (sets its blocks per map).
+PEAK_VALUES_PER_THREAD = 16
+
+
+def peak_blocks(size: int) -> int:
+    """Blocks per map of :func:`partial_peaks` for maps of ``size`` values."""
+    return blocks(size, PEAK_THREADS * PEAK_VALUES_PER_THREAD, min(MAX_GRID, PEAK_THREADS))
+
+
+@cuda.jit(device=True, inline="always")
+def _free(peaks, n, m, round_, py, px, d):
+    """Whether (py, px) is at least ``d`` from every peak of the earlier rounds (Chebyshev)."""
+    for j in range(round_):
+        if abs(py - int64(peaks[n, m, j, 1])) < d and abs(px - int64(peaks[n, m, j, 2])) < d:
+            return False
+    return True
+
+
+@cuda.jit(device=True, inline="always")
+def _reduce_best(best, where, tid):
+    """Leave in best[0], where[0] the block's best value (ties: the first position) of PEAK_THREADS entries."""
+    step = PEAK_THREADS // 2
+    while step > 0:
+        if tid < step:
+            other, there = best[tid + step], where[tid + step]
+            if other > best[tid] or (other == best[tid] and there < where[tid]):
+                best[tid] = other
+                where[tid] = there
+        cuda.syncthreads()
+        step //= 2
+
+
+@cuda.jit(cache=True)
+def partial_peaks(maps, lower, distances, peaks, counts, round_, partial, partial_at):
+    """Round ``round_`` of the greedy peaks, first half: each block's best free position of its stretch of a map.
+
+    Grid: (blocks per map, M, N). partial, partial_at (N, M, blocks): the
+    block's best goodness (the value, negated for the sqdiff pair) and its
+    position, -inf where it has none or the map's earlier round found none.
+    """
+    best = cuda.shared.array(PEAK_THREADS, float32)
+    where = cuda.shared.array(PEAK_THREADS, int64)
+    b, m, n = cuda.blockIdx.x, cuda.blockIdx.y, cuda.blockIdx.z
+    tid = cuda.threadIdx.x
+    height, width = maps.shape[2], maps.shape[3]
+    size = height * width
+    stretch = (size + cuda.gridDim.x - 1) // cuda.gridDim.x
+    start = b * stretch
+    stop = min(size, start + stretch)
+    top = float32(-math.inf)
+    at = size
+    if counts[n, m] == round_:  # else an earlier round found no peak: the map is done
+        d = distances[m]
+        for i in range(start + tid, stop, PEAK_THREADS):
+            py = i // width
+            px = i - py * width
+            if _free(peaks, n, m, round_, py, px, d):
+                v = maps[n, m, py, px]
+                g = -v if lower else v
+                if g > top:
+                    top = g
+                    at = i
+    best[tid] = top
+    where[tid] = at
+    cuda.syncthreads()
+    _reduce_best(best, where, tid)
+    if tid == 0:
+        partial[n, m, b] = best[0]
+        partial_at[n, m, b] = where[0]
+
+
+@cuda.jit(cache=True)
+def pick_peaks(maps, limit, has_limit, peaks, counts, round_, partial, partial_at):
+    """Round ``round_``, second half: the map's best of its blocks' bests becomes peak ``round_`` (grid: M, N).
+
+    As :func:`top_peaks`: stops below ``limit``, or when no free position is
+    left; counts[n, m] becomes round_ + 1 when a peak is taken.
+    """
+    best = cuda.shared.array(PEAK_THREADS, float32)
+    where = cuda.shared.array(PEAK_THREADS, int64)
+    m, n = cuda.blockIdx.x, cuda.blockIdx.y
+    tid = cuda.threadIdx.x
+    height, width = maps.shape[2], maps.shape[3]
+    size = height * width
+    top = float32(-math.inf)
+    at = size
+    for j in range(tid, partial.shape[2], PEAK_THREADS):
+        g, i = partial[n, m, j], partial_at[n, m, j]
+        if g > top or (g == top and i < at):
+            top = g
+            at = i
+    best[tid] = top
+    where[tid] = at
+    cuda.syncthreads()
+    _reduce_best(best, where, tid)
+    if tid == 0 and counts[n, m] == round_:
+        at = where[0]
+        if at < size and not (has_limit and float64(best[0]) < limit):
+            _record_peak(maps, peaks, n, m, round_, at)
+            counts[n, m] = round_ + 1
+
+
+@cuda.jit(device=True, inline="always")
+def _record_peak(maps, peaks, n, m, round_, at):
+    """Peak ``round_`` of map (n, m) at flat position ``at``: its value, y, x and four neighbours (NaN past the edge)."""
+    height, width = maps.shape[2], maps.shape[3]
+    py = at // width
+    px = at - py * width
+    row = peaks[n, m, round_]
+    row[0] = maps[n, m, py, px]
+    row[1] = py
+    row[2] = px
+    row[3] = maps[n, m, py, px - 1] if px > 0 else math.nan
+    row[4] = maps[n, m, py, px + 1] if px < width - 1 else math.nan
+    row[5] = maps[n, m, py - 1, px] if py > 0 else math.nan
+    row[6] = maps[n, m, py + 1, px] if py < height - 1 else math.nan
+
+
 @cuda.jit(cache=True)
 def top_peaks(maps, lower, limit, has_limit, distances, peaks, counts):
     """Each map's best positions, greedy with suppression (peaks.find_peaks, on the device).
@@ -614,12 +739,7 @@ def top_peaks(maps, lower, limit, has_limit, distances, peaks, counts):
         for i in range(tid, size, PEAK_THREADS):
             py = i // width
             px = i - py * width
-            free = True
-            for j in range(round_):
-                if abs(py - int64(peaks[n, m, j, 1])) < d and abs(px - int64(peaks[n, m, j, 2])) < d:
-                    free = False
-                    break
-            if free:
+            if _free(peaks, n, m, round_, py, px, d):
                 v = maps[n, m, py, px]
                 g = -v if lower else v
                 if g > top:
@@ -628,31 +748,14 @@ def top_peaks(maps, lower, limit, has_limit, distances, peaks, counts):
         best[tid] = top
         where[tid] = at
         cuda.syncthreads()
-        step = PEAK_THREADS // 2
-        while step > 0:
-            if tid < step:
-                other, there = best[tid + step], where[tid + step]
-                if other > best[tid] or (other == best[tid] and there < where[tid]):
-                    best[tid] = other
-                    where[tid] = there
-            cuda.syncthreads()
-            step //= 2
+        _reduce_best(best, where, tid)
         top = best[0]
         at = where[0]
         cuda.syncthreads()
         if at >= size or (has_limit and float64(top) < limit):
             break
         if tid == 0:
-            py = at // width
-            px = at - py * width
-            row = peaks[n, m, round_]
-            row[0] = maps[n, m, py, px]
-            row[1] = py
-            row[2] = px
-            row[3] = maps[n, m, py, px - 1] if px > 0 else math.nan
-            row[4] = maps[n, m, py, px + 1] if px < width - 1 else math.nan
-            row[5] = maps[n, m, py - 1, px] if py > 0 else math.nan
-            row[6] = maps[n, m, py + 1, px] if py < height - 1 else math.nan
+            _record_peak(maps, peaks, n, m, round_, at)
         found = round_ + 1
         cuda.syncthreads()
     if tid == 0:

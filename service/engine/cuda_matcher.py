@@ -228,11 +228,9 @@ class CudaMatcher:
                     continue
                 members = np.asarray(dg.group.members, np.int64)
                 peaks = work.batch(f"peaks {index}", count, (len(members), top_k, 7), np.float64)
-                counts = work.batch(f"counts {index}", count, (len(members),), np.int32)
+                counts = work.upload(f"zeroed counts {index}", np.zeros((count, len(members)), np.int32))
                 member_distances = work.upload(f"distances {index}", np.asarray(distances, np.int64)[members])
-                K.top_peaks[(len(members), count), K.PEAK_THREADS, stream](
-                    out, lower, -np.inf if limit is None else float(limit), limit is not None, member_distances,
-                    peaks, counts)
+                self._peaks(work, index, out, lower, limit, member_distances, peaks, counts, top_k)
                 host_peaks = work.batch(f"peaks {index}", count, peaks.shape[1:], np.float64, host=True)
                 host_counts = work.batch(f"counts {index}", count, counts.shape[1:], np.int32, host=True)
                 peaks.copy_to_host(host_peaks, stream=stream)
@@ -295,6 +293,26 @@ class CudaMatcher:
                                                self._code, sums, magnitudes, cells, dg.tenergy, dg.tnorm_energy,
                                                dg.tmeans, out)
         return out
+
+    def _peaks(self, work: Workspace, index: int, maps, lower: bool, limit: float | None, distances, peaks, counts,
+               top_k: int) -> None:
+        """Each map's top_k peaks into ``peaks`` and ``counts`` (zeroed): round by round over many blocks a map
+        for a few peaks, one launch of one block a map for many (see cuda_kernels.FEW_PEAKS)."""
+        stream = work.stream
+        count, members = maps.shape[0], maps.shape[1]
+        bound = -np.inf if limit is None else float(limit)
+        if top_k > K.FEW_PEAKS:
+            K.top_peaks[(members, count), K.PEAK_THREADS, stream](maps, lower, bound, limit is not None, distances,
+                                                                  peaks, counts)
+            return
+        per_map = K.peak_blocks(maps.shape[2] * maps.shape[3])
+        partial = work.batch(f"partial {index}", count, (members, per_map), np.float32)
+        partial_at = work.batch(f"partial at {index}", count, (members, per_map), np.int64)
+        for round_ in range(top_k):
+            K.partial_peaks[(per_map, members, count), K.PEAK_THREADS, stream](
+                maps, lower, distances, peaks, counts, round_, partial, partial_at)
+            K.pick_peaks[(members, count), K.PEAK_THREADS, stream](
+                maps, bound, limit is not None, peaks, counts, round_, partial, partial_at)
 
     def _assemble(self, count: int, found_peaks, found_counts, found_maps, gpu_seconds: float) -> BatchResult:
         templates = len(self._matcher.shapes)

@@ -134,21 +134,24 @@ def test_frames_of_extreme_magnitude_are_matched_exactly():
         assert_close(gpu_maps, cpu_maps, "ccorr")
 
 
-@pytest.mark.parametrize("method", ["ccoeff_normed", "sqdiff"])
-def test_peaks_found_on_the_device_are_find_peaks_of_its_maps(method):
+@pytest.mark.parametrize("method, top_k", [("ccoeff_normed", 3), ("sqdiff", 9)])
+def test_peaks_found_on_the_device_are_find_peaks_of_its_maps(method, top_k):
+    # top_k 3: round by round over several blocks a map; 9 (> FEW_PEAKS): one block a map, every round.
+    assert (top_k > cuda_kernels.FEW_PEAKS) == (method == "sqdiff")
     frames = [scene(seed)[0] for seed in (5, 6)]
     _, templates = scene(5)
     matcher = Matcher(templates, method=method, device="cuda")
     threshold = 0.2 if method == "ccoeff_normed" else None
-    found = matcher.find(frames, top_k=3, threshold=threshold, min_distance=[2, 3], subpixel=True, maps=True)
+    found = matcher.find(frames, top_k=top_k, threshold=threshold, min_distance=[2, 3], subpixel=True, maps=True)
     assert len(found) == 2
     for frame, result in zip(frames, found):
         assert_close(result.maps, Matcher(templates, method=method)(frame), method)
         for score_map, peaks, distance in zip(result.maps, result.peaks, (2, 3)):
-            assert peaks == find_peaks(score_map, method=method, top_k=3, threshold=threshold,
+            assert peaks == find_peaks(score_map, method=method, top_k=top_k, threshold=threshold,
                                        min_distance=distance, subpixel=True)
+            assert len(peaks) >= 2
     # A batch is the frames one by one.
-    alone = matcher.find([frames[1]], top_k=3, threshold=threshold, min_distance=[2, 3], subpixel=True)[0]
+    alone = matcher.find([frames[1]], top_k=top_k, threshold=threshold, min_distance=[2, 3], subpixel=True)[0]
     assert alone.peaks == found[1].peaks and alone.maps is None
 
 
