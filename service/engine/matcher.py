@@ -394,16 +394,8 @@ class Matcher:
 
     # -- per frame ----------------------------------------------------------
 
-    def _check_frame(self, frame: np.ndarray) -> np.ndarray:
-        """The frame validated for this Matcher, as float32 HxWxC."""
-        return np.ascontiguousarray(self._checked(frame), dtype=np.float32)
-
     def check_frame(self, frame: np.ndarray) -> np.ndarray:
         """Check a frame as a call would (raises OptionError); returns it as HxWxC in its own dtype."""
-        return self._checked(frame)
-
-    def _checked(self, frame: np.ndarray) -> np.ndarray:
-        """The frame validated for this Matcher, HxWxC in its own dtype."""
         image = options.check_image(frame, "frame")
         height, width, channels = image.shape
         if channels != self.channels:
@@ -483,13 +475,12 @@ class Matcher:
         list of numpy.ndarray
             One float32 map per template, in the bank's order.
         """
-        if self._gpu is not None:
-            checked = self._checked(frame)
-            if self._on_gpu(checked):
-                if cancelled is not None and cancelled():
-                    raise Cancelled("the match was cancelled")
-                return self._run_gpu([checked], top_k=0, limit=None, distances=None, maps=True).maps[0]
-        image = self._check_frame(frame)
+        checked = self.check_frame(frame)
+        if self._on_gpu(checked):
+            if cancelled is not None and cancelled():
+                raise Cancelled("the match was cancelled")
+            return self._run_gpu([checked], top_k=0, limit=None, distances=None, maps=True).maps[0]
+        image = np.ascontiguousarray(checked, dtype=np.float32)
         magnitude = max(-float(image.min()), float(image.max()))  # no |image| temporary
         if self.padding != "valid" and self.border == "constant":
             magnitude = max(magnitude, abs(self.border_value))
@@ -553,7 +544,7 @@ class Matcher:
             raise options.OptionError(f"min_distance has {len(distances)} entries: give one per template "
                                       f"({len(self.shapes)}) or a single number")
         distances = [check_peak_options(top_k=top_k, threshold=threshold, min_distance=d) for d in distances]
-        images = [self._checked(f) for f in frames] if self._gpu is not None else None
+        images = [self.check_frame(f) for f in frames] if self._gpu is not None else None
         if images is None or not all(self._on_gpu(img) for img in images):
             found = []
             for frame in frames:
