@@ -615,8 +615,33 @@ def _free(peaks, n, m, round_, py, px, d):
 
 
 @cuda.jit(device=True, inline="always")
-def _reduce_best(best, where, tid):
-    """Leave in best[0], where[0] the block's best value (ties: the first position) of PEAK_THREADS entries."""
+def _best_free(maps, lower, peaks, n, m, round_, d, first, stop, tid):
+    """This thread's best free position of map (n, m) among first + tid, first + tid + PEAK_THREADS, ... < stop.
+
+    Returns its goodness (the value, negated for the sqdiff pair; -inf when
+    none) and flat position (the map's size when none); ties go to the first.
+    """
+    width = maps.shape[3]
+    top = float32(-math.inf)
+    at = maps.shape[2] * width
+    for i in range(first + tid, stop, PEAK_THREADS):
+        py = i // width
+        px = i - py * width
+        if _free(peaks, n, m, round_, py, px, d):
+            v = maps[n, m, py, px]
+            g = -v if lower else v
+            if g > top:
+                top = g
+                at = i
+    return top, at
+
+
+@cuda.jit(device=True, inline="always")
+def _block_best(best, where, tid, top, at):
+    """Leave in best[0], where[0] the block's best of its threads' (top, at) (ties: the first position)."""
+    best[tid] = top
+    where[tid] = at
+    cuda.syncthreads()
     step = PEAK_THREADS // 2
     while step > 0:
         if tid < step:
@@ -640,28 +665,14 @@ def partial_peaks(maps, lower, distances, peaks, counts, round_, partial, partia
     where = cuda.shared.array(PEAK_THREADS, int64)
     b, m, n = cuda.blockIdx.x, cuda.blockIdx.y, cuda.blockIdx.z
     tid = cuda.threadIdx.x
-    height, width = maps.shape[2], maps.shape[3]
-    size = height * width
+    size = maps.shape[2] * maps.shape[3]
     stretch = (size + cuda.gridDim.x - 1) // cuda.gridDim.x
     start = b * stretch
-    stop = min(size, start + stretch)
     top = float32(-math.inf)
     at = size
     if counts[n, m] == round_:  # else an earlier round found no peak: the map is done
-        d = distances[m]
-        for i in range(start + tid, stop, PEAK_THREADS):
-            py = i // width
-            px = i - py * width
-            if _free(peaks, n, m, round_, py, px, d):
-                v = maps[n, m, py, px]
-                g = -v if lower else v
-                if g > top:
-                    top = g
-                    at = i
-    best[tid] = top
-    where[tid] = at
-    cuda.syncthreads()
-    _reduce_best(best, where, tid)
+        top, at = _best_free(maps, lower, peaks, n, m, round_, distances[m], start, min(size, start + stretch), tid)
+    _block_best(best, where, tid, top, at)
     if tid == 0:
         partial[n, m, b] = best[0]
         partial_at[n, m, b] = where[0]
@@ -678,8 +689,7 @@ def pick_peaks(maps, limit, has_limit, peaks, counts, round_, partial, partial_a
     where = cuda.shared.array(PEAK_THREADS, int64)
     m, n = cuda.blockIdx.x, cuda.blockIdx.y
     tid = cuda.threadIdx.x
-    height, width = maps.shape[2], maps.shape[3]
-    size = height * width
+    size = maps.shape[2] * maps.shape[3]
     top = float32(-math.inf)
     at = size
     for j in range(tid, partial.shape[2], PEAK_THREADS):
@@ -687,10 +697,7 @@ def pick_peaks(maps, limit, has_limit, peaks, counts, round_, partial, partial_a
         if g > top or (g == top and i < at):
             top = g
             at = i
-    best[tid] = top
-    where[tid] = at
-    cuda.syncthreads()
-    _reduce_best(best, where, tid)
+    _block_best(best, where, tid, top, at)
     if tid == 0 and counts[n, m] == round_:
         at = where[0]
         if at < size and not (has_limit and float64(best[0]) < limit):
@@ -729,26 +736,12 @@ def top_peaks(maps, lower, limit, has_limit, distances, peaks, counts):
     m = cuda.blockIdx.x
     n = cuda.blockIdx.y
     tid = cuda.threadIdx.x
-    height, width = maps.shape[2], maps.shape[3]
-    size = height * width
+    size = maps.shape[2] * maps.shape[3]
     d = distances[m]
     found = 0
     for round_ in range(peaks.shape[2]):
-        top = float32(-math.inf)
-        at = size
-        for i in range(tid, size, PEAK_THREADS):
-            py = i // width
-            px = i - py * width
-            if _free(peaks, n, m, round_, py, px, d):
-                v = maps[n, m, py, px]
-                g = -v if lower else v
-                if g > top:
-                    top = g
-                    at = i
-        best[tid] = top
-        where[tid] = at
-        cuda.syncthreads()
-        _reduce_best(best, where, tid)
+        top, at = _best_free(maps, lower, peaks, n, m, round_, d, 0, size, tid)
+        _block_best(best, where, tid, top, at)
         top = best[0]
         at = where[0]
         cuda.syncthreads()
