@@ -169,7 +169,7 @@ class FrameProcessor:
         if cancelled():
             raise Cancelled("the call ended before its frame was matched")
         computed = compute(plan, self.prepared, decoded.image, budget=self.budget, cancelled=cancelled, poses=poses,
-                           gpu=self.gpu, wait=self._batch_wait(plan, frame, pacing))
+                           gpu=self.gpu, wait=self._batch_wait(plan, pacing))
         if cancelled():
             raise Cancelled("the call ended before its maps were encoded")
         started = time.perf_counter()
@@ -197,7 +197,7 @@ class FrameProcessor:
 
         return self._pool.submit(run)
 
-    def _batch_wait(self, plan: Plan, frame: pb.Frame, pacing: Pacing | None) -> float | None:
+    def _batch_wait(self, plan: Plan, pacing: Pacing | None) -> float | None:
         """How long this frame may wait for a GPU batch: None (the server's limit), or a realtime stream's
         frame interval from the capture times (0 until two frames have told it)."""
         if self.gpu is None or not plan.options.realtime:
