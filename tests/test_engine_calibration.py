@@ -31,6 +31,17 @@ def test_calibration_is_measured_once_kept_and_reused(cache_dir):
     assert cache_file(threads=97) != kept
 
 
+def test_a_changed_engine_is_calibrated_afresh(cache_dir, monkeypatch):
+    from featuremap.service.engine import calibration
+
+    before = cache_file()
+    assert cache_file() == before  # the key is stable while nothing changes
+    source = calibration._engine_source()
+    assert b"def correlate_direct" in source  # the kernels' code is part of the key
+    monkeypatch.setattr(calibration, "_engine_source", lambda: source + b"# a faster kernel")
+    assert cache_file() != before
+
+
 def test_auto_follows_the_cost_model(cache_dir):
     rng = np.random.default_rng(0)
     rng.random((120, 160))  # drawn as before, so the templates stay the same

@@ -6,7 +6,8 @@ path (VGA BGR, 8 templates of 16x16: spectral 11.8 ms where direct took
 about 8 ms). :func:`calibrate` times both paths on a few small workloads at
 the current thread count, sets the model's two factors from the measured
 over predicted times, and keeps them in a JSON file beside Numba's cache,
-keyed by the CPU model and the thread count, so a restart reuses them.
+keyed by the CPU model, the thread count and the engine's source, so a
+restart reuses them and an upgraded kernel is timed afresh.
 """
 
 from __future__ import annotations
@@ -30,7 +31,6 @@ from .matcher import Matcher
 #: one where the direct path wins and a large-template one where the spectral path does.
 WORKLOADS = ((240, 320, 1, 8, 12), (240, 320, 1, 4, 40))
 REPEATS = 3
-VERSION = 1
 
 
 def _cpu_model() -> str:
@@ -43,10 +43,17 @@ def _cpu_model() -> str:
     return platform.processor() or platform.machine()
 
 
+def _engine_source() -> bytes:
+    """The engine's code: a change to any kernel or to the cost model makes an earlier fit stale."""
+    return b"".join(path.read_bytes() for path in sorted(Path(__file__).parent.glob("*.py")))
+
+
 def cache_file(threads: int | None = None) -> Path:
-    """Where the calibration for this CPU model and thread count is kept (beside Numba's cache)."""
+    """Where the calibration for this CPU model, thread count and engine is kept (beside Numba's cache)."""
     threads = threads or numba.get_num_threads()
-    key = hashlib.sha256(f"{VERSION}|{_cpu_model()}|{threads}|{numba.__version__}".encode()).hexdigest()[:16]
+    digest = hashlib.sha256(f"{_cpu_model()}|{threads}|{numba.__version__}|".encode())
+    digest.update(_engine_source())
+    key = digest.hexdigest()[:16]
     folder = Path(os.environ.get("NUMBA_CACHE_DIR") or Path(__file__).with_name("__pycache__"))
     return folder / f"featuremap-cost-{key}.json"
 

@@ -127,7 +127,7 @@ class CudaMatcher:
         cuda.synchronize()
 
     def _upload(self, group: Group) -> _DeviceGroup:
-        kernels = group.kernels[: group.n_kernels]
+        kernels = group.kernels
         pad = -len(kernels) % K.KT
         if pad:
             kernels = np.concatenate([kernels, np.zeros((pad, *kernels.shape[1:]), np.float32)])

@@ -1,118 +1,183 @@
 """Direct (spatial) correlation: the path for small templates.
 
-Layering: serial row kernels do the arithmetic; ``correlate_direct`` and
-``match_direct`` spread output rows over threads. Kernels go in blocks of
-three (and one pair at the end, see :func:`padded_count`): each frame row
-segment that is loaded serves three kernels, and each pass over a row folds
-four template taps into one fused multiply-add chain per kernel, so the inner
-loop is bound by arithmetic, not by loads and stores of the output rows.
-Three kernels x four taps is what AVX2's sixteen vector registers hold; it
-measured about 10% faster than pairs and than blocks of four. The innermost
-loop runs along x over contiguous views, which LLVM vectorises.
+Layering: serial tile kernels do the arithmetic; ``correlate_direct`` and
+``match_direct`` spread output rows over threads. An output row is cut into
+tiles of :data:`TILE` columns; a tile of four kernels keeps its 4 x 32
+correlations in sixteen vector registers (see :mod:`lanes`) over every tap
+of the templates, and each tap costs four loads of frame pixels and four
+broadcasts for sixteen fused multiply-adds, with no output traffic at all.
+That is what lifted the path from about half of the machine's multiply-add
+rate (Numba's own vectorisation streams the outputs through memory) to near
+its matmul ceiling. Kernels go in blocks of four, then one pair and one
+single for the rest (see :func:`kernel_block`), so no zero kernels pad a
+bank. The last tile of a row overlaps the one before it (recomputing a few
+values the same way) instead of running a slower tail; rows narrower than a
+tile take a plain loop.
 
-A stride along x would break that contiguity, so it never reaches these
-kernels: :func:`split_phases` turns "every s-th column" into s unit-stride
-phase planes, and :func:`phase_kernels` splits each kernel to match. Output
-rows are simply skipped. Either way, skipped positions are never computed.
+A stride along x would break the frame's contiguity, so it never reaches
+these kernels: :func:`split_phases` turns "every s-th column" into s
+unit-stride phase planes, and :func:`phase_kernels` splits each kernel to
+match. Output rows are simply skipped. Either way, skipped positions are
+never computed.
 """
 
 import numpy as np
 from numba import njit, prange
 
+from .lanes import LANES, add, fma, load, splat, store, zeros
 from .runtime import FASTMATH, JIT
 from .scores import CCOEFF_NORMED, add_means, row_scores, window_row, window_sums
 
+#: Output columns per tile: four vectors.
+TILE = 4 * LANES
 
-@njit(fastmath=FASTMATH, **JIT)
-def _row_trio(o0, o1, o2, planes, kernels, active, k0, yy, ox, width):
-    """Accumulate one output row of kernels k0, k0+1 and k0+2."""
+
+@njit(**JIT)
+def kernel_blocks(n):
+    """How many blocks ``n`` kernels make: fours, then at most one pair and one single."""
+    return n // 4 + (n % 4) // 2 + n % 2
+
+
+@njit(**JIT)
+def kernel_block(b, n):
+    """First kernel and size of block ``b`` of ``n`` kernels."""
+    fours = n // 4
+    if b < fours:
+        return 4 * b, 4
+    if b == fours and n % 4 >= 2:
+        return 4 * fours, 2
+    return n - 1, 1
+
+
+@njit(**JIT)
+def _tile4(out, y, x, planes, kernels, active, k0, yy, ox):
+    """out[k0 .. k0+3, y, x .. x+TILE-1]: four kernels by four vectors, in registers."""
     n_planes, kh, kw = kernels.shape[1], kernels.shape[2], kernels.shape[3]
-    kw4 = kw - kw % 4
+    a0 = a1 = a2 = a3 = b0 = b1 = b2 = b3 = c0 = c1 = c2 = c3 = d0 = d1 = d2 = d3 = zeros()
     for c in range(n_planes):
         if not active[c]:
             continue
         for i in range(kh):
             row = planes[c, yy + i]
-            ka = kernels[k0, c, i]
-            kb = kernels[k0 + 1, c, i]
-            kc = kernels[k0 + 2, c, i]
-            for j in range(0, kw4, 4):
-                a0, a1, a2, a3 = ka[j], ka[j + 1], ka[j + 2], ka[j + 3]
-                b0, b1, b2, b3 = kb[j], kb[j + 1], kb[j + 2], kb[j + 3]
-                c0, c1, c2, c3 = kc[j], kc[j + 1], kc[j + 2], kc[j + 3]
-                # Views with computed bounds: indices into them are provably
-                # non-negative, so no wrap-around test blocks vectorisation.
-                r0 = row[ox + j: ox + j + width]
-                r1 = row[ox + j + 1: ox + j + 1 + width]
-                r2 = row[ox + j + 2: ox + j + 2 + width]
-                r3 = row[ox + j + 3: ox + j + 3 + width]
-                for x in range(width):
-                    f0, f1, f2, f3 = r0[x], r1[x], r2[x], r3[x]
-                    o0[x] += a0 * f0 + a1 * f1 + a2 * f2 + a3 * f3
-                    o1[x] += b0 * f0 + b1 * f1 + b2 * f2 + b3 * f3
-                    o2[x] += c0 * f0 + c1 * f1 + c2 * f2 + c3 * f3
-            for j in range(kw4, kw):
-                a0, b0, c0 = ka[j], kb[j], kc[j]
-                r0 = row[ox + j: ox + j + width]
-                for x in range(width):
-                    f0 = r0[x]
-                    o0[x] += a0 * f0
-                    o1[x] += b0 * f0
-                    o2[x] += c0 * f0
+            ka, kb, kc, kd = kernels[k0, c, i], kernels[k0 + 1, c, i], kernels[k0 + 2, c, i], kernels[k0 + 3, c, i]
+            for j in range(kw):
+                at = ox + x + j
+                f0, f1, f2, f3 = load(row, at), load(row, at + 8), load(row, at + 16), load(row, at + 24)
+                t = splat(ka[j])
+                a0, a1, a2, a3 = fma(t, f0, a0), fma(t, f1, a1), fma(t, f2, a2), fma(t, f3, a3)
+                t = splat(kb[j])
+                b0, b1, b2, b3 = fma(t, f0, b0), fma(t, f1, b1), fma(t, f2, b2), fma(t, f3, b3)
+                t = splat(kc[j])
+                c0, c1, c2, c3 = fma(t, f0, c0), fma(t, f1, c1), fma(t, f2, c2), fma(t, f3, c3)
+                t = splat(kd[j])
+                d0, d1, d2, d3 = fma(t, f0, d0), fma(t, f1, d1), fma(t, f2, d2), fma(t, f3, d3)
+    _store4(out[k0, y], x, a0, a1, a2, a3)
+    _store4(out[k0 + 1, y], x, b0, b1, b2, b3)
+    _store4(out[k0 + 2, y], x, c0, c1, c2, c3)
+    _store4(out[k0 + 3, y], x, d0, d1, d2, d3)
 
 
-@njit(fastmath=FASTMATH, **JIT)
-def _row_pair(o0, o1, planes, kernels, active, k0, yy, ox, width):
-    """Accumulate one output row of kernels k0 and k0+1 (the tail of a bank).
+@njit(**JIT)
+def _tile2(out, y, x, planes, kernels, active, k0, yy, ox):
+    """:func:`_tile4` for a pair of kernels."""
+    n_planes, kh, kw = kernels.shape[1], kernels.shape[2], kernels.shape[3]
+    a0 = a1 = a2 = a3 = b0 = b1 = b2 = b3 = zeros()
+    for c in range(n_planes):
+        if not active[c]:
+            continue
+        for i in range(kh):
+            row = planes[c, yy + i]
+            ka, kb = kernels[k0, c, i], kernels[k0 + 1, c, i]
+            for j in range(kw):
+                at = ox + x + j
+                f0, f1, f2, f3 = load(row, at), load(row, at + 8), load(row, at + 16), load(row, at + 24)
+                t = splat(ka[j])
+                a0, a1, a2, a3 = fma(t, f0, a0), fma(t, f1, a1), fma(t, f2, a2), fma(t, f3, a3)
+                t = splat(kb[j])
+                b0, b1, b2, b3 = fma(t, f0, b0), fma(t, f1, b1), fma(t, f2, b2), fma(t, f3, b3)
+    _store4(out[k0, y], x, a0, a1, a2, a3)
+    _store4(out[k0 + 1, y], x, b0, b1, b2, b3)
 
-    :func:`_row_trio` with a zero third kernel would give the same result at
-    half as much work again on the tail; the two stay separate on purpose.
+
+@njit(**JIT)
+def _tile1(out, y, x, planes, kernels, active, k0, yy, ox):
+    """:func:`_tile4` for one kernel.
+
+    Taps alternate between two sets of four accumulators: a fused
+    multiply-add takes four cycles and the machine starts two a cycle, so
+    four chains alone would leave half of it idle.
     """
     n_planes, kh, kw = kernels.shape[1], kernels.shape[2], kernels.shape[3]
-    kw4 = kw - kw % 4
+    a0 = a1 = a2 = a3 = e0 = e1 = e2 = e3 = zeros()
     for c in range(n_planes):
         if not active[c]:
             continue
         for i in range(kh):
             row = planes[c, yy + i]
             ka = kernels[k0, c, i]
-            kb = kernels[k0 + 1, c, i]
-            for j in range(0, kw4, 4):
-                a0, a1, a2, a3 = ka[j], ka[j + 1], ka[j + 2], ka[j + 3]
-                b0, b1, b2, b3 = kb[j], kb[j + 1], kb[j + 2], kb[j + 3]
-                r0 = row[ox + j: ox + j + width]
-                r1 = row[ox + j + 1: ox + j + 1 + width]
-                r2 = row[ox + j + 2: ox + j + 2 + width]
-                r3 = row[ox + j + 3: ox + j + 3 + width]
-                for x in range(width):
-                    f0, f1, f2, f3 = r0[x], r1[x], r2[x], r3[x]
-                    o0[x] += a0 * f0 + a1 * f1 + a2 * f2 + a3 * f3
-                    o1[x] += b0 * f0 + b1 * f1 + b2 * f2 + b3 * f3
-            for j in range(kw4, kw):
-                a0, b0 = ka[j], kb[j]
-                r0 = row[ox + j: ox + j + width]
-                for x in range(width):
-                    o0[x] += a0 * r0[x]
-                    o1[x] += b0 * r0[x]
+            for j in range(0, kw - 1, 2):
+                at = ox + x + j
+                t = splat(ka[j])
+                a0, a1 = fma(t, load(row, at), a0), fma(t, load(row, at + 8), a1)
+                a2, a3 = fma(t, load(row, at + 16), a2), fma(t, load(row, at + 24), a3)
+                t = splat(ka[j + 1])
+                e0, e1 = fma(t, load(row, at + 1), e0), fma(t, load(row, at + 9), e1)
+                e2, e3 = fma(t, load(row, at + 17), e2), fma(t, load(row, at + 25), e3)
+            if kw % 2:
+                at = ox + x + kw - 1
+                t = splat(ka[kw - 1])
+                a0, a1 = fma(t, load(row, at), a0), fma(t, load(row, at + 8), a1)
+                a2, a3 = fma(t, load(row, at + 16), a2), fma(t, load(row, at + 24), a3)
+    _store4(out[k0, y], x, add(a0, e0), add(a1, e1), add(a2, e2), add(a3, e3))
+
+
+@njit(**JIT)
+def _store4(row, x, v0, v1, v2, v3):
+    store(row, x, v0)
+    store(row, x + 8, v1)
+    store(row, x + 16, v2)
+    store(row, x + 24, v3)
+
+
+@njit(fastmath=FASTMATH, **JIT)
+def _narrow_row(out, y, planes, kernels, active, k0, size, yy, ox):
+    """Row ``y`` of kernels k0 .. k0+size-1 for rows narrower than a tile: a plain loop."""
+    width = out.shape[2]
+    n_planes, kh, kw = kernels.shape[1], kernels.shape[2], kernels.shape[3]
+    for k in range(k0, k0 + size):
+        o = out[k, y]
+        o[:] = 0.0
+        for c in range(n_planes):
+            if not active[c]:
+                continue
+            for i in range(kh):
+                row = planes[c, yy + i]
+                taps = kernels[k, c, i]
+                for j in range(kw):
+                    segment = row[ox + j: ox + j + width]
+                    for x in range(width):
+                        o[x] += taps[j] * segment[x]
 
 
 @njit(**JIT)
 def _accumulate_row(target, y, planes, kernels, active, yy, ox):
     """Set row ``y`` of every map in ``target`` (K, H, Wo) to the kernels' correlations."""
     width = target.shape[2]
-    n_trios = kernels.shape[0] // 3
-    for b in range(n_trios):
-        o0, o1, o2 = target[3 * b, y], target[3 * b + 1, y], target[3 * b + 2, y]
-        o0[:] = 0.0
-        o1[:] = 0.0
-        o2[:] = 0.0
-        _row_trio(o0, o1, o2, planes, kernels, active[b], 3 * b, yy, ox, width)
-    if kernels.shape[0] % 3:
-        k0 = 3 * n_trios
-        o0, o1 = target[k0, y], target[k0 + 1, y]
-        o0[:] = 0.0
-        o1[:] = 0.0
-        _row_pair(o0, o1, planes, kernels, active[n_trios], k0, yy, ox, width)
+    n = kernels.shape[0]
+    for b in range(kernel_blocks(n)):
+        k0, size = kernel_block(b, n)
+        if width < TILE:
+            _narrow_row(target, y, planes, kernels, active[b], k0, size, yy, ox)
+            continue
+        for t in range(-(-width // TILE)):
+            # The last tile ends at the row's end, overlapping its neighbour.
+            x = min(t * TILE, width - TILE)
+            if size == 4:
+                _tile4(target, y, x, planes, kernels, active[b], k0, yy, ox)
+            elif size == 2:
+                _tile2(target, y, x, planes, kernels, active[b], k0, yy, ox)
+            else:
+                _tile1(target, y, x, planes, kernels, active[b], k0, yy, ox)
 
 
 @njit(**JIT)
@@ -128,16 +193,11 @@ def _restore_means(target, y, tmeans, sums, yy, kh, wx, kw, stride):
         add_means(target[k, y], tmeans[k], wsums)
 
 
-def padded_count(n: int) -> int:
-    """Kernel count after padding with zero kernels: blocks of three and at most one pair."""
-    n = max(n, 2)
-    return n + 1 if n % 3 == 1 else n
-
-
 def block_activity(kernels: np.ndarray) -> np.ndarray:
-    """(blocks, P) uint8: whether any kernel of a block has a non-zero plane ``c``."""
-    nonzero = kernels.reshape(len(kernels), kernels.shape[1], -1).any(axis=2)
-    starts = list(range(0, len(kernels), 3))
+    """(blocks, P) uint8: whether any kernel of a block (see :func:`kernel_block`) has a non-zero plane ``c``."""
+    n = len(kernels)
+    nonzero = kernels.reshape(n, kernels.shape[1], -1).any(axis=2)
+    starts = [kernel_block(b, n)[0] for b in range(kernel_blocks(n))]
     return np.logical_or.reduceat(nonzero, starts, axis=0).astype(np.uint8)
 
 
@@ -153,7 +213,6 @@ def correlate_direct(planes, kernels, active, oy, ox, row_stride, tmeans, sums, 
     planes : float32 array, (P, H, W)
         The (padded, and for a column stride phase-split) frame.
     kernels : float32 array, (K, P, h, w)
-        K from :func:`padded_count` (pad with zero kernels).
     active : uint8 array, (blocks, P)
         From :func:`block_activity`.
     oy, ox : int

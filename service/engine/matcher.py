@@ -322,7 +322,7 @@ class Matcher:
             for group, choice in zip(self._groups, self._choices(frame_shape)):
                 kspectra = None
                 if choice == "spectral":
-                    kspectra = spectral.kernel_spectra(group.kernels[: group.n_kernels], shape, spectrum_dtype(group))
+                    kspectra = spectral.kernel_spectra(group.kernels, shape, spectrum_dtype(group))
                 plan.append((choice, kspectra))
             self._plans[frame_shape] = plan
             if len(self._plans) > PLANS_KEPT:
@@ -355,8 +355,7 @@ class Matcher:
             group_scratch = len(group.kernels) * cells_out * 4 + 2 * cells_out * 8
             if choice == "spectral":
                 itemsize = np.dtype(spectrum_dtype(group)).itemsize
-                nonzero = int(group.kernels[: group.n_kernels].reshape(group.n_kernels, group.kernels.shape[1], -1)
-                              .any(axis=2).sum())
+                nonzero = int(group.kernels.reshape(len(group.kernels), group.kernels.shape[1], -1).any(axis=2).sum())
                 retained += nonzero * cells * itemsize
                 spectra = True
                 group_scratch += 2 * spectral.WORKERS * cells * itemsize  # products and inverses in flight
@@ -642,7 +641,7 @@ class Matcher:
 
     def _correlations(self, group: Group, kspectra, out_shape, work: "_FrameWork",
                       restore: bool = False) -> np.ndarray:
-        """The group's raw correlations, one map per kernel (padding kernels included).
+        """The group's raw correlations, one map per kernel.
 
         ``kspectra`` is None on the direct path, the kernel spectra on the
         spectral one. ``restore``: add back the channel means taken off the

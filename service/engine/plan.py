@@ -11,7 +11,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from .direct import block_activity, padded_count, phase_kernels
+from .direct import block_activity, kernel_block, kernel_blocks, phase_kernels
 from .masked import MaskSets, pack_masks
 from .scores import CCOEFF, CCOEFF_NORMED, CCORR, CCORR_NORMED, SSIM
 
@@ -23,7 +23,9 @@ from .scores import CCOEFF, CCOEFF_NORMED, CCORR, CCORR_NORMED, SSIM
 # - one real DFT's seconds per N*log2(N), one spectrum product's seconds per
 #   element, and the spectral path's per-frame cost per pixel (window
 #   statistics, crops, the pool's hand-offs).
-DIRECT_MACS_PER_S = 5.0e10
+# The direct rate was 5.0e10 there before its register tiles (direct.py),
+# which measured 1.5x faster on the 2-core AVX-512 VM.
+DIRECT_MACS_PER_S = 7.5e10
 DIRECT_SECONDS_PER_OUTPUT = 1.0e-9
 DFT_SECONDS_PER_NLOGN = 2.0e-10
 PRODUCT_SECONDS_PER_ELEMENT = 1.3e-9
@@ -144,13 +146,12 @@ class Group:
     width: int
     masked: bool
     members: list[int]
-    kernels: np.ndarray  # (K, P, h, w) float32, K from direct.padded_count
+    kernels: np.ndarray  # (K, P, h, w) float32
     active: np.ndarray  # (blocks, P) uint8, direct.block_activity
     starts: list[int]  # first kernel of each member
     prepared: list[TemplateKernels]
     tenergy: np.ndarray  # (members,) float64
     nonnegative: bool  # every kernel >= 0: correlations with a non-negative frame are too
-    n_kernels: int  # before the padding with zero kernels
     index: np.ndarray | None = None  # (members, kernels each): where member k's kernel c is
     offset: tuple[int, int] = (0, 0)
     # The direct path's kernels, block activity and column offset, phase-split
@@ -179,11 +180,11 @@ class Group:
 
 def make_group(height: int, width: int, masked: bool, members: list[int], prepared: list[TemplateKernels],
                *, channel_major: bool = False) -> Group:
-    """Stack the members' kernels (padded with zero kernels for the direct path's blocks).
+    """Stack the members' kernels.
 
     ``channel_major`` (ssim: one kernel per channel per template) orders the
-    kernels channel by channel, so that the direct path's blocks of three
-    kernels touch one frame plane instead of three.
+    kernels channel by channel, so that the direct path's blocks of kernels
+    touch one frame plane instead of three.
     """
     stacks = [p.kernels for p in prepared]
     starts = list(np.cumsum([0] + [len(s) for s in stacks[:-1]]))
@@ -194,11 +195,7 @@ def make_group(height: int, width: int, masked: bool, members: list[int], prepar
         order = index.T.reshape(-1)  # kernel positions, channel by channel
         kernels = kernels[order]
         index = np.argsort(order).reshape(index.shape)
-    n_kernels = len(kernels)
     mask_sets = pack_masks([p.mask for p in prepared]) if masked else None
-    padding = padded_count(n_kernels) - n_kernels
-    if padding:
-        kernels = np.concatenate([kernels, np.zeros((padding, *kernels.shape[1:]), kernels.dtype)])
     return Group(
         height=height,
         width=width,
@@ -210,7 +207,6 @@ def make_group(height: int, width: int, masked: bool, members: list[int], prepar
         prepared=prepared,
         tenergy=np.array([p.tenergy for p in prepared], dtype=np.float64),
         nonnegative=bool((kernels >= 0).all()),
-        n_kernels=n_kernels,
         index=index,
         mask_sets=mask_sets,
         tsums=np.stack([p.tsum for p in prepared]) if masked else None,
@@ -223,7 +219,7 @@ def direct_seconds(group: Group, out_shape: tuple[int, int]) -> float:
     """Estimated time of the direct path for one frame (its form for the stride included)."""
     kernels = group.direct_kernels
     outputs = len(kernels) * out_shape[0] * out_shape[1]
-    sizes = np.minimum(3, len(kernels) - 3 * np.arange(len(group.direct_active)))
+    sizes = np.array([kernel_block(b, len(kernels))[1] for b in range(kernel_blocks(len(kernels)))])
     kernel_planes = int((group.direct_active.sum(axis=1) * sizes).sum())
     macs = kernel_planes * kernels.shape[2] * kernels.shape[3] * out_shape[0] * out_shape[1]
     return (macs / DIRECT_MACS_PER_S + outputs * DIRECT_SECONDS_PER_OUTPUT) * _cost.direct_scale
