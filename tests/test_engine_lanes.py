@@ -1,9 +1,9 @@
 """The direct path's register tiles: the vector type they are built on, and every tile edge.
 
 The reference suite's frames are narrower than a tile (they take the plain
-loop); here the widths straddle one and two tiles, the banks every block
-size (fours, a pair, a single), and the frames carry NaN and inf where IEEE
-arithmetic must show through.
+loop); here the widths straddle one and two tiles, the banks take every
+block size (fours and a rest of three, two or one), and the frames carry
+NaN and inf where IEEE arithmetic must show through.
 """
 
 import numpy as np
@@ -40,17 +40,16 @@ def test_vector_lanes_load_compute_and_store_at_any_offset(at):
 
 
 @pytest.mark.parametrize("n", range(1, 14))
-def test_kernel_blocks_cover_a_bank_once_in_fours_then_a_pair_then_a_single(n):
+def test_kernel_blocks_cover_a_bank_once_in_fours_then_the_rest(n):
     blocks = [kernel_block(b, n) for b in range(kernel_blocks(n))]
     covered = [k for start, size in blocks for k in range(start, start + size)]
     assert covered == list(range(n))
     sizes = [size for _, size in blocks]
-    assert sizes == sorted(sizes, reverse=True) and set(sizes) <= {1, 2, 4}
-    assert sizes.count(2) <= 1 and sizes.count(1) <= 1
+    assert sizes[:-1] == [4] * (len(sizes) - 1) and 1 <= sizes[-1] <= 4
 
 
 @pytest.mark.parametrize("width", [TILE - 1, TILE, TILE + 1, 2 * TILE - 1, 2 * TILE + 5])
-@pytest.mark.parametrize("count", [1, 2, 3, 4, 5, 7])
+@pytest.mark.parametrize("count", [1, 2, 3, 4, 5, 6, 7])
 def test_tiles_match_the_float64_reference_at_every_width_and_bank_size(width, count):
     rng = np.random.default_rng(width * 31 + count)
     h, w = 3, 5

@@ -8,9 +8,8 @@ of the templates, and each tap costs four loads of frame pixels and four
 broadcasts for sixteen fused multiply-adds, with no output traffic at all.
 That is what lifted the path from about half of the machine's multiply-add
 rate (Numba's own vectorisation streams the outputs through memory) to near
-its matmul ceiling. Kernels go in blocks of four, then one pair and one
-single for the rest (see :func:`kernel_block`), so no zero kernels pad a
-bank. The last tile of a row overlaps the one before it (recomputing a few
+its matmul ceiling. Kernels go in blocks of four and one block of the
+rest (see :func:`kernel_block`), so no zero kernels pad a bank. The last tile of a row overlaps the one before it (recomputing a few
 values the same way) instead of running a slower tail; rows narrower than a
 tile take a plain loop.
 
@@ -34,19 +33,14 @@ TILE = 4 * LANES
 
 @njit(**JIT)
 def kernel_blocks(n):
-    """How many blocks ``n`` kernels make: fours, then at most one pair and one single."""
-    return n // 4 + (n % 4) // 2 + n % 2
+    """How many blocks ``n`` kernels make: fours, then one of the rest (three, two or one)."""
+    return -(-n // 4)
 
 
 @njit(**JIT)
 def kernel_block(b, n):
     """First kernel and size of block ``b`` of ``n`` kernels."""
-    fours = n // 4
-    if b < fours:
-        return 4 * b, 4
-    if b == fours and n % 4 >= 2:
-        return 4 * fours, 2
-    return n - 1, 1
+    return 4 * b, min(4, n - 4 * b)
 
 
 @njit(**JIT)
@@ -75,6 +69,31 @@ def _tile4(out, y, x, planes, kernels, active, k0, yy, ox):
     _store4(out[k0 + 1, y], x, b0, b1, b2, b3)
     _store4(out[k0 + 2, y], x, c0, c1, c2, c3)
     _store4(out[k0 + 3, y], x, d0, d1, d2, d3)
+
+
+@njit(**JIT)
+def _tile3(out, y, x, planes, kernels, active, k0, yy, ox):
+    """:func:`_tile4` for three kernels."""
+    n_planes, kh, kw = kernels.shape[1], kernels.shape[2], kernels.shape[3]
+    a0 = a1 = a2 = a3 = b0 = b1 = b2 = b3 = c0 = c1 = c2 = c3 = zeros()
+    for c in range(n_planes):
+        if not active[c]:
+            continue
+        for i in range(kh):
+            row = planes[c, yy + i]
+            ka, kb, kc = kernels[k0, c, i], kernels[k0 + 1, c, i], kernels[k0 + 2, c, i]
+            for j in range(kw):
+                at = ox + x + j
+                f0, f1, f2, f3 = load(row, at), load(row, at + 8), load(row, at + 16), load(row, at + 24)
+                t = splat(ka[j])
+                a0, a1, a2, a3 = fma(t, f0, a0), fma(t, f1, a1), fma(t, f2, a2), fma(t, f3, a3)
+                t = splat(kb[j])
+                b0, b1, b2, b3 = fma(t, f0, b0), fma(t, f1, b1), fma(t, f2, b2), fma(t, f3, b3)
+                t = splat(kc[j])
+                c0, c1, c2, c3 = fma(t, f0, c0), fma(t, f1, c1), fma(t, f2, c2), fma(t, f3, c3)
+    _store4(out[k0, y], x, a0, a1, a2, a3)
+    _store4(out[k0 + 1, y], x, b0, b1, b2, b3)
+    _store4(out[k0 + 2, y], x, c0, c1, c2, c3)
 
 
 @njit(**JIT)
@@ -174,6 +193,8 @@ def _accumulate_row(target, y, planes, kernels, active, yy, ox):
             x = min(t * TILE, width - TILE)
             if size == 4:
                 _tile4(target, y, x, planes, kernels, active[b], k0, yy, ox)
+            elif size == 3:
+                _tile3(target, y, x, planes, kernels, active[b], k0, yy, ox)
             elif size == 2:
                 _tile2(target, y, x, planes, kernels, active[b], k0, yy, ox)
             else:
