@@ -6,6 +6,11 @@ block size (fours and a rest of three, two or one), and the frames carry
 NaN and inf where IEEE arithmetic must show through.
 """
 
+import os
+import subprocess
+import sys
+from pathlib import Path
+
 import numpy as np
 import pytest
 from numba import njit
@@ -19,24 +24,35 @@ from naive import naive_match
 
 @njit
 def _lanes_roundtrip(a, b, at, out):
-    # out[at .. at+7] = 2.5 * a[at .. at+7] + b[1 .. 8] + 0, lane by lane
+    # out[at : at+LANES] = 2.5 * a[at : at+LANES] + b[1 : 1+LANES] + 0, lane by lane
     va, vb = load(a, at), load(b, 1)
     store(out, at, add(fma(splat(2.5), va, vb), zeros()))
 
 
 @pytest.mark.parametrize("at", [0, 1, 3, 7, 9])
 def test_vector_lanes_load_compute_and_store_at_any_offset(at):
+    size = 2 * LANES + 10
     rng = np.random.default_rng(at)
-    a = rng.standard_normal(24).astype(np.float32)
-    b = rng.standard_normal(12).astype(np.float32)
+    a = rng.standard_normal(size).astype(np.float32)
+    b = rng.standard_normal(LANES + 4).astype(np.float32)
     a[at + 2], a[at + 5], b[4] = np.nan, np.inf, -np.inf
-    out = np.full(24, 7.0, np.float32)
+    out = np.full(size, 7.0, np.float32)
     _lanes_roundtrip(a, b, at, out)
     expected = np.float32(2.5) * a[at:at + LANES] + b[1:1 + LANES]
     np.testing.assert_allclose(out[at:at + LANES], expected, rtol=1e-6)  # NaN where expected, inf kept
     assert np.isnan(out[at + 2]) and out[at + 5] == np.inf and out[at + 3] == -np.inf
-    untouched = np.r_[0:at, at + LANES:24]
-    assert (out[untouched] == 7.0).all()  # exactly eight lanes written
+    untouched = np.r_[0:at, at + LANES:size]
+    assert (out[untouched] == 7.0).all()  # exactly LANES values written
+
+
+def test_a_vector_is_one_register_of_the_target_cpu():
+    import llvmlite.binding as llvm
+    import numba
+
+    features = numba.config.CPU_FEATURES
+    if features is None:
+        features = llvm.get_host_cpu_features().flatten()
+    assert LANES == (16 if "+avx512f" in features.split(",") else 8)
 
 
 @pytest.mark.parametrize("n", range(1, 14))
@@ -90,3 +106,36 @@ def test_nan_and_inf_in_a_frame_reach_exactly_the_windows_that_hold_them():
         assert np.isnan(result[nan_windows]).all()
         assert np.isposinf(result[inf_windows]).all()
         assert np.isfinite(result[~nan_windows & ~inf_windows]).all()
+
+
+# What an AVX2 machine compiles for (Haswell): no AVX-512, sixteen 256-bit registers.
+AVX2 = ("+64bit,+avx,+avx2,+bmi,+bmi2,+cmov,+cx16,+f16c,+fma,+fxsr,+lzcnt,+mmx,+movbe,+popcnt,+sse,+sse2,"
+        "+sse3,+sse4.1,+sse4.2,+ssse3,+xsave")
+
+_EIGHT_LANES = """
+import numpy as np
+from featuremap.service.engine import Matcher
+from featuremap.service.engine.direct import TILE
+from featuremap.service.engine.lanes import LANES
+from naive import naive_match
+
+assert LANES == 8 and TILE == 32, (LANES, TILE)
+rng = np.random.default_rng(8)
+for width in (TILE - 1, TILE, TILE + 3, 2 * TILE + 5):
+    for count in (1, 2, 3, 4, 7):
+        frame = rng.random((6, width + 4), dtype=np.float32)
+        templates = [rng.random((3, 5), dtype=np.float32) for _ in range(count)]
+        for template, result in zip(templates, Matcher(templates, method="ccorr", algorithm="direct")(frame)):
+            np.testing.assert_allclose(result, naive_match(frame, template, method="ccorr"), atol=2e-5)
+print("eight lanes ok")
+"""
+
+
+@pytest.mark.skipif(LANES == 8, reason="this machine compiles eight lanes already: the tests above cover them")
+def test_the_eight_lane_tiles_an_avx2_machine_compiles():
+    # Numba compiles for a Haswell here (its cache keeps that apart from this host's code).
+    env = dict(os.environ, NUMBA_CPU_NAME="haswell", NUMBA_CPU_FEATURES=AVX2,
+               PYTHONPATH=os.pathsep.join([str(Path(__file__).parent), os.environ.get("PYTHONPATH", "")]))
+    done = subprocess.run([sys.executable, "-c", _EIGHT_LANES], env=env, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert "eight lanes ok" in done.stdout

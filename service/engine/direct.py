@@ -2,16 +2,17 @@
 
 Layering: serial tile kernels do the arithmetic; ``correlate_direct`` and
 ``match_direct`` spread output rows over threads. An output row is cut into
-tiles of :data:`TILE` columns; a tile of four kernels keeps its 4 x 32
-correlations in sixteen vector registers (see :mod:`lanes`) over every tap
-of the templates, and each tap costs four loads of frame pixels and four
-broadcasts for sixteen fused multiply-adds, with no output traffic at all.
-That is what lifted the path from about half of the machine's multiply-add
-rate (Numba's own vectorisation streams the outputs through memory) to near
-its matmul ceiling. Kernels go in blocks of four and one block of the
-rest (see :func:`kernel_block`), so no zero kernels pad a bank. The last tile of a row overlaps the one before it (recomputing a few
-values the same way) instead of running a slower tail; rows narrower than a
-tile take a plain loop.
+tiles of :data:`TILE` columns (four vectors of :data:`lanes.LANES`); a tile
+of four kernels keeps its 4 x TILE correlations in sixteen vector registers
+over every tap of the templates, and each tap costs four loads of frame
+pixels and four broadcasts for sixteen fused multiply-adds, with no output
+traffic at all. That is what lifted the path from about half of the
+machine's multiply-add rate (Numba's own vectorisation streams the outputs
+through memory) to near its matmul ceiling. Kernels go in blocks of four
+and one block of the rest (see :func:`kernel_block`), so no zero kernels
+pad a bank. The last tile of a row overlaps the one before it (recomputing
+a few values the same way) instead of running a slower tail; rows narrower
+than a tile take a plain loop.
 
 A stride along x would break the frame's contiguity, so it never reaches
 these kernels: :func:`split_phases` turns "every s-th column" into s
@@ -29,6 +30,8 @@ from .scores import CCOEFF_NORMED, add_means, row_scores, window_row, window_sum
 
 #: Output columns per tile: four vectors.
 TILE = 4 * LANES
+# Where a tile's second, third and fourth vectors start.
+L1, L2, L3 = LANES, 2 * LANES, 3 * LANES
 
 
 @njit(**JIT)
@@ -56,7 +59,7 @@ def _tile4(out, y, x, planes, kernels, active, k0, yy, ox):
             ka, kb, kc, kd = kernels[k0, c, i], kernels[k0 + 1, c, i], kernels[k0 + 2, c, i], kernels[k0 + 3, c, i]
             for j in range(kw):
                 at = ox + x + j
-                f0, f1, f2, f3 = load(row, at), load(row, at + 8), load(row, at + 16), load(row, at + 24)
+                f0, f1, f2, f3 = load(row, at), load(row, at + L1), load(row, at + L2), load(row, at + L3)
                 t = splat(ka[j])
                 a0, a1, a2, a3 = fma(t, f0, a0), fma(t, f1, a1), fma(t, f2, a2), fma(t, f3, a3)
                 t = splat(kb[j])
@@ -84,7 +87,7 @@ def _tile3(out, y, x, planes, kernels, active, k0, yy, ox):
             ka, kb, kc = kernels[k0, c, i], kernels[k0 + 1, c, i], kernels[k0 + 2, c, i]
             for j in range(kw):
                 at = ox + x + j
-                f0, f1, f2, f3 = load(row, at), load(row, at + 8), load(row, at + 16), load(row, at + 24)
+                f0, f1, f2, f3 = load(row, at), load(row, at + L1), load(row, at + L2), load(row, at + L3)
                 t = splat(ka[j])
                 a0, a1, a2, a3 = fma(t, f0, a0), fma(t, f1, a1), fma(t, f2, a2), fma(t, f3, a3)
                 t = splat(kb[j])
@@ -109,7 +112,7 @@ def _tile2(out, y, x, planes, kernels, active, k0, yy, ox):
             ka, kb = kernels[k0, c, i], kernels[k0 + 1, c, i]
             for j in range(kw):
                 at = ox + x + j
-                f0, f1, f2, f3 = load(row, at), load(row, at + 8), load(row, at + 16), load(row, at + 24)
+                f0, f1, f2, f3 = load(row, at), load(row, at + L1), load(row, at + L2), load(row, at + L3)
                 t = splat(ka[j])
                 a0, a1, a2, a3 = fma(t, f0, a0), fma(t, f1, a1), fma(t, f2, a2), fma(t, f3, a3)
                 t = splat(kb[j])
@@ -137,25 +140,25 @@ def _tile1(out, y, x, planes, kernels, active, k0, yy, ox):
             for j in range(0, kw - 1, 2):
                 at = ox + x + j
                 t = splat(ka[j])
-                a0, a1 = fma(t, load(row, at), a0), fma(t, load(row, at + 8), a1)
-                a2, a3 = fma(t, load(row, at + 16), a2), fma(t, load(row, at + 24), a3)
+                a0, a1 = fma(t, load(row, at), a0), fma(t, load(row, at + L1), a1)
+                a2, a3 = fma(t, load(row, at + L2), a2), fma(t, load(row, at + L3), a3)
                 t = splat(ka[j + 1])
-                e0, e1 = fma(t, load(row, at + 1), e0), fma(t, load(row, at + 9), e1)
-                e2, e3 = fma(t, load(row, at + 17), e2), fma(t, load(row, at + 25), e3)
+                e0, e1 = fma(t, load(row, at + 1), e0), fma(t, load(row, at + L1 + 1), e1)
+                e2, e3 = fma(t, load(row, at + L2 + 1), e2), fma(t, load(row, at + L3 + 1), e3)
             if kw % 2:
                 at = ox + x + kw - 1
                 t = splat(ka[kw - 1])
-                a0, a1 = fma(t, load(row, at), a0), fma(t, load(row, at + 8), a1)
-                a2, a3 = fma(t, load(row, at + 16), a2), fma(t, load(row, at + 24), a3)
+                a0, a1 = fma(t, load(row, at), a0), fma(t, load(row, at + L1), a1)
+                a2, a3 = fma(t, load(row, at + L2), a2), fma(t, load(row, at + L3), a3)
     _store4(out[k0, y], x, add(a0, e0), add(a1, e1), add(a2, e2), add(a3, e3))
 
 
 @njit(**JIT)
 def _store4(row, x, v0, v1, v2, v3):
     store(row, x, v0)
-    store(row, x + 8, v1)
-    store(row, x + 16, v2)
-    store(row, x + 24, v3)
+    store(row, x + L1, v1)
+    store(row, x + L2, v2)
+    store(row, x + L3, v3)
 
 
 @njit(fastmath=FASTMATH, **JIT)

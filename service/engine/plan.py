@@ -24,7 +24,7 @@ from .scores import CCOEFF, CCOEFF_NORMED, CCORR, CCORR_NORMED, SSIM
 #   element, and the spectral path's per-frame cost per pixel (window
 #   statistics, crops, the pool's hand-offs).
 # The direct rate was 5.0e10 there before its register tiles (direct.py),
-# which measured 1.5x faster on the 2-core AVX-512 VM.
+# which measured 1.5x (8 lanes) to 2x (16 lanes) faster on the 2-core AVX-512 VM.
 DIRECT_MACS_PER_S = 7.5e10
 DIRECT_SECONDS_PER_OUTPUT = 1.0e-9
 DFT_SECONDS_PER_NLOGN = 2.0e-10
