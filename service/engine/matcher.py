@@ -422,14 +422,16 @@ class Matcher:
         return _safe(max(-float(image.min()), float(image.max())))
 
     def _planes(self, image: np.ndarray, frame: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """The frame (``image``, as validated from ``frame``) padded for this Matcher, as (C, H, W) float32 planes.
+        """The frame padded for this Matcher, as (C, H, W) float32 planes.
 
-        Returns the planes and what was taken off each (float64, exactly; zeros when nothing).
+        ``image`` is ``frame`` as validated, HxWxC float32 or uint8. Returns
+        the planes and what was taken off each (float64, exactly; zeros when
+        nothing).
         """
         top, bottom, left, right = self._pad
         if top or bottom or left or right:
             padded = cv2.copyMakeBorder(
-                image,
+                image.astype(np.float32, copy=False),  # a border value need not be a uint8
                 top,
                 bottom,
                 left,
@@ -438,7 +440,7 @@ class Matcher:
                 value=(self.border_value,) * 4,
             )
             image = padded.reshape(padded.shape[0], padded.shape[1], -1)
-        planes = np.ascontiguousarray(image.transpose(2, 0, 1))
+        planes = np.ascontiguousarray(image.transpose(2, 0, 1), dtype=np.float32)  # converts and transposes in one pass
         means = np.zeros((planes.shape[0], 1, 1), np.float32)
         if self._code not in (SSIM, CCORR, CCORR_NORMED):
             # The ccoeff pair is invariant to an offset; centring the frame
@@ -479,13 +481,19 @@ class Matcher:
             if cancelled is not None and cancelled():
                 raise Cancelled("the match was cancelled")
             return self._run_gpu([checked], top_k=0, limit=None, distances=None, maps=True).maps[0]
-        image = np.ascontiguousarray(checked, dtype=np.float32)
-        magnitude = max(-float(image.min()), float(image.max()))  # no |image| temporary
+        if checked.dtype == np.uint8:
+            # A known range: no passes over the frame; converted to float32
+            # in the one pass that makes its planes.
+            image, magnitude = checked, 255.0
+        else:
+            image = np.ascontiguousarray(checked, dtype=np.float32)
+            magnitude = max(-float(image.min()), float(image.max()))  # no |image| temporary
         if self.padding != "valid" and self.border == "constant":
             magnitude = max(magnitude, abs(self.border_value))
         if self._rescales and not (_safe(magnitude) and _safe(self._template_magnitude)
                                    and _safe(self._mask_magnitude)):
-            return self._call_scaled(image, magnitude, frame.dtype == np.uint8, cancelled)
+            return self._call_scaled(image.astype(np.float32, copy=False), magnitude, frame.dtype == np.uint8,
+                                     cancelled)
         frame_shape = image.shape[:2]
         plan = self._plan(frame_shape)
         scratch = self._take_scratch()
