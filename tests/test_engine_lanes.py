@@ -1,7 +1,7 @@
 """The direct path's register tiles: the vector type they are built on, and every tile edge.
 
-The reference suite's frames are narrower than a tile (they take the plain
-loop); here the widths straddle one and two tiles, the banks take every
+The reference suite's frames are narrower than a tile (widened with zeros
+to one); here the widths straddle one and two tiles, the banks take every
 block size (fours and a rest of three, two or one), and the frames carry
 NaN and inf where IEEE arithmetic must show through.
 """

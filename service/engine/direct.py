@@ -11,8 +11,8 @@ machine's multiply-add rate (Numba's own vectorisation streams the outputs
 through memory) to near its matmul ceiling. Kernels go in blocks of four
 and one block of the rest (see :func:`kernel_block`), so no zero kernels
 pad a bank. The last tile of a row overlaps the one before it (recomputing
-a few values the same way) instead of running a slower tail; rows narrower
-than a tile take a plain loop.
+a few values the same way) instead of running a slower tail; a row
+narrower than a tile is widened with zeros to one.
 
 A stride along x would break the frame's contiguity, so it never reaches
 these kernels: :func:`split_phases` turns "every s-th column" into s
@@ -25,7 +25,7 @@ import numpy as np
 from numba import njit, prange
 
 from .lanes import LANES, add, fma, load, splat, store, zeros
-from .runtime import FASTMATH, JIT
+from .runtime import JIT
 from .scores import CCOEFF_NORMED, add_means, row_scores, window_row, window_sums
 
 #: Output columns per tile: four vectors.
@@ -161,36 +161,13 @@ def _store4(row, x, v0, v1, v2, v3):
     store(row, x + L3, v3)
 
 
-@njit(fastmath=FASTMATH, **JIT)
-def _narrow_row(out, y, planes, kernels, active, k0, size, yy, ox):
-    """Row ``y`` of kernels k0 .. k0+size-1 for rows narrower than a tile: a plain loop."""
-    width = out.shape[2]
-    n_planes, kh, kw = kernels.shape[1], kernels.shape[2], kernels.shape[3]
-    for k in range(k0, k0 + size):
-        o = out[k, y]
-        o[:] = 0.0
-        for c in range(n_planes):
-            if not active[c]:
-                continue
-            for i in range(kh):
-                row = planes[c, yy + i]
-                taps = kernels[k, c, i]
-                for j in range(kw):
-                    segment = row[ox + j: ox + j + width]
-                    for x in range(width):
-                        o[x] += taps[j] * segment[x]
-
-
 @njit(**JIT)
-def _accumulate_row(target, y, planes, kernels, active, yy, ox):
-    """Set row ``y`` of every map in ``target`` (K, H, Wo) to the kernels' correlations."""
+def _tiles(target, y, planes, kernels, active, yy, ox):
+    """Row ``y`` of every map in ``target`` (K, H, Wo), at least a tile wide, tile by tile."""
     width = target.shape[2]
     n = kernels.shape[0]
     for b in range(kernel_blocks(n)):
         k0, size = kernel_block(b, n)
-        if width < TILE:
-            _narrow_row(target, y, planes, kernels, active[b], k0, size, yy, ox)
-            continue
         for t in range(-(-width // TILE)):
             # The last tile ends at the row's end, overlapping its neighbour.
             x = min(t * TILE, width - TILE)
@@ -202,6 +179,23 @@ def _accumulate_row(target, y, planes, kernels, active, yy, ox):
                 _tile2(target, y, x, planes, kernels, active[b], k0, yy, ox)
             else:
                 _tile1(target, y, x, planes, kernels, active[b], k0, yy, ox)
+
+
+@njit(**JIT)
+def _accumulate_row(target, y, planes, kernels, active, yy, ox):
+    """Set row ``y`` of every map in ``target`` (K, H, Wo) to the kernels' correlations."""
+    width = target.shape[2]
+    if width >= TILE:
+        _tiles(target, y, planes, kernels, active, yy, ox)
+        return
+    # A row narrower than a tile: the frame under it, widened with zeros to
+    # a tile, goes through the same tiles, and the row keeps its part.
+    n_planes, kh, kw = kernels.shape[1], kernels.shape[2], kernels.shape[3]
+    window = np.zeros((n_planes, kh, TILE + kw - 1), np.float32)
+    window[:, :, : width + kw - 1] = planes[:, yy: yy + kh, ox: ox + width + kw - 1]
+    wide = np.empty((kernels.shape[0], 1, TILE), np.float32)
+    _tiles(wide, 0, window, kernels, active, 0, 0)
+    target[:, y, :] = wide[:, 0, :width]
 
 
 @njit(**JIT)
