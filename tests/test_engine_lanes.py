@@ -2,7 +2,7 @@
 
 The reference suite's frames are narrower than a tile (widened with zeros
 to one); here the widths straddle one and two tiles, the banks take every
-block size (fours and a rest of three, two or one), and the frames carry
+block size (full blocks and a rest of every size), and the frames carry
 NaN and inf where IEEE arithmetic must show through.
 """
 
@@ -16,7 +16,7 @@ import pytest
 from numba import njit
 
 from featuremap.service.engine import Matcher
-from featuremap.service.engine.direct import TILE, block_activity, correlate_direct, kernel_block, kernel_blocks
+from featuremap.service.engine.direct import BLOCK, TILE, block_activity, correlate_direct, kernel_block, kernel_blocks
 from featuremap.service.engine.lanes import LANES, add, fma, load, splat, store, zeros
 
 from naive import naive_match
@@ -56,12 +56,13 @@ def test_a_vector_is_one_register_of_the_target_cpu():
 
 
 @pytest.mark.parametrize("n", range(1, 14))
-def test_kernel_blocks_cover_a_bank_once_in_fours_then_the_rest(n):
+def test_kernel_blocks_cover_a_bank_once_in_full_blocks_then_the_rest(n):
     blocks = [kernel_block(b, n) for b in range(kernel_blocks(n))]
     covered = [k for start, size in blocks for k in range(start, start + size)]
     assert covered == list(range(n))
     sizes = [size for _, size in blocks]
-    assert sizes[:-1] == [4] * (len(sizes) - 1) and 1 <= sizes[-1] <= 4
+    assert sizes[:-1] == [BLOCK] * (len(sizes) - 1) and 1 <= sizes[-1] <= BLOCK
+    assert BLOCK == (4 if LANES == 16 else 3)  # what the registers hold
 
 
 @pytest.mark.parametrize("width", [TILE - 1, TILE, TILE + 1, 2 * TILE - 1, 2 * TILE + 5])
@@ -115,14 +116,14 @@ AVX2 = ("+64bit,+avx,+avx2,+bmi,+bmi2,+cmov,+cx16,+f16c,+fma,+fxsr,+lzcnt,+mmx,+
 _EIGHT_LANES = """
 import numpy as np
 from featuremap.service.engine import Matcher
-from featuremap.service.engine.direct import TILE
+from featuremap.service.engine.direct import BLOCK, TILE
 from featuremap.service.engine.lanes import LANES
 from naive import naive_match
 
-assert LANES == 8 and TILE == 32, (LANES, TILE)
+assert (LANES, TILE, BLOCK) == (8, 32, 3), (LANES, TILE, BLOCK)
 rng = np.random.default_rng(8)
 for width in (TILE - 1, TILE, TILE + 3, 2 * TILE + 5):
-    for count in (1, 2, 3, 4, 7):
+    for count in (1, 2, 3, 4, 5, 7):
         frame = rng.random((6, width + 4), dtype=np.float32)
         templates = [rng.random((3, 5), dtype=np.float32) for _ in range(count)]
         for template, result in zip(templates, Matcher(templates, method="ccorr", algorithm="direct")(frame)):

@@ -3,16 +3,17 @@
 Layering: serial tile kernels do the arithmetic; ``correlate_direct`` and
 ``match_direct`` spread output rows over threads. An output row is cut into
 tiles of :data:`TILE` columns (four vectors of :data:`lanes.LANES`); a tile
-of four kernels keeps its 4 x TILE correlations in sixteen vector registers
-over every tap of the templates, and each tap costs four loads of frame
-pixels and four broadcasts for sixteen fused multiply-adds, with no output
-traffic at all. That is what lifted the path from about half of the
-machine's multiply-add rate (Numba's own vectorisation streams the outputs
-through memory) to near its matmul ceiling. Kernels go in blocks of four
-and one block of the rest (see :func:`kernel_block`), so no zero kernels
-pad a bank. The last tile of a row overlaps the one before it (recomputing
-a few values the same way) instead of running a slower tail; a row
-narrower than a tile is widened with zeros to one.
+of :data:`BLOCK` kernels keeps its BLOCK x 4 vectors of correlations in
+registers over every tap of the templates, and each tap costs BLOCK
+broadcasts and four loads of frame pixels for 4 x BLOCK fused
+multiply-adds, with no output traffic at all. That is what lifted the path
+from about half of the machine's multiply-add rate (Numba's own
+vectorisation streams the outputs through memory) to near its matmul
+ceiling. Kernels go in full blocks and one block of the rest (see
+:func:`kernel_block`), so no zero kernels pad a bank. The last tile of a
+row overlaps the one before it (recomputing a few values the same way)
+instead of running a slower tail; a row narrower than a tile is widened
+with zeros to one.
 
 A stride along x would break the frame's contiguity, so it never reaches
 these kernels: :func:`split_phases` turns "every s-th column" into s
@@ -32,18 +33,27 @@ from .scores import CCOEFF_NORMED, add_means, row_scores, window_row, window_sum
 TILE = 4 * LANES
 # Where a tile's second, third and fourth vectors start.
 L1, L2, L3 = LANES, 2 * LANES, 3 * LANES
+#: Kernels per tile: as many as the registers hold with their four vectors of
+#: sums, the taps' broadcasts and a frame vector: four of AVX-512's 32, three
+#: of AVX2's 16 (four there spilled, and ran about 1.5x slower than three).
+BLOCK = 4 if LANES == 16 else 3
 
 
 @njit(**JIT)
 def kernel_blocks(n):
-    """How many blocks ``n`` kernels make: fours, then one of the rest (three, two or one)."""
-    return -(-n // 4)
+    """How many blocks ``n`` kernels make: full blocks of :data:`BLOCK`, then one of the rest."""
+    return -(-n // BLOCK)
 
 
 @njit(**JIT)
 def kernel_block(b, n):
     """First kernel and size of block ``b`` of ``n`` kernels."""
-    return 4 * b, min(4, n - 4 * b)
+    return BLOCK * b, min(BLOCK, n - BLOCK * b)
+
+
+# The tiles broadcast a tap of each kernel first, then load the frame one
+# vector at a time: the order in which LLVM then allocates registers fits
+# AVX2's sixteen (frame vectors first needed more, and spilled).
 
 
 @njit(**JIT)
@@ -59,15 +69,15 @@ def _tile4(out, y, x, planes, kernels, active, k0, yy, ox):
             ka, kb, kc, kd = kernels[k0, c, i], kernels[k0 + 1, c, i], kernels[k0 + 2, c, i], kernels[k0 + 3, c, i]
             for j in range(kw):
                 at = ox + x + j
-                f0, f1, f2, f3 = load(row, at), load(row, at + L1), load(row, at + L2), load(row, at + L3)
-                t = splat(ka[j])
-                a0, a1, a2, a3 = fma(t, f0, a0), fma(t, f1, a1), fma(t, f2, a2), fma(t, f3, a3)
-                t = splat(kb[j])
-                b0, b1, b2, b3 = fma(t, f0, b0), fma(t, f1, b1), fma(t, f2, b2), fma(t, f3, b3)
-                t = splat(kc[j])
-                c0, c1, c2, c3 = fma(t, f0, c0), fma(t, f1, c1), fma(t, f2, c2), fma(t, f3, c3)
-                t = splat(kd[j])
-                d0, d1, d2, d3 = fma(t, f0, d0), fma(t, f1, d1), fma(t, f2, d2), fma(t, f3, d3)
+                ta, tb, tc, td = splat(ka[j]), splat(kb[j]), splat(kc[j]), splat(kd[j])
+                f = load(row, at)
+                a0, b0, c0, d0 = fma(ta, f, a0), fma(tb, f, b0), fma(tc, f, c0), fma(td, f, d0)
+                f = load(row, at + L1)
+                a1, b1, c1, d1 = fma(ta, f, a1), fma(tb, f, b1), fma(tc, f, c1), fma(td, f, d1)
+                f = load(row, at + L2)
+                a2, b2, c2, d2 = fma(ta, f, a2), fma(tb, f, b2), fma(tc, f, c2), fma(td, f, d2)
+                f = load(row, at + L3)
+                a3, b3, c3, d3 = fma(ta, f, a3), fma(tb, f, b3), fma(tc, f, c3), fma(td, f, d3)
     _store4(out[k0, y], x, a0, a1, a2, a3)
     _store4(out[k0 + 1, y], x, b0, b1, b2, b3)
     _store4(out[k0 + 2, y], x, c0, c1, c2, c3)
@@ -87,13 +97,15 @@ def _tile3(out, y, x, planes, kernels, active, k0, yy, ox):
             ka, kb, kc = kernels[k0, c, i], kernels[k0 + 1, c, i], kernels[k0 + 2, c, i]
             for j in range(kw):
                 at = ox + x + j
-                f0, f1, f2, f3 = load(row, at), load(row, at + L1), load(row, at + L2), load(row, at + L3)
-                t = splat(ka[j])
-                a0, a1, a2, a3 = fma(t, f0, a0), fma(t, f1, a1), fma(t, f2, a2), fma(t, f3, a3)
-                t = splat(kb[j])
-                b0, b1, b2, b3 = fma(t, f0, b0), fma(t, f1, b1), fma(t, f2, b2), fma(t, f3, b3)
-                t = splat(kc[j])
-                c0, c1, c2, c3 = fma(t, f0, c0), fma(t, f1, c1), fma(t, f2, c2), fma(t, f3, c3)
+                ta, tb, tc = splat(ka[j]), splat(kb[j]), splat(kc[j])
+                f = load(row, at)
+                a0, b0, c0 = fma(ta, f, a0), fma(tb, f, b0), fma(tc, f, c0)
+                f = load(row, at + L1)
+                a1, b1, c1 = fma(ta, f, a1), fma(tb, f, b1), fma(tc, f, c1)
+                f = load(row, at + L2)
+                a2, b2, c2 = fma(ta, f, a2), fma(tb, f, b2), fma(tc, f, c2)
+                f = load(row, at + L3)
+                a3, b3, c3 = fma(ta, f, a3), fma(tb, f, b3), fma(tc, f, c3)
     _store4(out[k0, y], x, a0, a1, a2, a3)
     _store4(out[k0 + 1, y], x, b0, b1, b2, b3)
     _store4(out[k0 + 2, y], x, c0, c1, c2, c3)
@@ -112,11 +124,15 @@ def _tile2(out, y, x, planes, kernels, active, k0, yy, ox):
             ka, kb = kernels[k0, c, i], kernels[k0 + 1, c, i]
             for j in range(kw):
                 at = ox + x + j
-                f0, f1, f2, f3 = load(row, at), load(row, at + L1), load(row, at + L2), load(row, at + L3)
-                t = splat(ka[j])
-                a0, a1, a2, a3 = fma(t, f0, a0), fma(t, f1, a1), fma(t, f2, a2), fma(t, f3, a3)
-                t = splat(kb[j])
-                b0, b1, b2, b3 = fma(t, f0, b0), fma(t, f1, b1), fma(t, f2, b2), fma(t, f3, b3)
+                ta, tb = splat(ka[j]), splat(kb[j])
+                f = load(row, at)
+                a0, b0 = fma(ta, f, a0), fma(tb, f, b0)
+                f = load(row, at + L1)
+                a1, b1 = fma(ta, f, a1), fma(tb, f, b1)
+                f = load(row, at + L2)
+                a2, b2 = fma(ta, f, a2), fma(tb, f, b2)
+                f = load(row, at + L3)
+                a3, b3 = fma(ta, f, a3), fma(tb, f, b3)
     _store4(out[k0, y], x, a0, a1, a2, a3)
     _store4(out[k0 + 1, y], x, b0, b1, b2, b3)
 
