@@ -23,8 +23,9 @@ from .scores import CCOEFF, CCOEFF_NORMED, CCORR, CCORR_NORMED, SSIM
 # - one real DFT's seconds per N*log2(N), one spectrum product's seconds per
 #   element, and the spectral path's per-frame cost per pixel (window
 #   statistics, crops, the pool's hand-offs).
-# The direct rate was 5.0e10 there before its register tiles (direct.py),
-# which measured 1.5x (8 lanes) to 2x (16 lanes) faster on the 2-core AVX-512 VM.
+# The direct rate was 5.0e10 there before its register tiles (direct.py):
+# they ran about 2x as fast on the 2-core AVX-512 VM (16 lanes) and 1.1-1.4x
+# compiled for AVX2 (8 lanes); calibration fits the machine at hand.
 DIRECT_MACS_PER_S = 7.5e10
 DIRECT_SECONDS_PER_OUTPUT = 1.0e-9
 DFT_SECONDS_PER_NLOGN = 2.0e-10
