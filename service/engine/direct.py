@@ -53,7 +53,9 @@ def kernel_block(b, n):
 
 # The tiles broadcast a tap of each kernel first, then load the frame one
 # vector at a time: the order in which LLVM then allocates registers fits
-# AVX2's sixteen (frame vectors first needed more, and spilled).
+# AVX2's sixteen (frame vectors first needed more, and spilled). The four
+# tiles repeat one skeleton on purpose: each names its accumulators, which
+# is what keeps them in registers (a loop over an array of them would not).
 
 
 @njit(**JIT)
