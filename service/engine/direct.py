@@ -180,6 +180,17 @@ def _store4(row, x, v0, v1, v2, v3):
 
 
 @njit(**JIT)
+def _row(index):
+    """``index`` as an int64.
+
+    Every caller passes the tiles int64 positions, so each tile compiles
+    once: a parallel loop's index (uint64) and a literal 0 made three
+    versions of each, and doubled the engine's cold compile time.
+    """
+    return np.int64(index)
+
+
+@njit(**JIT)
 def _tiles(target, y, planes, kernels, active, yy, ox):
     """Row ``y`` of every map in ``target`` (K, H, Wo), at least a tile wide, tile by tile."""
     width = target.shape[2]
@@ -209,11 +220,19 @@ def _accumulate_row(target, y, planes, kernels, active, yy, ox):
     # A row narrower than a tile: the frame under it, widened with zeros to
     # a tile, goes through the same tiles, and the row keeps its part.
     n_planes, kh, kw = kernels.shape[1], kernels.shape[2], kernels.shape[3]
+    # (Plain loops: slice assignments cost seconds of compile time.)
     window = np.zeros((n_planes, kh, TILE + kw - 1), np.float32)
-    window[:, :, : width + kw - 1] = planes[:, yy: yy + kh, ox: ox + width + kw - 1]
+    for c in range(n_planes):
+        for i in range(kh):
+            source, row = planes[c, yy + i], window[c, i]
+            for x in range(width + kw - 1):
+                row[x] = source[ox + x]
     wide = np.empty((kernels.shape[0], 1, TILE), np.float32)
-    _tiles(wide, 0, window, kernels, active, 0, 0)
-    target[:, y, :] = wide[:, 0, :width]
+    _tiles(wide, _row(0), window, kernels, active, _row(0), _row(0))
+    for k in range(kernels.shape[0]):
+        source, row = wide[k, 0], target[k, y]
+        for x in range(width):
+            row[x] = source[x]
 
 
 @njit(**JIT)
@@ -271,7 +290,7 @@ def correlate_direct(planes, kernels, active, oy, ox, row_stride, tmeans, sums, 
         # Straight into the output rows: each out[k, y] is contiguous (a
         # copy through a row buffer costs a quarter of the kernel's time).
         yy = oy + y * row_stride
-        _accumulate_row(out, y, planes, kernels, active, yy, ox)
+        _accumulate_row(out, _row(y), planes, kernels, active, yy, ox)
         if tmeans.shape[0]:
             _restore_means(out, y, tmeans, sums, yy, kh, wx, kw, row_stride)
 
@@ -314,7 +333,7 @@ def match_direct(planes, kernels, active, oy, ox, row_stride, sums, sqsum, wx, s
     for y in prange(height):
         yy = oy + y * row_stride
         buffer = np.empty((kernels.shape[0], 1, width), np.float32)
-        _accumulate_row(buffer, 0, planes, kernels, active, yy, ox)
+        _accumulate_row(buffer, _row(0), planes, kernels, active, yy, ox)
         energy = np.empty(width)
         inv_norm = np.empty(width)
         window_row(sums, sqsum, yy, kh, wx, kw, stride, method == CCOEFF_NORMED, flat, offsets, energy, inv_norm)
