@@ -16,6 +16,7 @@ from featuremap.client import FeatureMapClient
 
 from service_helpers import free_port, running_server, start_process, wait_serving
 from simulated import SIMULATOR
+from workers import workers  # noqa: F401  (the fixture: threads whose exceptions fail the test)
 
 
 @pytest.fixture

@@ -8,7 +8,6 @@ beyond "before a minute passes".
 
 from __future__ import annotations
 
-import threading
 
 import numpy as np
 import pytest
@@ -35,56 +34,56 @@ def batcher():
     made.stop()
 
 
-def in_thread(fn, *args, **kwargs):
+def in_thread(workers, fn, *args, **kwargs):
+    """Run ``fn`` on one of the test's workers (its exception fails the test); its result lands in the box."""
     box: dict = {}
 
     def run() -> None:
-        try:
-            box["result"] = fn(*args, **kwargs)
-        except BaseException as error:  # reported to the test
-            box["error"] = error
+        box["result"] = fn(*args, **kwargs)
 
-    thread = threading.Thread(target=run)
-    thread.start()
-    return thread, box
+    return workers.start(run), box
 
 
-def test_two_frames_of_one_kind_go_together_and_each_gets_its_own_answer(batcher):
+def test_two_frames_of_one_kind_go_together_and_each_gets_its_own_answer(batcher, workers):
     gpu, metrics = batcher
     matcher = Matcher([TEMPLATE])
     frames = [FRAME, np.roll(FRAME, 3, axis=1)]
-    runs = [in_thread(gpu.find, matcher, f, **SETTINGS) for f in frames]
+    runs = [in_thread(workers, gpu.find, matcher, f, **SETTINGS) for f in frames]
     for thread, _ in runs:
         thread.join(timeout=55)
+        workers.raise_first()
     for frame, (_, box) in zip(frames, runs):
         assert box["result"].peaks == matcher.find([frame], **SETTINGS)[0].peaks
     assert histogram(metrics, "featuremap_gpu_batch_frames", "_count") == 1
     assert histogram(metrics, "featuremap_gpu_batch_frames", "_sum") == 2
 
 
-def test_a_frame_that_may_not_wait_is_not_held_for_company(batcher):
+def test_a_frame_that_may_not_wait_is_not_held_for_company(batcher, workers):
     gpu, _ = batcher
     matcher = Matcher([TEMPLATE])
-    thread, box = in_thread(gpu.find, matcher, FRAME, wait=0.0, **SETTINGS)
+    thread, box = in_thread(workers, gpu.find, matcher, FRAME, wait=0.0, **SETTINGS)
     thread.join(timeout=55)
+    workers.raise_first()
     assert not thread.is_alive() and box["result"].peaks[0][0].x == pytest.approx(12, abs=0.5)
 
 
-def test_a_full_batch_does_not_wait_behind_a_waiting_one(batcher):
+def test_a_full_batch_does_not_wait_behind_a_waiting_one(batcher, workers):
     gpu, _ = batcher
-    lonely = in_thread(gpu.find, Matcher([TEMPLATE]), FRAME, **SETTINGS)  # waits up to a minute for company
+    lonely = in_thread(workers, gpu.find, Matcher([TEMPLATE]), FRAME, **SETTINGS)  # waits up to a minute for company
     other = Matcher([TEMPLATE], method="sqdiff")
-    pair = [in_thread(gpu.find, other, f, **SETTINGS) for f in (FRAME, FRAME)]
+    pair = [in_thread(workers, gpu.find, other, f, **SETTINGS) for f in (FRAME, FRAME)]
     for thread, box in pair:
         thread.join(timeout=55)
+        workers.raise_first()
         assert box["result"].peaks[0][0].x == pytest.approx(12, abs=0.5)
     assert lonely[0].is_alive()  # still waiting: its minute is not up
     gpu.stop()  # stopping runs what is queued
     lonely[0].join(timeout=55)
+    workers.raise_first()
     assert lonely[1]["result"].peaks[0][0].x == pytest.approx(12, abs=0.5)
 
 
-def test_a_bad_frame_is_refused_alone_and_a_cancelled_one_leaves_the_queue(batcher):
+def test_a_bad_frame_is_refused_alone_and_a_cancelled_one_leaves_the_queue(batcher, workers):
     gpu, metrics = batcher
     matcher = Matcher([TEMPLATE.astype(np.float32)])
     good = FRAME.astype(np.float32)
@@ -95,9 +94,10 @@ def test_a_bad_frame_is_refused_alone_and_a_cancelled_one_leaves_the_queue(batch
     with pytest.raises(Cancelled):
         gpu.find(matcher, good, cancelled=lambda: True, **SETTINGS)
     # Neither joined a batch: the next two frames make the first batch.
-    runs = [in_thread(gpu.find, matcher, good, **SETTINGS) for _ in range(2)]
+    runs = [in_thread(workers, gpu.find, matcher, good, **SETTINGS) for _ in range(2)]
     for thread, box in runs:
         thread.join(timeout=55)
+        workers.raise_first()
         assert box["result"].peaks[0][0].x == pytest.approx(12, abs=0.5)
     assert histogram(metrics, "featuremap_gpu_batch_frames", "_count") == 1
 

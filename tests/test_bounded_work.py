@@ -10,7 +10,9 @@ import numpy as np
 import pytest
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
+from featuremap.service import frames as frames_module
 from featuremap.service.codec import jpeg_scans
+from featuremap.service.engine import Cancelled
 from featuremap.v1 import featuremap_pb2 as pb
 from featuremap.v1 import featuremap_pb2_grpc as pb_grpc
 from featuremap.wire import image_message
@@ -123,76 +125,108 @@ def test_a_jpeg_decode_bomb_is_refused_from_its_markers(tmp_path):
                    timeout=30)
 
 
-def test_a_call_past_its_deadline_stops_its_work(tmp_path):
+def test_a_call_past_its_deadline_stops_its_work(tmp_path, monkeypatch):
+    # Time controlled: the work's first check between chunks waits until the client has seen
+    # its deadline pass, so the deadline falls mid-work on any machine, however fast.
+    expired = threading.Event()
+    outcomes = []
+    compute = frames_module.compute
+
+    def paused(*args, cancelled, **kwargs):
+        def ask():
+            expired.wait(60)
+            return cancelled()
+
+        try:
+            computed = compute(*args, cancelled=ask, **kwargs)
+        except Cancelled:
+            outcomes.append("cancelled")
+            raise
+        outcomes.append("finished")
+        return computed
+
+    monkeypatch.setattr(frames_module, "compute", paused)
     with running_server(tmp_path) as (stub, _, server):
         create_tiny(stub, 80)
         big = pb.Frame(image=image_message(checkerboard(4096)))
         with pytest.raises(grpc.RpcError) as caught:
             stub.Match(pb.MatchRequest(config=pb.MatchConfig(), frame=big), timeout=1.5)
         assert caught.value.code() == grpc.StatusCode.DEADLINE_EXCEEDED
-        # The whole request takes ~10 s; stopped between chunks, it lets go of its memory at once.
-        deadline = time.monotonic() + 4
-        while server.frames.budget.used and time.monotonic() < deadline:
-            time.sleep(0.05)
-        assert server.frames.budget.used == 0
+        expired.set()
+        # Stopped at the first check after the deadline, it lets go of its memory.
+        assert wait_for(lambda: outcomes, 60) and outcomes == ["cancelled"]
+        assert wait_for(lambda: server.frames.budget.used == 0, 60)
+
+
+def wait_for(predicate, timeout: float) -> bool:
+    """Poll ``predicate`` until it holds or ``timeout`` s pass (a bound on a wait, not a measurement)."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if predicate():
+            return True
+        time.sleep(0.02)
+    return bool(predicate())
 
 
 @pytest.fixture
-def small_server(tmp_path):
-    """A server process with 12 RPC threads (2 streams, 2 Match calls, 8 held back): (stub, channel)."""
-    port = free_port()
-    process = start_process(tmp_path, port, "--max-streams", "2", "--max-calls", "2")
-    channel = grpc.insecure_channel(f"127.0.0.1:{port}", options=MESSAGE_OPTIONS)
-    wait_serving(channel)
-    yield pb_grpc.FeatureMapServiceStub(channel), channel
-    channel.close()
-    process.terminate()
-    process.wait(60)
-    process.stdout.close()
-    process.stderr.close()
+def small_server(tmp_path, monkeypatch):
+    """A server with 12 RPC threads (2 streams, 2 Match calls, 8 held back) whose matching is paused.
+
+    Yields (stub, channel, release): every Match waits, holding its RPC thread, until ``release``
+    is set, so the pool is saturated for as long as the test needs, on any machine.
+    """
+    release = threading.Event()
+    process = frames_module.FrameProcessor.process
+
+    def paused(self, *args, **kwargs):
+        release.wait(120)
+        return process(self, *args, **kwargs)
+
+    monkeypatch.setattr(frames_module.FrameProcessor, "process", paused)
+    with running_server(tmp_path, max_streams=2, max_calls=2) as (stub, channel, _):
+        try:
+            yield stub, channel, release
+        finally:
+            release.set()
 
 
-def test_health_answers_promptly_with_twice_as_many_heavy_calls_as_rpc_threads(small_server):
-    health_under_load(*small_server, checks=100)
+def test_health_answers_with_twice_as_many_heavy_calls_as_rpc_threads(small_server, workers):
+    health_under_load(*small_server, workers, checks=100)
 
 
 @pytest.mark.soak
-def test_health_answers_promptly_under_load_soak(small_server):
-    health_under_load(*small_server, checks=3000)
+def test_health_answers_under_load_soak(small_server, workers):
+    health_under_load(*small_server, workers, checks=3000)
 
 
-def health_under_load(stub, channel, checks: int) -> None:
+def health_under_load(stub, channel, release, workers, checks: int) -> None:
     create_tiny(stub, 16)
     threads = 2 + 2 + 8  # max_streams + max_calls + the threads held back for light calls
     request = pb.MatchRequest(config=pb.MatchConfig(), frame=pb.Frame(image=image_message(scene(4, 480, 640))))
-    stop = threading.Event()
     outcomes = []
 
-    def heavy():
-        while not stop.is_set():
+    def heavy(_):
+        while not release.is_set():  # the admitted calls hold their threads; the refused ones come back
             try:
-                stub.Match(request, timeout=60)
+                stub.Match(request, timeout=120)
                 outcomes.append("ok")
             except grpc.RpcError as error:
                 outcomes.append(error.code())
 
-    workers = [threading.Thread(target=heavy) for _ in range(2 * threads)]
-    for worker in workers:
-        worker.start()
+    for i in range(2 * threads):
+        workers.start(heavy, i)
+    assert wait_for(lambda: grpc.StatusCode.RESOURCE_EXHAUSTED in outcomes, 60)
     health = health_pb2_grpc.HealthStub(channel)
     latencies = []
-    try:
-        time.sleep(0.5)
-        for _ in range(checks):
-            started = time.perf_counter()
-            assert health.Check(health_pb2.HealthCheckRequest(), timeout=5).status == \
-                health_pb2.HealthCheckResponse.SERVING
-            latencies.append(time.perf_counter() - started)
-            time.sleep(0.02)
-    finally:
-        stop.set()
-        for worker in workers:
-            worker.join()
-    assert "ok" in outcomes and grpc.StatusCode.RESOURCE_EXHAUSTED in outcomes
-    assert set(outcomes) <= {"ok", grpc.StatusCode.RESOURCE_EXHAUSTED}
-    assert statistics.quantiles(latencies, n=100)[98] <= 0.2, sorted(latencies)[-5:]
+    for _ in range(checks):
+        started = time.perf_counter()
+        # A deadline bounds the wait (were health queued behind the paused calls, it would never
+        # answer); the latencies are reported, never asserted: they measure the machine.
+        assert health.Check(health_pb2.HealthCheckRequest(), timeout=30).status == \
+            health_pb2.HealthCheckResponse.SERVING
+        latencies.append(time.perf_counter() - started)
+    release.set()
+    workers.join()
+    assert "ok" in outcomes and set(outcomes) == {"ok", grpc.StatusCode.RESOURCE_EXHAUSTED}
+    print(f"health under load: median {statistics.median(latencies) * 1e3:.1f} ms, "
+          f"max {max(latencies) * 1e3:.1f} ms over {checks} checks")
