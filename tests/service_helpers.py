@@ -22,6 +22,8 @@ from featuremap.service.server import create_server
 from featuremap.v1 import featuremap_pb2 as pb
 from featuremap.v1 import featuremap_pb2_grpc as pb_grpc
 
+from workers import Workers
+
 SERVING = health_pb2.HealthCheckResponse.SERVING
 MESSAGE_OPTIONS = [("grpc.max_send_message_length", 64 << 20), ("grpc.max_receive_message_length", 64 << 20)]
 
@@ -93,9 +95,9 @@ class Creators:
         self.acknowledged: dict[str, np.ndarray] = {}
         self._lock = threading.Lock()
         self._stub = stub
-        self._threads = [threading.Thread(target=self._write, args=(w,)) for w in range(workers)]
-        for thread in self._threads:
-            thread.start()
+        self._workers = Workers()  # a writer's failure (other than the server going away) fails the test
+        for w in range(workers):
+            self._workers.start(self._write, w)
 
     def _write(self, worker: int) -> None:
         rng = np.random.default_rng(worker)
@@ -109,13 +111,15 @@ class Creators:
             with self._lock:
                 self.acknowledged[f"w{worker}-{i}"] = image
 
-    def wait_for(self, count: int) -> None:
+    def wait_for(self, count: int, timeout: float = 120.0) -> None:
+        deadline = time.monotonic() + timeout
         while len(self.acknowledged) < count:
+            self._workers.raise_first()
+            assert time.monotonic() < deadline, f"{len(self.acknowledged)} of {count} creates in {timeout} s"
             time.sleep(0.01)
 
     def join(self) -> None:
-        for thread in self._threads:
-            thread.join()
+        self._workers.join()
 
 
 def all_templates(stub) -> dict[str, pb.Template]:

@@ -17,6 +17,7 @@ from featuremap.wire import image_message as raw_image
 from featuremap.v1 import featuremap_pb2 as pb
 
 from service_helpers import frame_message, running_server, scene, wait_serving
+from workers import Workers
 
 #: What hostile input may get: never INTERNAL or UNKNOWN (those would be our bugs).
 EXPECTED = {grpc.StatusCode.INVALID_ARGUMENT, grpc.StatusCode.NOT_FOUND, grpc.StatusCode.ALREADY_EXISTS,
@@ -159,7 +160,7 @@ def test_a_stream_past_its_deadline_ends_and_frees_its_slot(server):
 
 
 def test_over_the_stream_limit_is_resource_exhausted(tmp_path):
-    with running_server(tmp_path, max_streams=2) as (stub, _, _):
+    with running_server(tmp_path, max_streams=2) as (stub, _, srv):
         stub.CreateTemplate(pb.CreateTemplateRequest(template=pb.Template(image=raw_image(scene()[:8, :8]))))
         gate = threading.Event()
 
@@ -168,7 +169,11 @@ def test_over_the_stream_limit_is_resource_exhausted(tmp_path):
             gate.wait(20)
 
         open_calls = [stub.StreamMatch(held(), timeout=30) for _ in range(2)]
-        time.sleep(0.5)
+        # Until the server holds both (an event awaited, not a sleep that hopes it is long enough).
+        deadline = time.monotonic() + 20
+        while srv.metrics.streams._value.get() < 2 and time.monotonic() < deadline:
+            time.sleep(0.01)
+        assert srv.metrics.streams._value.get() == 2
         with pytest.raises(grpc.RpcError) as caught:
             list(stub.StreamMatch(held(), timeout=30))
         gate.set()
@@ -193,34 +198,28 @@ def rss_bytes(pid: int = os.getpid()) -> int:
         return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
 
 
-def load(server, streams: int, frames: int):
+def load(server, streams: int, frames: int) -> None:
+    """``streams`` concurrent streams of ``frames`` frames each; every frame answered, in order, or the test fails."""
     stub = server[0]
     frame = scene(4, 240, 320)
-    failures = []
+    answered = {}
 
     def one(index):
         messages = [pb.StreamMatchRequest(config=pb.MatchConfig(templates=["keep"],
                                                                 maps=pb.MapOptions(encoding=pb.MAP_ENCODING_FLOAT16)))]
         messages += [pb.StreamMatchRequest(frame=frame_message(frame, i)) for i in range(frames)]
-        try:
-            sequences = [r.result.sequence for r in stub.StreamMatch(iter(messages), timeout=600)]
-            if sequences != list(range(frames)):
-                failures.append((index, "order"))
-        except grpc.RpcError as error:
-            failures.append((index, error.code()))
+        sequences = [r.result.sequence for r in stub.StreamMatch(iter(messages), timeout=600)]
+        assert sequences == list(range(frames)), (index, sequences)
+        answered[index] = len(sequences)
 
-    threads = [threading.Thread(target=one, args=(i,)) for i in range(streams)]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join()
-    return failures
+    Workers().map(one, streams)  # the first failure of any stream is re-raised here
+    assert answered == {i: frames for i in range(streams)}
 
 
 def test_sixteen_concurrent_streams(server):
-    load(server, 16, 5)  # warm: plans, matchers, allocator pools
+    load(server, 16, 5)  # warm: plans, matchers, allocator pools (and every frame answered)
     before = rss_bytes()
-    assert load(server, 16, 20) == []
+    load(server, 16, 20)
     growth = rss_bytes() - before
     # Each stream holds at most a few frames and maps in flight (~2 MB); a leak
     # of one frame per frame answered would be 16 x 20 x 77 kB = 25 MB.
@@ -235,7 +234,7 @@ def test_sixteen_concurrent_streams_soak(server):
     # peak of the last three rounds is compared with that of the first three.
     peaks = []
     for _ in range(6):
-        assert load(server, 16, 200) == []
+        load(server, 16, 200)
         peaks.append(rss_bytes())
     growth = max(peaks[3:]) - max(peaks[:3])
     assert growth < 64 << 20, f"RSS band rose {growth / 2**20:.0f} MiB: {[p >> 20 for p in peaks]} MiB"

@@ -21,6 +21,7 @@ from featuremap.wire import image_message as raw_image
 from featuremap.v1 import featuremap_pb2 as pb
 from featuremap.v1 import featuremap_pb2_grpc as pb_grpc
 
+from workers import Workers
 from service_helpers import (
     MESSAGE_OPTIONS,
     Creators,
@@ -118,7 +119,14 @@ def names(stub):
     return [t.name for t in stub.ListTemplates(pb.ListTemplatesRequest()).templates]
 
 
+#: How long a replica may take to see another's write before a test fails. A bound on a wait,
+#: not a latency claim: replicas converge in well under a second on an idle machine (the
+#: figure is in the README), but a correctness test never asserts how fast a machine is.
+CONVERGE = 60.0
+
+
 def within(seconds, predicate):
+    """Poll ``predicate`` until it holds or ``seconds`` pass; whether it held."""
     deadline = time.monotonic() + seconds
     while time.monotonic() < deadline:
         if predicate():
@@ -127,20 +135,18 @@ def within(seconds, predicate):
     return predicate()
 
 
-def test_a_template_created_on_one_replica_is_served_by_all_within_a_second(replicas):
+def test_a_template_created_on_one_replica_is_served_by_all(replicas):
     one, two, three = replicas
     frame = scene(1)
     one.CreateTemplate(pb.CreateTemplateRequest(template=pb.Template(image=raw_image(frame[20:40, 30:60])),
                                                 template_id="shared"))
-    created = time.monotonic()
-    assert within(1.0, lambda: all(names(s) == ["templates/shared"] for s in (two, three)))
-    assert time.monotonic() - created <= 1.0
+    assert within(CONVERGE, lambda: all(names(s) == ["templates/shared"] for s in (two, three)))
     for stub in (two, three):
         result = stub.Match(pb.MatchRequest(config=pb.MatchConfig(templates=["shared"]),
                                             frame=frame_message(frame))).result
         assert [(p.x, p.y) for p in result.peaks] == [(30, 20)]
     three.DeleteTemplate(pb.DeleteTemplateRequest(name="templates/shared"))
-    assert within(1.0, lambda: all(names(s) == [] for s in replicas))
+    assert within(CONVERGE, lambda: all(names(s) == [] for s in replicas))
     with pytest.raises(grpc.RpcError) as caught:
         one.Match(pb.MatchRequest(config=pb.MatchConfig(templates=["shared"]), frame=frame_message(frame)))
     assert caught.value.code() == grpc.StatusCode.NOT_FOUND
@@ -154,7 +160,7 @@ def test_ids_are_unique_across_replicas_and_order_is_shared(replicas):
         two.CreateTemplate(pb.CreateTemplateRequest(template=pb.Template(image=image), template_id="a"))
     assert caught.value.code() == grpc.StatusCode.ALREADY_EXISTS
     two.CreateTemplate(pb.CreateTemplateRequest(template=pb.Template(image=image), template_id="b"))
-    assert within(1.0, lambda: all(names(s) == ["templates/a", "templates/b"] for s in replicas))
+    assert within(CONVERGE, lambda: all(names(s) == ["templates/a", "templates/b"] for s in replicas))
 
 
 def test_an_unreachable_bank_fails_at_start(tmp_path):
@@ -176,7 +182,7 @@ def test_the_client_spreads_streams_over_the_replicas(cluster):
     frame = scene(2)
     stubs[0].CreateTemplate(pb.CreateTemplateRequest(template=pb.Template(image=raw_image(frame[:16, :16])),
                                                      template_id="spread"))
-    assert within(1.0, lambda: all(names(s) == ["templates/spread"] for s in stubs))
+    assert within(CONVERGE, lambda: all(names(s) == ["templates/spread"] for s in stubs))
     with FeatureMapClient(",".join(grpc_address for grpc_address, _ in addresses), timeout=30) as client:
         for _ in range(9):
             assert len(list(client.stream([frame] * 3, templates=["spread"]))) == 3
@@ -196,7 +202,7 @@ def test_watch_survives_the_death_of_a_replica(cluster, tmp_path):
     stubs[0].CreateTemplate(pb.CreateTemplateRequest(
         template=pb.Template(image=raw_image(cv2.VideoCapture(str(video)).read()[1][30:62, 40:72])),
         template_id="still"))
-    assert within(1.0, lambda: all(names(s) == ["templates/still"] for s in stubs))
+    assert within(CONVERGE, lambda: all(names(s) == ["templates/still"] for s in stubs))
     lines = tmp_path / "d.jsonl"
     watch = subprocess.Popen(
         [sys.executable, "-m", "featuremap.client.cli", "watch", str(video), "--template", "still", "--jsonl",
@@ -226,7 +232,8 @@ def test_templates_stay_intact_when_a_replica_dies_mid_write(cluster):
     creators.wait_for(40)
     processes[0].kill()
     creators.join()
-    time.sleep(1.0)  # the others catch up with the last writes
+    # The others catch up with the last writes (waited for, not slept on).
+    assert within(CONVERGE, lambda: set(creators.acknowledged) <= set(all_templates(stubs[1])))
     listed = all_templates(stubs[1])
     assert set(creators.acknowledged) <= set(listed)
     for tid, template in listed.items():
@@ -248,16 +255,18 @@ def reads_own_writes(replicas, writes: int) -> None:
     one, two, _ = replicas
     image = raw_image(scene(6)[:12, :12])
     stop = threading.Event()
+    written = []
 
     def other_writer():
         i = 0
-        while not stop.is_set():
+        while not stop.is_set():  # an RpcError here fails the test (Workers re-raises it)
             two.CreateTemplate(pb.CreateTemplateRequest(template=pb.Template(image=image), template_id=f"b{i}"),
                                timeout=10)
+            written.append(i)
             i += 1
 
-    writer = threading.Thread(target=other_writer)
-    writer.start()
+    writer = Workers()
+    writer.start(other_writer)
     missing = []
     try:
         for i in range(writes):
@@ -268,13 +277,15 @@ def reads_own_writes(replicas, writes: int) -> None:
                     one.GetTemplate(pb.GetTemplateRequest(name=f"templates/a{i}"), timeout=10)
                 except grpc.RpcError as error:
                     missing.append((i, error.code()))
+            writer.raise_first()
     finally:
         stop.set()
         writer.join()
+    assert written, "the other replica wrote nothing while this one was read"
     assert not missing, f"{len(missing)} of {3 * writes} reads missed the replica's own write: {missing[:5]}"
-    # And every replica sees every write within a second.
+    # And every replica sees every write.
     want = set(all_templates(two)) | {f"a{i}" for i in range(writes)}
-    assert within(1.5, lambda: set(all_templates(one)) == want == set(all_templates(two)))
+    assert within(CONVERGE, lambda: set(all_templates(one)) == want == set(all_templates(two)))
 
 
 def test_redis_down_is_unavailable_for_writes_and_matching_goes_on(redis_server, replicas):
@@ -282,7 +293,7 @@ def test_redis_down_is_unavailable_for_writes_and_matching_goes_on(redis_server,
     frame = scene(7)
     one.CreateTemplate(pb.CreateTemplateRequest(template=pb.Template(image=raw_image(frame[20:40, 30:60])),
                                                 template_id="kept"))
-    assert within(2, lambda: names(two) == ["templates/kept"])
+    assert within(CONVERGE, lambda: names(two) == ["templates/kept"])
     redis_server.kill()
     for call, request in ((one.CreateTemplate, pb.CreateTemplateRequest(
             template=pb.Template(image=raw_image(frame[:8, :8])), template_id="lost")),
@@ -297,7 +308,7 @@ def test_redis_down_is_unavailable_for_writes_and_matching_goes_on(redis_server,
     redis_server.start()  # an empty Redis (no persistence here): the replicas recover and follow it
     one.CreateTemplate(pb.CreateTemplateRequest(template=pb.Template(image=raw_image(frame[:8, :8])),
                                                 template_id="after"), timeout=30)
-    assert within(3, lambda: "templates/after" in names(two))
+    assert within(CONVERGE, lambda: "templates/after" in names(two))
 
 
 def test_a_bank_behind_tls_and_a_password(tmp_path):
@@ -372,7 +383,7 @@ def test_a_pose_template_s_ranges_reach_every_replica(replicas):
     one.CreateTemplate(pb.CreateTemplateRequest(template=pb.Template(
         image=raw_image(image), angle_range=pb.Range(low=-90, high=90), scale_range=pb.Range(low=0.8, high=1.2)),
         template_id="posed"))
-    assert within(1.0, lambda: "templates/posed" in names(two))
+    assert within(CONVERGE, lambda: "templates/posed" in names(two))
     got = two.GetTemplate(pb.GetTemplateRequest(name="templates/posed")).template
     assert (got.angle_range.low, got.angle_range.high) == (-90, 90)
     assert (round(got.scale_range.low, 5), round(got.scale_range.high, 5)) == (0.8, 1.2)

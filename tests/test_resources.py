@@ -2,7 +2,6 @@
 
 import os
 import threading
-import time
 
 import pytest
 
@@ -42,22 +41,27 @@ def test_a_quota_of_a_fraction_of_a_cpu_still_gets_one(tmp_path):
     assert available_cpus(cgroup(tmp_path, {"cpu.max": "50000 100000"})) == 1
 
 
-def test_the_budget_refuses_what_cannot_fit_and_queues_what_cannot_fit_yet():
+def test_the_budget_refuses_what_cannot_fit_and_queues_what_cannot_fit_yet(workers):
     budget = MemoryBudget(100)
     with pytest.raises(LimitExceeded, match=r"\(memory_budget\)"):
         with budget.hold(101):
             pass
     order = []
+    waiting = threading.Event()
+
+    def still_wanted():
+        waiting.set()  # asked only while it waits for room: the second hold is queued
+        return False
+
     with budget.hold(60):
         def second():
-            with budget.hold(60):
+            with budget.hold(60, cancelled=still_wanted):
                 order.append("second")
 
-        waiter = threading.Thread(target=second)
-        waiter.start()
-        time.sleep(0.2)
+        workers.start(second)
+        assert waiting.wait(30)
         order.append("first done")
-    waiter.join(5)
+    workers.join()
     assert order == ["first done", "second"] and budget.used == 0
     with budget.hold(90):
         with pytest.raises(LimitExceeded, match="stayed full"):

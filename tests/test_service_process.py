@@ -261,7 +261,7 @@ def test_every_acknowledged_template_survives_kill_9(tmp_path):
         assert stop(process) == 0
 
 
-def test_sigterm_lets_streams_in_flight_finish_and_exits_0(tmp_path):
+def test_sigterm_lets_streams_in_flight_finish_and_exits_0(tmp_path, workers):
     data, port = tmp_path / "data", free_port()
     process = start_process(data, port, "--grace-seconds", "20")
     channel, stub = connect(port)
@@ -279,12 +279,10 @@ def test_sigterm_lets_streams_in_flight_finish_and_exits_0(tmp_path):
             yield pb.StreamMatchRequest(frame=frame_message(frame, i))
 
     results = []
-    reader = threading.Thread(target=lambda: results.extend(r.result.sequence for r in
-                                                            stub.StreamMatch(requests(), timeout=60)))
-    reader.start()
-    started.wait(30)
+    workers.start(lambda: results.extend(r.result.sequence for r in stub.StreamMatch(requests(), timeout=60)))
+    assert started.wait(30)
     process.send_signal(signal.SIGTERM)
-    reader.join(60)
+    workers.join()  # the stream's RpcError, if any, fails the test here
     assert results == list(range(20))
     assert process.wait(60) == 0
     assert "draining" in process.stderr.read()
