@@ -1,4 +1,4 @@
-# featuremap: make demo | make test | make test-fast | make bench | make bench-cuda | make lint
+# featuremap: make demo | make test | make test-cpus | make test-fast | make bench | make bench-cuda | make lint
 PYTHON ?= python3
 VENV   := .venv
 BIN    := $(VENV)/bin
@@ -7,7 +7,7 @@ STAMP  := $(VENV)/.installed
 PROTO  := proto/featuremap/v1/featuremap.proto
 BUF    := npx --yes @bufbuild/buf@1.75.0
 
-.PHONY: demo test test-fast soak bench bench-cuda proto lint clean
+.PHONY: demo test test-cpus test-fast soak bench bench-cuda proto lint clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -23,6 +23,20 @@ demo: $(STAMP)
 
 test: $(STAMP)
 	$(BIN)/python -m pytest -q
+
+# The engine and pose tests again, as two other x86-64 CPUs compile them: Haswell (AVX2 + FMA,
+# 8 lanes; the empty feature list matters: the name alone keeps this host's AVX-512 features)
+# and generic x86-64 (SSE2, no FMA). Each has its own kernel cache (and calibration); NumPy's
+# and OpenCV's dispatch is narrowed alike. A few minutes each on 2 cores, cold.
+CPU_TESTS := tests/test_engine_*.py tests/test_pose.py
+HASWELL := NUMBA_CPU_NAME=haswell NUMBA_CPU_FEATURES= NUMBA_CACHE_DIR=build/numba-haswell \
+	NPY_DISABLE_CPU_FEATURES="X86_V4 AVX512_ICL AVX512_SPR" OPENCV_CPU_DISABLE=AVX512-SKX,AVX512-CLX OPENCV_IPP=avx2
+GENERIC := NUMBA_CPU_NAME=generic NUMBA_CPU_FEATURES= NUMBA_CACHE_DIR=build/numba-generic \
+	NPY_DISABLE_CPU_FEATURES="X86_V3 X86_V4 AVX512_ICL AVX512_SPR" \
+	OPENCV_CPU_DISABLE=SSE4.1,SSE4.2,AVX,FP16,AVX2,AVX_VNNI,AVX512-SKX,AVX512-CLX OPENCV_IPP=sse42
+test-cpus: $(STAMP)
+	$(HASWELL) $(BIN)/python -m pytest -q -p no:cacheprovider $(CPU_TESTS)
+	$(GENERIC) $(BIN)/python -m pytest -q -p no:cacheprovider $(CPU_TESTS)
 
 # The engine and unit tests: under a minute once the kernel cache is warm.
 FAST := tests/test_engine_*.py tests/test_wire.py tests/test_halffloat.py tests/test_client_video_render.py \

@@ -26,20 +26,70 @@ class _Parser(argparse.ArgumentParser):
         self.exit(USAGE, f"{self.prog}: error: {message}\n")
 
 
-def seed_kernel_cache() -> None:
-    """Copy kernels compiled at image build time into the (empty, writable) cache volume.
+def seed_kernel_cache() -> str | None:
+    """Copy kernels compiled at image build time into the (writable) cache volume; never fail the start.
 
     Numba only uses a cache directory it can write to; a container's is a
     fresh volume, so the image carries its compiled kernels in
-    FEATUREMAP_KERNEL_CACHE_SEED and each start copies them over.
+    FEATUREMAP_KERNEL_CACHE_SEED, one folder per x86-64 level
+    (:mod:`featuremap.service.cpu_level`; a seed without them is one folder of
+    kernels for the build machine's CPU). The best level this CPU supports is
+    chosen here, before Numba loads, and its kernels copied over. Only file
+    contents are copied (never modes or owners: the volume's folder may belong
+    to another user); what cannot be copied is said in one line and compiles
+    at start instead (health NOT_SERVING meanwhile).
+
+    Returns the level chosen (None: this CPU's own kernels).
     """
+    from . import cpu_level
+
     seed, target = os.environ.get("FEATUREMAP_KERNEL_CACHE_SEED"), os.environ.get("NUMBA_CACHE_DIR")
-    if seed and target and os.path.isdir(seed):
-        shutil.copytree(seed, target, dirs_exist_ok=True)
+    if not seed or not os.path.isdir(seed):
+        return None
+    level = cpu_level.apply(seed)
+    chosen = os.environ.get("NUMBA_CPU_NAME")
+    if level is None and chosen and os.path.isdir(os.path.join(seed, chosen)):
+        level = chosen  # the user's own choice of level, which the image carries
+    if level is not None:
+        seed = os.path.join(seed, level)
+    elif any(os.path.isdir(os.path.join(seed, name)) for name, _ in cpu_level.LEVELS):
+        # Levels carried, none this CPU runs (or NUMBA_CPU_NAME chosen by the user): compile.
+        print(f"featuremap-server: no warm kernels in {seed} for this CPU; compiling them at start",
+              file=sys.stderr)
+        return None
+    if target:
+        copied, failed, first = _copy_contents(seed, target)
+        if failed:
+            print(f"featuremap-server: could not copy {failed} of {copied + failed} warm kernels into {target} "
+                  f"({first}); those compile at start", file=sys.stderr)
+    return level
+
+
+def _copy_contents(source: str, target: str) -> tuple[int, int, str]:
+    """Copy every file of ``source`` into ``target`` (contents only); (copied, failed, first failure)."""
+    copied = failed = 0
+    first = ""
+    for folder, _, files in os.walk(source):
+        into = os.path.join(target, os.path.relpath(folder, source))
+        for name in files:
+            try:
+                os.makedirs(into, exist_ok=True)
+                shutil.copyfile(os.path.join(folder, name), os.path.join(into, name))
+                copied += 1
+            except OSError as error:
+                failed += 1
+                first = first or f"{error.strerror or error}: {error.filename or into}"
+    return copied, failed, first
 
 
 def warmup_command(args: argparse.Namespace) -> int:
-    """Compile every kernel (or load it from the cache) and say where the cache is."""
+    """Compile every kernel (or load it from the cache) and say where the cache is.
+
+    With ``--levels DIR``: once per x86-64 level this machine runs, each into DIR/<level>
+    (an image's build; the server picks the best level its CPU supports).
+    """
+    if args.levels:
+        return _warm_levels(args.levels)
     from .engine import warmup
 
     started = time.perf_counter()
@@ -49,13 +99,40 @@ def warmup_command(args: argparse.Namespace) -> int:
     return 0
 
 
+def _warm_levels(root: str) -> int:
+    import subprocess
+
+    from . import cpu_level
+
+    levels = cpu_level.supported_levels(cpu_level.cpu_flags())
+    wanted = os.environ.get("FEATUREMAP_WARM_LEVELS")  # e.g. "x86-64-v3": fewer levels, a faster build
+    if wanted:
+        levels = [level for level in levels if level in wanted.split(",")]
+    if not levels:
+        print("this machine runs none of the x86-64 levels: warming for its own CPU", file=sys.stderr)
+        env = dict(os.environ, NUMBA_CACHE_DIR=root)
+        return subprocess.call([sys.executable, "-m", "featuremap.service", "warmup"], env=env)
+    skipped = [name for name, _ in cpu_level.LEVELS if name not in levels]
+    if skipped:
+        print(f"this machine cannot run {', '.join(skipped)}: no warm kernels for it (a CPU of that level "
+              f"uses the best level below it)", file=sys.stderr)
+    for level in levels:
+        env = dict(os.environ, NUMBA_CPU_NAME=level, NUMBA_CPU_FEATURES="",
+                   NUMBA_CACHE_DIR=os.path.join(root, level))
+        print(f"{level}: ", end="", flush=True)
+        code = subprocess.call([sys.executable, "-m", "featuremap.service", "warmup"], env=env)
+        if code:
+            return code
+    return 0
+
+
 def serve_command(args: argparse.Namespace) -> int:
     """Serve until SIGTERM/SIGINT, then drain within the grace period."""
     # Idle OpenMP threads sleep instead of spinning: between frames the
     # server's own threads (gRPC, decoding, encoding) need those cores. Must
     # be set before the first parallel kernel loads the OpenMP runtime.
     os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
-    seed_kernel_cache()
+    level = seed_kernel_cache()
     from . import logs
     from .cgroup import available_cpus
     from .config import SettingsError, settings_from
@@ -76,7 +153,8 @@ def serve_command(args: argparse.Namespace) -> int:
         print(f"{args.prog}: cannot start: {error}", file=sys.stderr)
         return FAILURE
     log.info("listening", extra={"address": settings.address, "port": port, "data_dir": settings.data_dir,
-                                 "metrics_address": settings.metrics_address or "off"})
+                                 "metrics_address": settings.metrics_address or "off",
+                                 "kernels_for": level or os.environ.get("NUMBA_CPU_NAME") or "this CPU"})
     stop = threading.Event()
     for sig in (signal.SIGTERM, signal.SIGINT):
         signal.signal(sig, lambda *_: stop.set())
@@ -99,6 +177,9 @@ def build_parser(prog: str = "featuremap-server") -> argparse.ArgumentParser:
     add_arguments(serve)
     serve.set_defaults(run=serve_command, prog=f"{prog} serve")
     warm = commands.add_parser("warmup", help="compile every kernel into the cache (for container builds)")
+    warm.add_argument("--levels", metavar="DIR", default=None,
+                      help="compile once per x86-64 level this machine runs (x86-64-v2, -v3, -v4), each "
+                           "into DIR/<level>: the image's kernel seed (FEATUREMAP_KERNEL_CACHE_SEED)")
     warm.set_defaults(run=warmup_command, prog=f"{prog} warmup")
     return parser
 

@@ -9,8 +9,9 @@ costs one broadcast and a few loads of frame pixels. Numba cannot express a
 value that is a vector, so this module gives it one, :data:`vector` (LLVM's
 ``<LANES x float>``), and the six operations the tiles need.
 
-:data:`LANES` is one register of the CPU Numba compiles for: 16 where it has
-AVX-512 (32 registers of 16 floats; the 2-core AVX-512 VM ran a tile 1.6x
+:data:`LANES` is one register of the CPU Numba compiles for (the host, or
+``NUMBA_CPU_NAME``/``NUMBA_CPU_FEATURES``, such as a level of
+``featuremap.service.cpu_level``): 16 where it has AVX-512 (32 registers of 16 floats; the 2-core AVX-512 VM ran a tile 1.6x
 faster with them than with 8 lanes), 8 elsewhere (AVX2's 16 registers of 8;
 SSE and NEON machines split each vector into two). Numba's on-disk cache is
 keyed by that CPU too, so a kernel compiled for one width never runs with
@@ -29,12 +30,42 @@ from numba.core import cgutils
 from numba.extending import intrinsic, models, register_model
 
 
+_PROBE = """
+define void @probe(<16 x float>* %p) {
+  %v = load <16 x float>, <16 x float>* %p
+  %s = fadd <16 x float> %v, %v
+  store <16 x float> %s, <16 x float>* %p
+  ret void
+}
+"""
+
+
 def _target_has_avx512() -> bool:
-    """Whether the CPU Numba compiles for has AVX-512 (``NUMBA_CPU_FEATURES`` when set, else this host's)."""
+    """Whether the CPU Numba compiles for has AVX-512 registers.
+
+    That CPU is the one Numba's code generator targets: ``NUMBA_CPU_NAME`` (else
+    this host's) with ``NUMBA_CPU_FEATURES`` (else this host's). A name alone
+    with an empty feature list (``x86-64-v4``, ``haswell``) implies features no
+    string here spells, so LLVM itself is asked: it compiles a 16-lane add for
+    that target, and the target has AVX-512 where the add uses a zmm register.
+    """
+    name = numba.config.CPU_NAME or llvm.get_host_cpu_name()
     features = numba.config.CPU_FEATURES
     if features is None:
         features = llvm.get_host_cpu_features().flatten()
-    return "+avx512f" in features.split(",")
+    if "+avx512f" in features.split(","):
+        return True
+    if "-avx512f" in features.split(","):
+        return False
+    try:
+        llvm.initialize_native_target()
+        llvm.initialize_native_asmprinter()
+        machine = llvm.Target.from_default_triple().create_target_machine(cpu=name, features=features)
+        module = llvm.parse_assembly(_PROBE)
+        module.verify()
+        return "zmm" in machine.emit_assembly(module)
+    except RuntimeError:  # not an x86 target, or a name LLVM does not know
+        return False
 
 
 #: Lanes in one vector: one register of the target CPU.
