@@ -229,7 +229,7 @@ def map_bound(frame, template, *, method, algorithm, padding="valid", border="co
         msum = m.sum()
         tmean = (m3 * t).sum(axis=(0, 1)) / msum if msum > 0 else 0.0
         tenergy = float(((m3 * (t - tmean)) ** 2).sum())
-        wmean = np.einsum("yxijc,ij->yxc", windows, m) / msum if msum > 0 else 0.0
+        wmean = np.einsum("yxijc,ij->yxc", windows, m) / (msum if msum > 0 else 1.0)  # an empty mask: 0
         centred = windows - wmean[:, :, None, None, :]
         wenergy = np.einsum("yxijc,ij->yx", centred ** 2, m * m)
         denominator = np.sqrt(tenergy * wenergy)

@@ -50,3 +50,13 @@ def test_auto_follows_the_cost_model(cache_dir):
     assert set(Matcher(templates, method="ccorr").algorithms((120, 160)).values()) == {"direct"}
     use_cost_model(CostModel(direct_scale=1e6, spectral_scale=1.0))  # and ruinous
     assert set(Matcher(templates, method="ccorr").algorithms((120, 160)).values()) == {"spectral"}
+
+
+def test_another_compile_target_is_calibrated_afresh(cache_dir, monkeypatch):
+    # The same CPU model compiled for an x86-64 level (an image's warm cache) runs other code.
+    import numba
+
+    before = cache_file()
+    monkeypatch.setattr(numba.config, "CPU_NAME", "x86-64-v2")
+    monkeypatch.setattr(numba.config, "CPU_FEATURES", "")
+    assert cache_file() != before

@@ -6,8 +6,9 @@ path (VGA BGR, 8 templates of 16x16: spectral 11.8 ms where direct took
 about 8 ms). :func:`calibrate` times both paths on a few small workloads at
 the current thread count, sets the model's two factors from the measured
 over predicted times, and keeps them in a JSON file beside Numba's cache,
-keyed by the CPU model, the thread count and the engine's source, so a
-restart reuses them and an upgraded kernel is timed afresh.
+keyed by the CPU model, the target the kernels compile for (CPU name,
+features, lanes), the thread count and the engine's source, so a restart
+reuses them and an upgraded kernel is timed afresh.
 """
 
 from __future__ import annotations
@@ -25,6 +26,7 @@ import numba
 import numpy as np
 
 from . import plan
+from .lanes import LANES
 from .matcher import Matcher
 
 #: Workloads timed (frame height, width, channels, templates, template side): a small-template
@@ -48,10 +50,19 @@ def _engine_source() -> bytes:
     return b"".join(path.read_bytes() for path in sorted(Path(__file__).parent.glob("*.py")))
 
 
+def _target() -> str:
+    """What the kernels are compiled for: the CPU name and features Numba targets, and the tiles' lanes.
+
+    The same CPU model runs different code as another target (NUMBA_CPU_NAME: an x86-64 level from
+    an image's warm cache, or an emulated CPU in the tests), at other speeds.
+    """
+    return f"{numba.config.CPU_NAME or 'host'}|{numba.config.CPU_FEATURES}|{LANES}"
+
+
 def cache_file(threads: int | None = None) -> Path:
-    """Where the calibration for this CPU model, thread count and engine is kept (beside Numba's cache)."""
+    """Where the calibration for this CPU model, target, thread count and engine is kept (beside Numba's cache)."""
     threads = threads or numba.get_num_threads()
-    digest = hashlib.sha256(f"{_cpu_model()}|{threads}|{numba.__version__}|".encode())
+    digest = hashlib.sha256(f"{_cpu_model()}|{_target()}|{threads}|{numba.__version__}|".encode())
     digest.update(_engine_source())
     key = digest.hexdigest()[:16]
     folder = Path(os.environ.get("NUMBA_CACHE_DIR") or Path(__file__).with_name("__pycache__"))
