@@ -45,7 +45,10 @@ def test_seeding_chooses_a_level_copies_its_kernels_and_never_fails_the_start(tm
         (seed / level / "engine").mkdir(parents=True)
         (seed / level / "engine" / "kernel.nbi").write_text(level)
     for name in ("NUMBA_CPU_NAME", "NUMBA_CPU_FEATURES"):
-        monkeypatch.delenv(name, raising=False)
+        # setenv first: monkeypatch then restores the variable as it was (absent), whatever
+        # seed_kernel_cache writes into os.environ (a later compile would read it).
+        monkeypatch.setenv(name, "unset")
+        monkeypatch.delenv(name)
     monkeypatch.setattr(cpu_level, "cpu_flags", lambda cpuinfo=None: frozenset(V3))
     monkeypatch.setenv("FEATUREMAP_KERNEL_CACHE_SEED", str(seed))
     monkeypatch.setenv("NUMBA_CACHE_DIR", str(tmp_path / "cache"))
