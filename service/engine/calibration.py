@@ -72,38 +72,45 @@ def cache_file(threads: int | None = None) -> Path:
     return folder / f"featuremap-cost-{key}.json"
 
 
-def _seconds(call) -> float:
-    call()  # the first call plans and allocates
-    times = []
+def _seconds(calls: dict[str, object]) -> dict[str, float]:
+    """Each call's fastest time of :data:`REPEATS`, the calls timed in turn.
+
+    In turn, so that a load that comes and goes (a server warming up beside
+    other work) falls on both paths alike; the fastest, because load only ever
+    adds time: the minimum is what the path costs on this machine.
+    """
+    for call in calls.values():
+        call()  # the first call plans and allocates
+    times: dict[str, list[float]] = {name: [] for name in calls}
     for _ in range(REPEATS):
-        started = time.perf_counter()
-        call()
-        times.append(time.perf_counter() - started)
-    return statistics.median(times)
+        for name, call in calls.items():
+            started = time.perf_counter()
+            call()
+            times[name].append(time.perf_counter() - started)
+    return {name: min(t) for name, t in times.items()}
 
 
 def measure() -> plan.CostModel:
     """Time both paths on :data:`WORKLOADS`; the factors are the geometric mean of measured / predicted."""
     rng = np.random.default_rng(0)
-    direct_ratios, spectral_ratios = [], []
+    ratios: dict[str, list[float]] = {"direct": [], "spectral": []}
     previous = plan.cost_model()
     plan.use_cost_model(plan.CostModel())  # predictions from the unscaled constants
     try:
         for height, width, channels, count, side in WORKLOADS:
             frame = rng.random((height, width, channels)).astype(np.float32)
             templates = [rng.random((side, side, channels)).astype(np.float32) for _ in range(count)]
-            for algorithm, ratios in (("direct", direct_ratios), ("spectral", spectral_ratios)):
-                matcher = Matcher(templates, method="ccorr", algorithm=algorithm)
-                measured = _seconds(lambda m=matcher: m(frame))
-                predicted = matcher.predicted_seconds((height, width), algorithm)
-                ratios.append(measured / predicted)
+            matchers = {algorithm: Matcher(templates, method="ccorr", algorithm=algorithm) for algorithm in ratios}
+            measured = _seconds({algorithm: (lambda m=m: m(frame)) for algorithm, m in matchers.items()})
+            for algorithm, matcher in matchers.items():
+                ratios[algorithm].append(measured[algorithm] / matcher.predicted_seconds((height, width), algorithm))
     finally:
         plan.use_cost_model(previous)
 
-    def mean(ratios: list[float]) -> float:
-        return math.exp(statistics.fmean(math.log(r) for r in ratios))
+    def mean(values: list[float]) -> float:
+        return math.exp(statistics.fmean(math.log(r) for r in values))
 
-    return plan.CostModel(direct_scale=mean(direct_ratios), spectral_scale=mean(spectral_ratios))
+    return plan.CostModel(direct_scale=mean(ratios["direct"]), spectral_scale=mean(ratios["spectral"]))
 
 
 def calibrate(*, refresh: bool = False) -> plan.CostModel:
