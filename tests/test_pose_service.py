@@ -150,3 +150,38 @@ def test_peaks_come_in_the_config_s_template_order_with_pose_templates_among_the
     for names in (["posed", "plain"], ["plain", "posed"]):
         peaks = c.match(frame, templates=names).peaks
         assert [p.template for p in peaks] == [f"templates/{n}" for n in names]
+
+
+def test_a_pose_grid_larger_than_the_frame_searches_the_poses_that_fit(client, pictures):
+    c, _ = client
+    face, background = pictures
+    small = cv2.resize(background, (160, 120))
+    # Scales up to 3: the largest poses (192 px) are larger than the frame; the ones that fit are searched.
+    c.create_template(face, "grows", scale_range=(0.9, 3.0), angle_range=(-30, 30))
+    frame = np.clip(place(small, face, 10.0, 1.0, 80.0, 60.0), 0, 255).astype(np.uint8)
+    (peak,) = c.match(frame, templates="grows").peaks
+    assert math.hypot(peak.cx - 80.0, peak.cy - 60.0) < 1.0 and abs(peak.scale - 1.0) < 0.05
+    # No pose fits at all: INVALID_ARGUMENT, saying so (never INTERNAL).
+    c.create_template(face, "huge", scale_range=(2.5, 3.0))
+    with pytest.raises(FeatureMapError) as caught:
+        c.match(frame, templates="huge")
+    assert caught.value.code.name == "INVALID_ARGUMENT" and "no pose fits the frame" in str(caught.value)
+
+
+@pytest.mark.parametrize("seed", range(12))
+def test_no_pose_range_template_or_frame_size_ends_in_internal(client, seed):
+    # A fuzz over pose ranges and sizes: every call is answered, or refused with a reason.
+    c, _ = client
+    rng = np.random.default_rng(seed)
+    side = int(rng.integers(8, 48))
+    template = rng.integers(0, 256, (side, int(rng.integers(8, 48))), dtype=np.uint8)
+    low = float(rng.uniform(0.3, 2.5))
+    scales = (low, low * float(rng.uniform(1.0, 3.0)))
+    spread = float(rng.uniform(0, 360))
+    angles = (-spread / 2, spread / 2)
+    frame = rng.integers(0, 256, (int(rng.integers(8, 140)), int(rng.integers(8, 140))), dtype=np.uint8)
+    try:
+        c.create_template(template, f"fuzz{seed}", scale_range=scales, angle_range=angles)
+        c.match(frame, templates=f"fuzz{seed}")
+    except FeatureMapError as error:
+        assert error.code.name in ("INVALID_ARGUMENT", "RESOURCE_EXHAUSTED"), (error.code, str(error))

@@ -486,13 +486,20 @@ class PoseSearch:
         height, width = top.shape[:2]
         best = np.full((len(self._templates), height, width), -np.inf, np.float32)
         which = np.full(best.shape, -1, np.int64)
-        fits = all(h <= height and w <= width for h, w in self._bank.shapes)
-        maps = self._bank(top) if fits else None
+        fits = [h <= height and w <= width for h, w in self._bank.shapes]
+        if not any(fits):
+            smallest = min(self._bank.shapes, key=lambda shape: shape[0] * shape[1])
+            raise options.OptionError(
+                f"no pose fits the frame: at its smallest scale a template's rotated canvas is {smallest[1]}x"
+                f"{smallest[0]} at the search's top level, where the frame is {width}x{height}; send larger "
+                "frames or smaller scales")
+        maps = self._bank(top) if all(fits) else None
         for index, (h, w), members in self._shape_groups:
             if h > height or w > width:
                 continue  # this template at this scale is larger than the frame
             if maps is None:  # a frame too small for some variants: match those that fit
-                variants = [self._variant(*self._grid[i], disc=True) for i in members]
+                variants = [self._variant(self._grid[i][0], self.levels, self._grid[i][1], self._grid[i][2], disc=True)
+                            for i in members]
                 stack = np.stack(Matcher([image for image, _ in variants],
                                          masks=[weights.astype(np.uint8) for _, weights in variants],
                                          method=self.method, stride=self._top_stride)(top))
