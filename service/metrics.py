@@ -15,11 +15,12 @@ from prometheus_client import (
     Histogram,
     Info,
     ProcessCollector,
-    start_http_server,
 )
 from prometheus_client.platform_collector import PlatformCollector
 
 import featuremap
+
+from .metrics_http import MetricsServer
 
 _SECONDS = (0.001, 0.0025, 0.005, 0.01, 0.02, 0.04, 0.08, 0.16, 0.32, 0.64, 1.28, 2.56, 5.12, 10.24)
 
@@ -65,7 +66,7 @@ class Metrics:
         self.memory_budget.set(total)
         self.memory_in_use.set_function(in_use)
 
-    def serve(self, address: str) -> None:
-        """Expose the metrics over HTTP at host:port."""
+    def serve(self, address: str) -> MetricsServer:
+        """Expose the metrics over HTTP at host:port (one event loop, bounded: see metrics_http)."""
         host, port = address.rsplit(":", 1)
-        start_http_server(int(port), addr=host.strip("[]") or "0.0.0.0", registry=self.registry)
+        return MetricsServer(self.registry, host.strip("[]") or "0.0.0.0", int(port))

@@ -39,6 +39,7 @@ from .engine import cuda_problem, runtime, warmup
 from .errors import InvalidArgument, LimitExceeded, Malformed, Unavailable, status_of
 from .frames import FrameProcessor
 from .metrics import Metrics
+from .metrics_http import MetricsServer
 from .sqlite_store import SQLiteStore
 from .streaming import StreamPipeline
 from .templates import StoredTemplate, TemplateStore
@@ -118,6 +119,7 @@ class Server:
         self.draining = threading.Event()
         self.warming: threading.Thread | None = None
         self.grpc: grpc.Server | None = None
+        self.metrics_server: MetricsServer | None = None
         self.port = 0
         self._streams = 0
         self._calls = 0
@@ -179,6 +181,8 @@ class Server:
             self.warming.join()
         self.frames.shutdown()
         self.store.close()
+        if self.metrics_server is not None:
+            self.metrics_server.stop()
 
 
 _Handler = TypeVar("_Handler", bound=Callable[..., Any])
@@ -408,7 +412,7 @@ def create_server(address: str = "[::]:0", settings: Settings | None = None) -> 
     service = Server(settings)
     service.set_serving(False)
     if settings.metrics_address:
-        service.metrics.serve(settings.metrics_address)
+        service.metrics_server = service.metrics.serve(settings.metrics_address)
     options = [
         ("grpc.max_receive_message_length", settings.max_message_bytes),
         ("grpc.max_send_message_length", settings.max_message_bytes),

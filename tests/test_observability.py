@@ -3,6 +3,8 @@
 import json
 import logging
 import re
+import time
+import urllib.error
 import urllib.request
 from pathlib import Path
 
@@ -56,3 +58,38 @@ def test_the_alert_rules_are_well_formed():
     for rule in (r for group in rules["groups"] for r in group["rules"]):
         assert rule["alert"].startswith("FeatureMap") and rule["annotations"]["summary"]
         assert rule["labels"]["severity"] in {"critical", "warning", "info"}
+
+
+def test_half_open_connections_to_the_metrics_port_cost_no_threads_and_do_not_delay_a_scrape(tmp_path):
+    import resource
+    import socket
+    import threading
+
+    port = free_port()
+    wanted = 1000
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft < wanted + 256:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (min(hard, wanted + 512), hard))
+    with running_server(tmp_path, metrics_address=f"127.0.0.1:{port}") as (_, _, server):
+        before = threading.active_count()
+        idle = []
+        try:
+            for _ in range(wanted):  # connected, then silent: half-open requests
+                idle.append(socket.create_connection(("127.0.0.1", port), timeout=10))
+            for s in idle[:10]:
+                s.sendall(b"GET /metrics HTTP/1.1\r\n")  # a request line and no end of headers
+            # Every connection is accepted (the loop holds them), and no thread was started for any.
+            deadline = time.monotonic() + 30
+            while server.metrics_server.connections < wanted and time.monotonic() < deadline:
+                time.sleep(0.01)
+            assert server.metrics_server.connections == wanted
+            assert threading.active_count() <= before
+            # A scrape beside them is answered (a bound on the wait, not a latency claim).
+            text = urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=10).read().decode()
+            assert "featuremap_build_info" in text
+            with pytest.raises(urllib.error.HTTPError) as caught:
+                urllib.request.urlopen(f"http://127.0.0.1:{port}/nothing", timeout=10)
+            assert caught.value.code == 404
+        finally:
+            for s in idle:
+                s.close()
