@@ -32,6 +32,7 @@ class Settings:
     max_templates: int = 10000
     max_templates_per_request: int = 256
     max_streams: int = 64
+    stream_idle_seconds: float = 60.0
     max_calls: int = 16
     max_in_flight: int = 4
     max_variants_per_request: int = 1024
@@ -64,6 +65,8 @@ _HELP = {
     "max_templates": "most templates in the bank",
     "max_templates_per_request": "most templates one config may match",
     "max_streams": "most concurrent StreamMatch calls",
+    "stream_idle_seconds": "a stream that sends nothing for this long (nothing of its own in flight) is ended "
+                           "with DEADLINE_EXCEEDED, freeing its slot",
     "max_calls": "most Match calls running or queued at once; more are refused with RESOURCE_EXHAUSTED",
     "max_in_flight": "frames buffered per stream before the client is slowed down",
     "max_variants_per_request": "most template variants (templates x their scales x angles) one config may match",

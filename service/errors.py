@@ -37,6 +37,10 @@ class Unavailable(ServiceError):
     code = grpc.StatusCode.UNAVAILABLE
 
 
+class DeadlineExceeded(ServiceError):
+    code = grpc.StatusCode.DEADLINE_EXCEEDED
+
+
 class Malformed:
     """Stands in for a request message whose bytes did not parse, so that the handler answers
     INVALID_ARGUMENT (gRPC's own deserialisation failure would be INTERNAL)."""

@@ -126,6 +126,11 @@ class FrameProcessor:
                                         initializer=runtime.set_threads, initargs=(self.cpus,))
 
     @property
+    def stream_idle_seconds(self) -> float:
+        """How long a stream may send nothing before it is ended (Settings.stream_idle_seconds)."""
+        return self._settings.stream_idle_seconds
+
+    @property
     def max_in_flight(self) -> int:
         """Frames a stream may have between its reader and its handler."""
         return self._settings.max_in_flight

@@ -17,12 +17,14 @@ from __future__ import annotations
 
 import collections
 import threading
+import time
+from collections.abc import Callable
 
 import grpc
 
 from featuremap.v1 import featuremap_pb2 as pb
 
-from .errors import FailedPrecondition, InvalidArgument, Malformed
+from .errors import DeadlineExceeded, FailedPrecondition, InvalidArgument, Malformed
 from .batching import Pacing
 from .frames import FrameProcessor, PoseMemory
 
@@ -37,6 +39,10 @@ class _Queue:
         self.capacity = capacity
         self._stopped = stopped
         self._cond = threading.Condition()
+
+    def empty(self) -> bool:
+        with self._cond:
+            return not self._items
 
     def put(self, item, *, replace_frame: bool = False) -> tuple | None:
         """Append ``item``; with ``replace_frame``, take the place of a pending frame and return it."""
@@ -54,12 +60,14 @@ class _Queue:
             self._cond.notify_all()
             return None
 
-    def get(self):
-        """The next item, or ("stop",) once the stream is over."""
+    def get(self, idle: Callable[[], bool] = lambda: False):
+        """The next item; ("stop",) once the stream is over, ("idle",) once ``idle()`` says so while empty."""
         with self._cond:
             while not self._items:
                 if self._stopped.is_set():
                     return ("stop",)
+                if idle():
+                    return ("idle",)
                 self._cond.wait(_POLL)
             item = self._items.popleft()
             self._cond.notify_all()
@@ -85,6 +93,9 @@ class StreamPipeline:
         # The stream's frame interval, from every frame's capture time (skipped ones too): a realtime
         # frame waits for a GPU batch no longer than that.
         self._pacing = Pacing()
+        # When the stream last showed life: a request read or a result sent (see _idle).
+        self._active = time.monotonic()
+        self._idle_seconds = frames.stream_idle_seconds
         context.add_callback(self._stopped.set)
 
     def stop(self) -> None:
@@ -97,21 +108,31 @@ class StreamPipeline:
         for thread in threads:
             thread.start()
         while True:
-            item = self._outbox.get()
+            item = self._outbox.get(self._idle)
             if item[0] == "result":
                 _, pending, skipped = item
                 # In order, whatever order they finish in.
                 yield self._frames.respond(pb.StreamMatchResponse, pending.result(), "StreamMatch", skipped)
+                self._active = time.monotonic()
             elif item[0] == "error":
                 raise item[1]
+            elif item[0] == "idle":
+                self._stopped.set()
+                raise DeadlineExceeded(f"no frame for {self._idle_seconds:g} s: the stream was ended to free its "
+                                       "slot (stream_idle_seconds); open a new one when frames come again")
             else:  # "end" or "stop"
                 return
+
+    def _idle(self) -> bool:
+        """Nothing in flight (the outbox is empty: asked only then) and nothing read or sent for a while."""
+        return self._inbox.empty() and time.monotonic() - self._active > self._idle_seconds
 
     def _read(self) -> None:
         """Requests off the wire, frames decoded, into the inbox, in order."""
         realtime = None  # None until the first config
         try:
             for request in self._requests:
+                self._active = time.monotonic()
                 if isinstance(request, Malformed):
                     raise request.error
                 kind = request.WhichOneof("kind")

@@ -238,3 +238,33 @@ def test_sixteen_concurrent_streams_soak(server):
         peaks.append(rss_bytes())
     growth = max(peaks[3:]) - max(peaks[:3])
     assert growth < 64 << 20, f"RSS band rose {growth / 2**20:.0f} MiB: {[p >> 20 for p in peaks]} MiB"
+
+
+def test_a_silent_stream_is_ended_and_its_slot_freed(tmp_path):
+    # One slot; a client that sends a frame and goes quiet is ended after stream_idle_seconds
+    # (the server's own clock: the test only waits, with a bound, for what it must do).
+    with running_server(tmp_path, max_streams=1, stream_idle_seconds=1.0) as (stub, _, srv):
+        stub.CreateTemplate(pb.CreateTemplateRequest(template=pb.Template(image=raw_image(scene()[:8, :8]))))
+        quiet = threading.Event()
+
+        def one_frame_then_silence():
+            yield pb.StreamMatchRequest(config=pb.MatchConfig())
+            yield pb.StreamMatchRequest(frame=frame_message(scene(), 0))
+            quiet.wait(60)  # released only when the test ends
+
+        call = stub.StreamMatch(one_frame_then_silence(), timeout=60)
+        try:
+            assert next(call).result.sequence == 0
+            with pytest.raises(grpc.RpcError) as caught:
+                next(call)
+            assert caught.value.code() == grpc.StatusCode.DEADLINE_EXCEEDED
+            assert "no frame for 1 s" in caught.value.details() and "stream_idle_seconds" in caught.value.details()
+            # The slot is free: a new stream is served.
+            deadline = time.monotonic() + 30
+            while srv.metrics.streams._value.get() and time.monotonic() < deadline:
+                time.sleep(0.01)
+            fresh = [pb.StreamMatchRequest(config=pb.MatchConfig()),
+                     pb.StreamMatchRequest(frame=frame_message(scene(), 5))]
+            assert [r.result.sequence for r in stub.StreamMatch(iter(fresh), timeout=60)] == [5]
+        finally:
+            quiet.set()
