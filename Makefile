@@ -7,7 +7,7 @@ STAMP  := $(VENV)/.installed
 PROTO  := proto/featuremap/v1/featuremap.proto
 BUF    := npx --yes @bufbuild/buf@1.75.0
 
-.PHONY: demo test test-cpus test-fast soak bench bench-cuda proto lint clean
+.PHONY: demo test test-cpus test-fast soak bench bench-cuda proto lock lint clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -62,6 +62,16 @@ bench-cuda: $(STAMP)
 proto: $(STAMP)
 	$(BIN)/python -m grpc_tools.protoc -I proto --python_out=proto --grpc_python_out=proto \
 		--pyi_out=proto $(PROTO)
+
+# The image's dependencies, resolved once and pinned (deploy/constraints.txt): what pip would
+# install for featuremap on this Python, every package at its exact version.
+lock: $(STAMP)
+	mkdir -p build
+	$(BIN)/python -m pip install -q --dry-run --ignore-installed --report build/lock.json .
+	$(BIN)/python -c "import json; r = json.load(open('build/lock.json')); \
+	print('# The image installs exactly these (make lock refreshes them).'); \
+	print(*sorted(f\"{i['metadata']['name']}=={i['metadata']['version']}\" for i in r['install'] \
+	if i['metadata']['name'] != 'featuremap'), sep='\n')" > deploy/constraints.txt
 
 # mypy and import-linter read the package as users install it (an editable
 # install hides it behind an import hook): a fresh copy in build/lint.

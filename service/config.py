@@ -39,7 +39,7 @@ class Settings:
     max_jpeg_scans: int = 100
     memory_budget: int = 0
     cpus: int = 0
-    grace_seconds: float = 10.0
+    grace_seconds: float = 8.0
     tokens_file: str = ""
     tls_cert: str = ""
     tls_key: str = ""
@@ -75,7 +75,8 @@ _HELP = {
                      "(cgroup memory.max), or of the machine's memory",
     "cpus": "CPUs to size the compute pool and Numba's threads by; 0: the container's CPU quota (cgroup "
             "cpu.max), or the CPUs this process may run on",
-    "grace_seconds": "on SIGTERM, how long in-flight calls may take to finish",
+    "grace_seconds": "on SIGTERM, how long in-flight calls may take to finish (below docker stop's 10 s; an "
+                     "orchestrator's stop timeout must be longer)",
     "tokens_file": "bearer tokens with scopes, one 'token scope[,scope]' per line; empty: no authentication",
     "tls_cert": "PEM certificate chain of the server: serve TLS",
     "tls_key": "PEM private key of --tls-cert",

@@ -170,7 +170,8 @@ def test_the_image_installs_its_dependencies_in_a_layer_of_their_own(tmp_path):
     build = lines[:next(i for i, line in enumerate(lines) if line.startswith("FROM ") and i > 0)]
     deps = next(i for i, line in enumerate(build) if "requirements.txt" in line and line.startswith("RUN "))
     sources = next(i for i, line in enumerate(build) if line.startswith("COPY service"))
-    assert deps < sources and build[deps - 1].startswith("COPY pyproject.toml")
+    assert deps < sources and build[deps - 2].startswith("COPY pyproject.toml")
+    assert build[deps - 1] == "COPY deploy/constraints.txt ./"  # the lock, in the same layer's inputs
     # The command that lists the dependencies lists exactly pyproject's.
     command = build[deps][4:].split(">")[0].strip()
     listed = subprocess.run(["sh", "-c", command.replace("python ", f"{sys.executable} ", 1)], cwd=ROOT,
@@ -197,3 +198,30 @@ def test_the_gpu_overlay_patches_the_deployment_it_means():
     assert container["startupProbe"]["failureThreshold"] * container["startupProbe"]["periodSeconds"] >= 300
     assert patched[("ConfigMap", "featuremap")]["data"]["FEATUREMAP_DEVICE"] == "cuda"
     assert overlay["images"][0]["newTag"].endswith("-cuda")
+
+
+def test_the_image_is_built_from_the_lock_and_stops_within_every_orchestrators_timeout():
+    import yaml
+
+    from featuremap.service.config import Settings
+
+    text = DOCKERFILE.read_text()
+    # Every dependency (and theirs) at an exact version from the lock; no Debian package pinned
+    # to a version the distribution replaces.
+    pins = dict(line.split("==") for line in (ROOT / "deploy" / "constraints.txt").read_text().splitlines()
+                if line and not line.startswith("#"))
+    assert all(version for version in pins.values())
+    wanted = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["dependencies"]
+    names = {re.split(r"[<>=!~ ;\[]", dep, maxsplit=1)[0].lower().replace("_", "-") for dep in wanted}
+    assert names <= {name.lower().replace("_", "-") for name in pins}
+    assert "-c constraints.txt -r /tmp/requirements.txt" in text
+    assert not re.search(r"apt-get install[^\n]*=[0-9]", text)
+    # SIGTERM drains within a grace shorter than docker stop's 10 s (Kubernetes' default is 30 s).
+    assert "STOPSIGNAL SIGTERM" in text and Settings().grace_seconds < 10
+    compose = yaml.safe_load((ROOT / "deploy" / "compose.yaml").read_text())
+    assert "name" not in compose  # Compose v1 refuses a top-level name
+    assert compose["x-featuremap"]["stop_grace_period"] == "30s"
+    for mount in compose["services"]["replica"]["tmpfs"]:
+        assert "uid=10001" in mount  # writable by the image's user
+    ignored = (ROOT / ".dockerignore").read_text().split()
+    assert {".git", ".venv", "build", "tests"} <= set(ignored)
