@@ -160,8 +160,16 @@ def serve_command(args: argparse.Namespace) -> int:
         signal.signal(sig, lambda *_: stop.set())
     stop.wait()
     log.info("draining", extra={"grace_seconds": settings.grace_seconds})
-    server.drain(settings.grace_seconds)
-    log.info("stopped")
+    finished = server.drain(settings.grace_seconds)
+    log.info("stopped", extra={"work_finished": finished})
+    if not finished:
+        # Work cancelled at the grace's end and not yet at its next check (a warm-up compiling, a
+        # long kernel): the bank is closed and nothing else needs saving, so the process exits
+        # now rather than when that thread would (Python joins its pool's threads at exit).
+        logging.shutdown()
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os._exit(0)
     return 0
 
 

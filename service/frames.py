@@ -236,11 +236,20 @@ class FrameProcessor:
         """Count a frame that realtime mode replaced by a newer one."""
         self._metrics.skipped.inc()
 
-    def shutdown(self) -> None:
-        """Finish the frames in hand and stop the pool (and the GPU workers)."""
-        self._pool.shutdown(wait=True)
+    def shutdown(self, timeout: float | None = None) -> bool:
+        """Stop the pool (and the GPU workers): queued frames are dropped, running ones finish.
+
+        Their calls are over by now (the server cancels them when its grace
+        ends, and the engine stops at its next check); ``timeout`` bounds the
+        wait for the slowest. Returns whether every worker finished in time.
+        """
+        self._pool.shutdown(wait=False, cancel_futures=True)
         if self.gpu is not None:
             self.gpu.stop()
+        deadline = None if timeout is None else time.monotonic() + timeout
+        for thread in list(getattr(self._pool, "_threads", ())):
+            thread.join(None if deadline is None else max(0.0, deadline - time.monotonic()))
+        return not any(t.is_alive() for t in getattr(self._pool, "_threads", ()))
 
     @staticmethod
     def _encode_maps(plan: Plan, computed: Computed) -> list[wire.EncodedMap]:

@@ -248,9 +248,9 @@ def _pose_peaks(template: StoredTemplate, search, frame: np.ndarray, options: Ma
     # The frame's pyramid, and the top level's maps: a few frames' worth.
     with budget.hold(4 * frame.size * 4, cancelled):
         if previous:
-            found = search.track(frame, previous, top_k=options.top_k, min_score=min_score)
+            found = search.track(frame, previous, top_k=options.top_k, min_score=min_score, cancelled=cancelled)
         else:
-            found = search.search(frame, top_k=options.top_k, min_score=min_score)
+            found = search.search(frame, top_k=options.top_k, min_score=min_score, cancelled=cancelled)
     if poses is not None:
         poses.put(template, found)
     name = name_of(template.id)

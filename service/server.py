@@ -170,19 +170,27 @@ class Server:
         assert self.grpc is not None
         return self.grpc.wait_for_termination(timeout)
 
-    def drain(self, grace: float) -> None:
-        """Stop taking new work, let in-flight calls finish within ``grace`` seconds, stop."""
+    def drain(self, grace: float) -> bool:
+        """Stop taking new work, let in-flight calls finish within ``grace`` seconds, stop.
+
+        When the grace ends, calls still running are cancelled, and their work
+        stops at its next check (between groups of templates, pose levels and
+        candidates); a second at most is waited for that. Returns whether
+        every thread of the work finished (else the process should exit
+        without waiting for them: nothing they hold needs saving).
+        """
         self.draining.set()
         self.set_serving(False)
         if self.grpc is not None:
             self.grpc.stop(grace).wait()
         # A warm-up still compiling would meet a shutting-down interpreter.
         if self.warming is not None:
-            self.warming.join()
-        self.frames.shutdown()
+            self.warming.join(1.0)
+        finished = self.frames.shutdown(timeout=1.0)
         self.store.close()
         if self.metrics_server is not None:
             self.metrics_server.stop()
+        return finished and (self.warming is None or not self.warming.is_alive())
 
 
 _Handler = TypeVar("_Handler", bound=Callable[..., Any])

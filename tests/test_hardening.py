@@ -268,3 +268,40 @@ def test_a_silent_stream_is_ended_and_its_slot_freed(tmp_path):
             assert [r.result.sequence for r in stub.StreamMatch(iter(fresh), timeout=60)] == [5]
         finally:
             quiet.set()
+
+
+def test_drain_ends_within_its_grace_whatever_is_running(tmp_path, monkeypatch, workers):
+    # A pose search that cannot be interrupted (an injected stage that ignores cancellation and
+    # waits on an event): drain still returns, says the work did not finish (serve then exits
+    # the process at once), and the call in flight ended, not answered.
+    from featuremap.service.engine import PoseSearch
+
+    entered, release = threading.Event(), threading.Event()
+    search = PoseSearch.search
+
+    def stuck(self, *args, **kwargs):
+        entered.set()
+        release.wait(120)
+        return search(self, *args, **kwargs)
+
+    outcome = []
+    try:
+        with running_server(tmp_path) as (stub, _, srv):
+            monkeypatch.setattr(PoseSearch, "search", stuck)  # after the warm-up, which searches too
+            template = pb.Template(image=raw_image(scene()[:32, :32]), angle_range=pb.Range(low=-30, high=30))
+            stub.CreateTemplate(pb.CreateTemplateRequest(template=template, template_id="posed"))
+
+            def call():
+                try:
+                    stub.Match(pb.MatchRequest(config=pb.MatchConfig(), frame=frame_message(scene())), timeout=120)
+                    outcome.append("answered")
+                except grpc.RpcError as error:
+                    outcome.append(error.code())
+
+            workers.start(call)
+            assert entered.wait(60)
+            assert srv.drain(0.5) is False  # returned with the search still stuck
+            workers.join()
+            assert outcome and outcome[0] != "answered", outcome
+    finally:
+        release.set()

@@ -26,7 +26,7 @@ distance for ``sqdiff_normed``.
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 import cv2
@@ -34,7 +34,7 @@ import numpy as np
 
 from . import options
 from .kept import Kept
-from .matcher import Matcher
+from .matcher import Cancelled, Matcher
 from .pose_scores import keep_best, parabola, quadric_peak, window_scores
 from .pose_template import PoseTemplate, pyramid
 
@@ -95,6 +95,16 @@ class Pose:
     score: float
     width: float
     height: float
+
+
+def _never() -> bool:
+    return False
+
+
+def _check(cancelled: Callable[[], bool]) -> None:
+    """Stop the search with :class:`Cancelled` once ``cancelled()`` says so."""
+    if cancelled():
+        raise Cancelled("the pose search was cancelled")
 
 
 def _wrap(angle: float) -> float:
@@ -444,11 +454,13 @@ class PoseSearch:
                     scale=float(scale), score=float(value), width=template.width * float(scale),
                     height=template.height * float(scale))
 
-    def _descend(self, pyramid: list[np.ndarray], cand: _Candidate, level: int) -> _Candidate | None:
+    def _descend(self, pyramid: list[np.ndarray], cand: _Candidate, level: int,
+                 cancelled: Callable[[], bool] = _never) -> _Candidate | None:
         """Carry a candidate found at ``level`` down to the finishing level (whole pixels, grid steps)."""
         template = self._templates[cand.template]
         current: _Candidate | None = cand
         for below in range(level - 1, self._finish_level - 1, -1):
+            _check(cancelled)
             current = _Candidate(current.template, current.cx * 2.0, current.cy * 2.0, current.angle,
                                  current.scale, current.score)
             # The coarser level's peak is within half its pixel: one pixel here
@@ -462,7 +474,7 @@ class PoseSearch:
         return current
 
     def _conclude(self, pyramid: list[np.ndarray], found: list[_Candidate], top_k: int, min_score: float,
-                  max_overlap: float) -> list[Pose]:
+                  max_overlap: float, cancelled: Callable[[], bool] = _never) -> list[Pose]:
         """Finish the best level-0 candidates to sub-pixel, sub-step poses, and select among them.
 
         Only those that can still make the cut are finished (the finish moves a
@@ -470,7 +482,7 @@ class PoseSearch:
         """
         rough = {id(c): self._rough(c) for c in found}
         chosen = self._select(list(rough.values()), top_k, min_score - _FINISH_GAIN, max_overlap)
-        finished = [self._finish(pyramid, c) for c in found if rough[id(c)] in chosen]
+        finished = [_check(cancelled) or self._finish(pyramid, c) for c in found if rough[id(c)] in chosen]
         return self._select([p for p in finished if p is not None], top_k, min_score, max_overlap)
 
     def _rough(self, cand: _Candidate) -> Pose:
@@ -480,7 +492,8 @@ class PoseSearch:
                     score=float(cand.score), width=template.width * float(cand.scale),
                     height=template.height * float(cand.scale))
 
-    def _top_candidates(self, pyramid: list[np.ndarray], count: int) -> list[list[_Candidate]]:
+    def _top_candidates(self, pyramid: list[np.ndarray], count: int,
+                        cancelled: Callable[[], bool] = _never) -> list[list[_Candidate]]:
         """The ``count`` best poses of each template on the top level, apart from each other."""
         top = pyramid[self.levels]
         height, width = top.shape[:2]
@@ -493,8 +506,9 @@ class PoseSearch:
                 f"no pose fits the frame: at its smallest scale a template's rotated canvas is {smallest[1]}x"
                 f"{smallest[0]} at the search's top level, where the frame is {width}x{height}; send larger "
                 "frames or smaller scales")
-        maps = self._bank(top) if all(fits) else None
+        maps = self._bank(top, cancelled=cancelled) if all(fits) else None
         for index, (h, w), members in self._shape_groups:
+            _check(cancelled)
             if h > height or w > width:
                 continue  # this template at this scale is larger than the frame
             if maps is None:  # a frame too small for some variants: match those that fit
@@ -540,7 +554,8 @@ class PoseSearch:
                 kept.append(pose)
         return kept
 
-    def search(self, frame: np.ndarray, top_k: int = 1, min_score: float = 0.5, max_overlap: float = 0.5):
+    def search(self, frame: np.ndarray, top_k: int = 1, min_score: float = 0.5, max_overlap: float = 0.5,
+               cancelled: Callable[[], bool] | None = None):
         """Find each template's best poses in ``frame``.
 
         Parameters
@@ -554,6 +569,11 @@ class PoseSearch:
         max_overlap : float
             Poses whose rotated boxes overlap a better one by more than this
             (intersection over union) are dropped.
+        cancelled : callable, optional
+            Asked between the top level's groups of poses, between levels and
+            between candidates; when it returns True the search stops with
+            :class:`Cancelled` (a caller gone, a deadline passed, a server
+            shutting down).
 
         Returns
         -------
@@ -561,11 +581,11 @@ class PoseSearch:
         """
         top_k, min_score, max_overlap = _check_search(top_k, min_score, max_overlap)
         pyramid = self._frame(frame)
-        results = self._global(pyramid, top_k, min_score, max_overlap)
+        results = self._global(pyramid, top_k, min_score, max_overlap, cancelled or _never)
         return results if self._many else results[0]
 
     def track(self, frame: np.ndarray, previous, top_k: int = 1, min_score: float = 0.5,
-              max_overlap: float = 0.5, reach: int = 16):
+              max_overlap: float = 0.5, reach: int = 16, cancelled: Callable[[], bool] | None = None):
         """Find the templates near their previous poses first; search globally where that fails.
 
         Parameters
@@ -576,6 +596,8 @@ class PoseSearch:
             The poses of the last frame (as :meth:`search` or :meth:`track` returned them).
         reach : int
             How far (frame pixels) a template may have moved since.
+        cancelled : callable, optional
+            As for :meth:`search`.
 
         Returns
         -------
@@ -591,6 +613,7 @@ class PoseSearch:
         if len(lists) != len(self._templates) or not all(isinstance(p, list | tuple) for p in lists):
             raise options.OptionError(f"previous must hold one list of poses per template ({len(self._templates)})")
         pyramid = self._frame(frame)
+        cancelled = cancelled or _never
         level = min(self._finish_level + 1, self.levels)
         results: list[list[Pose] | None] = []
         for index, poses in enumerate(lists):
@@ -599,30 +622,32 @@ class PoseSearch:
             for pose in poses:
                 if not isinstance(pose, Pose):
                     raise options.OptionError("previous must hold Pose objects")
+                _check(cancelled)
                 start = _Candidate(index, pose.cx / 2.0 ** level, pose.cy / 2.0 ** level, pose.angle,
                                    min(max(pose.scale, self.scale_range[0]), self.scale_range[1]), pose.score)
                 near = self._refine(pyramid, start, level, max(1, math.ceil(reach / 2.0 ** level)),
                                     self._angle_step(level, template), self._scale_step(level, template))
-                refined = None if near is None else self._descend(pyramid, near, level)
+                refined = None if near is None else self._descend(pyramid, near, level, cancelled)
                 if refined is None or refined.score < max(min_score, pose.score - TRACK_DROP):
                     found = []  # lost: the global search decides
                     break
                 found.append(refined)
-            kept = self._conclude(pyramid, found, top_k, min_score, max_overlap)
+            kept = self._conclude(pyramid, found, top_k, min_score, max_overlap, cancelled)
             results.append(kept if kept else None)
         missing = [i for i, r in enumerate(results) if r is None]
         if missing:
-            fresh = self._global(pyramid, top_k, min_score, max_overlap)
+            fresh = self._global(pyramid, top_k, min_score, max_overlap, cancelled)
             for i in missing:
                 results[i] = fresh[i]
         out = [r if r is not None else [] for r in results]
         return out if self._many else out[0]
 
-    def _global(self, pyramid, top_k, min_score, max_overlap) -> list[list[Pose]]:
+    def _global(self, pyramid, top_k, min_score, max_overlap, cancelled: Callable[[], bool]) -> list[list[Pose]]:
         results = []
-        for candidates in self._top_candidates(pyramid, top_k + 2):
-            found = [c for c in (self._descend(pyramid, c, self.levels) for c in candidates) if c is not None]
-            results.append(self._conclude(pyramid, found, top_k, min_score, max_overlap))
+        for candidates in self._top_candidates(pyramid, top_k + 2, cancelled):
+            found = [c for c in (self._descend(pyramid, c, self.levels, cancelled) for c in candidates)
+                     if c is not None]
+            results.append(self._conclude(pyramid, found, top_k, min_score, max_overlap, cancelled))
         return results
 
 
