@@ -226,6 +226,7 @@ def compute(plan: Plan, prepared: PreparedCache, frame: np.ndarray, *, budget: M
         if cancelled():
             raise Cancelled("the call ended before its frame was matched")
         peaks += _pose_peaks(template, search, frame, options, budget, cancelled, poses)
+        prepared.trim(search)  # its variants count with the Matchers' spectra against the retained share
     if posed:  # peaks in the plan's template order, as without pose templates
         order = {name_of(t.id): i for i, t in enumerate(templates)}
         peaks.sort(key=lambda p: order[p.template])

@@ -37,37 +37,45 @@ class PreparedCache:
         self._searches: Kept[PoseSearch] = Kept(POSE_SEARCHES_KEPT)
         self._retained_limit = retained_bytes
         self._lock = threading.Lock()  # guards _sizes
-        self._sizes: dict[Hashable, int] = {}  # what each kept Matcher retained when last measured
+        # What each kept Matcher and PoseSearch retained when last measured, by (kind, key).
+        self._sizes: dict[tuple[str, Hashable], int] = {}
 
     def retained_bytes(self) -> int:
-        """What the kept Matchers hold between calls (kernel spectra, work arrays), as last measured."""
-        keys = self._matchers.keys()
+        """What the kept Matchers and PoseSearches hold between calls (kernel spectra, work arrays,
+        rotated variants), as last measured."""
+        live = {("matcher", k) for k in self._matchers.keys()} | {("search", k) for k in self._searches.keys()}
         with self._lock:
-            return sum(self._sizes.get(key, 0) for key in keys)
+            return sum(size for key, size in self._sizes.items() if key in live)
 
-    def trim(self, matcher: Matcher) -> None:
-        """After a call on ``matcher``: forget the least recently used Matchers until what they retain fits.
+    def trim(self, used: Matcher | PoseSearch) -> None:
+        """After a call on ``used``: forget the least recently used Matchers and PoseSearches until what
+        they retain fits the limit.
 
-        Only a Matcher that was just called can have grown (a plan for a new
-        frame shape), so only its size is measured again.
+        Only what was just called can have grown (a plan for a new frame
+        shape, variants made while tracking), so only its size is measured
+        again. Neither the one just used nor any most recent of its kind is
+        dropped: a call may be using it.
         """
         if self._retained_limit is None:
             return
-        size = matcher.retained_bytes()
-        key = self._matchers.key_of(matcher)
-        keys = self._matchers.keys()
+        kind, kept = ("search", self._searches) if isinstance(used, PoseSearch) else ("matcher", self._matchers)
+        size = used.retained_bytes()
+        found = kept.key_of(used)
+        matchers, searches = self._matchers.keys(), self._searches.keys()
         with self._lock:
-            if key is None or self._sizes.get(key) == size:
+            if found is None or self._sizes.get((kind, found)) == size:
                 return
-            self._sizes[key] = size
-            # Matchers the Kept map let go of retain nothing here any more.
-            self._sizes = {k: self._sizes[k] for k in keys if k in self._sizes}
+            self._sizes[(kind, found)] = size
+            # What the Kept maps let go of retains nothing here any more.
+            live = [("matcher", k) for k in matchers] + [("search", k) for k in searches]
+            self._sizes = {k: self._sizes[k] for k in live if k in self._sizes}
             total = sum(self._sizes.values())
-            for old in keys[:-1]:  # never the most recent: a call may be using it
+            # Oldest first, Matchers and searches alike; never the newest of either.
+            for old in [("matcher", k) for k in matchers[:-1]] + [("search", k) for k in searches[:-1]]:
                 if total <= self._retained_limit:
                     break
                 total -= self._sizes.pop(old, 0)
-                self._matchers.discard(old)
+                (self._matchers if old[0] == "matcher" else self._searches).discard(old[1])
 
     def variants(self, template: StoredTemplate) -> list[Variant]:
         """The template's scale/rotation variants, made once per template version."""

@@ -58,6 +58,8 @@ TRACK_DROP = 0.15
 MIN_POSE_SIDE = 8
 #: Rotated, scaled variants kept per PoseSearch (the coarse levels' are made once).
 VARIANTS_KEPT = 4096
+#: Bytes of variants one search keeps at most (tracking makes new ones at every fitted pose).
+VARIANT_BYTES_KEPT = 32 << 20
 # The step (pixels) of the final sub-pixel position fit.
 _NUDGE = 0.25
 # Moves of the hill climb of a refinement (see PoseSearch._refine).
@@ -225,7 +227,8 @@ class PoseSearch:
         self._finish_level = min(self.levels, max(0, math.ceil(math.log(max(largest / FINISH_AREA, 1.0), 4))))
         self._templates = [PoseTemplate(img, w, self.levels) for img, w in zip(images, weights)]
         self._circle = self.angle_range[1] - self.angle_range[0] >= 360.0
-        self._variants: Kept[tuple[np.ndarray, np.ndarray]] = Kept(VARIANTS_KEPT)
+        self._variants: Kept[tuple[np.ndarray, np.ndarray]] = Kept(
+            VARIANTS_KEPT, max_bytes=VARIANT_BYTES_KEPT, size=lambda v: v[0].nbytes + v[1].nbytes)
         # The top level's grid of poses, matched as one bank.
         self._grid: list[tuple[int, float, float]] = []
         images_top, masks_top = [], []
@@ -249,6 +252,10 @@ class PoseSearch:
 
     def __len__(self) -> int:
         return len(self._templates)
+
+    def retained_bytes(self) -> int:
+        """What this search keeps between calls: its variants and its top-level bank's plans."""
+        return self._variants.nbytes() + self._bank.retained_bytes()
 
     # -- the pose grid ------------------------------------------------------
 
