@@ -131,8 +131,10 @@ def test_bad_input_is_refused(pictures, face_search):
         face_search.track(background, [(1, 2)])
 
 
-def test_a_frame_smaller_than_the_template_finds_nothing(face_search):
-    assert face_search.search(np.zeros((40, 40), np.uint8)) == []
+def test_a_frame_smaller_than_every_pose_is_refused_saying_so(face_search):
+    # (It used to find nothing, silently: a caller could not tell "absent" from "cannot fit".)
+    with pytest.raises(OptionError, match="no pose fits the frame"):
+        face_search.search(np.zeros((40, 40), np.uint8))
 
 
 def test_masked_template(pictures):
