@@ -74,6 +74,24 @@ def encoded_size(data: bytes) -> tuple[int, int]:
     raise InvalidArgument("encoded image is not PNG, JPEG or WebP: send one of those, or raw pixels")
 
 
+def held_bytes(image: pb.Image) -> int:
+    """Bytes a frame holds from arrival to answer: its encoded bytes and, at most, its decoded pixels.
+
+    From the header alone (nothing is decoded): an encoded frame decodes to
+    at most 4 channels, of 4 bytes each where it is a 16-bit PNG (kept as
+    float32), else 1. A raw frame is its own bytes (decoding is a view).
+    """
+    kind = image.WhichOneof("content")
+    if kind == "raw":
+        return len(image.raw.data)
+    if kind != "encoded":
+        return 0
+    data = image.encoded
+    width, height = encoded_size(data)
+    deep = wire.encoded_format(data) == "png" and len(data) > 24 and data[24] == 16
+    return len(data) + width * height * 4 * (4 if deep else 1)
+
+
 def _check_pixels(width: int, height: int, max_pixels: int, what: str, limit_name: str) -> None:
     if width < 1 or height < 1:
         raise InvalidArgument(f"{what} has no pixels ({width}x{height})")

@@ -28,7 +28,7 @@ from .errors import InvalidArgument, LimitExceeded
 from .matching import Computed, MatchOptions, Plan, PoseMemory, compute
 from .metrics import Metrics
 from .prepared import PreparedCache
-from .budget import MemoryBudget
+from .budget import MemoryBudget, Reservation
 from .cgroup import available_cpus, default_memory_budget
 
 #: The service's own limits on a config (the engine has none on these).
@@ -106,9 +106,13 @@ class FrameProcessor:
         self._metrics = metrics
         self.cpus = settings.cpus or available_cpus()
         budget = settings.memory_budget or default_memory_budget()
-        # Three quarters for the calls in hand, a quarter for what prepared
-        # Matchers keep between calls (kernel spectra).
-        self.budget = MemoryBudget(budget - budget // 4)
+        # A quarter for what prepared Matchers and pose searches keep between
+        # calls (kernel spectra, variants), an eighth for frames waiting in
+        # streams (from arrival to answer), the rest for the calls at work. The
+        # waiting frames have a share of their own: frames queued behind a call
+        # must never take the memory that call needs to finish (and free them).
+        self.queued = MemoryBudget(budget // 8)
+        self.budget = MemoryBudget(budget - budget // 4 - budget // 8)
         self.prepared = PreparedCache(retained_bytes=budget // 4, device=settings.device)
         self.gpu: GpuBatcher | None = None
         if settings.device == "cuda":
@@ -116,7 +120,7 @@ class FrameProcessor:
                                   max_wait=settings.gpu_batch_wait_ms / 1e3,
                                   memory_budget=settings.gpu_memory_budget or gpu_memory_bytes() * 3 // 4,
                                   metrics=metrics)
-        metrics.follow_memory(self.budget.total, lambda: self.budget.used)
+        metrics.follow_memory(budget, lambda: self.budget.used + self.queued.used + self.prepared.retained_bytes())
         # As many frames at once as the container has CPUs, each kernel on
         # that many threads (Numba's count is per calling thread). On the GPU
         # a frame's thread mostly waits for its batch: enough threads to fill
@@ -151,6 +155,15 @@ class FrameProcessor:
                                 f"{self._settings.max_variants_per_request} (max_variants_per_request)")
         options = match_options(config)
         return Plan(templates=templates, whole_bank=not config.templates, options=options)
+
+    def reserve_frame(self, frame: pb.Frame, cancelled: Callable[[], bool], wait: bool = True) -> Reservation | None:
+        """Charge the memory budget (its share for waiting frames) with what a frame holds until answered.
+
+        Waits while the budget is full (``wait``; else None at once). Raises
+        LimitExceeded when the frame could never fit, InvalidArgument on a
+        corrupt header.
+        """
+        return self.queued.reserve(codec.held_bytes(frame.image), cancelled, wait=wait)
 
     def decode(self, frame: pb.Frame) -> Decoded:
         """A frame's pixels, within the frame pixel limit."""

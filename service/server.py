@@ -458,7 +458,8 @@ def create_server(address: str = "[::]:0", settings: Settings | None = None) -> 
             service.set_serving(True)
         log.info("serving", extra={"warmup_s": round(time.perf_counter() - started, 2), "port": port,
                                    "cpus": service.frames.cpus, "numba_threads": runtime.max_threads(),
-                                   "memory_budget_mib": (service.frames.budget.total >> 20), "device": settings.device})
+                                   "memory_budget_mib": (service.frames.budget.total >> 20),
+                                   "queued_frames_mib": (service.frames.queued.total >> 20), "device": settings.device})
 
     service.warming = threading.Thread(target=warm, name="featuremap-warmup", daemon=True)
     service.warming.start()

@@ -26,6 +26,7 @@ from featuremap.v1 import featuremap_pb2 as pb
 
 from .errors import DeadlineExceeded, FailedPrecondition, InvalidArgument, Malformed
 from .batching import Pacing
+from .budget import Reservation
 from .frames import FrameProcessor, PoseMemory
 
 _POLL = 0.1  # seconds between checks that a stream is still wanted
@@ -95,6 +96,11 @@ class StreamPipeline:
         self._pacing = Pacing()
         # When the stream last showed life: a request read or a result sent (see _idle).
         self._active = time.monotonic()
+        # The memory budget's reservations of this stream's frames, from arrival to answer; all
+        # released when the stream ends, wherever its frames were.
+        self._held: set[Reservation] = set()
+        self._held_lock = threading.Lock()
+        self._closed = False
         self._idle_seconds = frames.stream_idle_seconds
         context.add_callback(self._stopped.set)
 
@@ -107,12 +113,45 @@ class StreamPipeline:
                    threading.Thread(target=self._work, name="featuremap-work", daemon=True)]
         for thread in threads:
             thread.start()
+        try:
+            yield from self._answers()
+        finally:
+            self._stopped.set()
+            with self._held_lock:
+                self._closed = True
+                held, self._held = self._held, set()
+            for reservation in held:
+                reservation.release()
+
+    def _hold(self, frame: pb.Frame, realtime: bool) -> Reservation | None:
+        """Reserve the frame's bytes (a realtime frame: only if they fit now; None: they do not)."""
+        reservation = self._frames.reserve_frame(frame, self._stopped.is_set, wait=not realtime)
+        if reservation is None:
+            return None
+        with self._held_lock:
+            if not self._closed:
+                self._held.add(reservation)
+                return reservation
+        reservation.release()  # the stream ended meanwhile
+        return None
+
+    def _let_go(self, reservation: Reservation | None) -> None:
+        if reservation is not None:
+            with self._held_lock:
+                self._held.discard(reservation)
+            reservation.release()
+
+    def _answers(self):
         while True:
             item = self._outbox.get(self._idle)
             if item[0] == "result":
-                _, pending, skipped = item
+                _, pending, skipped, reservation = item
                 # In order, whatever order they finish in.
-                yield self._frames.respond(pb.StreamMatchResponse, pending.result(), "StreamMatch", skipped)
+                try:
+                    answer = self._frames.respond(pb.StreamMatchResponse, pending.result(), "StreamMatch", skipped)
+                finally:
+                    self._let_go(reservation)
+                yield answer
                 self._active = time.monotonic()
             elif item[0] == "error":
                 raise item[1]
@@ -144,15 +183,26 @@ class StreamPipeline:
                         raise FailedPrecondition("a frame came before any config: send a MatchConfig first")
                     if request.frame.HasField("capture_time"):
                         self._pacing.note(request.frame.capture_time.ToNanoseconds() / 1e9)
+                    # Charged to the memory budget from here until answered: a stream waits here
+                    # (and gRPC's flow control slows its client) while the budget is full; a
+                    # realtime one drops the frame as stale instead.
+                    held = self._hold(request.frame, realtime)
                     if realtime:
+                        if held is None:
+                            self._skip(request.frame.sequence)
+                            continue
                         # Decoded on the pool: a frame that is replaced costs nothing.
-                        replaced = self._inbox.put(("frame", request.frame, None), replace_frame=True)
+                        replaced = self._inbox.put(("frame", request.frame, None, held), replace_frame=True)
                         if replaced is not None:
-                            with self._skipped_lock:
-                                self._skipped.append(replaced[1].sequence)
-                            self._frames.skipped()
+                            self._let_go(replaced[3])
+                            self._skip(replaced[1].sequence)
                     else:
-                        self._inbox.put(("frame", request.frame, self._frames.decode(request.frame)))
+                        try:
+                            decoded = self._frames.decode(request.frame)
+                        except BaseException:
+                            self._let_go(held)
+                            raise
+                        self._inbox.put(("frame", request.frame, decoded, held))
                 else:
                     raise InvalidArgument("a StreamMatchRequest must set config or frame")
                 if self._stopped.is_set():
@@ -162,6 +212,11 @@ class StreamPipeline:
             self._stopped.set()  # the client went away
         except Exception as error:  # noqa: BLE001 - reported in order, after the frames before it
             self._inbox.put(("error", error))
+
+    def _skip(self, sequence: int) -> None:
+        with self._skipped_lock:
+            self._skipped.append(sequence)
+        self._frames.skipped()
 
     def _work(self) -> None:
         """Inbox items, in order: configs resolved here, frames handed to the compute pool.
@@ -187,12 +242,12 @@ class StreamPipeline:
                 if item[0] != "frame":
                     self._outbox.put(item)
                     return
-                _, frame, decoded = item
+                _, frame, decoded, held = item
                 with self._skipped_lock:
                     skipped, self._skipped = self._skipped, []
                 pending = self._frames.submit(plan, frame, decoded, self._stopped.is_set, "StreamMatch", poses,
                                               self._pacing)
-                self._outbox.put(("result", pending, skipped))
+                self._outbox.put(("result", pending, skipped, held))
             except Exception as error:  # noqa: BLE001
                 self._outbox.put(("error", error))
                 return

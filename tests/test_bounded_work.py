@@ -230,3 +230,65 @@ def health_under_load(stub, channel, release, workers, checks: int) -> None:
     assert "ok" in outcomes and set(outcomes) == {"ok", grpc.StatusCode.RESOURCE_EXHAUSTED}
     print(f"health under load: median {statistics.median(latencies) * 1e3:.1f} ms, "
           f"max {max(latencies) * 1e3:.1f} ms over {checks} checks")
+
+
+def smooth_png(side: int, seed: int = 0) -> bytes:
+    """A side x side gray PNG that compresses well (a few KB) and decodes to side^2 bytes."""
+    image = cv2.resize(scene(seed, 32, 32), (side, side), interpolation=cv2.INTER_LINEAR)
+    ok, data = cv2.imencode(".png", image)
+    return data.tobytes()
+
+
+def test_frames_waiting_in_a_stream_are_charged_to_the_memory_budget(tmp_path, monkeypatch):
+    # Matching paused (an injected stage); a client streams large frames as fast as it can.
+    release = threading.Event()
+    process = frames_module.FrameProcessor.process
+
+    def paused(self, *args, **kwargs):
+        release.wait(120)
+        return process(self, *args, **kwargs)
+
+    png = smooth_png(2048)
+    pulled = []
+    seen_in_use = []
+
+    with running_server(tmp_path, memory_budget=1 << 30) as (stub, _, server):
+        create_tiny(stub, 1)
+        monkeypatch.setattr(frames_module.FrameProcessor, "process", paused)
+        queued = server.frames.queued
+        per_frame = len(png) + 2048 * 2048 * 4
+        assert per_frame <= queued.total < 12 * per_frame  # room for some of the 12 frames, not all
+
+        def requests():
+            yield pb.StreamMatchRequest(config=pb.MatchConfig())
+            for i in range(12):
+                pulled.append(i)
+                seen_in_use.append(queued.used)
+                yield pb.StreamMatchRequest(frame=pb.Frame(sequence=i, image=pb.Image(encoded=png)))
+
+        call = stub.StreamMatch(requests(), timeout=120)
+        # The reader stops reading once the frames' share is full (the rest wait in the transport,
+        # a few KB each, and flow control slows the client): however long it is left, what the
+        # server holds for waiting frames stays within the share, and the gauge shows it.
+        assert wait_for(lambda: queued.used > 0, 60)
+        assert wait_for(lambda: len(pulled) == 12, 60)  # all sent: the transport holds the rest
+        for _ in range(20):
+            assert 0 < queued.used <= queued.total
+            time.sleep(0.05)
+        assert max(seen_in_use) <= queued.total
+        release.set()
+        assert [r.result.sequence for r in call] == list(range(12))  # every frame answered, in order
+        assert wait_for(lambda: queued.used == 0, 30)
+
+
+def test_a_frame_that_can_never_fit_the_waiting_share_is_resource_exhausted(tmp_path):
+    with running_server(tmp_path, memory_budget=256 << 20) as (stub, _, server):
+        create_tiny(stub, 1)
+        huge = smooth_png(4096)  # 64 MiB decoded: over the waiting frames' 32 MiB
+        requests = [pb.StreamMatchRequest(config=pb.MatchConfig()),
+                    pb.StreamMatchRequest(frame=pb.Frame(sequence=0, image=pb.Image(encoded=huge)))]
+        with pytest.raises(grpc.RpcError) as caught:
+            list(stub.StreamMatch(iter(requests), timeout=60))
+        assert caught.value.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
+        assert "memory_budget" in caught.value.details()
+        assert server.frames.queued.used == 0

@@ -145,7 +145,9 @@ def test_pools_and_numba_are_sized_by_the_cpus_setting(tmp_path):
         stop(process)
     events = [json.loads(line) for line in process.stderr_text.splitlines() if line.startswith("{")]
     (serving,) = [e for e in events if e["message"] == "serving"]
-    assert (serving["cpus"], serving["numba_threads"], serving["memory_budget_mib"]) == (1, 1, 768)
+    # 1 GiB: a quarter kept for prepared matchers, an eighth for waiting frames, the rest for work.
+    assert (serving["cpus"], serving["numba_threads"], serving["memory_budget_mib"]) == (1, 1, 640)
+    assert serving["queued_frames_mib"] == 128
 
 
 def test_settings_come_from_the_environment_and_flags_win(tmp_path):
