@@ -23,7 +23,7 @@ from . import codec
 from .bank import Bank
 from .config import Settings
 from .batching import GpuBatcher, Pacing
-from .engine import Cancelled, check_options, check_peak_options, gpu_memory_bytes, map_shape, runtime
+from .engine import Cancelled, check_options, check_peak_options, gpu_memory_bytes, grid_size, map_shape, runtime
 from .errors import InvalidArgument, LimitExceeded
 from .matching import Computed, MatchOptions, Plan, PoseMemory, compute
 from .metrics import Metrics
@@ -34,6 +34,12 @@ from .cgroup import available_cpus, default_memory_budget
 #: The service's own limits on a config (the engine has none on these).
 MAX_TOP_K = 1000
 MAX_STRIDE = 64
+
+
+def pose_grid(template) -> tuple[int, int]:
+    """A pose template's top-level poses and their bytes (engine.grid_size), from its stored ranges."""
+    height, width, channels = template.image.shape
+    return grid_size(height, width, channels, template.angle_range or (0.0, 0.0), template.scale_range or (1.0, 1.0))
 
 
 @dataclass(frozen=True)
@@ -149,10 +155,25 @@ class FrameProcessor:
         if not config.templates and len(templates) > limit:
             raise LimitExceeded(f"the whole bank is {len(templates)} templates, over the limit of {limit} "
                                 "(max_templates_per_request): name the templates")
-        variants = sum(len(t.scales) * len(t.angles) for t in templates)
+        # Pose templates count the poses their search's top level tries (admitted by their real size,
+        # before anything is made); the others their scale x angle variants.
+        variants, pose_bytes = 0, 0
+        for template in templates:
+            if template.posed:
+                poses, nbytes = pose_grid(template)
+                variants += poses
+                pose_bytes += nbytes
+            else:
+                variants += len(template.scales) * len(template.angles)
         if variants > self._settings.max_variants_per_request:
-            raise LimitExceeded(f"the config's templates have {variants} scale/rotation variants, over the limit of "
-                                f"{self._settings.max_variants_per_request} (max_variants_per_request)")
+            raise LimitExceeded(f"the config's templates have {variants} scale/rotation variants (a pose template: "
+                                f"the poses its search tries at once), over the limit of "
+                                f"{self._settings.max_variants_per_request} (max_variants_per_request): narrow "
+                                "the angle or scale ranges, or match fewer templates")
+        if pose_bytes > self.prepared.retained_limit:
+            raise LimitExceeded(f"the config's pose searches need about {pose_bytes >> 20} MiB of rotated variants, "
+                                f"over the {self.prepared.retained_limit >> 20} MiB the memory budget keeps for "
+                                "prepared templates (memory_budget): narrow the ranges")
         options = match_options(config)
         return Plan(templates=templates, whole_bank=not config.templates, options=options)
 

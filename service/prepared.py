@@ -40,6 +40,11 @@ class PreparedCache:
         # What each kept Matcher and PoseSearch retained when last measured, by (kind, key).
         self._sizes: dict[tuple[str, Hashable], int] = {}
 
+    @property
+    def retained_limit(self) -> int:
+        """Bytes the kept Matchers and PoseSearches may retain together (unbounded: a very large number)."""
+        return self._retained_limit if self._retained_limit is not None else 1 << 62
+
     def retained_bytes(self) -> int:
         """What the kept Matchers and PoseSearches hold between calls (kernel spectra, work arrays,
         rotated variants), as last measured."""

@@ -1,5 +1,6 @@
 """Bounded work per request: memory budget, chunked peaks, decode bombs, deadlines, probes under load."""
 
+import re
 import statistics
 import threading
 import time
@@ -292,3 +293,20 @@ def test_a_frame_that_can_never_fit_the_waiting_share_is_resource_exhausted(tmp_
         assert caught.value.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
         assert "memory_budget" in caught.value.details()
         assert server.frames.queued.used == 0
+
+
+def test_a_pose_grid_is_admitted_by_the_poses_it_would_try(tmp_path):
+    # An 8x8 template at scales 1-8 and every angle: thousands of poses, once counted as one variant.
+    with running_server(tmp_path, max_variants_per_request=1024) as (stub, _, server):
+        template = pb.Template(image=image_message(scene()[:8, :8]), angle_range=pb.Range(low=-180, high=180),
+                               scale_range=pb.Range(low=1, high=8))
+        stub.CreateTemplate(pb.CreateTemplateRequest(template=template, template_id="everything"))
+        request = pb.MatchRequest(config=pb.MatchConfig(templates=["everything"]),
+                                  frame=pb.Frame(image=image_message(scene(1, 240, 320))))
+        with pytest.raises(grpc.RpcError) as caught:
+            stub.Match(request, timeout=60)
+        assert caught.value.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
+        details = caught.value.details()
+        assert "max_variants_per_request" in details and "1024" in details
+        assert re.search(r"have \d{4,} scale/rotation variants", details)
+        assert server.frames.budget.used == 0  # refused before any work

@@ -147,3 +147,21 @@ def test_masked_template(pictures):
     assert position_error(pose, 300.0, 200.0) < 0.2 and angle_error(pose.angle, 75.0) < 0.2
     # The mask's rim blends with what lay outside it when the scene was drawn.
     assert pose.score > 0.95
+
+
+@pytest.mark.parametrize("seed", range(8))
+def test_the_grid_a_service_admits_by_is_the_grid_the_search_builds(seed):
+    # grid_size counts poses and bytes before anything is made; PoseSearch makes them: the same.
+    from featuremap.service.engine import grid_size
+
+    rng = np.random.default_rng(seed)
+    height, width = int(rng.integers(8, 90)), int(rng.integers(8, 90))
+    low = float(rng.uniform(max(8 / min(height, width), 0.3), 2.0))
+    high = low * float(rng.choice([1.0, rng.uniform(1.0, 3.0)]))
+    spread = float(rng.choice([0.0, 360.0, rng.uniform(0.0, 360.0)]))
+    template = rng.integers(0, 256, (height, width), dtype=np.uint8)
+    search = PoseSearch(template, angles=(-spread / 2, spread / 2), scales=(low, high))
+    poses, nbytes = grid_size(height, width, 1, (-spread / 2, spread / 2), (low, high))
+    assert poses == len(search._grid)
+    made = [search._variant(index, search.levels, angle, scale, disc=True) for index, angle, scale in search._grid]
+    assert nbytes == sum(2 * (image.nbytes + 4 * mask.size) for image, mask in made)

@@ -33,7 +33,7 @@ from .options import (
     map_shape,
 )
 from .peaks import Peak, check_peak_options, find_peaks
-from .pose import MIN_POSE_SIDE, POSE_METHODS, Pose, PoseSearch, check_ranges
+from .pose import MIN_POSE_SIDE, POSE_METHODS, Pose, PoseSearch, check_ranges, grid_size
 from .warmup import warmup
 
 __all__ = [
@@ -64,6 +64,7 @@ __all__ = [
     "check_template",
     "find_peaks",
     "gpu_memory_bytes",
+    "grid_size",
     "map_origin",
     "map_shape",
     "match",

@@ -153,6 +153,36 @@ def _steps(low: float, high: float, step: float, circle: bool) -> np.ndarray:
     return low + np.arange(count + 1) * (span / count)
 
 
+def grid_size(height: int, width: int, channels: int, angles=(-180.0, 180.0),
+              scales=(1.0, 1.0)) -> tuple[int, int]:
+    """The poses the top level of a search of one template will try, and its variants' bytes.
+
+    From the template's size and ranges alone, before anything is made, by
+    the rules :class:`PoseSearch` builds its grid with (a test holds the two
+    together): what a service admits or refuses by. The bytes count each
+    variant twice (the variant and its kernel in the top level's bank).
+    """
+    angle_range, scale_range = check_ranges(angles, scales)
+    middle = math.sqrt(scale_range[0] * scale_range[1])
+    levels = max(0, int(math.floor(math.log(max(height * width * middle ** 2 / TOP_AREA, 1.0), 4))))
+    side = max(height, width) / 2.0 ** levels
+    circle = angle_range[1] - angle_range[0] >= 360.0
+    angle_step = math.degrees(math.atan(2.0 / max(side * scale_range[1], 2.0)))
+    count_angles = len(_steps(angle_range[0], angle_range[1], TOP_SPREAD * angle_step, circle))
+    if scale_range[1] <= scale_range[0]:
+        top_scales = [scale_range[0]]
+    else:
+        step = TOP_SCALE_SPREAD / max(side * scale_range[1] / 2.0, 1.0)
+        count = max(1, math.ceil(math.log(scale_range[1] / scale_range[0]) / math.log1p(step)))
+        top_scales = [scale_range[0] * (scale_range[1] / scale_range[0]) ** (i / count) for i in range(count + 1)]
+    nbytes = 0
+    for scale in top_scales:
+        radius = min(height, width) * scale / 2.0 ** levels / 2.0
+        canvas = 2 * max(1, math.ceil(radius - 0.5)) + 1
+        nbytes += 2 * canvas * canvas * 4 * (channels + 1) * count_angles
+    return count_angles * len(top_scales), nbytes
+
+
 @dataclass
 class _Candidate:
     template: int
