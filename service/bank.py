@@ -17,7 +17,7 @@ from collections.abc import Callable, Sequence
 import numpy as np
 
 from .engine import check_template
-from .errors import AlreadyExists, FailedPrecondition, InvalidArgument, LimitExceeded, NotFound
+from .errors import AlreadyExists, FailedPrecondition, InvalidArgument, LimitExceeded, NotFound, Unavailable
 from .templates import StoredTemplate, TemplateStore, Version
 from .variants import check_pose, check_steps
 
@@ -73,7 +73,13 @@ class Bank:
         self._store = store
         self._max_templates = max_templates
         self._max_template_pixels = max_template_pixels
+        # Guards the in-memory state only: never held across a store call, so reads and matches of
+        # loaded templates never wait for a slow store. Writes to one id are serialised by the
+        # id's own lock; _writing holds the ids whose write is in flight (counted against
+        # max_templates).
         self._lock = threading.Lock()
+        self._id_locks: dict[str, threading.Lock] = {}
+        self._writing: set[str] = set()
         version, ids = store.snapshot()
         self._templates: dict[str, StoredTemplate] = {t.id: t for t in store.fetch(list(ids))}
         # Changes apply by version, never newer state replaced by older: the
@@ -129,12 +135,22 @@ class Bank:
         angles=(),
         angle_range: tuple[float, float] | None = None,
         scale_range: tuple[float, float] | None = None,
+        request_id: str = "",
     ) -> StoredTemplate:
         """Validate and store a template (HxWxC image, optional HxW mask, optional scales and angles,
-        or pose ranges)."""
+        or pose ranges).
+
+        With ``request_id`` (AIP-155) the create is idempotent: a retry with the same request id and
+        content returns what the first try stored, wherever it got to (also when the first try's
+        answer was lost after the store took it). A generated id is derived from the request id.
+        """
         labels = dict(labels or {})
+        if len(request_id) > 128:
+            raise InvalidArgument("request_id is longer than 128 characters")
         if template_id:
             template_id = template_id_of(template_id)
+        elif request_id:
+            template_id = "t" + hashlib.sha256(request_id.encode()).hexdigest()[:16]
         else:
             template_id = "t" + uuid.uuid4().hex[:16]
         if len(display_name) > 256:
@@ -165,18 +181,59 @@ class Bank:
             angle_range=angle_range,
             scale_range=scale_range,
         )
-        with self._lock:
-            if template_id in self._templates:
-                raise AlreadyExists(f"template {name_of(template_id)} already exists: pick another id or delete it")
-            if len(self._templates) >= self._max_templates:
-                raise LimitExceeded(f"the bank holds {len(self._templates)} templates, the limit (max_templates)")
+        with self._writes_to(template_id):
+            with self._lock:
+                existing = self._templates.get(template_id)
+                if existing is None and len(self._templates) + len(self._writing) >= self._max_templates:
+                    raise LimitExceeded(f"the bank holds {len(self._templates)} templates, the limit (max_templates)")
+                self._writing.add(template_id)
             try:
-                stored, version = self._store.add(template)
-            except KeyError:
-                raise AlreadyExists(f"template {name_of(template_id)} already exists") from None
-            self._templates[template_id] = stored
-            if not self._applied.covers(version):
-                self._own.append((version, template_id, stored))
+                if existing is not None:
+                    return self._same_or_exists(existing, template, request_id)
+                try:
+                    stored, version = self._store.add(template)
+                except KeyError:  # another replica has it, or an earlier try of this very create stored it
+                    return self._same_or_exists(self._stored(template_id), template, request_id)
+                except Unavailable:
+                    # The outcome is unknown (a store that timed out may have written it): ask the
+                    # store, and answer with what it holds when it is this create's.
+                    found = self._stored(template_id, unknown_ok=True)
+                    if found is None or found.etag != template.etag:
+                        raise
+                    return self._remember(found, None)
+                return self._remember(stored, version)
+            finally:
+                with self._lock:
+                    self._writing.discard(template_id)
+
+    def _writes_to(self, template_id: str) -> threading.Lock:
+        """The lock that serialises writes to one id (made on first use)."""
+        with self._lock:
+            return self._id_locks.setdefault(template_id, threading.Lock())
+
+    def _stored(self, template_id: str, unknown_ok: bool = False) -> StoredTemplate | None:
+        try:
+            found = self._store.fetch([template_id])
+        except Unavailable:
+            if unknown_ok:
+                return None
+            raise
+        return found[0] if found else None
+
+    @staticmethod
+    def _same_or_exists(existing: StoredTemplate | None, template: StoredTemplate, request_id: str) -> StoredTemplate:
+        """A retried create (a request id, the same id and content) is answered with the stored template;
+        anything else under an existing id is a conflict."""
+        if request_id and existing is not None and existing.etag == template.etag:
+            return existing
+        raise AlreadyExists(f"template {name_of(template.id)} already exists: pick another id or delete it"
+                            + ("" if request_id else " (a retry? send a request_id to make creates idempotent)"))
+
+    def _remember(self, stored: StoredTemplate, version: Version | None) -> StoredTemplate:
+        with self._lock:
+            self._templates[stored.id] = stored
+            if version is not None and not self._applied.covers(version):
+                self._own.append((version, stored.id, stored))
         return stored
 
     def get(self, name: str) -> StoredTemplate:
@@ -188,14 +245,16 @@ class Bank:
 
     def delete(self, name: str) -> None:
         tid = template_id_of(name)
-        with self._lock:
-            # The store decides: another replica may have created it a moment ago.
+        with self._writes_to(tid):
+            # The store decides: another replica may have created it a moment ago. (No bank lock
+            # held meanwhile: matches of loaded templates go on.)
             version = self._store.delete(tid)
             if version is None:
                 raise NotFound(f"template {name_of(tid)} does not exist")
-            self._templates.pop(tid, None)
-            if not self._applied.covers(version):
-                self._own.append((version, tid, None))
+            with self._lock:
+                self._templates.pop(tid, None)
+                if not self._applied.covers(version):
+                    self._own.append((version, tid, None))
 
     def page(self, after: int, size: int) -> tuple[list[StoredTemplate], int | None]:
         """Up to ``size`` templates created after sequence ``after``, and the last one's sequence if more follow."""

@@ -246,7 +246,8 @@ class FeatureMapServicer(pb_grpc.FeatureMapServiceServicer):
                                    angle_range=((template.angle_range.low, template.angle_range.high)
                                                 if template.HasField("angle_range") else None),
                                    scale_range=((template.scale_range.low, template.scale_range.high)
-                                                if template.HasField("scale_range") else None))
+                                                if template.HasField("scale_range") else None),
+                                   request_id=request.request_id)
         self._metrics.bank.set(len(self._bank))
         log.info("template created", extra={"template": name_of(stored.id)})
         return pb.CreateTemplateResponse(template=template_proto(stored, full=True))

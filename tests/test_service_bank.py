@@ -1,6 +1,7 @@
 """The template bank over real gRPC: CRUD, paging, validation, persistence."""
 
 import struct
+import threading
 import zlib
 
 import cv2
@@ -175,3 +176,73 @@ def test_a_full_disk_is_resource_exhausted_and_loses_nothing(tmp_path):
     assert [t.id for t in bank.page(0, 10)[0]] == ["first"]
     store.close()
     assert [t.id for t in SQLiteStore(tmp_path / "bank.db").load()] == [first.id]
+
+
+def test_reads_and_matches_go_on_while_a_write_waits_on_a_slow_store(server, workers):
+    stub, _, srv = server
+    frame = scene()
+    create(stub, frame[10:30, 20:40], "loaded")
+    entered, release = threading.Event(), threading.Event()
+    add = srv.store.add
+
+    def slow_add(template):  # an injected slow store: the write waits until released
+        entered.set()
+        release.wait(60)
+        return add(template)
+
+    srv.store.add = slow_add
+    try:
+        workers.start(lambda: create(stub, frame[40:60, 50:70], "slow"))
+        assert entered.wait(30)
+        # The bank answers from memory meanwhile (each call bounded: it would block were a lock held).
+        names = [t.name for t in stub.ListTemplates(pb.ListTemplatesRequest(), timeout=10).templates]
+        assert names == ["templates/loaded"]
+        reply = stub.Match(pb.MatchRequest(config=pb.MatchConfig(templates=["loaded"]),
+                                           frame=pb.Frame(image=raw_image(frame))), timeout=30)
+        assert [p.template for p in reply.result.peaks] == ["templates/loaded"]
+        assert stub.GetTemplate(pb.GetTemplateRequest(name="templates/loaded"), timeout=10).template.name
+    finally:
+        release.set()
+        workers.join()
+        srv.store.add = add
+    names = [t.name for t in stub.ListTemplates(pb.ListTemplatesRequest(), timeout=10).templates]
+    assert names == ["templates/loaded", "templates/slow"]
+
+
+def test_a_retried_create_with_a_request_id_returns_what_the_first_stored(server):
+    stub, _, srv = server
+    image = scene()[:12, :12]
+    request = pb.CreateTemplateRequest(template=pb.Template(image=raw_image(image)), request_id="4f1c-retry")
+    first = stub.CreateTemplate(request).template
+    again = stub.CreateTemplate(request).template  # the answer to the first was "lost": the client retries
+    assert again.name == first.name and again.create_time == first.create_time and again.etag == first.etag
+    assert [t.name for t in stub.ListTemplates(pb.ListTemplatesRequest()).templates] == [first.name]
+    # Other content under the same request id and id is a conflict; without a request id, a repeat is too.
+    other = pb.CreateTemplateRequest(template=pb.Template(image=raw_image(image + 1)), request_id="4f1c-retry")
+    assert code_of(stub.CreateTemplate, other)[0] == grpc.StatusCode.ALREADY_EXISTS
+    plain = pb.CreateTemplateRequest(template=pb.Template(image=raw_image(image)), template_id="plain")
+    stub.CreateTemplate(plain)
+    code, details = code_of(stub.CreateTemplate, plain)
+    assert code == grpc.StatusCode.ALREADY_EXISTS and "request_id" in details
+
+
+def test_a_write_the_store_took_but_answered_too_late_is_acknowledged(server):
+    # The store writes, then its answer times out: the outcome is unknown, so the bank asks the
+    # store before answering, and the client is told the template exists (it does).
+    from featuremap.service.errors import Unavailable
+
+    stub, _, srv = server
+    add = srv.store.add
+
+    def late(template):
+        add(template)
+        raise Unavailable("the bank's store timed out")
+
+    srv.store.add = late
+    try:
+        created = stub.CreateTemplate(pb.CreateTemplateRequest(template=pb.Template(image=raw_image(scene()[:9, :9])),
+                                                               template_id="late"), timeout=10).template
+    finally:
+        srv.store.add = add
+    assert created.name == "templates/late"
+    assert stub.GetTemplate(pb.GetTemplateRequest(name="templates/late")).template.etag == created.etag

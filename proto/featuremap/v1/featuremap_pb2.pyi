@@ -150,12 +150,14 @@ class Range(_message.Message):
     def __init__(self, low: _Optional[float] = ..., high: _Optional[float] = ...) -> None: ...
 
 class CreateTemplateRequest(_message.Message):
-    __slots__ = ("template", "template_id")
+    __slots__ = ("template", "template_id", "request_id")
     TEMPLATE_FIELD_NUMBER: _ClassVar[int]
     TEMPLATE_ID_FIELD_NUMBER: _ClassVar[int]
+    REQUEST_ID_FIELD_NUMBER: _ClassVar[int]
     template: Template
     template_id: str
-    def __init__(self, template: _Optional[_Union[Template, _Mapping]] = ..., template_id: _Optional[str] = ...) -> None: ...
+    request_id: str
+    def __init__(self, template: _Optional[_Union[Template, _Mapping]] = ..., template_id: _Optional[str] = ..., request_id: _Optional[str] = ...) -> None: ...
 
 class CreateTemplateResponse(_message.Message):
     __slots__ = ("template",)
