@@ -24,6 +24,7 @@ class Settings:
     data_dir: str = "./featuremap-data"
     bank: str = ""
     metrics_address: str = ""
+    health_address: str = ""
     log_format: str = "text"
     log_level: str = "info"
     max_message_bytes: int = 64 << 20
@@ -57,6 +58,8 @@ _HELP = {
     "bank": "where the bank lives: sqlite:///path/bank.db, or redis://host:port/db to share it between "
             "replicas; empty: sqlite in the data dir",
     "metrics_address": "host:port for Prometheus metrics over HTTP; empty: off",
+    "health_address": "host:port for grpc.health.v1 alone, on threads of its own (Kubernetes probes), "
+                      "plaintext; empty: health on the main port only",
     "log_format": "text or json (one line per event, on stderr)",
     "log_level": "debug, info, warning or error",
     "max_message_bytes": "largest gRPC message accepted or sent",
@@ -113,7 +116,7 @@ def _check(settings: Settings) -> Settings:
         raise SettingsError(f"log_format must be text or json, got {settings.log_format!r}")
     if settings.log_level not in ("debug", "info", "warning", "error"):
         raise SettingsError(f"log_level must be debug, info, warning or error, got {settings.log_level!r}")
-    for name in ("address", "metrics_address"):
+    for name in ("address", "metrics_address", "health_address"):
         value = getattr(settings, name)
         if value and (":" not in value or not value.rsplit(":", 1)[1].isdigit()):
             raise SettingsError(f"{name} must be host:port, got {value!r}")

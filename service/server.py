@@ -120,6 +120,8 @@ class Server:
         self.warming: threading.Thread | None = None
         self.grpc: grpc.Server | None = None
         self.metrics_server: MetricsServer | None = None
+        self.health_grpc: grpc.Server | None = None
+        self.health_port = 0
         self.port = 0
         self._streams = 0
         self._calls = 0
@@ -183,6 +185,8 @@ class Server:
         self.set_serving(False)
         if self.grpc is not None:
             self.grpc.stop(grace).wait()
+        if self.health_grpc is not None:  # probes see NOT_SERVING until the calls are done
+            self.health_grpc.stop(0).wait()
         # A warm-up still compiling would meet a shutting-down interpreter.
         if self.warming is not None:
             self.warming.join(1.0)
@@ -340,6 +344,31 @@ def _handlers(servicer: FeatureMapServicer) -> grpc.GenericRpcHandler:
     return grpc.method_handlers_generic_handler(SERVICE_NAME, handlers)
 
 
+def _health_server(service: Server, address: str) -> grpc.Server:
+    """grpc.health.v1 alone, on its own port and its own two threads (plaintext: Kubernetes'
+    gRPC probes speak no TLS, and the answer is a status, nothing secret).
+
+    gRPC Python serves every method of a server from one pool: however many
+    threads are held back for light calls, a flood of heavy calls (even ones
+    refused at once) queues the probes behind it. A server of its own never
+    shares a thread with the RPC pool, so a probe answers while that pool is
+    saturated, and a pod under load is not restarted for it.
+    """
+    server = grpc.server(ThreadPoolExecutor(max_workers=2, thread_name_prefix="featuremap-health"),
+                         options=[("grpc.so_reuseport", 0)], maximum_concurrent_rpcs=64)
+    health_pb2_grpc.add_HealthServicer_to_server(service.health, server)
+    try:
+        port = server.add_insecure_port(address)
+    except RuntimeError:
+        port = 0
+    if port == 0:
+        raise OSError(f"cannot listen on {address} (health_address): "
+                      f"{_why_not_listening(address) or 'gRPC could not bind it'}")
+    server.start()
+    service.health_port = port
+    return server
+
+
 def _tls_credentials(settings: Settings) -> grpc.ServerCredentials:
     """The server's TLS credentials, the key checked against the certificate first.
 
@@ -451,6 +480,14 @@ def create_server(address: str = "[::]:0", settings: Settings | None = None) -> 
         raise OSError(f"cannot listen on {address}: {_why_not_listening(address) or 'gRPC could not bind it'}")
     server.start()
     service.grpc, service.port = server, port
+    if settings.health_address:
+        try:
+            service.health_grpc = _health_server(service, settings.health_address)
+        except OSError:
+            server.stop(0).wait()
+            service.frames.shutdown()
+            service.store.close()
+            raise
 
     def warm() -> None:
         started = time.perf_counter()

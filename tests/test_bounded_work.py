@@ -310,3 +310,45 @@ def test_a_pose_grid_is_admitted_by_the_poses_it_would_try(tmp_path):
         assert "max_variants_per_request" in details and "1024" in details
         assert re.search(r"have \d{4,} scale/rotation variants", details)
         assert server.frames.budget.used == 0  # refused before any work
+
+
+def test_probes_on_the_health_port_answer_through_a_flood_beyond_the_rpc_limit(tmp_path, monkeypatch, workers):
+    # 12 RPC threads and a limit of 48 calls at once on the main port; 64 clients call Match without
+    # pause (the admitted ones held by a paused stage): the main port refuses even health checks
+    # past its limit, the health port has threads of its own and answers every probe.
+    release = threading.Event()
+    process = frames_module.FrameProcessor.process
+
+    def paused(self, *args, **kwargs):
+        release.wait(120)
+        return process(self, *args, **kwargs)
+
+    health_port = free_port()
+    with running_server(tmp_path, max_streams=2, max_calls=2, health_address=f"127.0.0.1:{health_port}") as (
+            stub, _, server):
+        create_tiny(stub, 4)
+        monkeypatch.setattr(frames_module.FrameProcessor, "process", paused)
+        request = pb.MatchRequest(config=pb.MatchConfig(), frame=pb.Frame(image=image_message(scene(4, 120, 160))))
+        refused = []
+
+        def flood(_):
+            while not release.is_set():
+                try:
+                    stub.Match(request, timeout=120)
+                except grpc.RpcError as error:
+                    refused.append(error.code())
+
+        for i in range(64):
+            workers.start(flood, i)
+        assert wait_for(lambda: len(refused) > 100, 60)
+        probe = grpc.insecure_channel(f"127.0.0.1:{server.health_port}")
+        health = health_pb2_grpc.HealthStub(probe)
+        try:
+            for _ in range(50):  # each bounded by a deadline: a probe that queued would miss it
+                assert health.Check(health_pb2.HealthCheckRequest(), timeout=10).status == \
+                    health_pb2.HealthCheckResponse.SERVING
+        finally:
+            probe.close()
+            release.set()
+        workers.join()
+        assert set(refused) == {grpc.StatusCode.RESOURCE_EXHAUSTED}

@@ -82,11 +82,16 @@ def test_entrypoint_reaches_serving_with_the_image_env_and_warm_kernels_of_anoth
     port = free_port()
     env["FEATUREMAP_ADDRESS"] = f"127.0.0.1:{port}"
     env["FEATUREMAP_METRICS_ADDRESS"] = f"127.0.0.1:{free_port()}"
+    health_port = free_port()
+    env["FEATUREMAP_HEALTH_ADDRESS"] = f"127.0.0.1:{health_port}"
     process = subprocess.Popen(argv, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     try:
         channel = grpc.insecure_channel(f"127.0.0.1:{port}")
         wait_serving(channel, timeout=120)
         channel.close()
+        probe = grpc.insecure_channel(f"127.0.0.1:{health_port}")  # the probes' own port answers too
+        wait_serving(probe, timeout=30)
+        probe.close()
         # Warm-up ran through every kernel before SERVING: had one compiled afresh (another CPU's
         # key), its index would have changed or a new one appeared beside the copied ones.
         assert kernel_files(Path(paths["/var/cache/featuremap"])) == warm_kernels
@@ -116,7 +121,11 @@ def test_kubernetes_manifests_hang_together():
     # The pod outlives the server's drain, so in-flight frames finish before the kill.
     assert pod["terminationGracePeriodSeconds"] > float(config["FEATUREMAP_GRACE_SECONDS"])
     assert deployment["replicas"] == 3
-    assert container["readinessProbe"]["grpc"]["port"] == container["livenessProbe"]["grpc"]["port"] == 50051
+    # The probes go to the health port of their own, which the ConfigMap opens.
+    probes = {container[p]["grpc"]["port"] for p in ("readinessProbe", "livenessProbe", "startupProbe")}
+    ports = {p["name"]: p["containerPort"] for p in container["ports"]}
+    assert probes == {ports["health"]} and ports["grpc"] == 50051
+    assert config["FEATUREMAP_HEALTH_ADDRESS"].endswith(f":{ports['health']}")
     assert container["securityContext"]["readOnlyRootFilesystem"] is True
     assert container["securityContext"]["capabilities"]["drop"] == ["ALL"]
     assert pod["securityContext"]["runAsNonRoot"] is True
