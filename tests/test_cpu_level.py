@@ -81,3 +81,45 @@ def test_the_tiles_take_the_width_of_the_level_they_compile_for(level, lanes):
                           env=env, capture_output=True, text=True, timeout=120)
     assert done.returncode == 0, done.stderr
     assert int(done.stdout) == lanes
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="needs root to make folders another user cannot change")
+@pytest.mark.parametrize("writable", [True, False])
+def test_seeding_as_a_non_root_user_into_a_root_owned_folder(writable):
+    # As in a pod: the image's user (not root) seeds a volume root owns, group-writable with
+    # fsGroup (copying the folder's own mode onto it failed: a crash loop), or read-only.
+    import shutil
+    import tempfile
+
+    root = tempfile.mkdtemp(prefix="featuremap-seed-")
+    try:
+        os.chmod(root, 0o755)
+        seed = os.path.join(root, "seed", "engine")
+        os.makedirs(seed)
+        for name in ("kernels.nbi", "kernels.0.nbc"):
+            with open(os.path.join(seed, name), "w") as f:
+                f.write(name)
+        os.chmod(os.path.join(root, "seed"), 0o755)
+        target = os.path.join(root, "cache")
+        os.mkdir(target)
+        group = 54321  # the pod's fsGroup
+        os.chown(target, 0, group)
+        os.chmod(target, 0o2775 if writable else 0o755)
+        script = (
+            "import os\n"
+            "from featuremap.service import cpu_level  # imported before: the venv may live where nobody reads\n"
+            "from featuremap.service.command import seed_kernel_cache\n"
+            f"os.setgroups([{group}]); os.setgid(65534); os.setuid(65534)\n"
+            "print(seed_kernel_cache())\n")
+        env = dict(os.environ, FEATUREMAP_KERNEL_CACHE_SEED=os.path.join(root, "seed"), NUMBA_CACHE_DIR=target)
+        env.pop("NUMBA_CPU_NAME", None)
+        done = subprocess.run([sys.executable, "-c", script], env=env, capture_output=True, text=True, timeout=120)
+        assert done.returncode == 0, done.stderr  # the start goes on either way
+        copied = os.path.join(target, "engine", "kernels.nbi")
+        if writable:
+            assert open(copied).read() == "kernels.nbi" and done.stderr == ""
+        else:
+            assert not os.path.exists(copied)
+            assert done.stderr.count("\n") == 1 and "could not copy 2 of 2 warm kernels" in done.stderr
+    finally:
+        shutil.rmtree(root, ignore_errors=True)
