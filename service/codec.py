@@ -169,6 +169,22 @@ def decode_image(image: pb.Image, what: str, max_pixels: int, limit_name: str = 
     return array[:, :, None] if array.ndim == 2 else array
 
 
+def split_alpha(image: np.ndarray, mask: np.ndarray | None) -> tuple[np.ndarray, np.ndarray | None]:
+    """A BGRA template as BGR, its alpha the mask (unless a mask was given: an explicit mask wins).
+
+    A logo with transparent corners is matched on its opaque pixels only; a
+    fully opaque alpha adds no mask. Other layouts are returned as they are.
+    """
+    if image.ndim != 3 or image.shape[2] != 4:
+        return image, mask
+    colour, alpha = np.ascontiguousarray(image[:, :, :3]), image[:, :, 3]
+    if mask is None:
+        opaque = 255 if image.dtype == np.uint8 else float(alpha.max())
+        if not (alpha == opaque).all():
+            mask = np.ascontiguousarray(alpha)[:, :, None]
+    return colour, mask
+
+
 def encode_map(score_map: np.ndarray, encoding: str) -> tuple[memoryview, float, float]:
     """(data, scale, offset) of a float32 map in a map encoding (``wire.MAP_ENCODINGS``); score = value * scale + offset.
 

@@ -12,6 +12,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
+import cv2
 import numpy as np
 
 from .bank import name_of
@@ -158,6 +159,10 @@ def compute(plan: Plan, prepared: PreparedCache, frame: np.ndarray, *, budget: M
             gpu: GpuBatcher | None = None, wait: float | None = None) -> Computed:
     """Match one decoded frame (HxWxC) with a plan, within the memory budget.
 
+    Each template is matched in its own layout: a gray frame against BGR
+    templates is converted to BGR for them, a BGR or BGRA frame to gray for
+    gray ones (see :func:`as_layout`), so no template of a plan is skipped.
+
     Templates with scales or angles are matched through every variant; their
     peaks are reported per template (the best variants, suppressed across
     variants, with their scale and angle), their map is the unscaled,
@@ -179,13 +184,51 @@ def compute(plan: Plan, prepared: PreparedCache, frame: np.ndarray, *, budget: M
         A chunk needs more than the whole memory budget.
     """
     started = time.perf_counter()
-    options = plan.options
     templates = plan.templates
-    if plan.whole_bank:
-        # The whole bank means its templates of the frame's channel count.
-        templates = tuple(t for t in templates if t.image.shape[2] == frame.shape[2])
-        if not templates:
-            raise InvalidArgument(f"no template of the bank has the frame's {frame.shape[2]} channel(s)")
+    peaks: list[FoundPeak] = []
+    chosen: list[TemplateMap] = []
+    # Each template against the frame in its own layout (gray, BGR): a frame of another layout is
+    # converted to the template's, once per layout, not the template skipped.
+    layouts = sorted({t.image.shape[2] for t in templates}, key=lambda c: c != frame.shape[2])
+    for channels in layouts:
+        same = tuple(t for t in templates if t.image.shape[2] == channels)
+        layout_peaks, layout_maps = _compute_layout(plan, same, prepared, as_layout(frame, channels), budget=budget,
+                                                    cancelled=cancelled, poses=poses, gpu=gpu, wait=wait)
+        peaks += layout_peaks
+        chosen += layout_maps
+    if len(layouts) > 1 or any(t.posed for t in templates):  # in the plan's template order
+        order = {name_of(t.id): i for i, t in enumerate(templates)}
+        peaks.sort(key=lambda p: order[p.template])
+        chosen.sort(key=lambda m: order[m.template])
+    return Computed(peaks=peaks, maps=chosen, compute_ms=(time.perf_counter() - started) * 1e3)
+
+
+def as_layout(frame: np.ndarray, channels: int) -> np.ndarray:
+    """``frame`` (HxWxC) in a template's layout of ``channels``: gray <-> BGR, BGRA's alpha dropped.
+
+    Raises InvalidArgument for a layout no conversion reaches (2 channels, say).
+    """
+    have = frame.shape[2]
+    if have == channels:
+        return frame
+    if have == 4:  # BGRA: the colour, without its alpha
+        frame = np.ascontiguousarray(frame[:, :, :3])
+        have = 3
+        if channels == 3:
+            return frame
+    if have == 3 and channels == 1:
+        return cv2.cvtColor(frame, cv2.COLOR_BGR2GRAY)[:, :, None]
+    if have == 1 and channels == 3:
+        return cv2.cvtColor(np.ascontiguousarray(frame[:, :, 0]), cv2.COLOR_GRAY2BGR)
+    raise InvalidArgument(f"a frame of {frame.shape[2]} channel(s) cannot be matched with templates of {channels}: "
+                          "send gray (1), BGR (3) or BGRA (4) frames and templates")
+
+
+def _compute_layout(plan: Plan, templates: tuple[StoredTemplate, ...], prepared: PreparedCache, frame: np.ndarray,
+                    *, budget: MemoryBudget, cancelled: Callable[[], bool], poses: PoseMemory | None,
+                    gpu: GpuBatcher | None, wait: float | None) -> tuple[list[FoundPeak], list[TemplateMap]]:
+    """:func:`compute` for templates of the frame's layout: their peaks and chosen maps."""
+    options = plan.options
     keep_maps = options.encoding is not None
     posed = [t for t in templates if t.posed]
     searches = [prepared.pose_search(t, options.method) for t in posed]  # refuses other methods first
@@ -227,10 +270,7 @@ def compute(plan: Plan, prepared: PreparedCache, frame: np.ndarray, *, budget: M
             raise Cancelled("the call ended before its frame was matched")
         peaks += _pose_peaks(template, search, frame, options, budget, cancelled, poses)
         prepared.trim(search)  # its variants count with the Matchers' spectra against the retained share
-    if posed:  # peaks in the plan's template order, as without pose templates
-        order = {name_of(t.id): i for i, t in enumerate(templates)}
-        peaks.sort(key=lambda p: order[p.template])
-    return Computed(peaks=peaks, maps=chosen, compute_ms=(time.perf_counter() - started) * 1e3)
+    return peaks, chosen
 
 
 #: The least score of a pose when the config sets no threshold (a similarity).

@@ -244,6 +244,7 @@ class FeatureMapServicer(pb_grpc.FeatureMapServiceServicer):
                                    max_jpeg_scans=scans)
         mask = (codec.decode_image(template.mask, "template mask", limit, "max_template_pixels", max_jpeg_scans=scans)
                 if template.HasField("mask") else None)
+        image, mask = codec.split_alpha(image, mask)
         stored = self._bank.create(image, mask, template_id=request.template_id,
                                    display_name=template.display_name, labels=dict(template.labels),
                                    scales=list(template.scales), angles=list(template.angles),

@@ -274,9 +274,48 @@ def test_match_errors(server):
         stub.Match(pb.MatchRequest(config=config(), frame=frame_message(scene())))
     assert caught.value.code() == grpc.StatusCode.FAILED_PRECONDITION  # empty bank
     create(stub, scene()[:4, :4], "gray")
+    two = np.dstack([scene(), scene()])  # a layout no conversion reaches
     with pytest.raises(grpc.RpcError) as caught:
-        stub.Match(pb.MatchRequest(config=config(templates=["gray"]), frame=frame_message(scene(channels=3))))
+        stub.Match(pb.MatchRequest(config=config(templates=["gray"]), frame=frame_message(two)))
     assert caught.value.code() == grpc.StatusCode.INVALID_ARGUMENT and "channel" in caught.value.details()
+
+
+def test_each_template_is_matched_in_its_own_layout(server):
+    # A gray template and a colour one, both cut from one colour scene: a colour frame is converted
+    # to gray for the first, a gray frame to BGR for the second; neither is skipped.
+    stub, _, _ = server
+    colour = scene(21, channels=3)
+    gray = cv2.cvtColor(colour, cv2.COLOR_BGR2GRAY)
+    create(stub, gray[30:62, 40:72].copy(), "gray")
+    create(stub, colour[60:92, 90:122].copy(), "colour")
+    for frame in (colour, gray, cv2.cvtColor(colour, cv2.COLOR_BGR2BGRA)):
+        result = stub.Match(pb.MatchRequest(config=config(maps=pb.MAP_ENCODING_FLOAT32),
+                                            frame=frame_message(frame))).result
+        assert [p.template for p in result.peaks] == ["templates/gray", "templates/colour"]
+        assert [m.template for m in result.maps] == ["templates/gray", "templates/colour"]
+        (x0, y0), (x1, y1) = [(p.x, p.y) for p in result.peaks]
+        assert (x0, y0) == (40, 30) and (x1, y1) == (90, 60)
+
+
+def test_a_logo_with_an_alpha_channel_is_matched_on_its_opaque_pixels(server, tmp_path):
+    from featuremap.client import FeatureMapClient
+
+    stub, _, srv = server
+    background = scene(22, 160, 200, channels=3)
+    logo = scene(23, 40, 40, channels=3)
+    alpha = np.zeros((40, 40), np.uint8)
+    cv2.circle(alpha, (20, 20), 18, 255, -1)  # a round logo: the corners transparent
+    path = tmp_path / "logo.png"
+    cv2.imwrite(str(path), np.dstack([logo, alpha]))
+    frame = background.copy()
+    inside = alpha > 0
+    frame[50:90, 70:110][inside] = logo[inside]  # only the opaque part is drawn on the scene
+    with FeatureMapClient(f"127.0.0.1:{srv.port}", timeout=30) as client:
+        created = client.create_template(path, "logo")
+        assert created.channels == 3  # BGR, its alpha the mask
+        assert client.get_template("logo").mask is not None
+        (peak,) = client.match(frame, templates="logo").peaks
+    assert (peak.x, peak.y) == (70, 50) and peak.score > 0.99
 
 
 @pytest.mark.parametrize("extension", [".png", ".jpg", ".webp"])
