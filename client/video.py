@@ -157,6 +157,13 @@ class Source:
     _frames: Iterator[tuple[int, float, np.ndarray]] = field(repr=False, default_factory=lambda: iter(()))
     _close: Callable[[], None] | None = field(repr=False, default=None)
     _reader: _LiveReader | None = field(repr=False, default=None)
+    _paths: list[str] | None = field(repr=False, default=None)
+
+    def name_of(self, sequence: int) -> str:
+        """Where frame ``sequence`` came from: its image file (folders, globs), else the source as given."""
+        if self._paths is not None and 0 <= sequence < len(self._paths):
+            return self._paths[sequence]
+        return self.spec
 
     def __iter__(self) -> Iterator[tuple[int, float, np.ndarray]]:
         return self._frames
@@ -196,7 +203,7 @@ def _images(spec: str, paths: list[str]) -> Source:
                 image = cv2.convertScaleAbs(image, alpha=255.0 / max(1, int(image.max())))
             yield index, float(index), image
 
-    return Source(spec=spec, fps=None, frame_count=len(paths), live=False, _frames=frames())
+    return Source(spec=spec, fps=None, frame_count=len(paths), live=False, _frames=frames(), _paths=list(paths))
 
 
 def _capture(spec: str, capture: cv2.VideoCapture, live: bool) -> Source:

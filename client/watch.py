@@ -221,8 +221,9 @@ def watch(args: argparse.Namespace, settings: MatchSettings, *, client: FeatureM
         _events(source, outputs, events)
         detections = tracker.update(result.peaks, lower)
         tracks = [d.track for d in detections]
-        entry: dict[str, Any] = {"sequence": result.sequence, "timestamp": result.timestamp,
-                                 "peaks": peaks_json(result.peaks, tracks), "skipped": result.skipped}
+        entry: dict[str, Any] = {"source": source.name_of(result.sequence), "sequence": result.sequence,
+                                 "timestamp": result.timestamp, "peaks": peaks_json(result.peaks, tracks),
+                                 "skipped": result.skipped}
         age = None
         if source.live and result.timestamp is not None:
             age = time.time() - result.timestamp
@@ -255,11 +256,22 @@ def watch(args: argparse.Namespace, settings: MatchSettings, *, client: FeatureM
             except FeatureMapError as error:
                 if broken:
                     break
+                address = getattr(args, "address", None) or "the server"
+                # Resuming makes sense once a server was seen (it may come back, or a replica take
+                # over) or where the address names several; a single address that never answered
+                # is a server not running: say so once, and what to do.
+                several = "," in address or address.startswith("dns:")
+                if error.code == grpc.StatusCode.UNAVAILABLE and not results and not several:
+                    raise WatchError(f"featuremap watch: no server at {address}: start one with "
+                                     "`featuremap-server serve` (or `featuremap serve`), or point --address at one",
+                                     summary()) from None
                 if error.code not in _RETRYABLE or retries >= STREAM_RETRIES:
                     raise WatchError(f"featuremap watch: {error}", summary()) from None
                 retries += 1
-                sys.stderr.write(f"\nfeaturemap watch: stream lost ({error.code.name}); resuming from frame "
-                                 f"{min(unanswered, default='next')} on another replica\n")
+                where = "on another replica" if several else "when the server answers again"
+                sys.stderr.write(f"{chr(10) if bar.tty else ''}featuremap watch: stream lost "
+                                 f"({error.code.name}); resuming from frame {min(unanswered, default='next')} "
+                                 f"{where}\n")
                 time.sleep(0.2)
         _events(source, outputs, events)
         if broken:

@@ -91,13 +91,26 @@ def test_watch_follows_a_moving_template(server, tmp_path):
         (peak,) = entry["peaks"]
         tx, ty = truth[entry["sequence"]]
         assert abs(peak["x"] - tx) <= 2 and abs(peak["y"] - ty) <= 2, entry
-        assert set(entry) == {"sequence", "timestamp", "peaks", "skipped"}
+        assert set(entry) == {"source", "sequence", "timestamp", "peaks", "skipped"}
+        assert entry["source"] == str(video)
         assert peak["track"] == 1  # one object, followed all along: one track
     for video_out in (out, heat):
         assert int(cv2.VideoCapture(str(video_out)).get(cv2.CAP_PROP_FRAME_COUNT)) == 30
     limited = run("watch", str(video), "--template", "cli-watched", "--max-frames", "5", "--jsonl", str(lines),
                   address=server)
     assert limited.returncode == 0 and len(lines.read_text().splitlines()) == 5
+    # A folder of images: each line names its file.
+    folder = tmp_path / "frames"
+    folder.mkdir()
+    capture = cv2.VideoCapture(str(video))
+    for i in range(4):
+        ok, frame = capture.read()
+        cv2.imwrite(str(folder / f"f{i:02d}.png"), frame)
+    capture.release()
+    from_folder = run("watch", str(folder), "--template", "cli-watched", "--jsonl", str(lines), address=server)
+    assert from_folder.returncode == 0, from_folder.stderr
+    named = [json.loads(line)["source"] for line in lines.read_text().splitlines()]
+    assert named == [str(folder / f"f{i:02d}.png") for i in range(4)]
 
 
 def test_bad_sources_and_usage(server, tmp_path):
@@ -122,6 +135,16 @@ def test_an_unreachable_server_exits_2_with_one_line(tmp_path):
     assert unreadable.returncode == 2 and len(unreadable.stderr.strip().splitlines()) == 1, unreadable.stderr
     verbose = run("match", str(tmp_path / "nope.png"), "--verbose", address=f"127.0.0.1:{free_port()}")
     assert len(verbose.stderr.strip().splitlines()) > 1
+
+
+def test_watch_with_no_server_says_to_start_one_once(tmp_path):
+    video = tmp_path / "clip.avi"
+    moving_video(video, frames=6)
+    address = f"127.0.0.1:{free_port()}"
+    result = run("watch", str(video), "--template", "logo", address=address, timeout=120)
+    assert result.returncode == 2, result.stderr
+    assert result.stderr.count(f"no server at {address}") == 1 and "featuremap-server serve" in result.stderr
+    assert "resuming" not in result.stderr and "\n\n" not in result.stderr
 
 
 def test_demo_runs_end_to_end(tmp_path):
