@@ -155,7 +155,8 @@ def run_demo(args: argparse.Namespace) -> int:
         data = tempfile.mkdtemp(prefix="featuremap-demo-")
         server = subprocess.Popen([sys.executable, "-m", "featuremap.service", "serve", "--address", address,
                                    "--data-dir", data, "--log-level", "error"])
-        print(f"started a server at {address} (data in {data})")
+        print(f"started a server at {address} (data in {data}); waiting while it compiles its kernels "
+              "(the first run on this machine: about a minute; later runs load them from the cache)", flush=True)
         if not answers(address, 180.0):
             server.kill()
             raise CommandError(f"the demo server at {address} did not become ready")

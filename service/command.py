@@ -90,6 +90,8 @@ def warmup_command(args: argparse.Namespace) -> int:
     """
     if args.levels:
         return _warm_levels(args.levels)
+    print("compiling every kernel for this CPU (the first time: about a minute; then they load from "
+          f"{os.environ.get('NUMBA_CACHE_DIR') or 'the cache beside the sources'} in seconds)...", flush=True)
     from .engine import warmup
 
     started = time.perf_counter()
@@ -155,6 +157,8 @@ def serve_command(args: argparse.Namespace) -> int:
     log.info("listening", extra={"address": settings.address, "port": port, "data_dir": settings.data_dir,
                                  "metrics_address": settings.metrics_address or "off",
                                  "kernels_for": level or os.environ.get("NUMBA_CPU_NAME") or "this CPU"})
+    log.info("warming up: health NOT_SERVING until every kernel is compiled or loaded (compiling, the first "
+             "run on a machine: about a minute; `featuremap-server warmup` does it ahead, e.g. in an image)")
     stop = threading.Event()
     for sig in (signal.SIGTERM, signal.SIGINT):
         signal.signal(sig, lambda *_: stop.set())
