@@ -286,8 +286,9 @@ def _pose_peaks(template: StoredTemplate, search, frame: np.ndarray, options: Ma
     else:
         min_score = 1.0 - options.threshold if distance else options.threshold
     previous = poses.get(template) if poses is not None else None
-    # The frame's pyramid, and the top level's maps: a few frames' worth.
-    with budget.hold(4 * frame.size * 4, cancelled):
+    # The frame's pyramid and the top level's bank (a map per pose, its spectra): a grid of thousands
+    # of poses holds gigabytes on a large frame, so the search is admitted by its estimate.
+    with budget.hold(search.memory_estimate(frame.shape[:2]), cancelled):
         if previous:
             found = search.track(frame, previous, top_k=options.top_k, min_score=min_score, cancelled=cancelled)
         else:

@@ -352,3 +352,19 @@ def test_probes_on_the_health_port_answer_through_a_flood_beyond_the_rpc_limit(t
             release.set()
         workers.join()
         assert set(refused) == {grpc.StatusCode.RESOURCE_EXHAUSTED}
+
+
+def test_a_pose_search_is_held_to_the_budget_by_its_real_size(tmp_path):
+    # Past the variants limit (raised here), the search's own estimate (a map and spectra per pose
+    # over the top level: 2 GiB for this grid on VGA) meets the budget before any work.
+    with running_server(tmp_path, max_variants_per_request=10000, memory_budget=512 << 20) as (stub, _, server):
+        template = pb.Template(image=image_message(scene()[:8, :8]), angle_range=pb.Range(low=-180, high=180),
+                               scale_range=pb.Range(low=1, high=8))
+        stub.CreateTemplate(pb.CreateTemplateRequest(template=template, template_id="everything"))
+        request = pb.MatchRequest(config=pb.MatchConfig(templates=["everything"]),
+                                  frame=pb.Frame(image=image_message(scene(1, 480, 640))))
+        with pytest.raises(grpc.RpcError) as caught:
+            stub.Match(request, timeout=60)
+        assert caught.value.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
+        assert "memory_budget" in caught.value.details()
+        assert server.frames.budget.used == 0

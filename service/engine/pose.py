@@ -287,6 +287,21 @@ class PoseSearch:
         """What this search keeps between calls: its variants and its top-level bank's plans."""
         return self._variants.nbytes() + self._bank.retained_bytes()
 
+    def memory_estimate(self, frame_shape: tuple[int, int]) -> int:
+        """Bytes a search of a frame of ``frame_shape`` (H, W) holds at most, from the shapes alone.
+
+        The frame's pyramid (float32, a third more than the frame), and the
+        top level's bank over that level (its maps for every pose, its work
+        arrays and the kernel spectra its plan keeps): the bulk of a search.
+        """
+        height, width = frame_shape
+        pyramid_bytes = height * width * self.channels * 4 * 4 // 3
+        top = (max(1, height >> self.levels), max(1, width >> self.levels))
+        if any(h > top[0] or w > top[1] for h, w in self._bank.shapes):
+            return pyramid_bytes + sum(4 * top[0] * top[1] for _ in self._bank.shapes)
+        working, retained = self._bank.memory_estimate(top)
+        return pyramid_bytes + working + retained
+
     # -- the pose grid ------------------------------------------------------
 
     def _angle_step(self, level: int, template: PoseTemplate) -> float:
