@@ -265,6 +265,10 @@ def watch(args: argparse.Namespace, settings: MatchSettings, *, client: FeatureM
                     raise WatchError(f"featuremap watch: no server at {address}: start one with "
                                      "`featuremap-server serve` (or `featuremap serve`), or point --address at one",
                                      summary()) from None
+                if error.code == grpc.StatusCode.DEADLINE_EXCEEDED and "stream_idle_seconds" in str(error):
+                    # The server ended a stream that sent nothing for a while (a live source
+                    # reconnecting, say): a new stream takes the frames that come next.
+                    continue
                 if error.code not in _RETRYABLE or retries >= STREAM_RETRIES:
                     raise WatchError(f"featuremap watch: {error}", summary()) from None
                 retries += 1

@@ -23,6 +23,8 @@ from .variants import check_pose, check_steps
 
 _ID = re.compile(r"[a-z][a-z0-9-]{0,62}")
 MAX_LABELS = 64
+# Locks that serialise writes to one id, shared by ids with the same hash.
+_WRITE_STRIPES = 64
 _PREFIX = "templates/"
 
 
@@ -78,7 +80,7 @@ class Bank:
         # id's own lock; _writing holds the ids whose write is in flight (counted against
         # max_templates).
         self._lock = threading.Lock()
-        self._id_locks: dict[str, threading.Lock] = {}
+        self._id_locks = [threading.Lock() for _ in range(_WRITE_STRIPES)]
         self._writing: set[str] = set()
         version, ids = store.snapshot()
         self._templates: dict[str, StoredTemplate] = {t.id: t for t in store.fetch(list(ids))}
@@ -207,9 +209,10 @@ class Bank:
                     self._writing.discard(template_id)
 
     def _writes_to(self, template_id: str) -> threading.Lock:
-        """The lock that serialises writes to one id (made on first use)."""
-        with self._lock:
-            return self._id_locks.setdefault(template_id, threading.Lock())
+        """The lock that serialises writes to one id: one of a fixed set, by the id's hash (a lock per
+        id ever written would grow without end)."""
+        digest = hashlib.blake2b(template_id.encode(), digest_size=4).digest()
+        return self._id_locks[int.from_bytes(digest, "little") % _WRITE_STRIPES]
 
     def _stored(self, template_id: str, unknown_ok: bool = False) -> StoredTemplate | None:
         try:
@@ -231,9 +234,12 @@ class Bank:
 
     def _remember(self, stored: StoredTemplate, version: Version | None) -> StoredTemplate:
         with self._lock:
-            self._templates[stored.id] = stored
-            if version is not None and not self._applied.covers(version):
-                self._own.append((version, stored.id, stored))
+            # A refresh that applied a snapshot at or after this write (while the store call ran,
+            # no lock held) already holds what became of it: a later delete stays deleted.
+            if version is None or not self._applied.covers(version):
+                self._templates[stored.id] = stored
+                if version is not None:
+                    self._own.append((version, stored.id, stored))
         return stored
 
     def get(self, name: str) -> StoredTemplate:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import threading
+import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 
@@ -27,26 +28,32 @@ class MemoryBudget:
         return self._used
 
     def reserve(self, nbytes: int, cancelled: Callable[[], bool] = lambda: False, *,
-                wait: bool = True) -> Reservation | None:
+                wait: bool = True, timeout: float | None = None) -> Reservation | None:
         """Reserve ``nbytes`` until the reservation is released (by whichever thread is done with it).
 
         Waits while the budget is full (as long as ``cancelled()`` says the
-        caller still wants it); with ``wait=False`` returns None at once instead.
+        caller still wants it, and at most ``timeout`` seconds when given);
+        with ``wait=False`` returns None at once instead.
 
         Raises
         ------
         LimitExceeded
-            ``nbytes`` is over the whole budget, or the budget stayed full until the caller was cancelled.
+            ``nbytes`` is over the whole budget, or the budget stayed full until the caller was
+            cancelled or its wait ran out.
         """
         if nbytes > self.total:
             raise LimitExceeded(f"this request needs about {nbytes >> 20} MiB to match, over the memory budget of "
                                 f"{self.total >> 20} MiB (memory_budget): send smaller frames or fewer templates")
+        deadline = None if timeout is None else time.monotonic() + timeout
         with self._cond:
             while self._used + nbytes > self.total:
                 if not wait:
                     return None
                 if cancelled():
                     raise LimitExceeded("the server's memory budget stayed full until the call ended")
+                if deadline is not None and time.monotonic() > deadline:
+                    raise LimitExceeded(f"the server's memory budget stayed full for {timeout:g} s (memory_budget): "
+                                        "retry later, or send smaller frames")
                 self._cond.wait(0.1)
             self._used += nbytes
         return Reservation(self, nbytes)

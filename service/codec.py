@@ -74,22 +74,42 @@ def encoded_size(data: bytes) -> tuple[int, int]:
     raise InvalidArgument("encoded image is not PNG, JPEG or WebP: send one of those, or raw pixels")
 
 
-def held_bytes(image: pb.Image) -> int:
-    """Bytes a frame holds from arrival to answer: its encoded bytes and, at most, its decoded pixels.
+def _encoded_channels(data: bytes) -> int:
+    """Channels a PNG, JPEG or WebP decodes to (OpenCV, unchanged), from its header; 4 when unsure."""
+    kind = wire.encoded_format(data)
+    if kind == "png" and len(data) > 25:
+        return {0: 1, 2: 3, 3: 3, 4: 4, 6: 4}.get(data[25], 4)  # IHDR colour type
+    if kind == "jpeg":
+        i = 2
+        while i + 10 <= len(data) and data[i] == 0xFF:
+            marker = data[i + 1]
+            if 0xC0 <= marker <= 0xCF and marker not in (0xC4, 0xC8, 0xCC):
+                return 1 if data[i + 9] == 1 else 3  # SOF: the component count
+            i += 2 + struct.unpack(">H", data[i + 2:i + 4])[0]
+        return 3
+    if kind == "webp":
+        return 4 if data[12:16] == b"VP8X" and len(data) > 20 and data[20] & 0x10 else 3
+    return 4
 
-    From the header alone (nothing is decoded): an encoded frame decodes to
-    at most 4 channels, of 4 bytes each where it is a 16-bit PNG (kept as
-    float32), else 1. A raw frame is its own bytes (decoding is a view).
+
+def held_bytes(image: pb.Image, max_pixels: int, what: str = "frame", limit_name: str = "max_frame_pixels") -> int:
+    """Bytes a frame holds from arrival to answer: its encoded bytes and its decoded pixels.
+
+    From the header alone (nothing is decoded), after the pixel limit is
+    checked: the channels the header says, of 4 bytes each for a 16-bit PNG
+    (kept as float32), else 1. A raw frame is its own bytes (decoding is a view).
     """
     kind = image.WhichOneof("content")
     if kind == "raw":
+        _check_pixels(image.raw.width, image.raw.height, max_pixels, what, limit_name)
         return len(image.raw.data)
     if kind != "encoded":
         return 0
     data = image.encoded
     width, height = encoded_size(data)
+    _check_pixels(width, height, max_pixels, what, limit_name)
     deep = wire.encoded_format(data) == "png" and len(data) > 24 and data[24] == 16
-    return len(data) + width * height * 4 * (4 if deep else 1)
+    return len(data) + width * height * _encoded_channels(data) * (4 if deep else 1)
 
 
 def _check_pixels(width: int, height: int, max_pixels: int, what: str, limit_name: str) -> None:
@@ -172,16 +192,25 @@ def decode_image(image: pb.Image, what: str, max_pixels: int, limit_name: str = 
 def split_alpha(image: np.ndarray, mask: np.ndarray | None) -> tuple[np.ndarray, np.ndarray | None]:
     """A BGRA template as BGR, its alpha the mask (unless a mask was given: an explicit mask wins).
 
-    A logo with transparent corners is matched on its opaque pixels only; a
-    fully opaque alpha adds no mask. Other layouts are returned as they are.
+    A logo with transparent corners is matched on its opaque pixels only: a
+    pixel counts where its alpha is at least half (8- and 16-bit alike, both
+    on the 0..255 scale here); a fully opaque alpha adds no mask. Other
+    layouts are returned as they are.
+
+    Raises
+    ------
+    InvalidArgument
+        An alpha with no pixel at least half opaque: nothing would be matched.
     """
     if image.ndim != 3 or image.shape[2] != 4:
         return image, mask
     colour, alpha = np.ascontiguousarray(image[:, :, :3]), image[:, :, 3]
     if mask is None:
-        opaque = 255 if image.dtype == np.uint8 else float(alpha.max())
-        if not (alpha == opaque).all():
-            mask = np.ascontiguousarray(alpha)[:, :, None]
+        keep = alpha >= 127.5
+        if not keep.any():
+            raise InvalidArgument("template image is transparent everywhere (its alpha channel): nothing to match")
+        if not keep.all():
+            mask = keep.astype(np.uint8)[:, :, None]
     return colour, mask
 
 

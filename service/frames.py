@@ -126,7 +126,9 @@ class FrameProcessor:
                                   max_wait=settings.gpu_batch_wait_ms / 1e3,
                                   memory_budget=settings.gpu_memory_budget or gpu_memory_bytes() * 3 // 4,
                                   metrics=metrics)
-        metrics.follow_memory(budget, lambda: self.budget.used + self.queued.used + self.prepared.retained_bytes())
+        metrics.follow_memory("work", self.budget.total, lambda: self.budget.used)
+        metrics.follow_memory("queued", self.queued.total, lambda: self.queued.used)
+        metrics.follow_memory("retained", budget // 4, self.prepared.retained_bytes)
         # As many frames at once as the container has CPUs, each kernel on
         # that many threads (Numba's count is per calling thread). On the GPU
         # a frame's thread mostly waits for its batch: enough threads to fill
@@ -184,7 +186,8 @@ class FrameProcessor:
         LimitExceeded when the frame could never fit, InvalidArgument on a
         corrupt header.
         """
-        return self.queued.reserve(codec.held_bytes(frame.image), cancelled, wait=wait)
+        nbytes = codec.held_bytes(frame.image, self._settings.max_frame_pixels, f"frame {frame.sequence}")
+        return self.queued.reserve(nbytes, cancelled, wait=wait, timeout=self._settings.stream_idle_seconds)
 
     def decode(self, frame: pb.Frame) -> Decoded:
         """A frame's pixels, within the frame pixel limit."""

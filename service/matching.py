@@ -220,6 +220,9 @@ def as_layout(frame: np.ndarray, channels: int) -> np.ndarray:
         return cv2.cvtColor(frame, cv2.COLOR_BGR2GRAY)[:, :, None]
     if have == 1 and channels == 3:
         return cv2.cvtColor(np.ascontiguousarray(frame[:, :, 0]), cv2.COLOR_GRAY2BGR)
+    if channels == 4:  # a BGRA template stored before alpha became its mask: an opaque frame
+        colour = frame if have == 3 else cv2.cvtColor(np.ascontiguousarray(frame[:, :, 0]), cv2.COLOR_GRAY2BGR)
+        return cv2.cvtColor(colour, cv2.COLOR_BGR2BGRA)
     raise InvalidArgument(f"a frame of {frame.shape[2]} channel(s) cannot be matched with templates of {channels}: "
                           "send gray (1), BGR (3) or BGRA (4) frames and templates")
 

@@ -47,10 +47,12 @@ class Metrics:
         self.bank = Gauge("featuremap_bank_templates", "Templates in the bank", registry=self.registry)
         self.errors = Counter("featuremap_errors", "Calls ended with an error", ["rpc", "code"],
                               registry=self.registry)
-        self.memory_budget = Gauge("featuremap_memory_budget_bytes", "Bytes matching may hold at once",
-                                   registry=self.registry)
-        self.memory_in_use = Gauge("featuremap_memory_in_use_bytes", "Bytes reserved by the calls in hand",
-                                   registry=self.registry)
+        # Per share of the memory budget: "work" (the calls at work; the alert watches it), "queued"
+        # (frames waiting in streams), "retained" (what prepared matchers and searches keep).
+        self.memory_budget = Gauge("featuremap_memory_budget_bytes", "Bytes a share of the memory budget may hold",
+                                   ["share"], registry=self.registry)
+        self.memory_in_use = Gauge("featuremap_memory_in_use_bytes", "Bytes a share of the memory budget holds now",
+                                   ["share"], registry=self.registry)
 
         self.gpu_batch_size = Histogram("featuremap_gpu_batch_frames", "Frames per GPU batch (--device cuda)",
                                         buckets=(1, 2, 4, 8, 16, 32, 64), registry=self.registry)
@@ -61,10 +63,10 @@ class Metrics:
                                         "How long a GPU batch's first frame waited for company", buckets=_SECONDS,
                                         registry=self.registry)
 
-    def follow_memory(self, total: int, in_use: Callable[[], int]) -> None:
-        """Report the memory budget and, at every scrape, what of it is in use."""
-        self.memory_budget.set(total)
-        self.memory_in_use.set_function(in_use)
+    def follow_memory(self, share: str, total: int, in_use: Callable[[], int]) -> None:
+        """Report a share of the memory budget and, at every scrape, what of it is in use."""
+        self.memory_budget.labels(share).set(total)
+        self.memory_in_use.labels(share).set_function(in_use)
 
     def serve(self, address: str) -> MetricsServer:
         """Expose the metrics over HTTP at host:port (one event loop, bounded: see metrics_http)."""

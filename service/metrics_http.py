@@ -19,8 +19,19 @@ from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_l
 
 #: Seconds a connection may take to send its request line and headers.
 READ_TIMEOUT = 10.0
-#: Open connections at most; a new one beyond is closed at once.
+#: Open connections at most (and at most a quarter of the process's file descriptors: gRPC and the
+#: bank need theirs); a new one beyond is closed at once.
 MAX_CONNECTIONS = 2048
+
+
+def _connection_limit() -> int:
+    try:
+        import resource
+
+        soft = resource.getrlimit(resource.RLIMIT_NOFILE)[0]
+    except (ImportError, OSError, ValueError):
+        return 256
+    return MAX_CONNECTIONS if soft == resource.RLIM_INFINITY else max(16, min(MAX_CONNECTIONS, soft // 4))
 #: Bytes of request line and headers read at most.
 MAX_HEADER_BYTES = 16 << 10
 
@@ -32,6 +43,7 @@ class MetricsServer:
         self._registry = registry
         self._loop = asyncio.new_event_loop()
         self._open = 0
+        self.limit = _connection_limit()
         family = socket.AF_INET6 if ":" in host else socket.AF_INET
         self._socket = socket.socket(family, socket.SOCK_STREAM)
         self._socket.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
@@ -62,7 +74,7 @@ class MetricsServer:
         self._loop.close()
 
     async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        if self._open >= MAX_CONNECTIONS:
+        if self._open >= self.limit:
             writer.close()
             return
         self._open += 1

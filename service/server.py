@@ -488,6 +488,8 @@ def create_server(address: str = "[::]:0", settings: Settings | None = None) -> 
             server.stop(0).wait()
             service.frames.shutdown()
             service.store.close()
+            if service.metrics_server is not None:
+                service.metrics_server.stop()
             raise
 
     def warm() -> None:

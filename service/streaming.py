@@ -45,6 +45,15 @@ class _Queue:
         with self._cond:
             return not self._items
 
+    def take_frame(self) -> tuple | None:
+        """Remove and return the last item if it is a frame waiting (realtime: the stale one)."""
+        with self._cond:
+            if self._items and self._items[-1][0] == "frame":
+                item = self._items.pop()
+                self._cond.notify_all()
+                return item
+            return None
+
     def put(self, item, *, replace_frame: bool = False) -> tuple | None:
         """Append ``item``; with ``replace_frame``, take the place of a pending frame and return it."""
         with self._cond:
@@ -101,6 +110,7 @@ class StreamPipeline:
         self._held: set[Reservation] = set()
         self._held_lock = threading.Lock()
         self._closed = False
+        self._waiting_for_memory = False  # the reader waits for room: the server is slow, not the client
         self._idle_seconds = frames.stream_idle_seconds
         context.add_callback(self._stopped.set)
 
@@ -125,7 +135,12 @@ class StreamPipeline:
 
     def _hold(self, frame: pb.Frame, realtime: bool) -> Reservation | None:
         """Reserve the frame's bytes (a realtime frame: only if they fit now; None: they do not)."""
-        reservation = self._frames.reserve_frame(frame, self._stopped.is_set, wait=not realtime)
+        self._waiting_for_memory = True
+        try:
+            reservation = self._frames.reserve_frame(frame, self._stopped.is_set, wait=not realtime)
+        finally:
+            self._waiting_for_memory = False
+            self._active = time.monotonic()
         if reservation is None:
             return None
         with self._held_lock:
@@ -163,8 +178,10 @@ class StreamPipeline:
                 return
 
     def _idle(self) -> bool:
-        """Nothing in flight (the outbox is empty: asked only then) and nothing read or sent for a while."""
-        return self._inbox.empty() and time.monotonic() - self._active > self._idle_seconds
+        """Nothing in flight (the outbox is empty: asked only then), the reader not waiting for room, and
+        nothing read or sent for a while."""
+        return (self._inbox.empty() and not self._waiting_for_memory
+                and time.monotonic() - self._active > self._idle_seconds)
 
     def _read(self) -> None:
         """Requests off the wire, frames decoded, into the inbox, in order."""
@@ -188,6 +205,13 @@ class StreamPipeline:
                     # realtime one drops the frame as stale instead.
                     held = self._hold(request.frame, realtime)
                     if realtime:
+                        if held is None:
+                            # No room: the stale frame waiting goes first, so that the newest is kept.
+                            stale = self._inbox.take_frame()
+                            if stale is not None:
+                                self._let_go(stale[3])
+                                self._skip(stale[1].sequence)
+                                held = self._hold(request.frame, realtime)
                         if held is None:
                             self._skip(request.frame.sequence)
                             continue
@@ -247,6 +271,9 @@ class StreamPipeline:
                     skipped, self._skipped = self._skipped, []
                 pending = self._frames.submit(plan, frame, decoded, self._stopped.is_set, "StreamMatch", poses,
                                               self._pacing)
+                # The frame's memory is free once it is matched (its answer waits in the outbox, a
+                # few of them at most): a client that stops reading holds no frame memory for long.
+                pending.add_done_callback(lambda _, held=held: self._let_go(held))
                 self._outbox.put(("result", pending, skipped, held))
             except Exception as error:  # noqa: BLE001
                 self._outbox.put(("error", error))

@@ -42,8 +42,9 @@ Scores (float64, scores.py)
     sqdiff: energy - 2 corr + tenergy in float64: twice the correlation's bound.
     Normalised: the numerator's bound over sqrt(T W) (T, W the template's and
     the window's energies as the method defines them), plus the float64
-    window statistics' error (16 u64 pixels M^2 on the variance, the engine's
-    documented flatness tolerance) and u for the float32 map. Where that
+    window statistics' error (:func:`integral_bound`, or the engine's
+    documented flatness tolerance of 16 u64 pixels M^2 where that is larger)
+    and u for the float32 map. Where that
     bound reaches the clamping rule (|r| >= 1 clamps to +-1, >= 1.125 falls back to
     0 or 1), the fallback is allowed; where the reference's denominator is
     exactly zero (a flat window or template, made exact by the test's own
@@ -69,6 +70,19 @@ FLAT_UNITS = 16.0
 
 RAW = ("sqdiff", "ccorr", "ccoeff")
 NORMED = ("sqdiff_normed", "ccorr_normed", "ccoeff_normed")
+
+
+def integral_bound(planes: np.ndarray) -> float:
+    """Bound on a window sum (or sum of squares) read from float64 integral images of ``planes``.
+
+    A table built by running sums along rows, then down columns, holds in each
+    entry at most H + W roundings of partial sums no larger than the whole
+    table's sum S (of squares, M^2 per pixel at most); a window reads four
+    entries: within 4 (H + W + 2) u64 S.
+    """
+    height, width = planes.shape[:2]
+    largest = float(np.abs(planes).max() + 1.0) ** 2 * planes.size
+    return 4 * (height + width + 2) * U64 * largest
 
 
 def gamma(n: int, u: float = U32) -> float:
@@ -213,8 +227,7 @@ def map_bound(frame, template, *, method, algorithm, padding="valid", border="co
     windows = _windows(raw_frame, h, w, stride)
     m = ops.weights
     m3 = m[:, :, None]
-    # float64 pieces of the scores (window sums, energies): a few u64 of the largest sum involved.
-    scale64 = 64 * U64 * float(np.abs(raw_frame).max() + 1.0) ** 2 * raw_frame.size
+    scale64 = integral_bound(raw_frame)
     if method in ("ccorr", "ccoeff"):
         return _plain(corr + scale64, method)
     if method == "sqdiff":
@@ -234,7 +247,8 @@ def map_bound(frame, template, *, method, algorithm, padding="valid", border="co
         wenergy = np.einsum("yxijc,ij->yx", centred ** 2, m * m)
         denominator = np.sqrt(tenergy * wenergy)
         numerator = corr
-        variance_error = FLAT_UNITS * U64 * raw_frame.size * float(np.abs(ops.frame).max()) ** 2 * float((m * m).max())
+        variance_error = max(integral_bound(raw_frame), FLAT_UNITS * U64 * raw_frame.size
+                             * float(np.abs(ops.frame).max()) ** 2 * float((m * m).max()))
     degenerate = denominator == 0.0
     with np.errstate(divide="ignore", invalid="ignore"):
         relative = np.where(degenerate, np.inf, variance_error / np.where(degenerate, 1.0, wenergy))
@@ -311,6 +325,6 @@ def ssim_bound(frame, template, *, data_range, algorithm, padding="valid", borde
         ddof = 1 if n > 1 else 0
         vx = windows[..., c].reshape(*windows.shape[:2], -1).var(axis=2, ddof=ddof)
         vy = t[:, :, c].var(ddof=ddof)
-        scale64 = 64 * U64 * float(np.abs(f).max() + 1.0) ** 2 * f.size
+        scale64 = integral_bound(f)
         total = total + 2.0 * (corr + scale64) / max(n - 1, 1) / (vx + vy + c2)
     return total / channels + U32

@@ -233,9 +233,9 @@ def health_under_load(stub, channel, release, workers, checks: int) -> None:
           f"max {max(latencies) * 1e3:.1f} ms over {checks} checks")
 
 
-def smooth_png(side: int, seed: int = 0) -> bytes:
-    """A side x side gray PNG that compresses well (a few KB) and decodes to side^2 bytes."""
-    image = cv2.resize(scene(seed, 32, 32), (side, side), interpolation=cv2.INTER_LINEAR)
+def smooth_png(side: int, seed: int = 0, channels: int = 1) -> bytes:
+    """A side x side PNG that compresses well (a few KB) and decodes to side^2 x channels bytes."""
+    image = cv2.resize(scene(seed, 32, 32, channels), (side, side), interpolation=cv2.INTER_LINEAR)
     ok, data = cv2.imencode(".png", image)
     return data.tobytes()
 
@@ -285,13 +285,14 @@ def test_frames_waiting_in_a_stream_are_charged_to_the_memory_budget(tmp_path, m
 def test_a_frame_that_can_never_fit_the_waiting_share_is_resource_exhausted(tmp_path):
     with running_server(tmp_path, memory_budget=256 << 20) as (stub, _, server):
         create_tiny(stub, 1)
-        huge = smooth_png(4096)  # 64 MiB decoded: over the waiting frames' 32 MiB
+        huge = smooth_png(4096, channels=3)  # 48 MiB decoded (BGR): over the waiting frames' 32 MiB
         requests = [pb.StreamMatchRequest(config=pb.MatchConfig()),
                     pb.StreamMatchRequest(frame=pb.Frame(sequence=0, image=pb.Image(encoded=huge)))]
         with pytest.raises(grpc.RpcError) as caught:
             list(stub.StreamMatch(iter(requests), timeout=60))
         assert caught.value.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
-        assert "memory_budget" in caught.value.details()
+        details = caught.value.details()
+        assert "memory_budget" in details and "of 32 MiB" in details  # the waiting frames' share
         assert server.frames.queued.used == 0
 
 
