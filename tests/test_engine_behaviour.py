@@ -213,3 +213,23 @@ def test_inputs_are_never_written(method, padding, algorithm):
         assert np.array_equal(frame, before), f"{name} frame was written"
         assert np.array_equal(template, template_before)
         template.setflags(write=True)
+
+
+def test_a_cancelled_call_stops_between_the_spectral_paths_kernels():
+    # One group of 12 kernels on the spectral path: cancelled once the first kernel has been asked
+    # about, the call stops (Cancelled) without transforming the rest.
+    from featuremap.service.engine import Cancelled
+
+    rng = np.random.default_rng(4)
+    frame = random_image(rng, 120, 160, 1, np.float32)
+    matcher = Matcher([random_image(rng, 24, 24, 1, np.float32) for _ in range(12)], algorithm="spectral")
+    asked = []
+
+    def cancelled():
+        asked.append(1)
+        return len(asked) > 2  # the group's own check passes, then the first kernel's
+
+    with pytest.raises(Cancelled):
+        matcher(frame, cancelled=cancelled)
+    assert 3 <= len(asked) <= 3 + 12  # asked per kernel, not only per group
+    assert len(matcher(frame)) == 12  # and the Matcher is whole for the next call

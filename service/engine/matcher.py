@@ -500,6 +500,7 @@ class Matcher:
         try:
             work = _FrameWork(self, *self._planes(image, frame), any(kspectra is not None for _, kspectra in plan),
                               scratch)
+            work.cancelled = cancelled
             work.data_range = self.data_range or (255.0 if frame.dtype == np.uint8 else 1.0)
             results: list[np.ndarray | None] = [None] * len(self.shapes)
             for group, (_, kspectra) in zip(self._groups, plan):
@@ -755,6 +756,8 @@ class _FrameWork:
         self._integrals = None
         self._sum_integral: np.ndarray | None = None
         self._channel_integrals = None
+        # The call's cancellation check, asked between the spectral path's kernels too.
+        self.cancelled: Callable[[], bool] | None = None
         self.data_range = 1.0  # ssim's L for this frame
         self._spectra: dict[type, list[np.ndarray]] = {}  # by the transforms' dtype
         self._nonnegative = any_spectral and bool(planes.min() >= 0.0)
@@ -823,7 +826,10 @@ class _FrameWork:
         else:
             target = consume
         oy, ox = group.offset
-        spectral.correlate_spectral(self._spectra[dtype], kspectra, oy, ox, self._stride, out_shape, target)
+        spectral.correlate_spectral(self._spectra[dtype], kspectra, oy, ox, self._stride, out_shape, target,
+                                    self.cancelled)
+        if self.cancelled is not None and self.cancelled():
+            raise Cancelled("the match was cancelled")
 
 
 def match(frame: np.ndarray, templates: Sequence[np.ndarray], **settings) -> list[np.ndarray]:

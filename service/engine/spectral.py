@@ -74,6 +74,7 @@ def correlate_spectral(
     stride: int,
     out_shape: tuple[int, int],
     consume: Callable[[int, np.ndarray], None],
+    cancelled: Callable[[], bool] | None = None,
 ) -> None:
     """Correlate each kernel with the frame and hand its map to ``consume(k, map)``.
 
@@ -82,12 +83,18 @@ def correlate_spectral(
     dropped (a transform cannot skip them). ``consume`` runs on the pool's
     threads, one kernel at a time each, while the map is still in cache; the
     map is a fresh, contiguous (Ho, Wo) array that ``consume`` may change.
+    Once ``cancelled()`` says so, the kernels not yet begun are skipped (and
+    not consumed): the caller then stops.
     """
     height, width = out_shape
     rows = slice(oy, oy + (height - 1) * stride + 1, stride)
     cols = slice(ox, ox + (width - 1) * stride + 1, stride)
 
     def one(k: int) -> None:
+        # A cancelled call skips the kernels not begun (its caller raises): a bank of thousands of
+        # kernels stops within one kernel's transform, not at the end of the group.
+        if cancelled is not None and cancelled():
+            return
         planes = kspectra[k]
         if not planes:
             consume(k, np.zeros(out_shape, np.float32))
