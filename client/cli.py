@@ -68,6 +68,16 @@ def _threshold(text: str) -> float | None:
         raise argparse.ArgumentTypeError(f"{text!r} is not a number (or 'none')") from None
 
 
+def _positive_fps(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"--fps takes a number of frames a second, not {text!r}") from None
+    if not 0.0 < value <= 1000.0:
+        raise argparse.ArgumentTypeError(f"--fps must be above 0 and at most 1000, got {text}")
+    return value
+
+
 def _address(text: str) -> str:
     """host:port, several comma-separated, or a dns:/// target; ports 1-65535."""
     if text.startswith(("dns:", "unix:", "ipv4:", "ipv6:")):
@@ -363,6 +373,8 @@ def build_parser() -> argparse.ArgumentParser:
     _add_match_options(watch_)
     watch_.add_argument("--out", metavar="OVERLAY.mp4", help="write the frames with the peaks drawn")
     watch_.add_argument("--heatmap-out", metavar="HEAT.mp4", help="write the first template's map over the frames")
+    watch_.add_argument("--fps", type=_positive_fps, default=None,
+                        help="frame rate of the written videos (default: the source's; 25 for images and folders)")
     watch_.add_argument("--jsonl", metavar="FILE", help="write one JSON line per answered frame")
     watch_.add_argument("--realtime", action=argparse.BooleanOptionalAction, default=None,
                         help="skip stale frames (default: on for cameras and streams, off for files)")

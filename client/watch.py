@@ -121,8 +121,10 @@ class _Outputs:
     """The files a watch writes: JSON lines, overlay video, heatmap video."""
 
     def __init__(self, args: argparse.Namespace, fps: float | None) -> None:
-        self.overlay = render.VideoWriter(args.out, fps or 25.0) if args.out else None
-        self.heat = render.VideoWriter(args.heatmap_out, fps or 25.0) if args.heatmap_out else None
+        # --fps wins; else the source's own rate (kept); images and folders have none: 25.
+        fps = getattr(args, "fps", None) or fps or 25.0
+        self.overlay = render.VideoWriter(args.out, fps) if args.out else None
+        self.heat = render.VideoWriter(args.heatmap_out, fps) if args.heatmap_out else None
         self.lines: IO[str] | None = open(args.jsonl, "w", buffering=1) if args.jsonl else None  # tail -f works
         self.palette = render.Palette()
 

@@ -107,10 +107,13 @@ def test_watch_follows_a_moving_template(server, tmp_path):
         ok, frame = capture.read()
         cv2.imwrite(str(folder / f"f{i:02d}.png"), frame)
     capture.release()
-    from_folder = run("watch", str(folder), "--template", "cli-watched", "--jsonl", str(lines), address=server)
+    from_folder = run("watch", str(folder), "--template", "cli-watched", "--jsonl", str(lines), "--out", str(out),
+                      "--fps", "7.5", address=server)
     assert from_folder.returncode == 0, from_folder.stderr
     named = [json.loads(line)["source"] for line in lines.read_text().splitlines()]
     assert named == [str(folder / f"f{i:02d}.png") for i in range(4)]
+    assert cv2.VideoCapture(str(out)).get(cv2.CAP_PROP_FPS) == pytest.approx(7.5, abs=0.01)  # --fps kept
+    assert run("watch", str(folder), "--fps", "0", address=server).returncode == 1
 
 
 def test_bad_sources_and_usage(server, tmp_path):
