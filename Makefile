@@ -1,4 +1,4 @@
-# featuremap: make demo | make test | make test-cpus | make test-fast | make bench | make bench-cuda | make lint
+# featuremap: make demo | make test | make test-cpus | make test-fast | make bench | make bench-cuda | make lock | make lint
 PYTHON ?= python3
 VENV   := .venv
 BIN    := $(VENV)/bin
