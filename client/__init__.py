@@ -18,6 +18,15 @@ from typing import TYPE_CHECKING, Any
 if TYPE_CHECKING:
     from .client import (
         DEFAULT_THRESHOLDS,
+        AccessError,
+        AlreadyExistsError,
+        FileError,
+        InvalidArgumentError,
+        LimitError,
+        NotFoundError,
+        SettingTypeError,
+        TimedOutError,
+        UnavailableError,
         FeatureMap,
         FeatureMapClient,
         FeatureMapError,
@@ -31,12 +40,23 @@ if TYPE_CHECKING:
 
 _WHERE = {
     **dict.fromkeys(["DEFAULT_THRESHOLDS", "FeatureMap", "FeatureMapClient", "FeatureMapError", "FrameResult",
-                     "MatchSettings", "Peak", "TemplateInfo", "match_config"], ".client"),
+                     "MatchSettings", "Peak", "TemplateInfo", "match_config", "AccessError", "AlreadyExistsError",
+                     "FileError", "InvalidArgumentError", "LimitError", "NotFoundError", "SettingTypeError",
+                     "TimedOutError", "UnavailableError"], ".client"),
     **dict.fromkeys(["Detection", "Tracker"], ".tracking"),
 }
 
 __all__ = [
     "DEFAULT_THRESHOLDS",
+    "AccessError",
+    "AlreadyExistsError",
+    "FileError",
+    "InvalidArgumentError",
+    "LimitError",
+    "NotFoundError",
+    "SettingTypeError",
+    "TimedOutError",
+    "UnavailableError",
     "Detection",
     "FeatureMap",
     "FeatureMapClient",
@@ -54,3 +74,8 @@ def __getattr__(name: str) -> Any:
     if name in _WHERE:
         return getattr(importlib.import_module(_WHERE[name], __name__), name)
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
+def __dir__() -> list[str]:
+    """The lazy names too, for dir() and completion."""
+    return sorted(set(globals()) | set(__all__))

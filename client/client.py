@@ -62,6 +62,67 @@ class FeatureMapError(Exception):
         self.details = details
 
 
+# One tree: every error the client raises is a FeatureMapError, and each kind also the builtin it
+# refines, so that `except ValueError` (or LookupError, TimeoutError, ...) keeps working.
+class InvalidArgumentError(FeatureMapError, ValueError):
+    """A request the server (or the client, before sending) refuses: fix it (INVALID_ARGUMENT)."""
+
+
+class SettingTypeError(InvalidArgumentError, TypeError):
+    """A setting of the wrong kind or name (INVALID_ARGUMENT, raised by the client)."""
+
+
+class NotFoundError(FeatureMapError, LookupError):
+    """No such template (NOT_FOUND)."""
+
+
+class AlreadyExistsError(FeatureMapError):
+    """A template of that id exists (ALREADY_EXISTS)."""
+
+
+class LimitError(FeatureMapError):
+    """A limit of the server (RESOURCE_EXHAUSTED): a smaller request, or later."""
+
+
+class AccessError(FeatureMapError, PermissionError):
+    """No token, or one without the scope the call needs (UNAUTHENTICATED, PERMISSION_DENIED)."""
+
+
+class UnavailableError(FeatureMapError, ConnectionError):
+    """No server answers (UNAVAILABLE): start one, or retry (another replica)."""
+
+
+class TimedOutError(FeatureMapError, TimeoutError):
+    """The call's deadline passed (DEADLINE_EXCEEDED)."""
+
+
+class FileError(FeatureMapError, FileNotFoundError):
+    """A file the client was given does not exist (raised by the client)."""
+
+
+_KINDS: dict[grpc.StatusCode, type[FeatureMapError]] = {
+    grpc.StatusCode.INVALID_ARGUMENT: InvalidArgumentError,
+    grpc.StatusCode.FAILED_PRECONDITION: InvalidArgumentError,
+    grpc.StatusCode.OUT_OF_RANGE: InvalidArgumentError,
+    grpc.StatusCode.NOT_FOUND: NotFoundError,
+    grpc.StatusCode.ALREADY_EXISTS: AlreadyExistsError,
+    grpc.StatusCode.RESOURCE_EXHAUSTED: LimitError,
+    grpc.StatusCode.UNAUTHENTICATED: AccessError,
+    grpc.StatusCode.PERMISSION_DENIED: AccessError,
+    grpc.StatusCode.UNAVAILABLE: UnavailableError,
+    grpc.StatusCode.DEADLINE_EXCEEDED: TimedOutError,
+}
+
+
+def error_of(code: grpc.StatusCode, details: str) -> FeatureMapError:
+    """The FeatureMapError of the kind that fits ``code`` (the base class for the others)."""
+    return _KINDS.get(code, FeatureMapError)(code, details)
+
+
+def _invalid(message: str) -> InvalidArgumentError:
+    return InvalidArgumentError(grpc.StatusCode.INVALID_ARGUMENT, message)
+
+
 def _translated(method: Callable[_P, _R]) -> Callable[_P, _R]:
     """Turn ``grpc.RpcError`` into :class:`FeatureMapError`, keeping the method's signature."""
 
@@ -70,7 +131,7 @@ def _translated(method: Callable[_P, _R]) -> Callable[_P, _R]:
         try:
             return method(*args, **kwargs)
         except grpc.RpcError as error:
-            raise FeatureMapError(error.code(), error.details() or "") from None
+            raise error_of(error.code(), error.details() or "") from None
 
     return call
 
@@ -228,12 +289,17 @@ def _read_image(image: ImageInput) -> pb.Image:
     """An array as raw pixels; a PNG, JPEG or WebP file as its bytes (the server decodes those); any
     other image file OpenCV reads (TIFF, BMP, ...) decoded here and sent as raw pixels."""
     if isinstance(image, (str, Path)):
-        data = Path(image).read_bytes()
+        try:
+            data = Path(image).read_bytes()
+        except FileNotFoundError:
+            raise FileError(grpc.StatusCode.INVALID_ARGUMENT, f"{image}: no such file") from None
+        except IsADirectoryError:
+            raise _invalid(f"{image}: a folder, not an image file") from None
         if wire.encoded_format(data) is not None:
             return pb.Image(encoded=data)
         decoded = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_UNCHANGED)
         if decoded is None:
-            raise ValueError(f"{image}: not an image file OpenCV reads")
+            raise _invalid(f"{image}: not an image file OpenCV reads")
         if decoded.dtype == np.uint16:  # as the server does for 16-bit PNG: keep the 0..255 scale
             decoded = (decoded / np.float32(257.0)).astype(np.float32)
         elif decoded.dtype != np.uint8:
@@ -244,15 +310,16 @@ def _read_image(image: ImageInput) -> pb.Image:
 
 def _choice(value: object, choices: tuple[object, ...], what: str) -> None:
     if value not in choices:
-        raise ValueError(f"unknown {what} {value!r}: choose one of {', '.join(str(c) for c in choices)}")
+        raise _invalid(f"unknown {what} {value!r}: choose one of {', '.join(str(c) for c in choices)}")
 
 
 def match_config(**settings: Unpack[MatchSettings]) -> pb.MatchConfig:
     """A MatchConfig from keyword settings (:class:`MatchSettings`; see featuremap.proto for their meaning)."""
     unknown = set(settings) - set(MatchSettings.__annotations__)
     if unknown:
-        raise TypeError(f"unknown match setting(s) {', '.join(sorted(unknown))}: "
-                        f"use {', '.join(MatchSettings.__annotations__)}")
+        raise SettingTypeError(grpc.StatusCode.INVALID_ARGUMENT,
+                               f"unknown match setting(s) {', '.join(sorted(unknown))}: "
+                               f"use {', '.join(MatchSettings.__annotations__)}")
     method = settings.get("method", "ccoeff_normed")
     padding = settings.get("padding", "valid")
     border = settings.get("border", "constant")
@@ -291,11 +358,11 @@ def channel_target(address: str) -> str:
     for part in (a.strip() for a in address.split(",") if a.strip()):
         host, _, port = part.rpartition(":")
         if not host or not port.isdigit():
-            raise ValueError(f"{part!r} is not host:port")
+            raise _invalid(f"{part!r} is not host:port")
         try:
             infos = socket.getaddrinfo(host.strip("[]"), int(port), type=socket.SOCK_STREAM)
         except socket.gaierror as error:
-            raise ValueError(f"cannot resolve {host}: {error}") from None
+            raise UnavailableError(grpc.StatusCode.UNAVAILABLE, f"cannot resolve {host}: {error}") from None
         family, *_, sockaddr = infos[0]
         resolved.append((family, sockaddr[0], int(port)))
     if all(family == socket.AF_INET for family, _, _ in resolved):
@@ -363,7 +430,7 @@ class FeatureMapClient:
         target, channel_options = channel_target(address), list(defaults.items())
         if tls or ca_file or cert_file or key_file:
             if bool(cert_file) != bool(key_file):
-                raise ValueError("cert_file and key_file go together: give both or neither")
+                raise _invalid("cert_file and key_file go together: give both or neither")
 
             def read(path: str | None) -> bytes | None:
                 return Path(path).read_bytes() if path else None
@@ -486,7 +553,7 @@ class FeatureMapClient:
         Stopping the iteration early cancels the call.
         """
         if encoding not in ("raw", "jpeg", "png"):
-            raise ValueError(f"unknown encoding {encoding!r}: choose raw, jpeg or png")
+            raise _invalid(f"unknown encoding {encoding!r}: choose raw, jpeg or png")
         first = match_config(**config)
         slots = threading.Semaphore(window)
         done = threading.Event()
@@ -517,7 +584,7 @@ class FeatureMapClient:
                 yield result
         except grpc.RpcError as error:
             if error.code() != grpc.StatusCode.CANCELLED or not done.is_set():
-                raise FeatureMapError(error.code(), error.details() or "") from None
+                raise error_of(error.code(), error.details() or "") from None
         finally:
             done.set()
             call.cancel()
@@ -537,6 +604,6 @@ def _frame(sequence: int, timestamp: float | None, image: np.ndarray, encoding: 
         params = [cv2.IMWRITE_JPEG_QUALITY, quality] if encoding == "jpeg" else []
         ok, data = cv2.imencode(".jpg" if encoding == "jpeg" else ".png", image, params)
         if not ok:
-            raise ValueError(f"could not encode the frame as {encoding}")
+            raise _invalid(f"could not encode the frame as {encoding}")
         frame.image.encoded = data.tobytes()
     return frame

@@ -168,3 +168,26 @@ def test_the_default_threshold_turns_peaks_into_detections(client):
     assert [p.template for p in c.match(frame).peaks] == ["templates/here"]
     assert len(c.match(frame, threshold=None).peaks) == 2  # None: every peak, as the wire's default
     assert len(c.match(frame, method="ccorr").peaks) == 2  # no default for the unnormalised methods
+
+
+def test_one_exception_tree_each_kind_also_the_builtin_it_refines(client, tmp_path):
+    from featuremap.client import (FeatureMapError, FileError, InvalidArgumentError, NotFoundError,
+                                   SettingTypeError)
+
+    c, _ = client
+    with pytest.raises(NotFoundError) as caught:
+        c.get_template("nothing-here")
+    assert isinstance(caught.value, (FeatureMapError, LookupError)) and caught.value.code_name == "NOT_FOUND"
+    assert "templates/nothing-here" in str(caught.value)  # the template named as the user named it
+    with pytest.raises(FileError) as missing:
+        c.create_template(tmp_path / "nope.png", "nope")
+    assert isinstance(missing.value, (FeatureMapError, FileNotFoundError))
+    with pytest.raises(InvalidArgumentError):
+        c.match(scene(), method="nope")
+    with pytest.raises(SettingTypeError):
+        c.match(scene(), colour="red")
+    with pytest.raises(ValueError):  # what code written against the builtins catches still catches
+        c.match(scene(), method="nope")
+    import featuremap.client as package
+
+    assert {"FeatureMapClient", "FeatureMapError", "NotFoundError"} <= set(dir(package))
