@@ -229,7 +229,10 @@ class FeatureMapServicer(pb_grpc.FeatureMapServiceServicer):
         code, message = status_of(error)
         if code == grpc.StatusCode.INTERNAL:
             log.error("internal error", exc_info=error, extra={"rpc": rpc})
-        self._metrics.errors.labels(rpc, code.name).inc()
+        # Work stopped because its caller left (cancelled, or let its deadline pass) is the caller's
+        # choice, not an error of the service: it is not counted (the stream's end is still logged).
+        if not (code == grpc.StatusCode.CANCELLED and not context.is_active()):
+            self._metrics.errors.labels(rpc, code.name).inc()
         context.abort(code, message)
         raise AssertionError("abort returns only by raising")
 

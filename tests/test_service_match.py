@@ -346,3 +346,22 @@ def test_ssim_over_grpc_equals_the_engine(server):
     with pytest.raises(grpc.RpcError) as caught:
         stub.Match(pb.MatchRequest(config=config(method=pb.METHOD_SSIM, data_range=-1), frame=frame_message(frame)))
     assert caught.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+
+
+def test_a_client_that_ends_its_stream_is_not_an_error_in_the_metrics(server):
+    stub, _, srv = server
+    frame = scene(8)
+    bank_of(stub, frame)
+
+    def endless():
+        yield pb.StreamMatchRequest(config=config())
+        for i in range(10**6):
+            yield pb.StreamMatchRequest(frame=frame_message(frame, i))
+
+    call = stub.StreamMatch(endless(), timeout=60)
+    next(call)
+    call.cancel()  # the client had seen enough
+    assert wait_until(lambda: active_streams(srv) == 0)
+    counted = {tuple(sample.labels.values()): sample.value for metric in srv.metrics.errors.collect()
+               for sample in metric.samples if sample.name.endswith("_total")}
+    assert not any(value for labels, value in counted.items() if "StreamMatch" in labels), counted
