@@ -72,6 +72,7 @@ def draw_peaks(frame: np.ndarray, peaks: Iterable[Peak], *, tracks: Iterable[int
     weight = max(1, round(side / 500))
     peaks = list(peaks)
     ids = list(tracks) if tracks is not None else [None] * len(peaks)
+    placed: list[tuple[int, int, int, int]] = []  # labels drawn so far: (left, top, right, bottom)
     for peak, track in zip(peaks, ids, strict=True):
         colour = palette(peak.template)
         x, y = int(round(peak.x)), int(round(peak.y))
@@ -83,13 +84,36 @@ def draw_peaks(frame: np.ndarray, peaks: Iterable[Peak], *, tracks: Iterable[int
         name = peak.template.split("/")[-1]
         label = f"{name} #{track} {peak.score:.2f}" if track is not None else f"{name} {peak.score:.2f}"
         (width, height), base = cv2.getTextSize(label, cv2.FONT_HERSHEY_SIMPLEX, scale, weight)
-        top = y - height - base - 2 * line if y - height - base - 2 * line >= 0 else y + peak.height
-        left = min(max(0, x), max(0, canvas.shape[1] - width - 4))
+        left, top = place_label((x, y, peak.width, peak.height), (width + 4, height + base + 4), canvas.shape[:2],
+                                placed, gap=2 * line)
+        placed.append((left, top, left + width + 4, top + height + base + 4))
         cv2.rectangle(canvas, (left, top), (left + width + 4, top + height + base + 4), colour, cv2.FILLED)
         ink = (0, 0, 0) if sum(c * w for c, w in zip(colour, (0.114, 0.587, 0.299))) > 140 else (255, 255, 255)
         cv2.putText(canvas, label, (left + 2, top + height + 2), cv2.FONT_HERSHEY_SIMPLEX, scale, ink, weight,
                     cv2.LINE_AA)
     return canvas
+
+
+def place_label(box: tuple[int, int, int, int], size: tuple[int, int], frame: tuple[int, int],
+                placed: list[tuple[int, int, int, int]], gap: int = 2) -> tuple[int, int]:
+    """Where a label of ``size`` (w, h) goes for a box (x, y, w, h): (left, top), inside the frame.
+
+    Above the box, else below it, else stepped down beside it, whichever first
+    overlaps no label already ``placed`` (rectangles left, top, right, bottom);
+    when every place is taken, above the box.
+    """
+    x, y, bw, bh = box
+    width, height = size
+    rows, cols = frame
+    left = min(max(0, x), max(0, cols - width))
+
+    def clear(top: int) -> bool:
+        return all(left + width <= a or b >= top + height or left >= c or top >= d for a, b, c, d in placed)
+
+    candidates = [y - height - gap, y + bh + gap] + [y + k * height for k in range(0, max(1, bh // height) + 1)]
+    candidates += [y + bh + gap + k * height for k in range(1, 4)] + [y - height - gap - k * height for k in range(1, 4)]
+    inside = [min(max(0, top), max(0, rows - height)) for top in candidates]
+    return left, next((top for top in inside if clear(top)), inside[0])
 
 
 def heatmap(score_map: np.ndarray, method: str = "ccoeff_normed") -> np.ndarray:
@@ -130,16 +154,44 @@ def heatmap_over(frame: np.ndarray, score_map: np.ndarray, *, origin: tuple[int,
     return canvas
 
 
+def with_legend(image: np.ndarray, score_map: np.ndarray, title: str, method: str = "ccoeff_normed") -> np.ndarray:
+    """``image`` with a colour bar at its right (the map's best score at the top, its worst at the
+    bottom, as the heatmap's colours run) and ``title`` (the template's name, the method) above it."""
+    canvas = as_bgr(image)
+    rows = canvas.shape[0]
+    bar_width = max(12, rows // 30)
+    margin = max(40, rows // 8)
+    ramp = np.linspace(255, 0, rows).astype(np.uint8)[:, None].repeat(bar_width, axis=1)
+    bar = cv2.applyColorMap(ramp, cv2.COLORMAP_TURBO)
+    panel = np.full((rows, bar_width + margin + 4, 3), 32, np.uint8)
+    panel[:, 2:2 + bar_width] = bar
+    values = score_map[np.isfinite(score_map)]
+    best, worst = (float(values.min()), float(values.max())) if method in LOWER_IS_BETTER else \
+        (float(values.max()), float(values.min()))
+    scale = max(0.35, rows / 1200)
+    for text, y in ((f"{best:.3g}", int(14 * scale / 0.35)), (f"{worst:.3g}", rows - 4)):
+        cv2.putText(panel, text, (bar_width + 5, y), cv2.FONT_HERSHEY_SIMPLEX, scale, (255, 255, 255), 1, cv2.LINE_AA)
+    canvas = np.hstack([canvas, panel])
+    (tw, th), base = cv2.getTextSize(title, cv2.FONT_HERSHEY_SIMPLEX, scale * 1.2, 1)
+    cv2.rectangle(canvas, (0, 0), (min(canvas.shape[1] - 1, tw + 8), th + base + 8), (32, 32, 32), cv2.FILLED)
+    cv2.putText(canvas, title, (4, th + 4), cv2.FONT_HERSHEY_SIMPLEX, scale * 1.2, (255, 255, 255), 1, cv2.LINE_AA)
+    return canvas
+
+
 def map_heatmap(frame: np.ndarray, feature_map: FeatureMap, peaks: Iterable[Peak] = (),
-                method: str = "ccoeff_normed", alpha: float = 0.5) -> np.ndarray:
-    """A :class:`FeatureMap` over its frame, placed by its origin and stride.
+                method: str = "ccoeff_normed", alpha: float = 0.5, legend: bool = True) -> np.ndarray:
+    """A :class:`FeatureMap` over its frame, placed by its origin and stride, with its legend.
 
     The window size comes from the template's peak among ``peaks`` (none: the
-    map is drawn from the windows' corners).
+    map is drawn from the windows' corners). ``legend``: a colour bar with the
+    map's best and worst scores, and the template's name (see :func:`with_legend`).
     """
     box = next((p for p in peaks if p.template == feature_map.template), None)
-    return heatmap_over(frame, feature_map.scores, origin=feature_map.origin, stride=feature_map.stride,
-                        template_size=(box.width, box.height) if box else (0, 0), method=method, alpha=alpha)
+    image = heatmap_over(frame, feature_map.scores, origin=feature_map.origin, stride=feature_map.stride,
+                         template_size=(box.width, box.height) if box else (0, 0), method=method, alpha=alpha)
+    if not legend:
+        return image
+    return with_legend(image, feature_map.scores, f"{feature_map.template.split('/')[-1]} ({method})", method)
 
 
 def result_heatmap(frame: np.ndarray, result: FrameResult, method: str = "ccoeff_normed") -> np.ndarray | None:

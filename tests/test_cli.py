@@ -71,7 +71,8 @@ def test_templates_add_from_video_and_match(server, tmp_path):
     assert matched.returncode == 0, matched.stderr
     (peak,) = json.loads(matched.stdout)["peaks"]
     assert abs(peak["x"] - truth[8][0]) <= 2 and abs(peak["y"] - truth[8][1]) <= 2
-    assert cv2.imread(str(tmp_path / "h.png")).shape == frame.shape
+    heat = cv2.imread(str(tmp_path / "h.png"))  # the frame, and the legend's panel at its right
+    assert heat.shape[0] == frame.shape[0] and heat.shape[1] > frame.shape[1]
     assert cv2.imread(str(tmp_path / "o.png")).shape == frame.shape
 
 

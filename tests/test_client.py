@@ -191,3 +191,28 @@ def test_one_exception_tree_each_kind_also_the_builtin_it_refines(client, tmp_pa
     import featuremap.client as package
 
     assert {"FeatureMapClient", "FeatureMapError", "NotFoundError"} <= set(dir(package))
+
+
+def test_labels_of_nearby_detections_do_not_overlap():
+    placed = []
+    boxes = [(40, 40, 30, 20), (44, 42, 30, 20), (48, 44, 30, 20), (40, 0, 30, 20)]  # touching, one at the top
+    for box in boxes:
+        left, top = render.place_label(box, (60, 14), (120, 160), placed)
+        assert 0 <= left <= 160 - 60 and 0 <= top <= 120 - 14
+        rect = (left, top, left + 60, top + 14)
+        assert all(rect[2] <= a or rect[0] >= c or rect[3] <= b or rect[1] >= d for a, b, c, d in placed), placed
+        placed.append(rect)
+
+
+def test_heatmaps_carry_a_colour_bar_and_the_templates_name(client):
+    c, _ = client
+    frame = scene(5)
+    c.create_template(frame[30:50, 41:71], template_id="named")
+    result = c.match(frame, maps="float32")
+    plain = render.map_heatmap(frame, result.maps["templates/named"], result.peaks, legend=False)
+    heat = render.map_heatmap(frame, result.maps["templates/named"], result.peaks)
+    assert heat.shape[0] == plain.shape[0] and heat.shape[1] > plain.shape[1]  # a panel at the right
+    bar = heat[:, plain.shape[1] + 2:plain.shape[1] + 8].astype(int)
+    top, bottom = bar[0, 0], bar[-1, 0]  # BGR
+    assert top[2] > top[0] and bottom[0] > bottom[2]  # the bar runs from hot red (best) to cold blue (worst)
+    assert not np.array_equal(heat[:12, :40], plain[:12, :40])  # the title written over the top-left
