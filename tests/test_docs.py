@@ -16,3 +16,72 @@ def test_no_document_points_outside_the_repository():
             if "://" not in target:
                 resolved = (path.parent / target).resolve()
                 assert resolved.is_relative_to(ROOT) and resolved.exists(), (path.name, target)
+
+
+def test_every_command_of_the_your_own_video_guide_runs(tmp_path):
+    """docs/your-own-video.md, command by command, in a folder with a logo and a clip made here."""
+    import json
+    import os
+    import shlex
+    import subprocess
+    import sys
+
+    import cv2
+    import numpy as np
+
+    from service_helpers import free_port
+
+    # A logo with transparent corners, and a clip (and a folder of its frames) where it moves.
+    rng = np.random.default_rng(7)
+    logo = cv2.GaussianBlur(rng.integers(0, 256, (40, 40, 3), dtype=np.uint8), (0, 0), 1.0)
+    alpha = np.zeros((40, 40), np.uint8)
+    cv2.circle(alpha, (20, 20), 19, 255, -1)
+    cv2.imwrite(str(tmp_path / "logo.png"), np.dstack([logo, alpha]))
+    background = cv2.GaussianBlur(rng.integers(0, 256, (160, 240, 3), dtype=np.uint8), (0, 0), 2.0)
+    writer = cv2.VideoWriter(str(tmp_path / "clip.mp4"), cv2.VideoWriter_fourcc(*"mp4v"), 10.0, (240, 160))
+    (tmp_path / "frames").mkdir()
+    inside = alpha > 0
+    for t in range(8):
+        frame = background.copy()
+        frame[50:90, 20 + 8 * t:60 + 8 * t][inside] = logo[inside]
+        writer.write(frame)
+        cv2.imwrite(str(tmp_path / "frames" / f"{t:03d}.png"), frame)
+    writer.release()
+
+    text = (ROOT / "docs" / "your-own-video.md").read_text()
+    blocks = re.findall(r"```sh\n(.*?)```", text, re.S)
+    commands = [line for block in blocks for line in block.splitlines() if line.strip()]
+    port = free_port()
+    env = dict(os.environ, FEATUREMAP_ADDRESS=f"localhost:{port}",
+               PATH=os.pathsep.join([os.path.dirname(sys.executable), os.environ.get("PATH", "")]))
+    server = None
+    try:
+        for command in commands:
+            command = command.replace("localhost:50051", f"localhost:{port}")
+            if command.endswith("&"):  # the server, in the background: wait until it serves
+                server = subprocess.Popen(shlex.split(command[:-1]), cwd=tmp_path, env=env,
+                                          stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+                import grpc
+
+                from service_helpers import wait_serving
+
+                channel = grpc.insecure_channel(f"localhost:{port}")
+                wait_serving(channel)
+                channel.close()
+                continue
+            done = subprocess.run(command, shell=True, cwd=tmp_path, env=env, capture_output=True, text=True,
+                                  timeout=300)
+            assert done.returncode == 0, (command, done.stderr[-2000:])
+        entries = [json.loads(line) for line in (tmp_path / "detections.jsonl").read_text().splitlines()]
+        assert [e["sequence"] for e in entries] == list(range(8))
+        for entry in entries:
+            (peak,) = entry["peaks"]
+            assert entry["source"] == "clip.mp4" and peak["template"] == "templates/logo"
+            assert abs(peak["x"] - (20 + 8 * entry["sequence"])) <= 1 and abs(peak["y"] - 50) <= 1
+        folder = [json.loads(line)["source"] for line in (tmp_path / "folder.jsonl").read_text().splitlines()]
+        assert folder == [os.path.join("frames", f"{t:03d}.png") for t in range(8)]
+        assert (tmp_path / "overlay.mp4").stat().st_size > 0 and (tmp_path / "folder.mp4").stat().st_size > 0
+    finally:
+        if server is not None:
+            server.terminate()
+            server.wait(60)
