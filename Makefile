@@ -12,13 +12,21 @@ BUF    := npx --yes @bufbuild/buf@1.75.0
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
 
-# Reinstall when the project's dependencies change.
+RUNTIME := $(VENV)/.installed-runtime
+
+# Reinstall when the project's dependencies change. The demo needs the package alone (about a
+# third of the venv the tests need: no CUDA compiler, scipy, fuzzers or linters).
+$(RUNTIME): $(BIN)/python pyproject.toml
+	$(BIN)/python -m pip install -q --upgrade pip
+	$(BIN)/python -m pip install -q -e .
+	touch $(RUNTIME)
+
 $(STAMP): $(BIN)/python pyproject.toml
 	$(BIN)/python -m pip install -q --upgrade pip
 	$(BIN)/python -m pip install -q -e '.[dev]'
-	touch $(STAMP)
+	touch $(STAMP) $(RUNTIME)
 
-demo: $(STAMP)
+demo: $(RUNTIME)
 	$(BIN)/featuremap demo
 
 test: $(STAMP)
