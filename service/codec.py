@@ -30,7 +30,8 @@ def _png_size(data: bytes) -> tuple[int, int]:
     return width, height
 
 
-def _jpeg_size(data: bytes) -> tuple[int, int]:
+def _jpeg_frame(data: bytes) -> int:
+    """Where a JPEG's start-of-frame segment begins (its size and component count are in it)."""
     i = 2
     while i + 4 <= len(data):
         if data[i] != 0xFF:
@@ -47,10 +48,15 @@ def _jpeg_size(data: bytes) -> tuple[int, int]:
         if 0xC0 <= marker <= 0xCF and marker not in (0xC4, 0xC8, 0xCC):
             if i + 9 > len(data):
                 break
-            height, width = struct.unpack(">HH", data[i + 5:i + 9])
-            return width, height
+            return i
         i += 2 + length
     raise InvalidArgument("JPEG header is truncated or corrupt: no frame size found")
+
+
+def _jpeg_size(data: bytes) -> tuple[int, int]:
+    i = _jpeg_frame(data)
+    height, width = struct.unpack(">HH", data[i + 5:i + 9])
+    return width, height
 
 
 def _webp_size(data: bytes) -> tuple[int, int]:
@@ -80,13 +86,8 @@ def _encoded_channels(data: bytes) -> int:
     if kind == "png" and len(data) > 25:
         return {0: 1, 2: 3, 3: 3, 4: 4, 6: 4}.get(data[25], 4)  # IHDR colour type
     if kind == "jpeg":
-        i = 2
-        while i + 10 <= len(data) and data[i] == 0xFF:
-            marker = data[i + 1]
-            if 0xC0 <= marker <= 0xCF and marker not in (0xC4, 0xC8, 0xCC):
-                return 1 if data[i + 9] == 1 else 3  # SOF: the component count
-            i += 2 + struct.unpack(">H", data[i + 2:i + 4])[0]
-        return 3
+        i = _jpeg_frame(data)
+        return 1 if i + 9 < len(data) and data[i + 9] == 1 else 3  # the frame's component count
     if kind == "webp":
         return 4 if data[12:16] == b"VP8X" and len(data) > 20 and data[20] & 0x10 else 3
     return 4
