@@ -36,7 +36,7 @@ from . import options
 from .kept import Kept
 from .matcher import Cancelled, Matcher
 from .pose_scores import keep_best, parabola, quadric_peak, window_scores
-from .pose_template import PoseTemplate, pyramid
+from .pose_template import PoseTemplate, odd_side, pyramid
 
 #: The top level is the coarsest at which the template keeps about 256 pixels
 #: (a 64x64 template at scales about 1 goes up two levels, to 16x16).
@@ -153,32 +153,50 @@ def _steps(low: float, high: float, step: float, circle: bool) -> np.ndarray:
     return low + np.arange(count + 1) * (span / count)
 
 
+def _levels(smallest_area: int, scale_range: tuple[float, float]) -> int:
+    """Pyramid levels above the frame: the coarsest where the smallest template (of ``smallest_area``
+    pixels), at the range's middle scale, keeps TOP_AREA pixels."""
+    middle = math.sqrt(scale_range[0] * scale_range[1])
+    return max(0, int(math.floor(math.log(max(smallest_area * middle ** 2 / TOP_AREA, 1.0), 4))))
+
+
+def _angle_step(side: float, largest_scale: float) -> float:
+    """Degrees that move the rim of a template of ``side`` pixels (at its largest scale) about one pixel."""
+    return math.degrees(math.atan(2.0 / max(side * largest_scale, 2.0)))
+
+
+def _scale_step(side: float, largest_scale: float) -> float:
+    """A relative step of scale: the rim moves about one pixel."""
+    return 1.0 / max(side * largest_scale / 2.0, 1.0)
+
+
+def _top_scales(scale_range: tuple[float, float], scale_step: float) -> np.ndarray:
+    """The top level's scales: ``TOP_SCALE_SPREAD`` steps apart, geometrically, both ends included."""
+    low, high = scale_range
+    if high <= low:
+        return np.array([low])
+    count = max(1, math.ceil(math.log(high / low) / math.log1p(TOP_SCALE_SPREAD * scale_step)))
+    return low * (high / low) ** (np.arange(count + 1) / count)
+
+
 def grid_size(height: int, width: int, channels: int, angles=(-180.0, 180.0),
               scales=(1.0, 1.0)) -> tuple[int, int]:
     """The poses the top level of a search of one template will try, and its variants' bytes.
 
     From the template's size and ranges alone, before anything is made, by
-    the rules :class:`PoseSearch` builds its grid with (a test holds the two
-    together): what a service admits or refuses by. The bytes count each
-    variant twice (the variant and its kernel in the top level's bank).
+    the rules :class:`PoseSearch` builds its grid with (the same functions):
+    what a service admits or refuses by. The bytes count each variant twice
+    (the variant and its kernel in the top level's bank).
     """
     angle_range, scale_range = check_ranges(angles, scales)
-    middle = math.sqrt(scale_range[0] * scale_range[1])
-    levels = max(0, int(math.floor(math.log(max(height * width * middle ** 2 / TOP_AREA, 1.0), 4))))
+    levels = _levels(height * width, scale_range)
     side = max(height, width) / 2.0 ** levels
     circle = angle_range[1] - angle_range[0] >= 360.0
-    angle_step = math.degrees(math.atan(2.0 / max(side * scale_range[1], 2.0)))
-    count_angles = len(_steps(angle_range[0], angle_range[1], TOP_SPREAD * angle_step, circle))
-    if scale_range[1] <= scale_range[0]:
-        top_scales = [scale_range[0]]
-    else:
-        step = TOP_SCALE_SPREAD / max(side * scale_range[1] / 2.0, 1.0)
-        count = max(1, math.ceil(math.log(scale_range[1] / scale_range[0]) / math.log1p(step)))
-        top_scales = [scale_range[0] * (scale_range[1] / scale_range[0]) ** (i / count) for i in range(count + 1)]
+    count_angles = len(_steps(*angle_range, TOP_SPREAD * _angle_step(side, scale_range[1]), circle))
+    top_scales = _top_scales(scale_range, _scale_step(side, scale_range[1]))
     nbytes = 0
     for scale in top_scales:
-        radius = min(height, width) * scale / 2.0 ** levels / 2.0
-        canvas = 2 * max(1, math.ceil(radius - 0.5)) + 1
+        canvas = odd_side(min(height, width) * scale / 2.0 ** levels / 2.0)  # the disc's canvas
         nbytes += 2 * canvas * canvas * 4 * (channels + 1) * count_angles
     return count_angles * len(top_scales), nbytes
 
@@ -247,9 +265,7 @@ class PoseSearch:
                     f"template {i} ({img.shape[1]}x{img.shape[0]}) is under {MIN_POSE_SIDE} pixels a side at "
                     f"scale {self.scale_range[0]:g}: too small to rotate meaningfully")
         # Levels for the smallest template at the range's middle scale.
-        middle = math.sqrt(self.scale_range[0] * self.scale_range[1])
-        smallest = min(img.shape[0] * img.shape[1] * middle ** 2 for img in images)
-        self.levels = max(0, int(math.floor(math.log(max(smallest / TOP_AREA, 1.0), 4))))
+        self.levels = _levels(min(img.shape[0] * img.shape[1] for img in images), self.scale_range)
         # The level poses are finished at: where the largest template keeps at
         # most FINISH_AREA pixels (sub-pixel there is ~0.01 of its pixel; at
         # full resolution a 700x500 template's fits cost seconds).
@@ -305,11 +321,10 @@ class PoseSearch:
     # -- the pose grid ------------------------------------------------------
 
     def _angle_step(self, level: int, template: PoseTemplate) -> float:
-        return math.degrees(math.atan(2.0 / max(template.side(level) * self.scale_range[1], 2.0)))
+        return _angle_step(template.side(level), self.scale_range[1])
 
     def _scale_step(self, level: int, template: PoseTemplate) -> float:
-        """A relative step: the rim moves about one pixel."""
-        return 1.0 / max(template.side(level) * self.scale_range[1] / 2.0, 1.0)
+        return _scale_step(template.side(level), self.scale_range[1])
 
     def _angles(self, level: int, template: PoseTemplate) -> np.ndarray:
         """The top level's angles: ``TOP_SPREAD`` steps apart (the level below searches that far either side)."""
@@ -317,12 +332,7 @@ class PoseSearch:
         return _steps(low, high, TOP_SPREAD * self._angle_step(level, template), self._circle)
 
     def _scales(self, level: int, template: PoseTemplate) -> np.ndarray:
-        low, high = self.scale_range
-        if high <= low:
-            return np.array([low])
-        step = TOP_SCALE_SPREAD * self._scale_step(level, template)
-        count = max(1, math.ceil(math.log(high / low) / math.log1p(step)))
-        return low * (high / low) ** (np.arange(count + 1) / count)
+        return _top_scales(self.scale_range, self._scale_step(level, template))
 
     def _variant(self, index: int, level: int, angle: float, scale: float,
                  disc: bool = False) -> tuple[np.ndarray, np.ndarray]:

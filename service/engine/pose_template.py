@@ -20,6 +20,11 @@ def pyramid(image: np.ndarray, levels: int) -> list[np.ndarray]:
     return out
 
 
+def odd_side(reach: float) -> int:
+    """The odd canvas side (at least 3) that holds ``reach`` pixels either side of a centre pixel."""
+    return 2 * max(1, math.ceil(reach - 0.5)) + 1
+
+
 class PoseTemplate:
     """One template's pyramid and its variants."""
 
@@ -56,8 +61,7 @@ class PoseTemplate:
         radius = min(half_w, half_h)
         reach_x = radius if disc else abs(cos) * half_w + abs(sin) * half_h
         reach_y = radius if disc else abs(sin) * half_w + abs(cos) * half_h
-        side_x = 2 * max(1, math.ceil(reach_x - 0.5)) + 1
-        side_y = 2 * max(1, math.ceil(reach_y - 0.5)) + 1
+        side_x, side_y = odd_side(reach_x), odd_side(reach_y)
         canvas_x, canvas_y = (side_x - 1) / 2.0, (side_y - 1) / 2.0
         # Canvas point p to template point q = centre + R(-angle) (p - canvas centre) / scale, with
         # R(-angle) the inverse of getRotationMatrix2D's counter-clockwise rotation.
