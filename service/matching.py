@@ -211,20 +211,17 @@ def as_layout(frame: np.ndarray, channels: int) -> np.ndarray:
     have = frame.shape[2]
     if have == channels:
         return frame
-    if have == 4:  # BGRA: the colour, without its alpha
-        frame = np.ascontiguousarray(frame[:, :, :3])
-        have = 3
-        if channels == 3:
-            return frame
-    if have == 3 and channels == 1:
-        return cv2.cvtColor(frame, cv2.COLOR_BGR2GRAY)[:, :, None]
-    if have == 1 and channels == 3:
-        return cv2.cvtColor(np.ascontiguousarray(frame[:, :, 0]), cv2.COLOR_GRAY2BGR)
-    if channels == 4:  # a BGRA template stored before alpha became its mask: an opaque frame
-        colour = frame if have == 3 else cv2.cvtColor(np.ascontiguousarray(frame[:, :, 0]), cv2.COLOR_GRAY2BGR)
-        return cv2.cvtColor(colour, cv2.COLOR_BGR2BGRA)
-    raise InvalidArgument(f"a frame of {frame.shape[2]} channel(s) cannot be matched with templates of {channels}: "
-                          "send gray (1), BGR (3) or BGRA (4) frames and templates")
+    if have not in (1, 3, 4) or channels not in (1, 3, 4):
+        raise InvalidArgument(f"a frame of {have} channel(s) cannot be matched with templates of {channels}: "
+                              "send gray (1), BGR (3) or BGRA (4) frames and templates")
+    # Through BGR: a BGRA frame's alpha dropped, a gray one's value copied to each colour.
+    colour = np.ascontiguousarray(frame[:, :, :3]) if have == 4 else frame if have == 3 else \
+        cv2.cvtColor(np.ascontiguousarray(frame[:, :, 0]), cv2.COLOR_GRAY2BGR)
+    if channels == 1:
+        return cv2.cvtColor(colour, cv2.COLOR_BGR2GRAY)[:, :, None]
+    if channels == 3:
+        return colour
+    return cv2.cvtColor(colour, cv2.COLOR_BGR2BGRA)  # a BGRA template stored before alpha became its mask
 
 
 def _compute_layout(plan: Plan, templates: tuple[StoredTemplate, ...], prepared: PreparedCache, frame: np.ndarray,

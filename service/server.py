@@ -479,8 +479,7 @@ def create_server(address: str = "[::]:0", settings: Settings | None = None) -> 
     except RuntimeError:
         port = 0
     if port == 0:
-        service.frames.shutdown()
-        service.store.close()
+        service.drain(0)
         raise OSError(f"cannot listen on {address}: {_why_not_listening(address) or 'gRPC could not bind it'}")
     server.start()
     service.grpc, service.port = server, port
@@ -488,11 +487,7 @@ def create_server(address: str = "[::]:0", settings: Settings | None = None) -> 
         try:
             service.health_grpc = _health_server(service, settings.health_address)
         except OSError:
-            server.stop(0).wait()
-            service.frames.shutdown()
-            service.store.close()
-            if service.metrics_server is not None:
-                service.metrics_server.stop()
+            service.drain(0)  # nothing served yet: the main port, the pool, the bank, the metrics let go
             raise
 
     def warm() -> None:

@@ -499,8 +499,7 @@ class Matcher:
         scratch = self._take_scratch()
         try:
             work = _FrameWork(self, *self._planes(image, frame), any(kspectra is not None for _, kspectra in plan),
-                              scratch)
-            work.cancelled = cancelled
+                              scratch, cancelled)
             work.data_range = self.data_range or (255.0 if frame.dtype == np.uint8 else 1.0)
             results: list[np.ndarray | None] = [None] * len(self.shapes)
             for group, (_, kspectra) in zip(self._groups, plan):
@@ -744,7 +743,7 @@ class _FrameWork:
     and their squares, integral images, frame spectra."""
 
     def __init__(self, matcher: Matcher, planes: np.ndarray, offsets: np.ndarray, any_spectral: bool,
-                 scratch: Scratch) -> None:
+                 scratch: Scratch, cancelled: Callable[[], bool] | None = None) -> None:
         self.planes = planes
         self.scratch = scratch
         self.offsets = offsets  # (C,) float64: what was taken off each plane
@@ -757,7 +756,7 @@ class _FrameWork:
         self._sum_integral: np.ndarray | None = None
         self._channel_integrals = None
         # The call's cancellation check, asked between the spectral path's kernels too.
-        self.cancelled: Callable[[], bool] | None = None
+        self.cancelled = cancelled
         self.data_range = 1.0  # ssim's L for this frame
         self._spectra: dict[type, list[np.ndarray]] = {}  # by the transforms' dtype
         self._nonnegative = any_spectral and bool(planes.min() >= 0.0)
