@@ -47,9 +47,6 @@ def seed_kernel_cache() -> str | None:
     if not seed or not os.path.isdir(seed):
         return None
     level = cpu_level.apply(seed)
-    chosen = os.environ.get("NUMBA_CPU_NAME")
-    if level is None and chosen and os.path.isdir(os.path.join(seed, chosen)):
-        level = chosen  # the user's own choice of level, which the image carries
     if level is not None:
         seed = os.path.join(seed, level)
     elif any(os.path.isdir(os.path.join(seed, name)) for name, _ in cpu_level.LEVELS):

@@ -63,12 +63,14 @@ def choose(seed: str | os.PathLike | None, flags: frozenset[str] | None = None) 
 def apply(seed: str | os.PathLike | None) -> str | None:
     """Compile for the best level ``seed`` carries, by Numba's environment; returns the level's folder name.
 
-    Must run before Numba is imported. A user's own NUMBA_CPU_NAME wins (nothing is chosen).
-    The empty feature list makes the level's name alone decide what Numba may use (with none
-    given, Numba adds every feature of this CPU, and its cache key with them).
+    Must run before Numba is imported. A user's own NUMBA_CPU_NAME wins: nothing is chosen, and
+    its folder is returned when ``seed`` carries one of that name. The empty feature list makes
+    the level's name alone decide what Numba may use (with none given, Numba adds every feature
+    of this CPU, and its cache key with them).
     """
-    if os.environ.get("NUMBA_CPU_NAME"):
-        return None
+    own = os.environ.get("NUMBA_CPU_NAME")
+    if own:
+        return own if seed and (Path(seed) / own).is_dir() else None
     level = choose(seed)
     if level is not None:
         os.environ["NUMBA_CPU_NAME"] = level

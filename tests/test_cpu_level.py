@@ -125,3 +125,9 @@ def test_seeding_as_a_non_root_user_into_a_root_owned_folder(writable):
             assert done.stderr.count("\n") == 1 and "could not copy 2 of 2 warm kernels" in done.stderr
     finally:
         shutil.rmtree(root, ignore_errors=True)
+
+
+def test_a_users_own_level_is_seeded_when_the_image_carries_it(tmp_path, monkeypatch):
+    (tmp_path / "x86-64-v2").mkdir()
+    monkeypatch.setenv("NUMBA_CPU_NAME", "x86-64-v2")
+    assert cpu_level.apply(tmp_path) == "x86-64-v2"
