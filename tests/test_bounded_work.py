@@ -296,18 +296,25 @@ def test_a_frame_that_can_never_fit_the_waiting_share_is_resource_exhausted(tmp_
         assert server.frames.queued.used == 0
 
 
+def every_pose_refused(stub, height: int, width: int) -> grpc.RpcError:
+    """An 8x8 template at scales 1-8 and every angle (3,636 poses) matched on a frame of height x width:
+    the RESOURCE_EXHAUSTED error it must meet."""
+    template = pb.Template(image=image_message(scene()[:8, :8]), angle_range=pb.Range(low=-180, high=180),
+                           scale_range=pb.Range(low=1, high=8))
+    stub.CreateTemplate(pb.CreateTemplateRequest(template=template, template_id="everything"))
+    request = pb.MatchRequest(config=pb.MatchConfig(templates=["everything"]),
+                              frame=pb.Frame(image=image_message(scene(1, height, width))))
+    with pytest.raises(grpc.RpcError) as caught:
+        stub.Match(request, timeout=60)
+    assert caught.value.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
+    return caught.value
+
+
 def test_a_pose_grid_is_admitted_by_the_poses_it_would_try(tmp_path):
     # An 8x8 template at scales 1-8 and every angle: thousands of poses, once counted as one variant.
     with running_server(tmp_path, max_variants_per_request=1024) as (stub, _, server):
-        template = pb.Template(image=image_message(scene()[:8, :8]), angle_range=pb.Range(low=-180, high=180),
-                               scale_range=pb.Range(low=1, high=8))
-        stub.CreateTemplate(pb.CreateTemplateRequest(template=template, template_id="everything"))
-        request = pb.MatchRequest(config=pb.MatchConfig(templates=["everything"]),
-                                  frame=pb.Frame(image=image_message(scene(1, 240, 320))))
-        with pytest.raises(grpc.RpcError) as caught:
-            stub.Match(request, timeout=60)
-        assert caught.value.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
-        details = caught.value.details()
+        caught = every_pose_refused(stub, 240, 320)
+        details = caught.details()
         assert "max_variants_per_request" in details and "1024" in details
         assert re.search(r"have \d{4,} scale/rotation variants", details)
         assert server.frames.budget.used == 0  # refused before any work
@@ -359,13 +366,5 @@ def test_a_pose_search_is_held_to_the_budget_by_its_real_size(tmp_path):
     # Past the variants limit (raised here), the search's own estimate (a map and spectra per pose
     # over the top level: 2 GiB for this grid on VGA) meets the budget before any work.
     with running_server(tmp_path, max_variants_per_request=10000, memory_budget=512 << 20) as (stub, _, server):
-        template = pb.Template(image=image_message(scene()[:8, :8]), angle_range=pb.Range(low=-180, high=180),
-                               scale_range=pb.Range(low=1, high=8))
-        stub.CreateTemplate(pb.CreateTemplateRequest(template=template, template_id="everything"))
-        request = pb.MatchRequest(config=pb.MatchConfig(templates=["everything"]),
-                                  frame=pb.Frame(image=image_message(scene(1, 480, 640))))
-        with pytest.raises(grpc.RpcError) as caught:
-            stub.Match(request, timeout=60)
-        assert caught.value.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
-        assert "memory_budget" in caught.value.details()
+        assert "memory_budget" in every_pose_refused(stub, 480, 640).details()
         assert server.frames.budget.used == 0

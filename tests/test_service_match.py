@@ -187,10 +187,8 @@ def wait_until(predicate, timeout=10.0):
     return False
 
 
-def test_a_client_that_vanishes_frees_its_stream(server):
-    stub, _, srv = server
-    frame = scene(8)
-    bank_of(stub, frame)
+def endless_stream(stub, frame):
+    """A stream that would send ``frame`` for ever, once its first answer is in."""
 
     def endless():
         yield pb.StreamMatchRequest(config=config())
@@ -199,6 +197,14 @@ def test_a_client_that_vanishes_frees_its_stream(server):
 
     call = stub.StreamMatch(endless(), timeout=60)
     next(call)
+    return call
+
+
+def test_a_client_that_vanishes_frees_its_stream(server):
+    stub, _, srv = server
+    frame = scene(8)
+    bank_of(stub, frame)
+    call = endless_stream(stub, frame)
     assert active_streams(srv) == 1
     call.cancel()
     assert wait_until(lambda: active_streams(srv) == 0)
@@ -352,15 +358,7 @@ def test_a_client_that_ends_its_stream_is_not_an_error_in_the_metrics(server):
     stub, _, srv = server
     frame = scene(8)
     bank_of(stub, frame)
-
-    def endless():
-        yield pb.StreamMatchRequest(config=config())
-        for i in range(10**6):
-            yield pb.StreamMatchRequest(frame=frame_message(frame, i))
-
-    call = stub.StreamMatch(endless(), timeout=60)
-    next(call)
-    call.cancel()  # the client had seen enough
+    endless_stream(stub, frame).cancel()  # the client had seen enough
     assert wait_until(lambda: active_streams(srv) == 0)
     counted = {tuple(sample.labels.values()): sample.value for metric in srv.metrics.errors.collect()
                for sample in metric.samples if sample.name.endswith("_total")}
