@@ -133,6 +133,7 @@ class Operands:
     frame: np.ndarray  # (Hp, Wp, C): padded, less the frame's centring constant
     kernel: np.ndarray  # (h, w, C): the kernel, mask weights squared included
     weights: np.ndarray  # (h, w): the mask's weights (ones when unmasked)
+    padded: np.ndarray | None = None  # (Hp, Wp, C): the padded frame as it is (nothing taken off)
 
 
 def operands(frame, template, method, *, mask=None, bank=None, padding="valid", border="constant",
@@ -154,7 +155,7 @@ def operands(frame, template, method, *, mask=None, bank=None, padding="valid", 
     h, w = t.shape[:2]
     m = _weights(mask, (h, w))
     m3, m2 = m[:, :, None], (m * m)[:, :, None]
-    f = padded(_as3(frame), h, w, padding, border, border_value)
+    f = raw = padded(_as3(frame), h, w, padding, border, border_value)
     if not centred:
         kernel = m2 * t
     elif method.startswith("ccoeff"):
@@ -176,7 +177,7 @@ def operands(frame, template, method, *, mask=None, bank=None, padding="valid", 
         kernel = m2 * (t - offset)
     else:
         raise ValueError(f"no bound for {method}")
-    return Operands(frame=f, kernel=kernel, weights=m)
+    return Operands(frame=f, kernel=kernel, weights=m, padded=raw)
 
 
 def _windows(plane: np.ndarray, h: int, w: int, stride: int) -> np.ndarray:
@@ -223,17 +224,17 @@ def map_bound(frame, template, *, method, algorithm, padding="valid", border="co
     h, w, channels = ops.kernel.shape
     corr = correlation_bound(ops, algorithm, stride)
     t = _as3(template)
-    raw_frame = padded(_as3(frame), h, w, padding, border, border_value)
+    raw_frame = ops.padded
     windows = _windows(raw_frame, h, w, stride)
     m = ops.weights
     m3 = m[:, :, None]
     scale64 = integral_bound(raw_frame)
     if method in ("ccorr", "ccoeff"):
-        return _plain(corr + scale64, method)
+        return _plain(corr + scale64)
     if method == "sqdiff":
-        return _plain(2 * corr + scale64, method)
+        return _plain(2 * corr + scale64)
     if method == "ccorr_normed" or method == "sqdiff_normed":
-        tenergy = float(((m3 * t) ** 2).sum()) if method == "sqdiff_normed" else float((m3 * m3 * t * t).sum())
+        tenergy = float(((m3 * t) ** 2).sum())  # sum M^2 T^2: the norm of both methods' template
         wenergy = np.einsum("yxijc,ij->yx", windows ** 2, m * m)
         denominator = np.sqrt(tenergy * wenergy)
         numerator = 2 * corr if method == "sqdiff_normed" else corr
@@ -247,7 +248,7 @@ def map_bound(frame, template, *, method, algorithm, padding="valid", border="co
         wenergy = np.einsum("yxijc,ij->yx", centred ** 2, m * m)
         denominator = np.sqrt(tenergy * wenergy)
         numerator = corr
-        variance_error = max(integral_bound(raw_frame), FLAT_UNITS * U64 * raw_frame.size
+        variance_error = max(scale64, FLAT_UNITS * U64 * raw_frame.size
                              * float(np.abs(ops.frame).max()) ** 2 * float((m * m).max()))
     degenerate = denominator == 0.0
     with np.errstate(divide="ignore", invalid="ignore"):
@@ -257,7 +258,7 @@ def map_bound(frame, template, *, method, algorithm, padding="valid", border="co
     return MapBound(limit=limit, fallback=limit >= 0.125, degenerate=degenerate)
 
 
-def _plain(limit, method) -> MapBound:
+def _plain(limit) -> MapBound:
     shape = np.shape(limit)
     return MapBound(limit=np.asarray(limit), fallback=np.zeros(shape, bool), degenerate=np.zeros(shape, bool))
 
