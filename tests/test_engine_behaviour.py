@@ -118,7 +118,7 @@ def test_auto_takes_the_path_its_recorded_cost_model_predicts_faster(direct_scal
     frame = random_image(rng, 120, 160, 1, np.uint8)
     bank = [random_image(rng, 8, 8, 1, np.uint8)] * 2 + [random_image(rng, 40, 40, 1, np.uint8)] * 3
     previous = plan.cost_model()
-    plan.use_cost_model(plan.CostModel(direct_scale=direct_scale, spectral_scale=spectral_scale))
+    plan.use_cost_model(plan.CostModel(direct_scale, spectral_scale, spectral_scale))
     try:
         matcher = Matcher(bank)
         chosen = matcher.algorithms((120, 160))

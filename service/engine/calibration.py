@@ -13,6 +13,7 @@ reuses them and an upgraded kernel is timed afresh.
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
 import math
@@ -30,11 +31,12 @@ from .lanes import LANES
 from .matcher import Matcher
 
 #: Workloads timed (frame height, width, channels, templates, template side): small templates
-#: on gray and colour frames, where the paths are closest, and a large one where the spectral path
-#: wins. VGA frames, as served: on 320x240 the transforms' fixed costs weigh more, and fitted there
-#: the spectral path was predicted 1.3-1.5x slower on VGA than it ran (so auto took the direct
-#: path for VGA BGR K=8 k=16 compiled for AVX2, at 1.5x the spectral path's time).
-WORKLOADS = ((480, 640, 1, 8, 16), (480, 640, 3, 4, 16), (480, 640, 1, 4, 40))
+#: on gray and colour frames, where the paths are closest, a large one where the spectral path
+#: wins, and a bank of 32, whose time is mostly the spectral path's cost per template (fitted
+#: on banks of 4 and 8 alone, that cost came out 1.4x too steep for 32). VGA frames, as served:
+#: on 320x240 the transforms' fixed costs weigh more, and fitted there the spectral path was
+#: predicted 1.3-1.5x slower on VGA than it ran.
+WORKLOADS = ((480, 640, 1, 4, 16), (480, 640, 1, 32, 16), (480, 640, 3, 4, 16), (480, 640, 1, 4, 40))
 REPEATS = 5
 
 
@@ -91,26 +93,45 @@ def _seconds(calls: dict[str, object]) -> dict[str, float]:
 
 
 def measure() -> plan.CostModel:
-    """Time both paths on :data:`WORKLOADS`; the factors are the geometric mean of measured / predicted."""
+    """Time both paths on :data:`WORKLOADS` and fit the cost model's factors.
+
+    The direct factor is the geometric mean of measured / predicted; the
+    spectral path's two come from :func:`fit_spectral`.
+    """
     rng = np.random.default_rng(0)
-    ratios: dict[str, list[float]] = {"direct": [], "spectral": []}
-    previous = plan.cost_model()
-    plan.use_cost_model(plan.CostModel())  # predictions from the unscaled constants
-    try:
-        for height, width, channels, count, side in WORKLOADS:
-            frame = rng.random((height, width, channels)).astype(np.float32)
-            templates = [rng.random((side, side, channels)).astype(np.float32) for _ in range(count)]
-            matchers = {algorithm: Matcher(templates, method="ccorr", algorithm=algorithm) for algorithm in ratios}
-            measured = _seconds({algorithm: (lambda m=m: m(frame)) for algorithm, m in matchers.items()})
-            for algorithm, matcher in matchers.items():
-                ratios[algorithm].append(measured[algorithm] / matcher.predicted_seconds((height, width), algorithm))
-    finally:
-        plan.use_cost_model(previous)
+    direct: list[float] = []
+    spectral: list[tuple[float, float, float]] = []  # (frame's part, templates' part, measured)
+    for height, width, channels, count, side in WORKLOADS:
+        frame = rng.random((height, width, channels)).astype(np.float32)
+        templates = [rng.random((side, side, channels)).astype(np.float32) for _ in range(count)]
+        matchers = {algorithm: Matcher(templates, method="ccorr", algorithm=algorithm)
+                    for algorithm in ("direct", "spectral")}
+        measured = _seconds({algorithm: (lambda m=m: m(frame)) for algorithm, m in matchers.items()})
+        direct.append(measured["direct"] / matchers["direct"].predicted_seconds((height, width), "direct", plan.CostModel()))
+        spectral.append((*matchers["spectral"].spectral_parts((height, width)), measured["spectral"]))
+    frame_scale, template_scale = fit_spectral(spectral)
+    return plan.CostModel(direct_scale=_geometric_mean(direct), spectral_frame_scale=frame_scale,
+                          spectral_template_scale=template_scale)
 
-    def mean(values: list[float]) -> float:
-        return math.exp(statistics.fmean(math.log(r) for r in values))
 
-    return plan.CostModel(direct_scale=mean(ratios["direct"]), spectral_scale=mean(ratios["spectral"]))
+def _geometric_mean(values) -> float:
+    return math.exp(statistics.fmean(math.log(v) for v in values))
+
+
+def fit_spectral(timings: list[tuple[float, float, float]]) -> tuple[float, float]:
+    """The spectral path's (per-frame, per-template) factors from (frame's part, templates' part, measured) rows.
+
+    Least squares of measured = frame x a + templates x b, each row divided by
+    its measured time so that a workload of 3 ms weighs as much as one of 30.
+    Where that leaves a factor at or below 0 (too few or too noisy rows), one
+    factor for both: the geometric mean of measured / predicted.
+    """
+    rows = np.array([[frame / measured, templates / measured] for frame, templates, measured in timings])
+    (frame_scale, template_scale), *_ = np.linalg.lstsq(rows, np.ones(len(rows)), rcond=None)
+    if frame_scale > 0 and template_scale > 0:
+        return float(frame_scale), float(template_scale)
+    one = _geometric_mean(measured / (frame + templates) for frame, templates, measured in timings)
+    return one, one
 
 
 def calibrate(*, refresh: bool = False) -> plan.CostModel:
@@ -132,7 +153,7 @@ def calibrate(*, refresh: bool = False) -> plan.CostModel:
         model = measure()
         try:
             path.parent.mkdir(parents=True, exist_ok=True)
-            path.write_text(json.dumps({"direct_scale": model.direct_scale, "spectral_scale": model.spectral_scale}))
+            path.write_text(json.dumps(dataclasses.asdict(model)))
         except OSError:
             pass  # a read-only install: measured again at the next start
     plan.use_cost_model(model)

@@ -18,9 +18,11 @@ from .kept import Kept
 from .masked import masked_scores
 from .peaks import Peak, check_peak_options, find_peaks, vertex_offset
 from .plan import (
+    CostModel,
     Group,
     direct_seconds,
     make_group,
+    spectral_parts,
     spectral_seconds,
     spectrum_dtype,
     template_kernels,
@@ -375,17 +377,23 @@ class Matcher:
         return scratch + sum(spectrum.nbytes for plan in plans for _, kspectra in plan if kspectra is not None
                              for kernel in kspectra for _, spectrum in kernel)
 
-    def predicted_seconds(self, frame_shape: tuple[int, int], algorithm: str) -> float:
-        """The cost model's estimate of one call on a frame of ``frame_shape`` with every group on ``algorithm``."""
+    def predicted_seconds(self, frame_shape: tuple[int, int], algorithm: str, model: CostModel | None = None) -> float:
+        """``model``'s estimate (default: auto's) of one call on a frame of ``frame_shape``, every group on ``algorithm``."""
         shape = spectral.transform_shape(*self._padded(tuple(frame_shape)))
         total, shared = 0.0, False
         for group in self._groups:
             if algorithm == "direct":
-                total += direct_seconds(group, self.output_shape(group.members[0], tuple(frame_shape)))
+                total += direct_seconds(group, self.output_shape(group.members[0], tuple(frame_shape)), model)
             else:
-                total += spectral_seconds(group, shape, self.channels, shared)
+                total += spectral_seconds(group, shape, self.channels, shared, model)
                 shared = True
         return total
+
+    def spectral_parts(self, frame_shape: tuple[int, int]) -> tuple[float, float]:
+        """The unscaled spectral estimate of one call, every group spectral: (frame's part, templates' part)."""
+        shape = spectral.transform_shape(*self._padded(tuple(frame_shape)))
+        parts = [spectral_parts(group, shape, self.channels, i > 0) for i, group in enumerate(self._groups)]
+        return sum(p[0] for p in parts), sum(p[1] for p in parts)
 
     def algorithms(self, frame_shape: tuple[int, int]) -> dict[tuple[int, int], str]:
         """Which path each template size takes for frames of ``frame_shape``."""

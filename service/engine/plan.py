@@ -41,11 +41,16 @@ class CostModel:
     frame) comes from the constants above; their balance differs from machine
     to machine and with the thread count (on 16 cores the direct path gains
     more than the transforms), so :func:`featuremap.service.engine.calibrate`
-    measures both paths here and sets these factors.
+    measures both paths here and sets these factors. The spectral path has
+    two: its cost per frame (the frame's transforms and window statistics)
+    and its cost per template (a product and an inverse each) scale apart,
+    and one factor fitted to both over-predicted a bank of 32 by 1.4x where
+    it held a bank of 4 (so auto took the direct path at 1.2x the time).
     """
 
     direct_scale: float = 1.0
-    spectral_scale: float = 1.0
+    spectral_frame_scale: float = 1.0
+    spectral_template_scale: float = 1.0
 
 
 _cost = CostModel()
@@ -216,31 +221,43 @@ def make_group(height: int, width: int, masked: bool, members: list[int], prepar
     )
 
 
-def direct_seconds(group: Group, out_shape: tuple[int, int]) -> float:
-    """Estimated time of the direct path for one frame (its form for the stride included)."""
+def direct_seconds(group: Group, out_shape: tuple[int, int], model: CostModel | None = None) -> float:
+    """Estimated time of the direct path for one frame (its form for the stride included), by ``model`` (default: auto's)."""
     kernels = group.direct_kernels
     outputs = len(kernels) * out_shape[0] * out_shape[1]
     sizes = np.array([kernel_block(b, len(kernels))[1] for b in range(kernel_blocks(len(kernels)))])
     kernel_planes = int((group.direct_active.sum(axis=1) * sizes).sum())
     macs = kernel_planes * kernels.shape[2] * kernels.shape[3] * out_shape[0] * out_shape[1]
-    return (macs / DIRECT_MACS_PER_S + outputs * DIRECT_SECONDS_PER_OUTPUT) * _cost.direct_scale
+    return (macs / DIRECT_MACS_PER_S + outputs * DIRECT_SECONDS_PER_OUTPUT) * (model or _cost).direct_scale
 
 
-def spectral_seconds(group: Group, shape: tuple[int, int], frame_planes: int, shared: bool) -> float:
-    """Estimated time of the spectral path for one frame.
+def spectral_parts(group: Group, shape: tuple[int, int], frame_planes: int, shared: bool) -> tuple[float, float]:
+    """The spectral path's unscaled estimate for one frame: (the frame's part, the templates' part).
 
-    ``shared`` says the frame's spectra are already paid for by another group.
+    The frame's part (its planes' transforms, the window statistics) is 0 when
+    ``shared``: another group has paid for the frame's spectra.
     """
     n = shape[0] * shape[1]
     dft = DFT_SECONDS_PER_NLOGN * n * math.log2(max(n, 2))
     nonzero = group.kernels.reshape(len(group.kernels), group.kernels.shape[1], -1).any(axis=2)
     kernels = int(nonzero.any(axis=1).sum())
     products = int(nonzero.sum())
-    cost = kernels * dft + products * n * PRODUCT_SECONDS_PER_ELEMENT
-    if not shared:
-        cost += frame_planes * dft + n * SPECTRAL_SECONDS_PER_PIXEL
+    templates = kernels * dft + products * n * PRODUCT_SECONDS_PER_ELEMENT
+    frame = 0.0 if shared else frame_planes * dft + n * SPECTRAL_SECONDS_PER_PIXEL
     # float64 transforms (masked groups) move twice the data: about twice the time.
-    return cost * _cost.spectral_scale * (2.0 if spectrum_dtype(group) == np.float64 else 1.0)
+    wide = 2.0 if spectrum_dtype(group) == np.float64 else 1.0
+    return frame * wide, templates * wide
+
+
+def spectral_seconds(group: Group, shape: tuple[int, int], frame_planes: int, shared: bool,
+                     model: CostModel | None = None) -> float:
+    """Estimated time of the spectral path for one frame, by ``model`` (default: auto's).
+
+    ``shared`` says the frame's spectra are already paid for by another group.
+    """
+    model = model or _cost
+    frame, templates = spectral_parts(group, shape, frame_planes, shared)
+    return frame * model.spectral_frame_scale + templates * model.spectral_template_scale
 
 
 def spectrum_dtype(group: Group):

@@ -186,7 +186,8 @@ def main() -> None:
     print(f"direct path at {100 * min(shares):.0f}-{100 * max(shares):.0f}% of the matmul ceiling "
           "(target: at least 70% at 2 threads, 60% at 16)")
     print("\nauto beside the faster forced path (target: within 10%), calibrated for this machine and thread count"
-          f" (direct x{cost_model().direct_scale:.2f}, spectral x{cost_model().spectral_scale:.2f}):")
+          f" (direct x{cost_model().direct_scale:.2f}, spectral x{cost_model().spectral_frame_scale:.2f} per frame,"
+          f" x{cost_model().spectral_template_scale:.2f} per template):")
     for name, method, paths, _, t in rows:
         best = min(t["direct"], t["spectral"])
         faster = "direct" if t["direct"] <= t["spectral"] else "spectral"
