@@ -191,8 +191,12 @@ def main() -> None:
     for name, method, paths, _, t in rows:
         best = min(t["direct"], t["spectral"])
         faster = "direct" if t["direct"] <= t["spectral"] else "spectral"
+        # The chosen path's own forced time beside the faster one: auto runs the same code as
+        # the forced path it picks, so where the two columns differ it is the machine's noise.
+        chosen = f"{t[paths] / best:5.2f}x" if paths in ("direct", "spectral") else "    -"
         print(f"  {name:<22}{method:<15}auto {t['auto'] * 1e3:7.1f}ms ({paths:<8}) direct {t['direct'] * 1e3:7.1f}ms "
-              f"spectral {t['spectral'] * 1e3:7.1f}ms  auto / {faster} {t['auto'] / best:5.2f}x")
+              f"spectral {t['spectral'] * 1e3:7.1f}ms  auto / {faster:<8} {t['auto'] / best:5.2f}x  "
+              f"chosen path / {faster:<8} {chosen}")
     print("\nssim (no OpenCV peer) beside featuremap's ccoeff_normed on the same workload:")
     for name, _, _, _, t in rows:
         if "ssim" in t:
