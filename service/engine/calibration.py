@@ -37,7 +37,7 @@ from .matcher import Matcher
 #: on 320x240 the transforms' fixed costs weigh more, and fitted there the spectral path was
 #: predicted 1.3-1.5x slower on VGA than it ran.
 WORKLOADS = ((480, 640, 1, 4, 16), (480, 640, 1, 32, 16), (480, 640, 3, 4, 16), (480, 640, 1, 4, 40))
-REPEATS = 5
+REPEATS = 9
 
 
 def _cpu_model() -> str:
@@ -135,7 +135,7 @@ def fit_spectral(timings: list[tuple[float, float, float]]) -> tuple[float, floa
 
 
 def calibrate(*, refresh: bool = False) -> plan.CostModel:
-    """Set ``auto``'s cost model for this machine and thread count: from the cache file, or measured (~1-2 s).
+    """Set ``auto``'s cost model for this machine and thread count: from the cache file, or measured (~2-3 s).
 
     Parameters
     ----------
