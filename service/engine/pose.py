@@ -3,17 +3,31 @@
 Matching every rotation and scale of a template at full resolution costs one
 map per pose. Instead (after the Fastest_Image_Pattern_Matching approach, our
 own code): frame and template are halved into a pyramid until the template's
-area would drop under about ``TOP_AREA`` pixels; the whole angle and scale
-range is searched only on that top level, at ``TOP_SPREAD`` steps of about
-atan(2 / side) (a pixel of movement at the template's rim), by the bank
-Matcher, each pose masked to the disc inscribed in the template (one mask for
-every angle: the window statistics are computed once). The few best places
-go down the levels, each searched within a pixel and a step of angle and
-scale (hill-climbing where the best lies on that neighbourhood's edge), to
+shorter side would drop under about ``TOP_SIDE`` pixels; the whole angle and
+scale range is searched only on that top level, at ``TOP_SPREAD`` steps of
+about atan(2 / side) (a pixel of movement at the template's rim), by the
+bank Matcher, each pose masked to the disc inscribed in the template (one
+mask for every angle: the window statistics are computed once), or to its
+rotated box where the template is elongated (see screens_with_disc).
+
+At each of the best places (place_budget: more in a crowded scene) every
+angle that is a local maximum within a margin of the place's best is a
+hypothesis, so a part beside a turned neighbour pattern, or a part nearly
+symmetric under a half turn, keeps its right angle to the fine levels. The
+hypotheses go down the levels, each searched within a pixel and a step of
+angle and scale (hill-climbing where the best lies on that neighbourhood's
+edge, the angle window widened where the score falls between levels), to
 the level where the template keeps at most ``FINISH_AREA`` pixels. There the
 angle and scale come from parabolas through neighbouring scores, and the
 position from the template itself drawn at sub-pixel shifts (pose_template),
-fitted again with angle and scale until they settle.
+fitted again with angle and scale until they settle; a pose finished on a
+coarser level is polished and scored on level 0. A pose's half-turned twin
+is scored too: where it comes close, both are finished and level 0 decides,
+and the pose says how close (``ambiguity``).
+
+Parts at the frame's edge: the top level is mirrored out, and a window that
+reaches past the edge is scored on its visible part; a pose is returned when
+at least ``min_visible`` of its box is inside, and says how much (``visible``).
 
 Conventions: ``angle`` in degrees, counter-clockwise as displayed (OpenCV's
 getRotationMatrix2D); ``cx, cy`` the template's centre in frame pixels, the
@@ -27,7 +41,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import cv2
 import numpy as np
@@ -35,12 +49,14 @@ import numpy as np
 from . import options
 from .kept import Kept
 from .matcher import Cancelled, Matcher
-from .pose_scores import keep_best, parabola, quadric_peak, window_scores
+from .pose_scores import clipped_scores, keep_best, parabola, quadric_peak, window_scores
 from .pose_template import PoseTemplate, odd_side, pyramid
 
-#: The top level is the coarsest at which the template keeps about 256 pixels
+#: The top level is the coarsest at which the template's shorter side keeps about 15 pixels
 #: (a 64x64 template at scales about 1 goes up two levels, to 16x16).
-TOP_AREA = 225
+TOP_SIDE = 15
+#: Templates whose longer side is at most this many times the shorter are screened through their disc.
+DISC_ASPECT = 1.5
 #: The top level's grid is this many of its steps apart (atan(2 / side) and the
 #: like for scale); the level below searches as far either side.
 TOP_SPREAD = 2
@@ -60,6 +76,21 @@ MIN_POSE_SIDE = 8
 VARIANTS_KEPT = 4096
 #: Bytes of variants one search keeps at most (tracking makes new ones at every fitted pose).
 VARIANT_BYTES_KEPT = 32 << 20
+#: The share of a part's box that must lie inside the frame for it to be returned (by default).
+MIN_VISIBLE = 0.75
+#: The most top-level places a caller may ask a search to carry down per template.
+MAX_CANDIDATES = 256
+#: Angle hypotheses kept per top-level place, and how far under the place's best one may score.
+HYPOTHESES = 3
+HYPOTHESIS_MARGIN = 0.15
+#: Places beyond place_budget's first ones are kept while within this of the top_k-th best.
+PLACE_MARGIN = 0.05
+#: A score that falls by more than this from one level to the next widens the angle window there.
+WIDEN_DROP = 0.1
+#: Candidates this far under the top_k-th best at a level are not carried further down.
+PRUNE_MARGIN = 0.15
+#: A half-turned twin scoring at least this share of the pose (on the finishing level) is finished and compared.
+TWIN_MARGIN = 0.8
 # The step (pixels) of the final sub-pixel position fit.
 _NUDGE = 0.25
 # Moves of the hill climb of a refinement (see PoseSearch._refine).
@@ -88,6 +119,13 @@ class Pose:
         Similarity at the pose (higher is better).
     width, height : float
         The scaled template's sides (the rotated box).
+    visible : float
+        The share of the template's area inside the frame (1 unless the part
+        is clipped at the frame's edge; its score is its visible part's).
+    ambiguity : float
+        How close the pose's 180-degree twin came: its score over this
+        pose's (0 where it was not measured: a search over less than the
+        full circle). Near 1 the part is nearly symmetric under a half turn.
     """
 
     cx: float
@@ -97,6 +135,8 @@ class Pose:
     score: float
     width: float
     height: float
+    visible: float = 1.0
+    ambiguity: float = 0.0
 
 
 def _never() -> bool:
@@ -153,11 +193,37 @@ def _steps(low: float, high: float, step: float, circle: bool) -> np.ndarray:
     return low + np.arange(count + 1) * (span / count)
 
 
-def _levels(smallest_area: int, scale_range: tuple[float, float]) -> int:
-    """Pyramid levels above the frame: the coarsest where the smallest template (of ``smallest_area``
-    pixels), at the range's middle scale, keeps TOP_AREA pixels."""
+def _levels(shortest_side: float, scale_range: tuple[float, float]) -> int:
+    """Pyramid levels above the frame: the coarsest where the smallest template's shorter side (of
+    ``shortest_side`` pixels), at the range's middle scale, keeps ``TOP_SIDE`` pixels.
+
+    From the shorter side, not the area: an elongated part (10:1) keeps its
+    width at the top, where by area it was halved into a line.
+    """
     middle = math.sqrt(scale_range[0] * scale_range[1])
-    return max(0, int(math.floor(math.log(max(smallest_area * middle ** 2 / TOP_AREA, 1.0), 4))))
+    return max(0, int(math.floor(math.log2(max(shortest_side * middle / TOP_SIDE, 1.0)))))
+
+
+def screens_with_disc(height: int, width: int) -> bool:
+    """Whether a template's top level is screened through its inscribed disc (one mask for every angle).
+
+    A squat template keeps most of itself in its disc, and every angle then
+    shares one set of window statistics. An elongated one (sides over
+    ``DISC_ASPECT`` to 1) keeps little (a 56x28 crop with a flat middle: 39%,
+    and none of its texture; 0 of 9 copies found), so it is screened through
+    its rotated box, a mask per angle.
+    """
+    return max(height, width) <= DISC_ASPECT * min(height, width)
+
+
+def _canvas(height: int, width: int, angle: float, scale: float, levels: int, disc: bool) -> tuple[int, int]:
+    """The (height, width) of a top-level variant's canvas (as PoseTemplate.variant draws it)."""
+    half_w, half_h = scale * width / 2.0 ** levels / 2.0, scale * height / 2.0 ** levels / 2.0
+    if disc:
+        side = odd_side(min(half_w, half_h))
+        return side, side
+    cos, sin = abs(math.cos(math.radians(angle))), abs(math.sin(math.radians(angle)))
+    return odd_side(sin * half_w + cos * half_h), odd_side(cos * half_w + sin * half_h)
 
 
 def _angle_step(side: float, largest_scale: float) -> float:
@@ -189,16 +255,18 @@ def grid_size(height: int, width: int, channels: int, angles=(-180.0, 180.0),
     (the variant and its kernel in the top level's bank).
     """
     angle_range, scale_range = check_ranges(angles, scales)
-    levels = _levels(height * width, scale_range)
+    levels = _levels(min(height, width), scale_range)
     side = max(height, width) / 2.0 ** levels
     circle = angle_range[1] - angle_range[0] >= 360.0
-    count_angles = len(_steps(*angle_range, TOP_SPREAD * _angle_step(side, scale_range[1]), circle))
+    top_angles = _steps(*angle_range, TOP_SPREAD * _angle_step(side, scale_range[1]), circle)
     top_scales = _top_scales(scale_range, _scale_step(side, scale_range[1]))
+    disc = screens_with_disc(height, width)
     nbytes = 0
-    for scale in top_scales:
-        canvas = odd_side(min(height, width) * scale / 2.0 ** levels / 2.0)  # the disc's canvas
-        nbytes += 2 * canvas * canvas * 4 * (channels + 1) * count_angles
-    return count_angles * len(top_scales), nbytes
+    for angle in top_angles:
+        for scale in top_scales:
+            canvas_h, canvas_w = _canvas(height, width, float(angle), float(scale), levels, disc)
+            nbytes += 2 * canvas_h * canvas_w * 4 * (channels + 1)
+    return len(top_angles) * len(top_scales), nbytes
 
 
 @dataclass
@@ -209,6 +277,15 @@ class _Candidate:
     angle: float
     scale: float
     score: float
+
+
+@dataclass
+class _Frame:
+    """One search's frame: its pyramid, and the rules every score on it follows."""
+
+    levels: list[np.ndarray]
+    min_visible: float
+    cancelled: Callable[[], bool]
 
 
 class PoseSearch:
@@ -264,8 +341,8 @@ class PoseSearch:
                 raise options.OptionError(
                     f"template {i} ({img.shape[1]}x{img.shape[0]}) is under {MIN_POSE_SIDE} pixels a side at "
                     f"scale {self.scale_range[0]:g}: too small to rotate meaningfully")
-        # Levels for the smallest template at the range's middle scale.
-        self.levels = _levels(min(img.shape[0] * img.shape[1] for img in images), self.scale_range)
+        # Levels for the smallest template's shorter side at the range's middle scale.
+        self.levels = _levels(min(min(img.shape[:2]) for img in images), self.scale_range)
         # The level poses are finished at: where the largest template keeps at
         # most FINISH_AREA pixels (sub-pixel there is ~0.01 of its pixel; at
         # full resolution a 700x500 template's fits cost seconds).
@@ -273,15 +350,20 @@ class PoseSearch:
         self._finish_level = min(self.levels, max(0, math.ceil(math.log(max(largest / FINISH_AREA, 1.0), 4))))
         self._templates = [PoseTemplate(img, w, self.levels) for img, w in zip(images, weights)]
         self._circle = self.angle_range[1] - self.angle_range[0] >= 360.0
+        self._disc = [screens_with_disc(img.shape[0], img.shape[1]) for img in images]
         self._variants: Kept[tuple[np.ndarray, np.ndarray]] = Kept(
             VARIANTS_KEPT, max_bytes=VARIANT_BYTES_KEPT, size=lambda v: v[0].nbytes + v[1].nbytes)
         # The top level's grid of poses, matched as one bank.
         self._grid: list[tuple[int, float, float]] = []
+        self._grid_table: list[np.ndarray] = []  # per template: its grid indices by (angle, scale)
         images_top, masks_top = [], []
         for index, template_ in enumerate(self._templates):
-            for angle in self._angles(self.levels, template_):
-                for scale in self._scales(self.levels, template_):
-                    image, mask_ = self._variant(index, self.levels, angle, scale, disc=True)
+            angles_, scales_ = self._angles(self.levels, template_), self._scales(self.levels, template_)
+            self._grid_table.append(len(self._grid) + np.arange(len(angles_) * len(scales_)).reshape(
+                len(angles_), len(scales_)))
+            for angle in angles_:
+                for scale in scales_:
+                    image, mask_ = self._variant(index, self.levels, angle, scale, disc=self._disc[index])
                     self._grid.append((index, float(angle), float(scale)))
                     images_top.append(image)
                     masks_top.append(mask_.astype(np.uint8))
@@ -290,6 +372,8 @@ class PoseSearch:
         # two pixels either side.
         self._top_stride = 2 if len(self._grid) > LARGE_GRID else 1
         self._bank = Matcher(images_top, masks=masks_top, method=method, stride=self._top_stride)
+        # How far the top level is mirrored out where parts may be clipped: the largest canvas's half.
+        self._top_pad = max(max(h, w) // 2 for h, w in self._bank.shapes)
         # The grid by template and canvas: (template, (h, w), indices into the grid).
         shapes: dict[tuple, list[int]] = {}
         for i, ((index, _, _), (h, w)) in enumerate(zip(self._grid, self._bank.shapes)):
@@ -312,7 +396,8 @@ class PoseSearch:
         """
         height, width = frame_shape
         pyramid_bytes = height * width * self.channels * 4 * 4 // 3
-        top = (max(1, height >> self.levels), max(1, width >> self.levels))
+        # The top level as screened: mirrored out for clipped parts (the default).
+        top = (max(1, height >> self.levels) + 2 * self._top_pad, max(1, width >> self.levels) + 2 * self._top_pad)
         if any(h > top[0] or w > top[1] for h, w in self._bank.shapes):
             return pyramid_bytes + sum(4 * top[0] * top[1] for _ in self._bank.shapes)
         working, retained = self._bank.memory_estimate(top)
@@ -346,39 +431,54 @@ class PoseSearch:
 
     # -- search ---------------------------------------------------------------
 
-    def _frame(self, frame: np.ndarray) -> list[np.ndarray]:
+    def _frame(self, frame: np.ndarray, min_visible: float, cancelled: Callable[[], bool]) -> _Frame:
         image = options.as_image(frame, "frame")
         if image.shape[2] != self.channels:
             raise options.OptionError(f"frame has {image.shape[2]} channel(s) but the templates have {self.channels}")
         if not np.isfinite(image).all():
             raise options.OptionError("frame contains NaN or inf")
-        return pyramid(image, self.levels)
+        return _Frame(pyramid(image, self.levels), min_visible, cancelled)
 
-    def _window(self, level_image: np.ndarray, index: int, level: int, cx: float, cy: float, angle: float,
+    def _window(self, frame: _Frame, index: int, level: int, cx: float, cy: float, angle: float,
                 scale: float, reach: int, shift: tuple[float, float] | None = None) -> tuple[np.ndarray, int, int] | None:
         """Scores of one pose's variant at the positions within ``reach`` of (cx, cy), rounded; with the first position.
 
         With ``shift``, the variant is made afresh with its centre that far off the canvas's (not kept).
+        A position where the variant reaches past the frame's edge is scored on
+        its visible part when at least ``frame.min_visible`` of it is inside
+        (-inf where less is); with ``min_visible`` 1 only whole positions are kept.
         """
         if shift is None:
             image, weights = self._variant(index, level, angle, scale)
         else:
             image, weights = self._templates[index].variant(level, angle, scale, shift=shift)
+        level_image = frame.levels[level]
         h, w = weights.shape
         x0 = int(round(cx)) - reach - w // 2
         y0 = int(round(cy)) - reach - h // 2
         height, width = level_image.shape[:2]
-        # Keep the window's positions where the whole variant lies in the frame.
-        left, top = max(x0, 0), max(y0, 0)
-        right = min(x0 + 2 * reach + w, width)
-        bottom = min(y0 + 2 * reach + h, height)
-        if right - left < w or bottom - top < h:
+        side = 2 * reach + 1
+        if x0 >= 0 and y0 >= 0 and x0 + side - 1 + w <= width and y0 + side - 1 + h <= height:
+            out = np.empty((side, side))
+            window_scores(level_image[y0:y0 + side - 1 + h, x0:x0 + side - 1 + w], image, weights,
+                          _METHOD[self.method], out)
+            return out, x0 + w // 2, y0 + h // 2
+        if frame.min_visible >= 1.0:
+            # Only the window's positions where the whole variant lies in the frame.
+            left, top = max(x0, 0), max(y0, 0)
+            right, bottom = min(x0 + side - 1 + w, width), min(y0 + side - 1 + h, height)
+            if right - left < w or bottom - top < h:
+                return None
+            out = np.empty((bottom - top - h + 1, right - left - w + 1))
+            window_scores(level_image[top:bottom, left:right], image, weights, _METHOD[self.method], out)
+            return out, left + w // 2, top + h // 2
+        out = np.empty((side, side))
+        clipped_scores(level_image, image, weights, _METHOD[self.method], y0, x0, frame.min_visible, out)
+        if not np.isfinite(out).any():
             return None
-        out = np.empty((bottom - top - h + 1, right - left - w + 1))
-        window_scores(level_image[top:bottom, left:right], image, weights, _METHOD[self.method], out)
-        return out, left + w // 2, top + h // 2
+        return out, x0 + w // 2, y0 + h // 2
 
-    def _refine(self, pyramid: list[np.ndarray], cand: _Candidate, level: int, reach: int,
+    def _refine(self, frame: _Frame, cand: _Candidate, level: int, reach: int,
                 angle_step: float, scale_step: float, spread: tuple[int, int] = (1, 1)) -> _Candidate | None:
         """The best pose at ``level`` within ``reach`` pixels and ``spread`` (angle, scale) steps of ``cand``.
 
@@ -402,7 +502,7 @@ class PoseSearch:
                     if (round(angle_c, 9), round(scale_c, 12)) in seen:
                         continue
                     seen.add((round(angle_c, 9), round(scale_c, 12)))
-                    window = self._window(pyramid[level], cand.template, level, centre.cx, centre.cy, angle_c,
+                    window = self._window(frame, cand.template, level, centre.cx, centre.cy, angle_c,
                                           scale_c, reach)
                     if window is None:
                         continue
@@ -417,18 +517,17 @@ class PoseSearch:
                 break
         return best
 
-    def _finish(self, pyramid: list[np.ndarray], cand: _Candidate) -> Pose | None:
+    def _finish(self, frame: _Frame, cand: _Candidate) -> Pose | None:
         """Sub-step angle and scale (parabolas), then the sub-pixel position (quadric) at level 0."""
         template = self._templates[cand.template]
         level = self._finish_level
         unit = 2.0 ** level  # frame pixels per pixel of this level
-        level_image = pyramid[level]
         angle_step = self._angle_step(level, template) / 2.0
         scale_step = self._scale_step(level, template) / 2.0
 
         def score_at(angle: float, scale: float) -> float:
             angle, scale = self._clamp(angle, scale)
-            window = self._window(level_image, cand.template, level, cand.cx, cand.cy, angle, scale, 1)
+            window = self._window(frame, cand.template, level, cand.cx, cand.cy, angle, scale, 1)
             return -np.inf if window is None else float(window[0].max())
 
         angle, scale = cand.angle, cand.scale
@@ -451,7 +550,7 @@ class PoseSearch:
         # The peak's pixel: the 3x3 scores around it (moving there if it is not central).
         cx, cy = int(round(cand.cx)), int(round(cand.cy))
         for _ in range(3):
-            window = self._window(level_image, cand.template, level, cx, cy, angle, scale, 1)
+            window = self._window(frame, cand.template, level, cx, cy, angle, scale, 1)
             if window is None:
                 return None
             scores, x0, y0 = window
@@ -459,7 +558,7 @@ class PoseSearch:
             if scores.shape != (3, 3) or (y, x) == (1, 1):
                 break
             cx, cy = x0 + x, y0 + y
-        if scores.shape != (3, 3) or (y, x) != (1, 1):  # at the frame's edge: no sub-pixel fit
+        if scores.shape != (3, 3) or (y, x) != (1, 1) or not np.isfinite(scores).all():  # at the edge: no fit
             return Pose(cx=float(x0 + x) * unit, cy=float(y0 + y) * unit, angle=_wrap(angle) if self._circle else angle,
                         scale=scale, score=float(scores[y, x]), width=template.width * scale,
                         height=template.height * scale)
@@ -475,7 +574,7 @@ class PoseSearch:
             angle_, scale_ = self._clamp(angle_, scale_)
             key = (angle_, scale_, *shift)
             if key not in seen:
-                window = self._window(level_image, cand.template, level, cx, cy, angle_, scale_, 0, shift)
+                window = self._window(frame, cand.template, level, cx, cy, angle_, scale_, 0, shift)
                 seen[key] = -np.inf if window is None else float(window[0][0, 0])
             return seen[key]
 
@@ -516,36 +615,165 @@ class PoseSearch:
                     scale=float(scale), score=float(value), width=template.width * float(scale),
                     height=template.height * float(scale))
 
-    def _descend(self, pyramid: list[np.ndarray], cand: _Candidate, level: int,
-                 cancelled: Callable[[], bool] = _never) -> _Candidate | None:
-        """Carry a candidate found at ``level`` down to the finishing level (whole pixels, grid steps)."""
-        template = self._templates[cand.template]
-        current: _Candidate | None = cand
-        for below in range(level - 1, self._finish_level - 1, -1):
-            _check(cancelled)
-            current = _Candidate(current.template, current.cx * 2.0, current.cy * 2.0, current.angle,
-                                 current.scale, current.score)
-            # The coarser level's peak is within half its pixel: one pixel here
-            # (two below a top level screened every other pixel).
-            reach = self._top_stride if below == self.levels - 1 else 1
-            current = self._refine(pyramid, current, below, reach, self._angle_step(below, template),
-                                   self._scale_step(below, template),
-                                   (TOP_SPREAD, TOP_SCALE_SPREAD) if below == self.levels - 1 else (1, 1))
-            if current is None:
-                return None
-        return current
+    def _step_down(self, frame: _Frame, cand: _Candidate, below: int) -> _Candidate | None:
+        """A candidate of level ``below + 1`` refined on level ``below`` (whole pixels, that level's steps).
 
-    def _conclude(self, pyramid: list[np.ndarray], found: list[_Candidate], top_k: int, min_score: float,
-                  max_overlap: float, cancelled: Callable[[], bool] = _never) -> list[Pose]:
-        """Finish the best level-0 candidates to sub-pixel, sub-step poses, and select among them.
+        Where the score falls by more than ``WIDEN_DROP`` on the way down, the
+        coarser level's angle may have been a neighbour's pattern (or the
+        part's own half-turned twin): the angle window widens to
+        ``2 * TOP_SPREAD + 2`` steps either side and the better answer stays.
+        """
+        template = self._templates[cand.template]
+        start = _Candidate(cand.template, cand.cx * 2.0, cand.cy * 2.0, cand.angle, cand.scale, cand.score)
+        # The coarser level's peak is within half its pixel: one pixel here
+        # (two below a top level screened every other pixel).
+        reach = self._top_stride if below == self.levels - 1 else 1
+        spread = (TOP_SPREAD, TOP_SCALE_SPREAD) if below == self.levels - 1 else (1, 1)
+        angle_step, scale_step = self._angle_step(below, template), self._scale_step(below, template)
+        refined = self._refine(frame, start, below, reach, angle_step, scale_step, spread)
+        if refined is None or refined.score < cand.score - WIDEN_DROP:
+            # Wider in angle only, at the scale found: the angle is what a neighbour's pattern misleads.
+            if refined is not None:
+                start = _Candidate(start.template, start.cx, start.cy, start.angle, refined.scale, start.score)
+            wider = self._refine(frame, start, below, reach + 1, angle_step, scale_step, (2 * TOP_SPREAD + 2, 0))
+            if wider is not None and (refined is None or wider.score > refined.score):
+                refined = wider
+        return refined
+
+    def _descend(self, frame: _Frame, found: list[_Candidate], level: int, top_k: int) -> list[_Candidate]:
+        """Carry candidates found at ``level`` down to the finishing level, level by level.
+
+        Before the first level and after each, candidates scoring
+        ``PRUNE_MARGIN`` under the ``top_k``-th best go (no level below raised
+        a score by that much on any scene measured), and after each,
+        candidates that reached the same pose are one.
+        """
+        found = _prune(found, top_k)
+        for below in range(level - 1, self._finish_level - 1, -1):
+            stepped = []
+            for cand in found:
+                _check(frame.cancelled)
+                refined = self._step_down(frame, cand, below)
+                if refined is not None:
+                    stepped.append(refined)
+            found = _prune(self._distinct(stepped, below), top_k)
+        return found
+
+    def _distinct(self, found: list[_Candidate], level: int) -> list[_Candidate]:
+        """The best of candidates that reached the same pose (within a pixel and a step) on ``level``."""
+        kept: list[_Candidate] = []
+        for cand in sorted(found, key=lambda c: -c.score):
+            step = 1.5 * self._angle_step(level, self._templates[cand.template])
+            if not any(o.template == cand.template and abs(o.cx - cand.cx) <= 1.5 and abs(o.cy - cand.cy) <= 1.5
+                       and _angle_gap(o.angle, cand.angle) <= step and abs(math.log(o.scale / cand.scale)) <= 0.02
+                       for o in kept):
+                kept.append(cand)
+        return kept
+
+    def _conclude(self, frame: _Frame, found: list[_Candidate], top_k: int, min_score: float,
+                  max_overlap: float) -> list[Pose]:
+        """Finish the best candidates to sub-pixel, sub-step poses on level 0, and select among them.
 
         Only those that can still make the cut are finished (the finish moves a
-        score by little: it samples between the grid's steps).
+        score by little: it samples between the grid's steps); twice ``top_k``
+        and one, so that a wrong angle at the right place, ahead before the
+        finish, cannot push the right one out.
         """
-        rough = {id(c): self._rough(c) for c in found}
-        chosen = self._select(list(rough.values()), top_k, min_score - _FINISH_GAIN, max_overlap)
-        finished = [_check(cancelled) or self._finish(pyramid, c) for c in found if rough[id(c)] in chosen]
-        return self._select([p for p in finished if p is not None], top_k, min_score, max_overlap)
+        rough = [(self._rough(c), c) for c in found]
+        chosen = {id(p) for p in self._select([p for p, _ in rough], 2 * top_k + 1, min_score - _FINISH_GAIN,
+                                                max_overlap)}
+        finished = []
+        for pose, cand in rough:
+            if id(pose) not in chosen:
+                continue
+            _check(frame.cancelled)
+            done = self._finish(frame, cand)
+            if done is not None:
+                done = self._decide_twin(frame, cand, done)
+            if done is not None and done.visible >= frame.min_visible:
+                finished.append(done)
+        return self._select(finished, top_k, min_score, max_overlap)
+
+    def _complete(self, frame: _Frame, index: int, pose: Pose) -> Pose | None:
+        """A pose finished on its finishing level, made final: polished on level 0, its visible share."""
+        if self._finish_level > 0:
+            pose = self._polish(frame, index, pose)
+            if pose is None:
+                return None
+        height, width = frame.levels[0].shape[:2]
+        return replace(pose, visible=_visible_share(pose, width, height))
+
+    def _decide_twin(self, frame: _Frame, cand: _Candidate, pose: Pose) -> Pose | None:
+        """The pose or its 180-degree twin, whichever scores better on level 0, with how close the other came.
+
+        The twin is looked for on the finishing level first (a pixel and a step
+        around the half-turned pose); only where it comes within ``TWIN_MARGIN``
+        of the pose is it finished too and the two compared on level 0.
+        """
+        final = self._complete(frame, cand.template, pose)
+        if final is None or not self._circle:
+            return final
+        template = self._templates[cand.template]
+        level = self._finish_level
+        unit = 2.0 ** level
+        turned = _Candidate(cand.template, pose.cx / unit, pose.cy / unit, _wrap(pose.angle + 180.0), pose.scale,
+                            -np.inf)
+        twin = self._refine(frame, turned, level, 1, self._angle_step(level, template), self._scale_step(level, template))
+        if twin is None or final.score <= 0.0:
+            return final
+        if twin.score < TWIN_MARGIN * pose.score:
+            return replace(final, ambiguity=float(min(max(twin.score / final.score, 0.0), 1.0)))
+        other = self._finish(frame, twin)
+        other = None if other is None else self._complete(frame, cand.template, other)
+        if other is None:
+            return replace(final, ambiguity=float(min(max(twin.score / final.score, 0.0), 1.0)))
+        if other.score > final.score:
+            final, other = other, final
+        return replace(final, ambiguity=float(min(max(other.score / final.score, 0.0), 1.0)) if final.score > 0 else 0.0)
+
+    def _polish(self, frame: _Frame, index: int, pose: Pose) -> Pose | None:
+        """A pose finished on a coarser level, refined and scored on level 0.
+
+        Angle and scale by parabolas through the best scores of 3x3 windows a
+        half step either side, then the position by a quadric fit over the
+        3x3 scores at the fitted angle and scale: a handful of full-size
+        variants, where a finish on level 0 would take dozens.
+        """
+        template = self._templates[index]
+        angle_step = self._angle_step(0, template) / 2.0
+        scale_step = self._scale_step(0, template) / 2.0
+        angle, scale = pose.angle, pose.scale
+
+        def best(angle_: float, scale_: float) -> float:
+            angle_, scale_ = self._clamp(angle_, scale_)
+            window = self._window(frame, index, 0, pose.cx, pose.cy, angle_, scale_, 1)
+            return -np.inf if window is None else float(np.max(window[0]))
+
+        centre = best(angle, scale)
+        if not np.isfinite(centre):
+            return None
+        left, right = best(angle - angle_step, scale), best(angle + angle_step, scale)
+        if np.isfinite(left) and np.isfinite(right):
+            angle += parabola(left, centre, right) * angle_step
+        if self.scale_range[1] > self.scale_range[0]:
+            down, up = best(angle, scale / (1.0 + scale_step)), best(angle, scale * (1.0 + scale_step))
+            middle = best(angle, scale)
+            if all(np.isfinite((down, middle, up))):
+                scale *= (1.0 + scale_step) ** parabola(down, middle, up)
+        angle, scale = self._clamp(angle, scale)
+        window = self._window(frame, index, 0, pose.cx, pose.cy, angle, scale, 1)
+        if window is None:
+            return None
+        scores, x0, y0 = window
+        if scores.shape == (3, 3) and np.isfinite(scores).all() and int(np.argmax(scores)) == 4:
+            dx, dy, value = quadric_peak(scores)
+            cx, cy = x0 + 1 + dx, y0 + 1 + dy
+        else:  # the peak is not central (or the window is clipped): the best whole pixel
+            y, x = np.unravel_index(int(np.argmax(scores)), scores.shape)
+            cx, cy, value = x0 + x, y0 + y, float(scores[y, x])
+        return replace(pose, cx=float(cx), cy=float(cy), angle=float(_wrap(angle) if self._circle else angle),
+                       scale=float(scale), score=float(value), width=template.width * float(scale),
+                       height=template.height * float(scale))
 
     def _rough(self, cand: _Candidate) -> Pose:
         template = self._templates[cand.template]
@@ -554,56 +782,104 @@ class PoseSearch:
                     score=float(cand.score), width=template.width * float(cand.scale),
                     height=template.height * float(cand.scale))
 
-    def _top_candidates(self, pyramid: list[np.ndarray], count: int,
-                        cancelled: Callable[[], bool] = _never) -> list[list[_Candidate]]:
-        """The ``count`` best poses of each template on the top level, apart from each other."""
-        top = pyramid[self.levels]
+    def _top_candidates(self, frame: _Frame, top_k: int, places: int | None) -> list[list[_Candidate]]:
+        """Each template's hypotheses on the top level: its best places, and at each several angles.
+
+        The places are the best-scoring positions apart from each other (how
+        many: :func:`place_budget`, or ``places``). At each, every angle whose
+        score (its best scale, its best position within a pixel) is a local
+        maximum over angle within ``HYPOTHESIS_MARGIN`` of the place's best is
+        a hypothesis, ``HYPOTHESES`` at most: a part whose turned neighbour
+        pattern, or its own half-turned twin, scores nearly as well keeps both,
+        and the levels below decide between them.
+
+        Where parts may be clipped (``min_visible`` < 1) the top level is
+        mirrored out by the largest canvas's half, so that a place whose centre
+        lies anywhere in the frame is screened.
+        """
+        top = frame.levels[self.levels]
         height, width = top.shape[:2]
-        best = np.full((len(self._templates), height, width), -np.inf, np.float32)
-        which = np.full(best.shape, -1, np.int64)
-        fits = [h <= height and w <= width for h, w in self._bank.shapes]
-        if not any(fits):
+        if not any(h <= height and w <= width for h, w in self._bank.shapes):
             smallest = min(self._bank.shapes, key=lambda shape: shape[0] * shape[1])
             raise options.OptionError(
                 f"no pose fits the frame: at its smallest scale a template's rotated canvas is {smallest[1]}x"
                 f"{smallest[0]} at the search's top level, where the frame is {width}x{height}; send larger "
                 "frames or smaller scales")
-        maps = self._bank(top, cancelled=cancelled) if all(fits) else None
+        pad = self._top_pad if frame.min_visible < 1.0 else 0
+        if pad:
+            top = cv2.copyMakeBorder(top, pad, pad, pad, pad, cv2.BORDER_REFLECT_101).reshape(
+                height + 2 * pad, width + 2 * pad, -1)
+            height, width = top.shape[:2]
+        best = np.full((len(self._templates), height, width), -np.inf, np.float32)
+        which = np.full(best.shape, -1, np.int64)
+        fits = [h <= height and w <= width for h, w in self._bank.shapes]
+        maps = self._bank(top, cancelled=frame.cancelled) if all(fits) else None
+        step = self._top_stride
+        stacks = []  # (template, members, similarity stack, first row, first column)
         for index, (h, w), members in self._shape_groups:
-            _check(cancelled)
+            _check(frame.cancelled)
             if h > height or w > width:
                 continue  # this template at this scale is larger than the frame
             if maps is None:  # a frame too small for some variants: match those that fit
-                variants = [self._variant(self._grid[i][0], self.levels, self._grid[i][1], self._grid[i][2], disc=True)
+                variants = [self._variant(index, self.levels, self._grid[i][1], self._grid[i][2], disc=self._disc[index])
                             for i in members]
                 stack = np.stack(Matcher([image for image, _ in variants],
                                          masks=[weights.astype(np.uint8) for _, weights in variants],
-                                         method=self.method, stride=self._top_stride)(top))
+                                         method=self.method, stride=step)(top))
             else:
                 stack = np.stack([maps[i] for i in members])
+                for i in members:
+                    maps[i] = None  # the stack holds them now: the maps go as they are gathered
             if self.method == "sqdiff_normed":
                 stack = 1.0 - stack
-            # Every variant of one template and scale has the same (disc) canvas: the best angle per position.
-            step = self._top_stride
+            # Variants of one canvas (a disc's: every angle of a scale) are one stack: the best per position.
             rows = slice(h // 2, h // 2 + step * stack.shape[1], step)
             cols = slice(w // 2, w // 2 + step * stack.shape[2], step)
             keep_best(stack, members, best[index, rows, cols], which[index, rows, cols])
+            stacks.append((index, members, stack, h // 2, w // 2))
+        del maps
         out = []
         for index, template in enumerate(self._templates):
             radius = max(1, int(0.5 * min(template.height, template.width) * self.scale_range[0]
                                 / 2.0 ** self.levels))
-            scores = best[index]
+            mine = [entry for entry in stacks if entry[0] == index]
             found = []
-            while len(found) < count:
-                at = int(np.argmax(scores))
-                y, x = divmod(at, width)
-                value = float(scores[y, x])
-                if not np.isfinite(value):
-                    break
-                _, angle, scale = self._grid[int(which[index, y, x])]
-                found.append(_Candidate(index, float(x), float(y), angle, scale, value))
-                scores[max(0, y - radius):y + radius + 1, max(0, x - radius):x + radius + 1] = -np.inf
+            for x, y in _places(best[index], radius, top_k, places):
+                found += self._hypotheses(index, mine, x, y, pad)
             out.append(found)
+        return out
+
+    def _hypotheses(self, index: int, stacks: list, x: int, y: int, pad: int) -> list[_Candidate]:
+        """The angle hypotheses of template ``index`` at top-level place (x, y) of the padded level."""
+        values = np.full(len(self._grid), -np.inf)
+        for _, members, stack, row0, col0 in stacks:
+            r = int(round((y - row0) / self._top_stride))
+            c = int(round((x - col0) / self._top_stride))
+            r0, r1 = max(r - 1, 0), min(r + 2, stack.shape[1])
+            c0, c1 = max(c - 1, 0), min(c + 2, stack.shape[2])
+            if r0 < r1 and c0 < c1:
+                values[members] = stack[:, r0:r1, c0:c1].max(axis=(1, 2))
+        table = self._grid_table[index]  # (angles, scales) grid indices
+        profile = values[table]
+        per_angle = profile.max(axis=1)
+        best = float(per_angle.max())
+        if not np.isfinite(best):
+            return []
+        n = len(per_angle)
+        peaks = []
+        for i in range(n):
+            if self._circle:
+                before, after = per_angle[(i - 1) % n], per_angle[(i + 1) % n]
+            else:
+                before = per_angle[i - 1] if i > 0 else -np.inf
+                after = per_angle[i + 1] if i + 1 < n else -np.inf
+            if per_angle[i] >= before and per_angle[i] >= after and per_angle[i] >= best - HYPOTHESIS_MARGIN:
+                peaks.append(i)
+        peaks = sorted(peaks, key=lambda i: -per_angle[i])[:HYPOTHESES]
+        out = []
+        for i in peaks:
+            _, angle, scale = self._grid[int(table[i, int(np.argmax(profile[i]))])]
+            out.append(_Candidate(index, float(x - pad), float(y - pad), angle, scale, float(per_angle[i])))
         return out
 
     def _select(self, poses: list[Pose], top_k: int, min_score: float, max_overlap: float) -> list[Pose]:
@@ -617,6 +893,7 @@ class PoseSearch:
         return kept
 
     def search(self, frame: np.ndarray, top_k: int = 1, min_score: float = 0.5, max_overlap: float = 0.5,
+               min_visible: float = MIN_VISIBLE, candidates: int | None = None,
                cancelled: Callable[[], bool] | None = None):
         """Find each template's best poses in ``frame``.
 
@@ -630,7 +907,15 @@ class PoseSearch:
             Poses scoring below are dropped.
         max_overlap : float
             Poses whose rotated boxes overlap a better one by more than this
-            (intersection over union) are dropped.
+            (intersection over union of the two polygons) are dropped.
+        min_visible : float
+            A part reaching past the frame's edge is scored on its visible part
+            and returned when at least this share of its box is inside, in
+            (0, 1]; 1 returns whole parts only. Parts whose centre lies
+            outside the frame are not looked for.
+        candidates : int, optional
+            How many places per template the top level carries down (each with
+            its angle hypotheses); by default :func:`place_budget`'s rule.
         cancelled : callable, optional
             Asked between the top level's groups of poses, between levels and
             between candidates; when it returns True the search stops with
@@ -641,13 +926,15 @@ class PoseSearch:
         -------
         list of Pose, or one such list per template when templates were given as a list.
         """
-        top_k, min_score, max_overlap = _check_search(top_k, min_score, max_overlap)
-        pyramid = self._frame(frame)
-        results = self._global(pyramid, top_k, min_score, max_overlap, cancelled or _never)
+        top_k, min_score, max_overlap, min_visible, candidates = _check_search(
+            top_k, min_score, max_overlap, min_visible, candidates)
+        image = self._frame(frame, min_visible, cancelled or _never)
+        results = self._global(image, top_k, min_score, max_overlap, candidates)
         return results if self._many else results[0]
 
     def track(self, frame: np.ndarray, previous, top_k: int = 1, min_score: float = 0.5,
-              max_overlap: float = 0.5, reach: int = 16, cancelled: Callable[[], bool] | None = None):
+              max_overlap: float = 0.5, min_visible: float = MIN_VISIBLE, candidates: int | None = None,
+              reach: int = 16, cancelled: Callable[[], bool] | None = None):
         """Find the templates near their previous poses first; search globally where that fails.
 
         Parameters
@@ -656,6 +943,8 @@ class PoseSearch:
             The next frame.
         previous : list of Pose, or one list per template
             The poses of the last frame (as :meth:`search` or :meth:`track` returned them).
+        top_k, min_score, max_overlap, min_visible, candidates :
+            As for :meth:`search`.
         reach : int
             How far (frame pixels) a template may have moved since.
         cancelled : callable, optional
@@ -668,14 +957,14 @@ class PoseSearch:
         ``min_score`` or has lost more than ``TRACK_DROP`` of its score (the
         template has gone and the neighbourhood offers only look-alikes).
         """
-        top_k, min_score, max_overlap = _check_search(top_k, min_score, max_overlap)
+        top_k, min_score, max_overlap, min_visible, candidates = _check_search(
+            top_k, min_score, max_overlap, min_visible, candidates)
         if not isinstance(reach, int | np.integer) or isinstance(reach, bool) or reach < 1:
             raise options.OptionError(f"reach must be a positive whole number of pixels, got {reach!r}")
         lists = list(previous) if self._many else [previous]
         if len(lists) != len(self._templates) or not all(isinstance(p, list | tuple) for p in lists):
             raise options.OptionError(f"previous must hold one list of poses per template ({len(self._templates)})")
-        pyramid = self._frame(frame)
-        cancelled = cancelled or _never
+        image = self._frame(frame, min_visible, cancelled or _never)
         level = min(self._finish_level + 1, self.levels)
         results: list[list[Pose] | None] = []
         for index, poses in enumerate(lists):
@@ -684,44 +973,106 @@ class PoseSearch:
             for pose in poses:
                 if not isinstance(pose, Pose):
                     raise options.OptionError("previous must hold Pose objects")
-                _check(cancelled)
+                _check(image.cancelled)
                 start = _Candidate(index, pose.cx / 2.0 ** level, pose.cy / 2.0 ** level, pose.angle,
                                    min(max(pose.scale, self.scale_range[0]), self.scale_range[1]), pose.score)
-                near = self._refine(pyramid, start, level, max(1, math.ceil(reach / 2.0 ** level)),
+                near = self._refine(image, start, level, max(1, math.ceil(reach / 2.0 ** level)),
                                     self._angle_step(level, template), self._scale_step(level, template))
-                refined = None if near is None else self._descend(pyramid, near, level, cancelled)
-                if refined is None or refined.score < max(min_score, pose.score - TRACK_DROP):
+                refined = None if near is None else self._descend(image, [near], level, 1)
+                if not refined or refined[0].score < max(min_score, pose.score - TRACK_DROP):
                     found = []  # lost: the global search decides
                     break
-                found.append(refined)
-            kept = self._conclude(pyramid, found, top_k, min_score, max_overlap, cancelled)
+                found.append(refined[0])
+            kept = self._conclude(image, found, top_k, min_score, max_overlap)
             results.append(kept if kept else None)
         missing = [i for i, r in enumerate(results) if r is None]
         if missing:
-            fresh = self._global(pyramid, top_k, min_score, max_overlap, cancelled)
+            fresh = self._global(image, top_k, min_score, max_overlap, candidates)
             for i in missing:
                 results[i] = fresh[i]
         out = [r if r is not None else [] for r in results]
         return out if self._many else out[0]
 
-    def _global(self, pyramid, top_k, min_score, max_overlap, cancelled: Callable[[], bool]) -> list[list[Pose]]:
+    def _global(self, frame: _Frame, top_k: int, min_score: float, max_overlap: float,
+                places: int | None) -> list[list[Pose]]:
         results = []
-        for candidates in self._top_candidates(pyramid, top_k + 2, cancelled):
-            found = [c for c in (self._descend(pyramid, c, self.levels, cancelled) for c in candidates)
-                     if c is not None]
-            results.append(self._conclude(pyramid, found, top_k, min_score, max_overlap, cancelled))
+        for hypotheses in self._top_candidates(frame, top_k, places):
+            found = self._descend(frame, hypotheses, self.levels, top_k)
+            results.append(self._conclude(frame, found, top_k, min_score, max_overlap))
         return results
 
 
-def _check_search(top_k: object, min_score: object, max_overlap: object) -> tuple[int, float, float]:
+def place_budget(top_k: int) -> tuple[int, int]:
+    """How many top-level places a search carries down per template: (always, at most).
+
+    Always ``2 top_k + 2`` (each part's place, and as many look-alikes);
+    beyond those, a crowded scene adds places while they score within
+    ``PLACE_MARGIN`` of the ``top_k``-th best, up to ``4 top_k + 8``: a tray
+    of 18 parts and clutter keeps its right candidates to the fine levels.
+    """
+    return 2 * top_k + 2, 4 * top_k + 8
+
+
+def _places(scores: np.ndarray, radius: int, top_k: int, places: int | None) -> list[tuple[int, int]]:
+    """The best places of a top-level map (consumed: each taken place's neighbourhood is cleared), as (x, y)."""
+    always, most = (places, places) if places is not None else place_budget(top_k)
+    width = scores.shape[1]
+    found: list[tuple[int, int, float]] = []
+    while len(found) < most:
+        at = int(np.argmax(scores))
+        y, x = divmod(at, width)
+        value = float(scores[y, x])
+        if not np.isfinite(value):
+            break
+        if len(found) >= always and value < found[min(top_k, len(found)) - 1][2] - PLACE_MARGIN:
+            break
+        found.append((x, y, value))
+        scores[max(0, y - radius):y + radius + 1, max(0, x - radius):x + radius + 1] = -np.inf
+    return [(x, y) for x, y, _ in found]
+
+
+def _prune(found: list[_Candidate], top_k: int) -> list[_Candidate]:
+    """The candidates within ``PRUNE_MARGIN`` of the ``top_k``-th best (on one level, scores compare)."""
+    if len(found) <= top_k:
+        return found
+    floor = sorted((c.score for c in found), reverse=True)[top_k - 1] - PRUNE_MARGIN
+    return [c for c in found if c.score >= floor]
+
+
+def _angle_gap(a: float, b: float) -> float:
+    """Degrees between two angles, the short way round."""
+    return abs((a - b + 180.0) % 360.0 - 180.0)
+
+
+def _visible_share(pose: Pose, width: int, height: int) -> float:
+    """The share of the pose's rotated box inside a frame of ``width`` x ``height`` pixels."""
+    area = pose.width * pose.height
+    if area <= 0.0:
+        return 0.0
+    box = cv2.boxPoints(((pose.cx, pose.cy), (pose.width, pose.height), -pose.angle)).astype(np.float32)
+    edges = np.array([[-0.5, -0.5], [width - 0.5, -0.5], [width - 0.5, height - 0.5], [-0.5, height - 0.5]], np.float32)
+    inside, _ = cv2.intersectConvexConvex(box, edges)
+    return float(min(max(inside / area, 0.0), 1.0))
+
+
+def _check_search(top_k: object, min_score: object, max_overlap: object, min_visible: object = 1.0,
+                  candidates: object = None) -> tuple[int, float, float, float, int | None]:
+    """The search options, checked (OptionError with the reason)."""
     if not isinstance(top_k, int | np.integer) or isinstance(top_k, bool) or top_k < 1:
         raise options.OptionError(f"top_k must be a positive whole number, got {top_k!r}")
-    for name, value in (("min_score", min_score), ("max_overlap", max_overlap)):
+    for name, value in (("min_score", min_score), ("max_overlap", max_overlap), ("min_visible", min_visible)):
         if not isinstance(value, int | float | np.floating) or isinstance(value, bool) or not math.isfinite(value):
             raise options.OptionError(f"{name} must be a finite number, got {value!r}")
     if not 0.0 <= float(max_overlap) <= 1.0:
         raise options.OptionError(f"max_overlap must be between 0 and 1, got {max_overlap}")
-    return int(top_k), float(min_score), float(max_overlap)
+    if not 0.0 < float(min_visible) <= 1.0:
+        raise options.OptionError(f"min_visible must be in (0, 1] (the share of a part inside the frame), "
+                                  f"got {min_visible}")
+    if candidates is not None and (not isinstance(candidates, int | np.integer) or isinstance(candidates, bool)
+                                   or not 1 <= candidates <= MAX_CANDIDATES):
+        raise options.OptionError(f"candidates must be a whole number from 1 to {MAX_CANDIDATES}, got {candidates!r}")
+    return (int(top_k), float(min_score), float(max_overlap), float(min_visible),
+            None if candidates is None else int(candidates))
 
 
 def _overlap(a: Pose, b: Pose) -> float:

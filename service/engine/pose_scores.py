@@ -111,6 +111,38 @@ def _window_scores_serial(roi, template, weights, method, out):
             out[y, x] = _score_at(roi, t, gray, weights, first, last, msum, tenergy, method, y, x)
 
 
+@njit(error_model="numpy", **JIT)
+def clipped_scores(image, template, weights, method, y0, x0, min_visible, out):
+    """Scores of one variant at positions that may reach past the image's edge, each on its visible part.
+
+    Position (i, j) puts the variant's top-left corner at (y0 + i, x0 + j) of
+    ``image`` (H, W, C) float32. Each is scored as :func:`_window_scores`
+    would score the variant cut to the pixels inside the image (its mask,
+    mean and energy over those alone), and is -inf where under
+    ``min_visible`` of the mask's weight is inside.
+    """
+    height, width = image.shape[0], image.shape[1]
+    h, w = weights.shape
+    total = 0.0
+    for i in range(h):
+        for j in range(w):
+            total += weights[i, j]
+    for i in range(out.shape[0]):
+        for j in range(out.shape[1]):
+            out[i, j] = -np.inf
+            top, left = y0 + i, x0 + j
+            r0, r1 = max(0, -top), min(h, height - top)
+            c0, c1 = max(0, -left), min(w, width - left)
+            if r0 >= r1 or c0 >= c1 or total <= 0.0:
+                continue
+            seen = weights[r0:r1, c0:c1]
+            if seen.sum() < min_visible * total:
+                continue
+            t, gray, first, last, msum, tenergy = _prepare_scores(template[r0:r1, c0:c1], seen, method)
+            out[i, j] = _score_at(image[top + r0:top + r1, left + c0:left + c1], t, gray, seen, first, last, msum,
+                                  tenergy, method, 0, 0)
+
+
 @njit(**JIT)
 def keep_best(stack, members, best, which):
     """Where a map of ``stack`` (n, H, W) beats ``best`` (H, W), keep its score and its grid index."""
@@ -129,6 +161,7 @@ def warm_kernels() -> None:
     weights = np.ones((4, 4), np.float32)
     for kernel in (_window_scores, _window_scores_serial):
         kernel(roi, template, weights, 0, np.empty((3, 3)))
+    clipped_scores(roi, template, weights, 0, -1, -1, 0.5, np.empty((3, 3)))
 
 
 def parabola(left: float, centre: float, right: float) -> float:
