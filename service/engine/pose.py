@@ -40,6 +40,7 @@ distance for ``sqdiff_normed``.
 from __future__ import annotations
 
 import math
+import threading
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
 
@@ -70,6 +71,9 @@ LARGE_GRID = 256
 FINISH_AREA = 256 * 256
 #: A tracked pose that loses more than this much score is taken for lost (see PoseSearch.track).
 TRACK_DROP = 0.15
+#: A frame whose top level's pixels times the grid's poses exceed this is screened every other pixel
+#: (VGA's top with 100 poses: 2M; 12 MP with a 20 px part's 32: 384M).
+TOP_WORK = 32_000_000
 #: The smallest template side that rotates meaningfully.
 MIN_POSE_SIDE = 8
 #: Rotated, scaled variants kept per PoseSearch (the coarse levels' are made once).
@@ -286,6 +290,20 @@ class _Frame:
     levels: list[np.ndarray]
     min_visible: float
     cancelled: Callable[[], bool]
+    top: _TopGrid
+
+
+@dataclass
+class _TopGrid:
+    """The poses a search screens on its top level, as one bank of variants."""
+
+    level: int
+    grid: list[tuple[int, float, float]]  # (template, angle, scale) per variant of the bank
+    tables: list[np.ndarray]  # per template: its grid indices by (angle, scale)
+    bank: Matcher
+    stride: int  # the bank's stride: 2 for a large grid
+    pad: int  # how far the level is mirrored out where parts may be clipped
+    shape_groups: list[tuple[int, tuple[int, int], np.ndarray]]  # (template, canvas, grid indices)
 
 
 class PoseSearch:
@@ -353,54 +371,83 @@ class PoseSearch:
         self._disc = [screens_with_disc(img.shape[0], img.shape[1]) for img in images]
         self._variants: Kept[tuple[np.ndarray, np.ndarray]] = Kept(
             VARIANTS_KEPT, max_bytes=VARIANT_BYTES_KEPT, size=lambda v: v[0].nbytes + v[1].nbytes)
-        # The top level's grid of poses, matched as one bank.
-        self._grid: list[tuple[int, float, float]] = []
-        self._grid_table: list[np.ndarray] = []  # per template: its grid indices by (angle, scale)
+        self._lock = threading.Lock()
+        # The top level's grid of poses, matched as one bank (by (level, stride): large frames are
+        # screened every other pixel, by a bank made when first needed).
+        top = self._make_top(self.levels)
+        self._tops = {(top.level, top.stride): top}
+
+    def _make_top(self, level: int, stride: int | None = None) -> _TopGrid:
+        """The grid of poses searched on ``level`` as the top, matched as one bank (every ``stride``-th pixel)."""
+        grid: list[tuple[int, float, float]] = []
+        tables: list[np.ndarray] = []  # per template: its grid indices by (angle, scale)
         images_top, masks_top = [], []
         for index, template_ in enumerate(self._templates):
-            angles_, scales_ = self._angles(self.levels, template_), self._scales(self.levels, template_)
-            self._grid_table.append(len(self._grid) + np.arange(len(angles_) * len(scales_)).reshape(
-                len(angles_), len(scales_)))
+            angles_, scales_ = self._angles(level, template_), self._scales(level, template_)
+            tables.append(len(grid) + np.arange(len(angles_) * len(scales_)).reshape(len(angles_), len(scales_)))
             for angle in angles_:
                 for scale in scales_:
-                    image, mask_ = self._variant(index, self.levels, angle, scale, disc=self._disc[index])
-                    self._grid.append((index, float(angle), float(scale)))
+                    image, mask_ = self._variant(index, level, angle, scale, disc=self._disc[index])
+                    grid.append((index, float(angle), float(scale)))
                     images_top.append(image)
                     masks_top.append(mask_.astype(np.uint8))
         # A large grid (several templates, scales) is screened every other
         # top-level pixel: a quarter of the work; the level below then looks
         # two pixels either side.
-        self._top_stride = 2 if len(self._grid) > LARGE_GRID else 1
-        self._bank = Matcher(images_top, masks=masks_top, method=method, stride=self._top_stride)
-        # How far the top level is mirrored out where parts may be clipped: the largest canvas's half.
-        self._top_pad = max(max(h, w) // 2 for h, w in self._bank.shapes)
+        stride = stride or (2 if len(grid) > LARGE_GRID else 1)
+        bank = Matcher(images_top, masks=masks_top, method=self.method, stride=stride)
         # The grid by template and canvas: (template, (h, w), indices into the grid).
         shapes: dict[tuple, list[int]] = {}
-        for i, ((index, _, _), (h, w)) in enumerate(zip(self._grid, self._bank.shapes)):
+        for i, ((index, _, _), (h, w)) in enumerate(zip(grid, bank.shapes)):
             shapes.setdefault((index, (h, w)), []).append(i)
-        self._shape_groups = [(index, shape, np.array(members)) for (index, shape), members in shapes.items()]
+        return _TopGrid(level=level, grid=grid, tables=tables, bank=bank, stride=stride,
+                        # How far the level is mirrored out where parts may be clipped: the largest canvas's half.
+                        pad=max(max(h, w) // 2 for h, w in bank.shapes),
+                        shape_groups=[(index, shape, np.array(members)) for (index, shape), members in shapes.items()])
+
+    def _top_for(self, frame_shape: tuple[int, int]) -> _TopGrid:
+        """The top grid a frame of ``frame_shape`` is screened with.
+
+        The grid as made, or for a large frame (its top level's pixels times
+        the grid's poses over ``TOP_WORK``) the same grid screened every other
+        pixel, as a large grid is: a 20 px part in 12 MP took 5.8 s at every
+        pixel. (Screening a level higher, where such a part keeps 10 px, was
+        tried and lost parts: on smooth backgrounds everything scores 0.98
+        against a 10 px template.)
+        """
+        top = self._tops[(self.levels, 1)] if (self.levels, 1) in self._tops else self._tops[(self.levels, 2)]
+        pixels = (frame_shape[0] >> self.levels) * (frame_shape[1] >> self.levels)
+        if top.stride == 2 or pixels * len(top.grid) <= TOP_WORK:
+            return top
+        with self._lock:
+            if (self.levels, 2) not in self._tops:
+                self._tops[(self.levels, 2)] = self._make_top(self.levels, stride=2)
+            return self._tops[(self.levels, 2)]
 
     def __len__(self) -> int:
         return len(self._templates)
 
     def retained_bytes(self) -> int:
-        """What this search keeps between calls: its variants and its top-level bank's plans."""
-        return self._variants.nbytes() + self._bank.retained_bytes()
+        """What this search keeps between calls: its variants and its top-level banks' plans."""
+        with self._lock:
+            tops = list(self._tops.values())
+        return self._variants.nbytes() + sum(top.bank.retained_bytes() for top in tops)
 
     def memory_estimate(self, frame_shape: tuple[int, int]) -> int:
         """Bytes a search of a frame of ``frame_shape`` (H, W) holds at most, from the shapes alone.
 
         The frame's pyramid (float32, a third more than the frame), and the
         top level's bank over that level (its maps for every pose, its work
-        arrays and the kernel spectra its plan keeps): the bulk of a search.
+        arrays and the kernel spectra its plan keeps), mirrored out for
+        clipped parts: the bulk of a search.
         """
         height, width = frame_shape
         pyramid_bytes = height * width * self.channels * 4 * 4 // 3
-        # The top level as screened: mirrored out for clipped parts (the default).
-        top = (max(1, height >> self.levels) + 2 * self._top_pad, max(1, width >> self.levels) + 2 * self._top_pad)
-        if any(h > top[0] or w > top[1] for h, w in self._bank.shapes):
-            return pyramid_bytes + sum(4 * top[0] * top[1] for _ in self._bank.shapes)
-        working, retained = self._bank.memory_estimate(top)
+        top = self._top_for(frame_shape)
+        shape = (max(1, height >> top.level) + 2 * top.pad, max(1, width >> top.level) + 2 * top.pad)
+        if any(h > shape[0] or w > shape[1] for h, w in top.bank.shapes):
+            return pyramid_bytes + sum(4 * shape[0] * shape[1] for _ in top.bank.shapes)
+        working, retained = top.bank.memory_estimate(shape)
         return pyramid_bytes + working + retained
 
     # -- the pose grid ------------------------------------------------------
@@ -437,7 +484,8 @@ class PoseSearch:
             raise options.OptionError(f"frame has {image.shape[2]} channel(s) but the templates have {self.channels}")
         if not np.isfinite(image).all():
             raise options.OptionError("frame contains NaN or inf")
-        return _Frame(pyramid(image, self.levels), min_visible, cancelled)
+        top = self._top_for(image.shape[:2])
+        return _Frame(pyramid(image, top.level), min_visible, cancelled, top)
 
     def _window(self, frame: _Frame, index: int, level: int, cx: float, cy: float, angle: float,
                 scale: float, reach: int, shift: tuple[float, float] | None = None) -> tuple[np.ndarray, int, int] | None:
@@ -627,8 +675,9 @@ class PoseSearch:
         start = _Candidate(cand.template, cand.cx * 2.0, cand.cy * 2.0, cand.angle, cand.scale, cand.score)
         # The coarser level's peak is within half its pixel: one pixel here
         # (two below a top level screened every other pixel).
-        reach = self._top_stride if below == self.levels - 1 else 1
-        spread = (TOP_SPREAD, TOP_SCALE_SPREAD) if below == self.levels - 1 else (1, 1)
+        first = below == frame.top.level - 1
+        reach = frame.top.stride if first else 1
+        spread = (TOP_SPREAD, TOP_SCALE_SPREAD) if first else (1, 1)
         angle_step, scale_step = self._angle_step(below, template), self._scale_step(below, template)
         refined = self._refine(frame, start, below, reach, angle_step, scale_step, spread)
         if refined is None or refined.score < cand.score - WIDEN_DROP:
@@ -797,31 +846,32 @@ class PoseSearch:
         mirrored out by the largest canvas's half, so that a place whose centre
         lies anywhere in the frame is screened.
         """
-        top = frame.levels[self.levels]
+        grid = frame.top
+        top = frame.levels[grid.level]
         height, width = top.shape[:2]
-        if not any(h <= height and w <= width for h, w in self._bank.shapes):
-            smallest = min(self._bank.shapes, key=lambda shape: shape[0] * shape[1])
+        if not any(h <= height and w <= width for h, w in grid.bank.shapes):
+            smallest = min(grid.bank.shapes, key=lambda shape: shape[0] * shape[1])
             raise options.OptionError(
                 f"no pose fits the frame: at its smallest scale a template's rotated canvas is {smallest[1]}x"
                 f"{smallest[0]} at the search's top level, where the frame is {width}x{height}; send larger "
                 "frames or smaller scales")
-        pad = self._top_pad if frame.min_visible < 1.0 else 0
+        pad = grid.pad if frame.min_visible < 1.0 else 0
         if pad:
             top = cv2.copyMakeBorder(top, pad, pad, pad, pad, cv2.BORDER_REFLECT_101).reshape(
                 height + 2 * pad, width + 2 * pad, -1)
             height, width = top.shape[:2]
         best = np.full((len(self._templates), height, width), -np.inf, np.float32)
         which = np.full(best.shape, -1, np.int64)
-        fits = [h <= height and w <= width for h, w in self._bank.shapes]
-        maps = self._bank(top, cancelled=frame.cancelled) if all(fits) else None
-        step = self._top_stride
+        fits = [h <= height and w <= width for h, w in grid.bank.shapes]
+        maps = grid.bank(top, cancelled=frame.cancelled) if all(fits) else None
+        step = grid.stride
         stacks = []  # (template, members, similarity stack, first row, first column)
-        for index, (h, w), members in self._shape_groups:
+        for index, (h, w), members in grid.shape_groups:
             _check(frame.cancelled)
             if h > height or w > width:
                 continue  # this template at this scale is larger than the frame
             if maps is None:  # a frame too small for some variants: match those that fit
-                variants = [self._variant(index, self.levels, self._grid[i][1], self._grid[i][2], disc=self._disc[index])
+                variants = [self._variant(index, grid.level, grid.grid[i][1], grid.grid[i][2], disc=self._disc[index])
                             for i in members]
                 stack = np.stack(Matcher([image for image, _ in variants],
                                          masks=[weights.astype(np.uint8) for _, weights in variants],
@@ -841,25 +891,25 @@ class PoseSearch:
         out = []
         for index, template in enumerate(self._templates):
             radius = max(1, int(0.5 * min(template.height, template.width) * self.scale_range[0]
-                                / 2.0 ** self.levels))
+                                / 2.0 ** grid.level))
             mine = [entry for entry in stacks if entry[0] == index]
             found = []
             for x, y in _places(best[index], radius, top_k, places):
-                found += self._hypotheses(index, mine, x, y, pad)
+                found += self._hypotheses(grid, index, mine, x, y, pad)
             out.append(found)
         return out
 
-    def _hypotheses(self, index: int, stacks: list, x: int, y: int, pad: int) -> list[_Candidate]:
+    def _hypotheses(self, grid: _TopGrid, index: int, stacks: list, x: int, y: int, pad: int) -> list[_Candidate]:
         """The angle hypotheses of template ``index`` at top-level place (x, y) of the padded level."""
-        values = np.full(len(self._grid), -np.inf)
+        values = np.full(len(grid.grid), -np.inf)
         for _, members, stack, row0, col0 in stacks:
-            r = int(round((y - row0) / self._top_stride))
-            c = int(round((x - col0) / self._top_stride))
+            r = int(round((y - row0) / grid.stride))
+            c = int(round((x - col0) / grid.stride))
             r0, r1 = max(r - 1, 0), min(r + 2, stack.shape[1])
             c0, c1 = max(c - 1, 0), min(c + 2, stack.shape[2])
             if r0 < r1 and c0 < c1:
                 values[members] = stack[:, r0:r1, c0:c1].max(axis=(1, 2))
-        table = self._grid_table[index]  # (angles, scales) grid indices
+        table = grid.tables[index]  # (angles, scales) grid indices
         profile = values[table]
         per_angle = profile.max(axis=1)
         best = float(per_angle.max())
@@ -878,7 +928,7 @@ class PoseSearch:
         peaks = sorted(peaks, key=lambda i: -per_angle[i])[:HYPOTHESES]
         out = []
         for i in peaks:
-            _, angle, scale = self._grid[int(table[i, int(np.argmax(profile[i]))])]
+            _, angle, scale = grid.grid[int(table[i, int(np.argmax(profile[i]))])]
             out.append(_Candidate(index, float(x - pad), float(y - pad), angle, scale, float(per_angle[i])))
         return out
 
@@ -997,7 +1047,7 @@ class PoseSearch:
                 places: int | None) -> list[list[Pose]]:
         results = []
         for hypotheses in self._top_candidates(frame, top_k, places):
-            found = self._descend(frame, hypotheses, self.levels, top_k)
+            found = self._descend(frame, hypotheses, frame.top.level, top_k)
             results.append(self._conclude(frame, found, top_k, min_score, max_overlap))
         return results
 

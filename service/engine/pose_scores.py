@@ -143,11 +143,15 @@ def clipped_scores(image, template, weights, method, y0, x0, min_visible, out):
                                   tenergy, method, 0, 0)
 
 
-@njit(**JIT)
+@njit(parallel=True, **JIT)
 def keep_best(stack, members, best, which):
-    """Where a map of ``stack`` (n, H, W) beats ``best`` (H, W), keep its score and its grid index."""
-    for i in range(stack.shape[0]):
-        for y in range(stack.shape[1]):
+    """Where a map of ``stack`` (n, H, W) beats ``best`` (H, W), keep its score and its grid index.
+
+    Rows in parallel (each row's positions are its own): on a 12 MP frame's
+    grid of 32 poses the serial loop took a tenth of the search.
+    """
+    for y in prange(stack.shape[1]):
+        for i in range(stack.shape[0]):
             for x in range(stack.shape[2]):
                 if stack[i, y, x] > best[y, x]:
                     best[y, x] = stack[i, y, x]
