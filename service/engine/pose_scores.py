@@ -143,15 +143,30 @@ def clipped_scores(image, template, weights, method, y0, x0, min_visible, out):
                                   tenergy, method, 0, 0)
 
 
-@njit(parallel=True, **JIT)
-def keep_best(stack, members, best, which):
+def keep_best(stack: np.ndarray, members: np.ndarray, best: np.ndarray, which: np.ndarray) -> None:
     """Where a map of ``stack`` (n, H, W) beats ``best`` (H, W), keep its score and its grid index.
 
-    Rows in parallel (each row's positions are its own): on a 12 MP frame's
-    grid of 32 poses the serial loop took a tenth of the search.
+    Large stacks by rows in parallel (on a 12 MP frame's grid of 32 poses the
+    serial loop took a tenth of the search); small ones on the calling thread.
     """
+    kernel = _keep_best if stack.size > _PARALLEL_WORK else _keep_best_serial
+    kernel(stack, members, best, which)
+
+
+@njit(parallel=True, **JIT)
+def _keep_best(stack, members, best, which):
     for y in prange(stack.shape[1]):
         for i in range(stack.shape[0]):
+            for x in range(stack.shape[2]):
+                if stack[i, y, x] > best[y, x]:
+                    best[y, x] = stack[i, y, x]
+                    which[y, x] = members[i]
+
+
+@njit(**JIT)
+def _keep_best_serial(stack, members, best, which):
+    for i in range(stack.shape[0]):
+        for y in range(stack.shape[1]):
             for x in range(stack.shape[2]):
                 if stack[i, y, x] > best[y, x]:
                     best[y, x] = stack[i, y, x]
@@ -166,6 +181,9 @@ def warm_kernels() -> None:
     for kernel in (_window_scores, _window_scores_serial):
         kernel(roi, template, weights, 0, np.empty((3, 3)))
     clipped_scores(roi, template, weights, 0, -1, -1, 0.5, np.empty((3, 3)))
+    for reduce in (_keep_best, _keep_best_serial):
+        reduce(np.zeros((1, 2, 2), np.float32), np.zeros(1, np.int64), np.full((2, 2), -np.inf, np.float32),
+               np.full((2, 2), -1, np.int64))
 
 
 def parabola(left: float, centre: float, right: float) -> float:
