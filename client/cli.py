@@ -59,6 +59,21 @@ def _positive_float(text: str) -> float:
     return value
 
 
+def _fraction(least: float, open_low: bool):
+    """An argparse type: a share, above ``least`` (``open_low``) or from it, up to 1."""
+
+    def parse(text: str) -> float:
+        try:
+            value = float(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
+        if not ((value > least) if open_low else (value >= least)) or not value <= 1.0:
+            raise argparse.ArgumentTypeError(f"{text} must be {'above' if open_low else 'from'} {least:g} and at most 1")
+        return value
+
+    return parse
+
+
 def _threshold(text: str) -> float | None:
     if text.lower() == "none":
         return None
@@ -224,6 +239,9 @@ def _match_settings(args: argparse.Namespace) -> dict:
     settings = dict(templates=args.template or None, method=args.method, top_k=args.top_k)
     if args.threshold is not METHOD_DEFAULT:  # else the method's default (the client's DEFAULT_THRESHOLDS)
         settings["threshold"] = args.threshold
+    for name in ("min_visible", "max_overlap", "candidates"):  # pose templates; not given: the server's default
+        if getattr(args, name, None) is not None:
+            settings[name] = getattr(args, name)
     return settings
 
 
@@ -302,6 +320,15 @@ def _add_match_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--threshold", type=_threshold, default=METHOD_DEFAULT,
                         help="keep peaks scoring at least this (at most, for the sqdiff pair); 'none' keeps every "
                              "peak (default: the method's, see DEFAULT_THRESHOLDS in the README)")
+    parser.add_argument("--min-visible", type=_fraction(0.0, open_low=True), metavar="SHARE",
+                        help="pose templates: report a part partly outside the frame when at least this share of "
+                             "its box is inside, above 0 and at most 1; 1: whole parts only (default 0.75)")
+    parser.add_argument("--max-overlap", type=_fraction(0.0, open_low=False), metavar="IOU",
+                        help="pose templates: drop a pose whose box overlaps a better one's by more than this "
+                             "(intersection over union), 0 to 1 (default 0.5)")
+    parser.add_argument("--candidates", type=_positive_int, metavar="N",
+                        help="pose templates: places the search refines per template, 1 to 256; more finds close "
+                             "or similar parts at more work (default: grows with --top-k)")
 
 
 _SERVER_COMMANDS = ("serve", "warmup")

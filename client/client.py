@@ -162,6 +162,9 @@ class MatchSettings(TypedDict, total=False):
     threshold: float | None  #: keep peaks at least this good; default: DEFAULT_THRESHOLDS[method]; None: all
     min_distance: int  #: between peaks of a template; default 0 (half the template)
     subpixel: bool  #: default False
+    min_visible: float | None  #: pose templates: report parts at least this share in the frame; default 0.75
+    max_overlap: float | None  #: pose templates: drop poses overlapping a better one more (IoU); default 0.5
+    candidates: int | None  #: pose templates: places the search refines, 1-256; default grows with top_k
     maps: MapEncoding | None  #: send maps back in this encoding; default None (no maps)
     realtime: bool  #: streams only: skip stale frames; default False
     data_range: float | None  #: ssim only: the dynamic range L; default by dtype
@@ -174,6 +177,10 @@ class Peak:
     For a template with an angle or scale range (pose search), (x, y, width,
     height) is the scaled template's box before rotation; it turns by
     ``angle`` (degrees, counter-clockwise as displayed) about (cx, cy).
+    ``visible`` is the share of that box inside the frame (under 1 for a
+    part clipped at the frame's edge, 1 otherwise); ``ambiguity`` a pose's
+    180-degree twin's score over its own (near 1: the angle may be off by
+    180; 0 where not measured).
     """
 
     template: str
@@ -186,6 +193,8 @@ class Peak:
     angle: float = 0.0
     cx: float = 0.0
     cy: float = 0.0
+    visible: float = 1.0
+    ambiguity: float = 0.0
 
 
 @dataclass(frozen=True)
@@ -271,7 +280,8 @@ def _result(message: pb.FrameResult) -> FrameResult:
     return FrameResult(
         sequence=message.sequence,
         timestamp=message.capture_time.ToNanoseconds() / 1e9 if message.HasField("capture_time") else None,
-        peaks=[Peak(p.template, p.x, p.y, p.width, p.height, p.score, p.scale or 1.0, p.angle, p.cx, p.cy)
+        peaks=[Peak(p.template, p.x, p.y, p.width, p.height, p.score, p.scale or 1.0, p.angle, p.cx, p.cy,
+                    p.visible if p.HasField("visible") else 1.0, p.ambiguity)  # absent: a server before visible
                for p in message.peaks],
         maps={m.template: FeatureMap(m.template, wire.map_array(m), m.origin_x, m.origin_y, m.stride or 1)
               for m in message.maps},
@@ -313,6 +323,17 @@ def _choice(value: object, choices: tuple[object, ...], what: str) -> None:
         raise _invalid(f"unknown {what} {value!r}: choose one of {', '.join(str(c) for c in choices)}")
 
 
+def _check_number(value: object, name: str, *, whole: bool) -> None:
+    """A setting protobuf cannot carry (a string, or a negative count for an unsigned field) refused
+    here with the reason; values it carries go to the server, which checks their range."""
+    kinds: tuple[type, ...] = (int, np.integer) if whole else (int, float, np.integer, np.floating)
+    if isinstance(value, bool) or not isinstance(value, kinds):
+        raise SettingTypeError(grpc.StatusCode.INVALID_ARGUMENT,
+                               f"{name} must be a {'whole number' if whole else 'number'}, got {value!r}")
+    if whole and not 0 <= int(value) < 2 ** 32:  # type: ignore[call-overload]
+        raise _invalid(f"{name} must be a positive whole number within the server's limit, got {value}")
+
+
 def match_config(**settings: Unpack[MatchSettings]) -> pb.MatchConfig:
     """A MatchConfig from keyword settings (:class:`MatchSettings`; see featuremap.proto for their meaning)."""
     unknown = set(settings) - set(MatchSettings.__annotations__)
@@ -333,6 +354,12 @@ def match_config(**settings: Unpack[MatchSettings]) -> pb.MatchConfig:
     threshold = settings.get("threshold", DEFAULT_THRESHOLDS.get(method))
     if threshold is not None:
         peaks.threshold = threshold
+    # Sent only when given: unset, the server uses the engine's defaults.
+    for name in ("min_visible", "max_overlap", "candidates"):
+        value = settings.get(name)
+        if value is not None:
+            _check_number(value, name, whole=name == "candidates")
+            setattr(peaks, name, value)
     templates = settings.get("templates") or []
     if isinstance(templates, str):  # one name, not its letters
         templates = [templates]

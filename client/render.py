@@ -76,7 +76,10 @@ def draw_peaks(frame: np.ndarray, peaks: Iterable[Peak], *, tracks: Iterable[int
     for peak, track in zip(peaks, ids, strict=True):
         colour = palette(peak.template)
         x, y = int(round(peak.x)), int(round(peak.y))
-        if peak.angle % 360 == 0:
+        if peak.visible < 1.0:  # a part clipped at the frame's edge: its whole box, dashed
+            corners = cv2.boxPoints(((peak.cx, peak.cy), (peak.width, peak.height), -peak.angle))
+            dashed_polygon(canvas, corners, colour, line)
+        elif peak.angle % 360 == 0:
             cv2.rectangle(canvas, (x, y), (x + peak.width - 1, y + peak.height - 1), colour, line)
         else:  # the box turned by angle (counter-clockwise as displayed) about its centre
             corners = cv2.boxPoints(((peak.cx, peak.cy), (peak.width, peak.height), -peak.angle))
@@ -92,6 +95,24 @@ def draw_peaks(frame: np.ndarray, peaks: Iterable[Peak], *, tracks: Iterable[int
         cv2.putText(canvas, label, (left + 2, top + height + 2), cv2.FONT_HERSHEY_SIMPLEX, scale, ink, weight,
                     cv2.LINE_AA)
     return canvas
+
+
+def dashed_polygon(canvas: np.ndarray, corners: np.ndarray, colour: tuple[int, int, int], line: int) -> None:
+    """A closed polygon (corners, N x 2 in frame pixels) drawn in dashes: dashes and gaps of 4 line widths
+    (at least 8 px: a thick line's round caps eat into the gaps), each edge starting with a dash so that the
+    corners show."""
+    dash = gap = max(8.0, 4.0 * line)
+    points = np.asarray(corners, np.float64)
+    for start, end in zip(points, np.roll(points, -1, axis=0)):
+        length = float(np.hypot(*(end - start)))
+        if length == 0.0:
+            continue
+        step = (end - start) / length
+        at = 0.0
+        while at < length:
+            a, b = start + step * at, start + step * min(at + dash, length)
+            cv2.line(canvas, (round(a[0]), round(a[1])), (round(b[0]), round(b[1])), colour, line, cv2.LINE_AA)
+            at += dash + gap
 
 
 def place_label(box: tuple[int, int, int, int], size: tuple[int, int], frame: tuple[int, int],

@@ -53,7 +53,8 @@ def peaks_json(peaks: list[Any], tracks: list[int] | None = None) -> list[dict[s
     for index, p in enumerate(peaks):
         row = {"template": p.template, "x": round(p.x, 2), "y": round(p.y, 2), "width": p.width,
                "height": p.height, "score": round(p.score, 5), "scale": round(p.scale, 6),
-               "angle": round(p.angle, 6), "cx": round(p.cx, 3), "cy": round(p.cy, 3)}
+               "angle": round(p.angle, 6), "cx": round(p.cx, 3), "cy": round(p.cy, 3),
+               "visible": round(p.visible, 4), "ambiguity": round(p.ambiguity, 4)}
         if tracks is not None:
             row["track"] = tracks[index]
         rows.append(row)

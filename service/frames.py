@@ -11,7 +11,7 @@ from __future__ import annotations
 import time
 from collections.abc import Callable, Mapping
 from concurrent.futures import Future, ThreadPoolExecutor
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 
 import numpy as np
 from google.protobuf.message import Message
@@ -25,7 +25,7 @@ from .config import Settings
 from .batching import GpuBatcher, Pacing
 from .engine import Cancelled, check_options, check_peak_options, gpu_memory_bytes, grid_size, map_shape, runtime
 from .errors import InvalidArgument, LimitExceeded
-from .matching import Computed, MatchOptions, Plan, PoseMemory, compute
+from .matching import Computed, FoundPeak, MatchOptions, Plan, PoseMemory, check_pose_options, compute
 from .metrics import Metrics
 from .prepared import PreparedCache
 from .budget import MemoryBudget, Reservation
@@ -86,11 +86,20 @@ def match_options(config: pb.MatchConfig) -> MatchOptions:
         subpixel=config.peaks.subpixel,
         encoding=_name(wire.MAP_ENCODINGS, config.maps.encoding, "map encoding"),
         realtime=config.realtime,
+        # Pose templates only; unset (None): the engine's defaults.
+        **{name: getattr(config.peaks, name) for name in ("min_visible", "max_overlap", "candidates")
+           if config.peaks.HasField(name)},
     )
     # The engine's own checks, now rather than at the first frame.
     check_options(**options.engine_options())
     check_peak_options(top_k=options.top_k, threshold=options.threshold, min_distance=options.min_distance or None)
+    check_pose_options(options)
     return options
+
+
+def peak_message(peak: FoundPeak) -> pb.Peak:
+    """A found peak as the wire's Peak: the fields share their names, so a field added to both travels."""
+    return pb.Peak(**{field.name: getattr(peak, field.name) for field in fields(FoundPeak)})
 
 
 class FrameProcessor:
@@ -220,9 +229,7 @@ class FrameProcessor:
         self._metrics.latency.labels(rpc).observe((decoded.decode_ms + computed.compute_ms + encode_ms) / 1e3)
         result = pb.FrameResult(
             sequence=frame.sequence, capture_time=frame.capture_time,
-            peaks=[pb.Peak(template=p.template, x=p.x, y=p.y, width=p.width, height=p.height, score=p.score,
-                           scale=p.scale, angle=p.angle, cx=p.cx, cy=p.cy)
-                   for p in computed.peaks],
+            peaks=[peak_message(p) for p in computed.peaks],
             timing=pb.Timing(decode_ms=decoded.decode_ms, compute_ms=computed.compute_ms, encode_ms=encode_ms),
         )
         return Answer(result, maps)

@@ -17,7 +17,7 @@ import numpy as np
 
 from .bank import name_of
 from .batching import GpuBatcher
-from .engine import LOWER_IS_BETTER, Cancelled, Peak, Pose, map_origin
+from .engine import LOWER_IS_BETTER, Cancelled, Peak, Pose, check_search, map_origin
 from .errors import InvalidArgument
 from .prepared import PreparedCache
 from .budget import MemoryBudget
@@ -45,11 +45,20 @@ class MatchOptions:
     subpixel: bool = False
     encoding: str | None = None  # a map encoding's name; None sends no maps
     realtime: bool = False
+    # Pose templates only; None: the engine's default (PoseSearch.search's).
+    min_visible: float | None = None
+    max_overlap: float | None = None
+    candidates: int | None = None
 
     def engine_options(self) -> dict[str, Any]:
         """The keyword arguments of the engine's Matcher."""
         return dict(method=self.method, padding=self.padding, border=self.border, border_value=self.border_value,
                     stride=self.stride, data_range=self.data_range)
+
+    def pose_options(self) -> dict[str, Any]:
+        """The keyword arguments of PoseSearch.search and .track the config sets (the rest are the engine's)."""
+        given = dict(min_visible=self.min_visible, max_overlap=self.max_overlap, candidates=self.candidates)
+        return {name: value for name, value in given.items() if value is not None}
 
 
 @dataclass(frozen=True)
@@ -75,13 +84,15 @@ class FoundPeak:
     angle: float
     cx: float  # the box's centre
     cy: float
+    visible: float = 1.0  # the share of the box inside the frame (a pose's; whole otherwise)
+    ambiguity: float = 0.0  # a pose's 180-degree twin's score over its own (0: not measured)
 
     @classmethod
     def centred(cls, template: str, cx: float, cy: float, width: float, height: float, score: float,
-                scale: float, angle: float) -> FoundPeak:
+                scale: float, angle: float, visible: float = 1.0, ambiguity: float = 0.0) -> FoundPeak:
         """A peak whose box (``width`` x ``height``, before rotation by ``angle``) is centred on (cx, cy)."""
         return cls(template, cx - (width - 1.0) / 2.0, cy - (height - 1.0) / 2.0, max(1, round(width)),
-                   max(1, round(height)), score, scale, angle, cx, cy)
+                   max(1, round(height)), score, scale, angle, cx, cy, visible, ambiguity)
 
 
 class PoseMemory:
@@ -277,6 +288,14 @@ def _compute_layout(plan: Plan, templates: tuple[StoredTemplate, ...], prepared:
 POSE_MIN_SCORE = 0.5
 
 
+def check_pose_options(options: MatchOptions) -> None:
+    """The engine's own checks of the pose options a config sets (OptionError with the reason), when the
+    config arrives rather than at its first frame with a pose template."""
+    given = options.pose_options()
+    # max_overlap has no default in the check: a value that passes stands in for an unset one.
+    check_search(options.top_k, POSE_MIN_SCORE, given.pop("max_overlap", 0.0), **given)
+
+
 def _pose_peaks(template: StoredTemplate, search, frame: np.ndarray, options: MatchOptions, budget: MemoryBudget,
                 cancelled: Callable[[], bool], poses: PoseMemory | None) -> list[FoundPeak]:
     """One pose template's peaks: its poses (tracked from ``poses`` when it has them), as boxes before rotation."""
@@ -288,17 +307,19 @@ def _pose_peaks(template: StoredTemplate, search, frame: np.ndarray, options: Ma
     previous = poses.get(template) if poses is not None else None
     # The frame's pyramid and the top level's bank (a map per pose, its spectra): a grid of thousands
     # of poses holds gigabytes on a large frame, so the search is admitted by its estimate.
+    settings = dict(top_k=options.top_k, min_score=min_score, cancelled=cancelled, **options.pose_options())
     with budget.hold(search.memory_estimate(frame.shape[:2]), cancelled):
         if previous:
-            found = search.track(frame, previous, top_k=options.top_k, min_score=min_score, cancelled=cancelled)
+            found = search.track(frame, previous, **settings)
         else:
-            found = search.search(frame, top_k=options.top_k, min_score=min_score, cancelled=cancelled)
+            found = search.search(frame, **settings)
     if poses is not None:
         poses.put(template, found)
     name = name_of(template.id)
     height, width = template.image.shape[:2]
     return [FoundPeak.centred(name, pose.cx, pose.cy, width * pose.scale, height * pose.scale,
-                              1.0 - pose.score if distance else pose.score, pose.scale, pose.angle)
+                              1.0 - pose.score if distance else pose.score, pose.scale, pose.angle,
+                              visible=pose.visible, ambiguity=pose.ambiguity)
             for pose in found]
 
 

@@ -33,7 +33,7 @@ from .options import (
     map_shape,
 )
 from .peaks import Peak, check_peak_options, find_peaks
-from .pose import MIN_POSE_SIDE, POSE_METHODS, Pose, PoseSearch, check_ranges, grid_size
+from .pose import MIN_POSE_SIDE, POSE_METHODS, Pose, PoseSearch, check_ranges, check_search, grid_size
 from .warmup import warmup
 
 __all__ = [
@@ -61,6 +61,7 @@ __all__ = [
     "cuda_problem",
     "check_peak_options",
     "check_ranges",
+    "check_search",
     "check_template",
     "find_peaks",
     "gpu_memory_bytes",

@@ -976,7 +976,7 @@ class PoseSearch:
         -------
         list of Pose, or one such list per template when templates were given as a list.
         """
-        top_k, min_score, max_overlap, min_visible, candidates = _check_search(
+        top_k, min_score, max_overlap, min_visible, candidates = check_search(
             top_k, min_score, max_overlap, min_visible, candidates)
         image = self._frame(frame, min_visible, cancelled or _never)
         results = self._global(image, top_k, min_score, max_overlap, candidates)
@@ -1007,7 +1007,7 @@ class PoseSearch:
         ``min_score`` or has lost more than ``TRACK_DROP`` of its score (the
         template has gone and the neighbourhood offers only look-alikes).
         """
-        top_k, min_score, max_overlap, min_visible, candidates = _check_search(
+        top_k, min_score, max_overlap, min_visible, candidates = check_search(
             top_k, min_score, max_overlap, min_visible, candidates)
         if not isinstance(reach, int | np.integer) or isinstance(reach, bool) or reach < 1:
             raise options.OptionError(f"reach must be a positive whole number of pixels, got {reach!r}")
@@ -1099,13 +1099,15 @@ def _visible_share(pose: Pose, width: int, height: int) -> float:
     area = pose.width * pose.height
     if area <= 0.0:
         return 0.0
-    box = cv2.boxPoints(((pose.cx, pose.cy), (pose.width, pose.height), -pose.angle)).astype(np.float32)
+    box = cv2.boxPoints(((pose.cx, pose.cy), (pose.width, pose.height), -pose.angle))
+    if (box >= -0.5).all() and (box[:, 0] <= width - 0.5).all() and (box[:, 1] <= height - 0.5).all():
+        return 1.0  # whole: exactly (OpenCV's float32 intersection put a whole part at 0.9999998)
     edges = np.array([[-0.5, -0.5], [width - 0.5, -0.5], [width - 0.5, height - 0.5], [-0.5, height - 0.5]], np.float32)
-    inside, _ = cv2.intersectConvexConvex(box, edges)
+    inside, _ = cv2.intersectConvexConvex(box.astype(np.float32), edges)
     return float(min(max(inside / area, 0.0), 1.0))
 
 
-def _check_search(top_k: object, min_score: object, max_overlap: object, min_visible: object = 1.0,
+def check_search(top_k: object, min_score: object, max_overlap: object, min_visible: object = 1.0,
                   candidates: object = None) -> tuple[int, float, float, float, int | None]:
     """The search options, checked (OptionError with the reason)."""
     if not isinstance(top_k, int | np.integer) or isinstance(top_k, bool) or top_k < 1:

@@ -206,16 +206,22 @@ class DeleteTemplateResponse(_message.Message):
     def __init__(self) -> None: ...
 
 class PeakOptions(_message.Message):
-    __slots__ = ("top_k", "threshold", "min_distance", "subpixel")
+    __slots__ = ("top_k", "threshold", "min_distance", "subpixel", "min_visible", "max_overlap", "candidates")
     TOP_K_FIELD_NUMBER: _ClassVar[int]
     THRESHOLD_FIELD_NUMBER: _ClassVar[int]
     MIN_DISTANCE_FIELD_NUMBER: _ClassVar[int]
     SUBPIXEL_FIELD_NUMBER: _ClassVar[int]
+    MIN_VISIBLE_FIELD_NUMBER: _ClassVar[int]
+    MAX_OVERLAP_FIELD_NUMBER: _ClassVar[int]
+    CANDIDATES_FIELD_NUMBER: _ClassVar[int]
     top_k: int
     threshold: float
     min_distance: int
     subpixel: bool
-    def __init__(self, top_k: _Optional[int] = ..., threshold: _Optional[float] = ..., min_distance: _Optional[int] = ..., subpixel: _Optional[bool] = ...) -> None: ...
+    min_visible: float
+    max_overlap: float
+    candidates: int
+    def __init__(self, top_k: _Optional[int] = ..., threshold: _Optional[float] = ..., min_distance: _Optional[int] = ..., subpixel: _Optional[bool] = ..., min_visible: _Optional[float] = ..., max_overlap: _Optional[float] = ..., candidates: _Optional[int] = ...) -> None: ...
 
 class MapOptions(_message.Message):
     __slots__ = ("encoding",)
@@ -274,7 +280,7 @@ class StreamMatchRequest(_message.Message):
     def __init__(self, config: _Optional[_Union[MatchConfig, _Mapping]] = ..., frame: _Optional[_Union[Frame, _Mapping]] = ...) -> None: ...
 
 class Peak(_message.Message):
-    __slots__ = ("template", "x", "y", "width", "height", "score", "scale", "angle", "cx", "cy")
+    __slots__ = ("template", "x", "y", "width", "height", "score", "scale", "angle", "cx", "cy", "visible", "ambiguity")
     TEMPLATE_FIELD_NUMBER: _ClassVar[int]
     X_FIELD_NUMBER: _ClassVar[int]
     Y_FIELD_NUMBER: _ClassVar[int]
@@ -285,6 +291,8 @@ class Peak(_message.Message):
     ANGLE_FIELD_NUMBER: _ClassVar[int]
     CX_FIELD_NUMBER: _ClassVar[int]
     CY_FIELD_NUMBER: _ClassVar[int]
+    VISIBLE_FIELD_NUMBER: _ClassVar[int]
+    AMBIGUITY_FIELD_NUMBER: _ClassVar[int]
     template: str
     x: float
     y: float
@@ -295,7 +303,9 @@ class Peak(_message.Message):
     angle: float
     cx: float
     cy: float
-    def __init__(self, template: _Optional[str] = ..., x: _Optional[float] = ..., y: _Optional[float] = ..., width: _Optional[int] = ..., height: _Optional[int] = ..., score: _Optional[float] = ..., scale: _Optional[float] = ..., angle: _Optional[float] = ..., cx: _Optional[float] = ..., cy: _Optional[float] = ...) -> None: ...
+    visible: float
+    ambiguity: float
+    def __init__(self, template: _Optional[str] = ..., x: _Optional[float] = ..., y: _Optional[float] = ..., width: _Optional[int] = ..., height: _Optional[int] = ..., score: _Optional[float] = ..., scale: _Optional[float] = ..., angle: _Optional[float] = ..., cx: _Optional[float] = ..., cy: _Optional[float] = ..., visible: _Optional[float] = ..., ambiguity: _Optional[float] = ...) -> None: ...
 
 class FeatureMap(_message.Message):
     __slots__ = ("template", "height", "width", "encoding", "data", "scale", "offset", "origin_x", "origin_y", "stride")
