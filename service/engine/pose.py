@@ -2,8 +2,8 @@
 
 Matching every rotation and scale of a template at full resolution costs one
 map per pose. Instead (after the Fastest_Image_Pattern_Matching approach, our
-own code): frame and template are halved into a pyramid until the template's
-shorter side would drop under about ``TOP_SIDE`` pixels; the whole angle and
+own code): frame and template are halved into a pyramid until the template
+would drop under ``TOP_AREA`` pixels or ``MIN_TOP_SIDE`` a side; the whole angle and
 scale range is searched only on that top level, at ``TOP_SPREAD`` steps of
 about atan(2 / side) (a pixel of movement at the template's rim), by the
 bank Matcher, each pose masked to the disc inscribed in the template (one
@@ -53,9 +53,10 @@ from .matcher import Cancelled, Matcher
 from .pose_scores import clipped_scores, keep_best, parabola, quadric_peak, window_scores
 from .pose_template import PoseTemplate, odd_side, pyramid
 
-#: The top level is the coarsest at which the template's shorter side keeps about 15 pixels
-#: (a 64x64 template at scales about 1 goes up two levels, to 16x16).
-TOP_SIDE = 15
+#: The top level is the coarsest at which the template keeps this many pixels ...
+TOP_AREA = 225
+#: ... and this many a side (a 64x64 template at scales about 1 goes up two levels, to 16x16).
+MIN_TOP_SIDE = 8
 #: Templates whose longer side is at most this many times the shorter are screened through their disc.
 DISC_ASPECT = 1.5
 #: The top level's grid is this many of its steps apart (atan(2 / side) and the
@@ -197,15 +198,20 @@ def _steps(low: float, high: float, step: float, circle: bool) -> np.ndarray:
     return low + np.arange(count + 1) * (span / count)
 
 
-def _levels(shortest_side: float, scale_range: tuple[float, float]) -> int:
-    """Pyramid levels above the frame: the coarsest where the smallest template's shorter side (of
-    ``shortest_side`` pixels), at the range's middle scale, keeps ``TOP_SIDE`` pixels.
+def _levels(height: int, width: int, scale_range: tuple[float, float]) -> int:
+    """Pyramid levels above the frame for a template of ``height`` x ``width``, at the range's middle scale.
 
-    From the shorter side, not the area: an elongated part (10:1) keeps its
-    width at the top, where by area it was halved into a line.
+    The coarsest level where it keeps ``TOP_AREA`` pixels and ``MIN_TOP_SIDE``
+    a side: a 64x64 template goes up two levels (16x16), a 160x16 bar one
+    (80x8: by area alone it went three, to a line; by its shorter side
+    alone none, and its 256 masked angles at full size took 14 s on VGA).
     """
     middle = math.sqrt(scale_range[0] * scale_range[1])
-    return max(0, int(math.floor(math.log2(max(shortest_side * middle / TOP_SIDE, 1.0)))))
+    area, short = height * width * middle ** 2, min(height, width) * middle
+    levels = 0
+    while area / 4.0 ** (levels + 1) >= TOP_AREA and short / 2.0 ** (levels + 1) >= MIN_TOP_SIDE:
+        levels += 1
+    return levels
 
 
 def screens_with_disc(height: int, width: int) -> bool:
@@ -259,7 +265,7 @@ def grid_size(height: int, width: int, channels: int, angles=(-180.0, 180.0),
     (the variant and its kernel in the top level's bank).
     """
     angle_range, scale_range = check_ranges(angles, scales)
-    levels = _levels(min(height, width), scale_range)
+    levels = _levels(height, width, scale_range)
     side = max(height, width) / 2.0 ** levels
     circle = angle_range[1] - angle_range[0] >= 360.0
     top_angles = _steps(*angle_range, TOP_SPREAD * _angle_step(side, scale_range[1]), circle)
@@ -359,8 +365,8 @@ class PoseSearch:
                 raise options.OptionError(
                     f"template {i} ({img.shape[1]}x{img.shape[0]}) is under {MIN_POSE_SIDE} pixels a side at "
                     f"scale {self.scale_range[0]:g}: too small to rotate meaningfully")
-        # Levels for the smallest template's shorter side at the range's middle scale.
-        self.levels = _levels(min(min(img.shape[:2]) for img in images), self.scale_range)
+        # Levels for the template that can go up least, at the range's middle scale.
+        self.levels = min(_levels(img.shape[0], img.shape[1], self.scale_range) for img in images)
         # The level poses are finished at: where the largest template keeps at
         # most FINISH_AREA pixels (sub-pixel there is ~0.01 of its pixel; at
         # full resolution a 700x500 template's fits cost seconds).

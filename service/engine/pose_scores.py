@@ -222,5 +222,7 @@ def window_scores(roi: np.ndarray, template: np.ndarray, weights: np.ndarray, me
 
     Small windows run on the calling thread: a parallel launch costs more than their work.
     """
-    kernel = _window_scores if out.size * template.size > _PARALLEL_WORK else _window_scores_serial
+    # The work is the mask's pixels, not the canvas's: a rotated bar's canvas is mostly outside it.
+    work = out.size * int(np.count_nonzero(weights)) * template.shape[2]
+    kernel = _window_scores if work > _PARALLEL_WORK else _window_scores_serial
     kernel(roi, template, weights, method, out)
