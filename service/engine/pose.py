@@ -88,6 +88,8 @@ MAX_CANDIDATES = 256
 #: Angle hypotheses kept per top-level place, and how far under the place's best one may score.
 HYPOTHESES = 3
 HYPOTHESIS_MARGIN = 0.15
+#: Top-level places are at least this share of the template's shorter side apart.
+PLACE_SPACING = 0.25
 #: Places beyond place_budget's first ones are kept while within this of the top_k-th best.
 PLACE_MARGIN = 0.05
 #: A score that falls by more than this from one level to the next widens the angle window there.
@@ -886,7 +888,9 @@ class PoseSearch:
         del maps
         out = []
         for index, template in enumerate(self._templates):
-            radius = max(1, int(0.5 * min(template.height, template.width) * self.scale_range[0]
+            # Places a quarter of the template's shorter side apart: touching parts' centres lie
+            # closer than half of it (two of five interlocked parts were one place at a half).
+            radius = max(1, int(PLACE_SPACING * min(template.height, template.width) * self.scale_range[0]
                                 / 2.0 ** grid.level))
             mine = [entry for entry in stacks if entry[0] == index]
             found = []
