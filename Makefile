@@ -60,6 +60,7 @@ bench: $(STAMP)
 	$(BIN)/python tests/benchmarks/bench_engine.py
 	$(BIN)/python tests/benchmarks/bench_stream.py
 	$(BIN)/python tests/benchmarks/bench_pose.py
+	$(BIN)/python tests/benchmarks/bench_pose_scenes.py
 
 # The CUDA path beside torch/cuDNN and the CPU engine: needs an NVIDIA GPU and the
 # cuda extra (DEVELOPERS.md says how to run it on the device machine).
