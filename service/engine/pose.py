@@ -395,7 +395,7 @@ class PoseSearch:
             tables.append(len(grid) + np.arange(len(angles_) * len(scales_)).reshape(len(angles_), len(scales_)))
             for angle in angles_:
                 for scale in scales_:
-                    image, mask_ = self._variant(index, level, angle, scale, disc=self._disc[index])
+                    image, mask_ = self._variant(index, level, angle, scale, disc=self._disc[index], paired=True)
                     grid.append((index, float(angle), float(scale)))
                     images_top.append(image)
                     masks_top.append(mask_.astype(np.uint8))
@@ -474,10 +474,10 @@ class PoseSearch:
     def _scales(self, level: int, template: PoseTemplate) -> np.ndarray:
         return _top_scales(self.scale_range, self._scale_step(level, template))
 
-    def _variant(self, index: int, level: int, angle: float, scale: float,
-                 disc: bool = False) -> tuple[np.ndarray, np.ndarray]:
-        return self._variants.get((index, level, round(angle, 6), round(scale, 8), disc),
-                                  lambda: self._templates[index].variant(level, angle, scale, disc))
+    def _variant(self, index: int, level: int, angle: float, scale: float, disc: bool = False,
+                 paired: bool = False) -> tuple[np.ndarray, np.ndarray]:
+        return self._variants.get((index, level, round(angle, 6), round(scale, 8), disc, paired),
+                                  lambda: self._templates[index].variant(level, angle, scale, disc, paired=paired))
 
     def _clamp(self, angle: float, scale: float) -> tuple[float, float]:
         if not self._circle:
@@ -869,8 +869,8 @@ class PoseSearch:
             if h > height or w > width:
                 continue  # this template at this scale is larger than the frame
             if maps is None:  # a frame too small for some variants: match those that fit
-                variants = [self._variant(index, grid.level, grid.grid[i][1], grid.grid[i][2], disc=self._disc[index])
-                            for i in members]
+                variants = [self._variant(index, grid.level, grid.grid[i][1], grid.grid[i][2], disc=self._disc[index],
+                                          paired=True) for i in members]
                 stack = np.stack(Matcher([image for image, _ in variants],
                                          masks=[weights.astype(np.uint8) for _, weights in variants],
                                          method=self.method, stride=step)(top))

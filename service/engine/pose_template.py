@@ -42,12 +42,16 @@ class PoseTemplate:
         return max(self.height, self.width) / 2.0 ** level
 
     def variant(self, level: int, angle: float, scale: float, disc: bool = False,
-                shift: tuple[float, float] = (0.0, 0.0)) -> tuple[np.ndarray, np.ndarray]:
+                shift: tuple[float, float] = (0.0, 0.0), paired: bool = False) -> tuple[np.ndarray, np.ndarray]:
         """The template at ``level`` rotated and scaled about its centre, on an odd canvas, and its 0/1 mask.
 
         ``disc``: only the disc inscribed in the template, the same mask at every
         angle (the top level's screening shares its window statistics so).
         ``shift``: the template's centre sits this far (pixels, under one) from the canvas's centre.
+        ``paired``: the mask of an unmasked template made the same for ``angle``
+        and ``angle`` + 180 (the rotated box is symmetric: a pixel counts where
+        it does in both), so the top level's box screening computes the window
+        statistics of half its angles.
         """
         source = self.images[level]
         # The level's centre of the template, in its pixels (pyrDown keeps even samples).
@@ -77,6 +81,12 @@ class PoseTemplate:
         covered = cv2.warpAffine(np.ones(source.shape[:2], np.float32), matrix, (side_x, side_y), flags=flags,
                                  borderMode=cv2.BORDER_CONSTANT)
         keep = covered >= _COVERED
+        if paired and not self.masked and not disc:
+            keep &= keep[::-1, ::-1]
+            if not -90.0 <= angle < 90.0:  # the half turn's mask, made from the same angle as its twin's
+                twin = self.variant(level, angle - math.copysign(180.0, angle), scale, paired=True)[1]
+                if twin.shape == keep.shape:  # (a canvas side rounded the other way: keep its own)
+                    keep = twin.astype(bool)
         if self.masked:
             keep &= cv2.warpAffine(self.masks[level], matrix, (side_x, side_y), flags=flags,
                                    borderMode=cv2.BORDER_CONSTANT) >= 0.5
