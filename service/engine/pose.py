@@ -534,6 +534,21 @@ class PoseSearch:
             return None
         return out, x0 + w // 2, y0 + h // 2
 
+    def _peak_window(self, frame: _Frame, index: int, level: int, cx: float, cy: float, angle: float,
+                     scale: float) -> tuple[np.ndarray, int, int, int, int] | None:
+        """The 3x3 scores around the best pixel near (cx, cy), moving there while it is not central (3 times
+        at most): (scores, first x, first y, best row, best column)."""
+        for _ in range(3):
+            window = self._window(frame, index, level, cx, cy, angle, scale, 1)
+            if window is None:
+                return None
+            scores, x0, y0 = window
+            y, x = np.unravel_index(int(np.argmax(scores)), scores.shape)
+            if scores.shape != (3, 3) or (y, x) == (1, 1):
+                break
+            cx, cy = x0 + x, y0 + y
+        return scores, x0, y0, int(y), int(x)
+
     def _refine(self, frame: _Frame, cand: _Candidate, level: int, reach: int,
                 angle_step: float, scale_step: float, spread: tuple[int, int] = (1, 1)) -> _Candidate | None:
         """The best pose at ``level`` within ``reach`` pixels and ``spread`` (angle, scale) steps of ``cand``.
@@ -604,16 +619,11 @@ class PoseSearch:
                 scale *= (1.0 + scale_step) ** parabola(down, middle, up)
         angle, scale = self._clamp(angle, scale)
         # The peak's pixel: the 3x3 scores around it (moving there if it is not central).
-        cx, cy = int(round(cand.cx)), int(round(cand.cy))
-        for _ in range(3):
-            window = self._window(frame, cand.template, level, cx, cy, angle, scale, 1)
-            if window is None:
-                return None
-            scores, x0, y0 = window
-            y, x = np.unravel_index(int(np.argmax(scores)), scores.shape)
-            if scores.shape != (3, 3) or (y, x) == (1, 1):
-                break
-            cx, cy = x0 + x, y0 + y
+        peak = self._peak_window(frame, cand.template, level, cand.cx, cand.cy, angle, scale)
+        if peak is None:
+            return None
+        scores, x0, y0, y, x = peak
+        cx, cy = x0 + x, y0 + y
         if scores.shape != (3, 3) or (y, x) != (1, 1) or not np.isfinite(scores).all():  # at the edge: no fit
             return Pose(cx=float(x0 + x) * unit, cy=float(y0 + y) * unit, angle=_wrap(angle) if self._circle else angle,
                         scale=scale, score=float(scores[y, x]), width=template.width * scale,
@@ -804,17 +814,10 @@ class PoseSearch:
         within 0.03 degrees; fitting them again on level 0 tripled the cost of
         a 762x521 part for nothing measurable.
         """
-        template = self._templates[index]
-        cx, cy = pose.cx, pose.cy
-        for _ in range(3):
-            window = self._window(frame, index, 0, cx, cy, pose.angle, pose.scale, 1)
-            if window is None:
-                return None
-            scores, x0, y0 = window
-            y, x = np.unravel_index(int(np.argmax(scores)), scores.shape)
-            if scores.shape != (3, 3) or (y, x) == (1, 1):
-                break
-            cx, cy = x0 + x, y0 + y
+        peak = self._peak_window(frame, index, 0, pose.cx, pose.cy, pose.angle, pose.scale)
+        if peak is None:
+            return None
+        scores, x0, y0, y, x = peak
         if scores.shape == (3, 3) and np.isfinite(scores).all() and (y, x) == (1, 1):
             dx, dy, value = quadric_peak(scores)
             cx, cy = x0 + 1 + dx, y0 + 1 + dy
