@@ -61,6 +61,7 @@ bench: $(STAMP)
 	$(BIN)/python tests/benchmarks/bench_stream.py
 	$(BIN)/python tests/benchmarks/bench_pose.py
 	$(BIN)/python tests/benchmarks/bench_pose_scenes.py
+	$(BIN)/python tests/benchmarks/bench_http.py
 
 # The CUDA path beside torch/cuDNN and the CPU engine: needs an NVIDIA GPU and the
 # cuda extra (DEVELOPERS.md says how to run it on the device machine).
@@ -73,10 +74,11 @@ proto: $(STAMP)
 		--pyi_out=proto $(PROTO)
 
 # The image's dependencies, resolved once and pinned (deploy/constraints.txt): what pip would
-# install for featuremap on this Python, every package at its exact version.
+# install for featuremap with the http extra (the image serves the gateway) on this Python, every
+# package at its exact version.
 lock: $(STAMP)
 	mkdir -p build
-	$(BIN)/python -m pip install -q --dry-run --ignore-installed --report build/lock.json .
+	$(BIN)/python -m pip install -q --dry-run --ignore-installed --report build/lock.json '.[http]'
 	$(BIN)/python -c "import json; r = json.load(open('build/lock.json')); \
 	print('# The image installs exactly these (make lock refreshes them).'); \
 	print(*sorted(f\"{i['metadata']['name']}=={i['metadata']['version']}\" for i in r['install'] \

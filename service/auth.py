@@ -5,7 +5,8 @@ comment). Scopes: ``match`` (Match, StreamMatch, GetTemplate, ListTemplates)
 and ``admin`` (CreateTemplate, DeleteTemplate; it implies ``match``). Health
 and reflection stay open. A missing or unknown token is UNAUTHENTICATED, a
 token without the scope PERMISSION_DENIED. Tokens are compared in constant
-time and never logged.
+time and never logged. The HTTP gateway asks the same :meth:`TokenAuth.check`
+with its ``Authorization`` header.
 """
 
 from __future__ import annotations
@@ -66,20 +67,43 @@ class TokenAuth(grpc.ServerInterceptor):
                 found = scopes
         return found
 
+    def check(self, method: str, authorization: str) -> tuple[grpc.StatusCode, str] | None:
+        """Whether a call of ``method`` with this ``authorization`` value may go through.
+
+        The one decision for both doors, gRPC metadata and the HTTP gateway's
+        ``Authorization`` header.
+
+        Parameters
+        ----------
+        method : str
+            The RPC's name in FeatureMapService (``Match``, ``CreateTemplate``, ...).
+        authorization : str
+            The ``authorization`` metadata or header as sent (``Bearer <token>``); empty if none.
+
+        Returns
+        -------
+        tuple of (grpc.StatusCode, str) or None
+            None to let the call through, else the status to refuse it with.
+        """
+        scheme, _, presented = authorization.strip().partition(" ")
+        if scheme.lower() != "bearer" or not presented.strip():  # RFC 6750: the scheme is case-insensitive
+            return (grpc.StatusCode.UNAUTHENTICATED,
+                    "missing token: send 'authorization: Bearer <token>' (gRPC metadata or an HTTP header)")
+        scopes = self._scopes_of(presented.strip().encode())
+        if scopes is None:
+            return grpc.StatusCode.UNAUTHENTICATED, "unknown token"
+        needed = "admin" if method in _ADMIN_METHODS else "match"
+        if needed not in scopes:
+            return grpc.StatusCode.PERMISSION_DENIED, f"{method} needs a token with the {needed} scope"
+        return None
+
     def intercept_service(self, continuation, handler_call_details):
         full = handler_call_details.method or ""
         if not full.startswith(SERVICE_PREFIX):
             return continuation(handler_call_details)  # health and reflection stay open
         method = full[len(SERVICE_PREFIX):]
         header = str(dict(handler_call_details.invocation_metadata or ()).get("authorization", ""))
-        scheme, _, presented = header.strip().partition(" ")
-        if scheme.lower() != "bearer" or not presented.strip():  # RFC 6750: the scheme is case-insensitive
-            return _deny(method, grpc.StatusCode.UNAUTHENTICATED,
-                         "missing token: send 'authorization: Bearer <token>' metadata")
-        scopes = self._scopes_of(presented.strip().encode())
-        if scopes is None:
-            return _deny(method, grpc.StatusCode.UNAUTHENTICATED, "unknown token")
-        needed = "admin" if method in _ADMIN_METHODS else "match"
-        if needed not in scopes:
-            return _deny(method, grpc.StatusCode.PERMISSION_DENIED, f"{method} needs a token with the {needed} scope")
+        refused = self.check(method, header)
+        if refused is not None:
+            return _deny(method, *refused)
         return continuation(handler_call_details)

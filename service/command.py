@@ -153,6 +153,7 @@ def serve_command(args: argparse.Namespace) -> int:
         return FAILURE
     log.info("listening", extra={"address": settings.address, "port": port, "data_dir": settings.data_dir,
                                  "metrics_address": settings.metrics_address or "off",
+                                 "http_port": server.http_port or "off",
                                  "kernels_for": level or os.environ.get("NUMBA_CPU_NAME") or "this CPU"})
     log.info("warming up: health NOT_SERVING until every kernel is compiled or loaded (compiling, the first "
              "run on a machine: about a minute; `featuremap-server warmup` does it ahead, e.g. in an image)")

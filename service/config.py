@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import re
 from dataclasses import dataclass, fields
 
 
@@ -25,6 +26,8 @@ class Settings:
     bank: str = ""
     metrics_address: str = ""
     health_address: str = ""
+    http_address: str = ""
+    http_allow_origin: str = ""
     log_format: str = "text"
     log_level: str = "info"
     max_message_bytes: int = 64 << 20
@@ -60,6 +63,10 @@ _HELP = {
     "metrics_address": "host:port for Prometheus metrics over HTTP; empty: off",
     "health_address": "host:port for grpc.health.v1 alone, on threads of its own (Kubernetes probes), "
                       "plaintext; empty: health on the main port only",
+    "http_address": "host:port for the HTTP/JSON gateway and the live view page (featuremap[http]; TLS and "
+                    "tokens as for gRPC); empty: off",
+    "http_allow_origin": "origins whose pages may call the HTTP gateway (CORS), comma-separated "
+                         "(https://app.example.com), or *; empty: only the gateway's own page",
     "log_format": "text or json (one line per event, on stderr)",
     "log_level": "debug, info, warning or error",
     "max_message_bytes": "largest gRPC message accepted or sent",
@@ -116,12 +123,18 @@ def _check(settings: Settings) -> Settings:
         raise SettingsError(f"log_format must be text or json, got {settings.log_format!r}")
     if settings.log_level not in ("debug", "info", "warning", "error"):
         raise SettingsError(f"log_level must be debug, info, warning or error, got {settings.log_level!r}")
-    for name in ("address", "metrics_address", "health_address"):
+    for name in ("address", "metrics_address", "health_address", "http_address"):
         value = getattr(settings, name)
         if value and (":" not in value or not value.rsplit(":", 1)[1].isdigit()):
             raise SettingsError(f"{name} must be host:port, got {value!r}")
     if not settings.address:
         raise SettingsError("address must be host:port")
+    if settings.http_allow_origin and not settings.http_address:
+        raise SettingsError("http_allow_origin needs http_address: it opens the HTTP gateway to other origins")
+    for origin in allowed_origins(settings):
+        if origin != "*" and not re.fullmatch(r"https?://[^/\s?#]+", origin):
+            raise SettingsError(f"http_allow_origin must be origins like https://app.example.com (scheme and host, "
+                                f"no path) or *, comma-separated; got {origin!r}")
     if bool(settings.tls_cert) != bool(settings.tls_key):
         raise SettingsError("tls_cert and tls_key go together: give both or neither")
     if settings.tls_client_ca and not settings.tls_cert:
@@ -135,6 +148,11 @@ def _check(settings: Settings) -> Settings:
     if settings.bank and not settings.bank.startswith(("sqlite:///", "redis://", "rediss://")):
         raise SettingsError(f"bank must be sqlite:///path or redis://host:port/db, got {settings.bank!r}")
     return settings
+
+
+def allowed_origins(settings: Settings) -> list[str]:
+    """``http_allow_origin`` as a list (empty: CORS off)."""
+    return [origin.strip().rstrip("/") for origin in settings.http_allow_origin.split(",") if origin.strip()]
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:

@@ -121,6 +121,11 @@ class Server:
         self.grpc: grpc.Server | None = None
         self.metrics_server: MetricsServer | None = None
         self.health_grpc: grpc.Server | None = None
+        #: The bearer tokens (None: open), the servicer, and the HTTP gateway (None: off), set by create_server.
+        self.auth: TokenAuth | None = None
+        self.servicer: FeatureMapServicer | None = None
+        self.gateway: Any = None
+        self.http_port = 0
         self.health_port = 0
         self.port = 0
         self._streams = 0
@@ -183,8 +188,14 @@ class Server:
         """
         self.draining.set()
         self.set_serving(False)
+        # The HTTP gateway drains beside gRPC: its calls and streams get the same grace.
+        gateway = self.gateway.stop(grace) if self.gateway is not None else None
         if self.grpc is not None:
             self.grpc.stop(grace).wait()
+        if gateway is not None:
+            with contextlib.suppress(Exception):
+                gateway.result(grace + 5.0)
+            self.gateway.join(1.0)
         if self.health_grpc is not None:  # probes see NOT_SERVING until the calls are done
             self.health_grpc.stop(0).wait()
         # A warm-up still compiling would meet a shutting-down interpreter.
@@ -319,7 +330,7 @@ class FeatureMapServicer(pb_grpc.FeatureMapServiceServicer):
                                             "seconds": round(time.monotonic() - started, 3)})
 
 
-def _parser(message: type[Message]) -> Callable[[bytes], Message | Malformed]:
+def request_parser(message: type[Message]) -> Callable[[bytes], Message | Malformed]:
     """``message.FromString``, but bytes that do not parse become a :class:`Malformed` for the handler."""
 
     def parse(data: bytes) -> Message | Malformed:
@@ -343,7 +354,7 @@ def _handlers(servicer: FeatureMapServicer) -> grpc.GenericRpcHandler:
         request = getattr(pb, method.input_type.name)
         make = {(False, False): grpc.unary_unary_rpc_method_handler,
                 (True, True): grpc.stream_stream_rpc_method_handler}[(method.client_streaming, method.server_streaming)]
-        handlers[method.name] = make(getattr(servicer, method.name), request_deserializer=_parser(request),
+        handlers[method.name] = make(getattr(servicer, method.name), request_deserializer=request_parser(request),
                                      response_serializer=_wire_or_message)
     return grpc.method_handlers_generic_handler(SERVICE_NAME, handlers)
 
@@ -371,6 +382,16 @@ def _health_server(service: Server, address: str) -> grpc.Server:
     server.start()
     service.health_port = port
     return server
+
+
+def _gateway(service: Server, threads: int) -> Any:
+    """The HTTP/JSON gateway (featuremap[http]) in front of the servicer, on ``settings.http_address``."""
+    try:
+        from .gateway import Gateway
+    except ImportError as error:  # aiohttp: the http extra
+        raise RuntimeError(f"http_address needs the HTTP gateway's packages ({error.name} is missing): "
+                           "pip install 'featuremap[http]'") from None
+    return Gateway(service.servicer, service.settings, service.auth, threads)
 
 
 def _tls_credentials(settings: Settings) -> grpc.ServerCredentials:
@@ -434,11 +455,13 @@ def create_server(address: str = "[::]:0", settings: Settings | None = None) -> 
     """
     settings = settings or Settings()
     interceptors = []
+    auth = None
     if settings.tokens_file:
         try:
-            interceptors.append(TokenAuth(load_tokens(settings.tokens_file)))
+            auth = TokenAuth(load_tokens(settings.tokens_file))
         except (OSError, ValueError) as error:
             raise RuntimeError(f"tokens file: {error}") from None
+        interceptors.append(auth)
     else:
         log.warning("no tokens file: every client may call every method (set --tokens-file)")
     credentials = _tls_credentials(settings) if settings.tls_cert else None
@@ -452,6 +475,7 @@ def create_server(address: str = "[::]:0", settings: Settings | None = None) -> 
             raise RuntimeError(problem)
     runtime.retain_freed_memory()
     service = Server(settings)
+    service.auth = auth
     service.set_serving(False)
     if settings.metrics_address:
         service.metrics_server = service.metrics.serve(settings.metrics_address)
@@ -468,7 +492,8 @@ def create_server(address: str = "[::]:0", settings: Settings | None = None) -> 
     threads = settings.max_streams + settings.max_calls + LIGHT_THREADS
     server = grpc.server(ThreadPoolExecutor(max_workers=threads, thread_name_prefix="featuremap-rpc"),
                          options=options, interceptors=interceptors, maximum_concurrent_rpcs=4 * threads)
-    server.add_generic_rpc_handlers((_handlers(FeatureMapServicer(service)),))
+    service.servicer = FeatureMapServicer(service)
+    server.add_generic_rpc_handlers((_handlers(service.servicer),))
     health_pb2_grpc.add_HealthServicer_to_server(service.health, server)
     reflection.enable((SERVICE_NAME, health_pb2.DESCRIPTOR.services_by_name["Health"].full_name), server)
     try:
@@ -489,6 +514,13 @@ def create_server(address: str = "[::]:0", settings: Settings | None = None) -> 
         except OSError:
             service.drain(0)  # nothing served yet: the main port, the pool, the bank, the metrics let go
             raise
+    if settings.http_address:
+        try:
+            service.gateway = _gateway(service, threads)
+        except (OSError, RuntimeError):
+            service.drain(0)
+            raise
+        service.http_port = service.gateway.port
 
     def warm() -> None:
         started = time.perf_counter()

@@ -185,11 +185,12 @@ def test_the_image_installs_its_dependencies_in_a_layer_of_their_own(tmp_path):
     sources = next(i for i, line in enumerate(build) if line.startswith("COPY service"))
     assert deps < sources and build[deps - 2].startswith("COPY pyproject.toml")
     assert build[deps - 1] == "COPY deploy/constraints.txt ./"  # the lock, in the same layer's inputs
-    # The command that lists the dependencies lists exactly pyproject's.
+    # The command that lists the dependencies lists exactly pyproject's, and the http extra's (the gateway).
     command = build[deps][4:].split(">")[0].strip()
     listed = subprocess.run(["sh", "-c", command.replace("python ", f"{sys.executable} ", 1)], cwd=ROOT,
                             capture_output=True, text=True, check=True).stdout
-    assert listed.split() == tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["dependencies"]
+    project = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
+    assert listed.split() == project["dependencies"] + project["optional-dependencies"]["http"]
 
 
 def test_the_gpu_overlay_patches_the_deployment_it_means():

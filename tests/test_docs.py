@@ -85,3 +85,61 @@ def test_every_command_of_the_your_own_video_guide_runs(tmp_path):
         if server is not None:
             server.terminate()
             server.wait(60)
+
+
+def test_every_command_of_the_http_walkthrough_runs(tmp_path):
+    """docs/http.md's curl commands, against a server started as the page says, in a folder with a
+    photo and a logo cut from it; the answers are JSON and the logo is found where it was cut."""
+    import json
+    import os
+    import shlex
+    import shutil
+    import subprocess
+    import sys
+
+    import cv2
+    import grpc
+    import pytest
+
+    from service_helpers import free_port, wait_serving
+
+    if shutil.which("curl") is None:
+        pytest.skip("the walk-through's commands need curl")
+    from featuremap.client.demo import PHOTO  # the demo's photograph
+
+    photo = cv2.resize(cv2.imread(str(PHOTO)), (320, 240))
+    cv2.imwrite(str(tmp_path / "photo.jpg"), photo, [cv2.IMWRITE_JPEG_QUALITY, 95])
+    cv2.imwrite(str(tmp_path / "logo.png"), photo[96:144, 180:244])
+    text = (ROOT / "docs" / "http.md").read_text()
+    commands = [line for block in re.findall(r"```sh\n(.*?)```", text, re.S) for line in block.splitlines()
+                if line.strip()]
+    grpc_port, http_port = free_port(), free_port()
+    env = dict(os.environ, PATH=os.pathsep.join([os.path.dirname(sys.executable), os.environ.get("PATH", "")]))
+    server = None
+    answers = []
+    try:
+        for command in commands:
+            command = command.replace("localhost:50051", f"localhost:{grpc_port}").replace(
+                "localhost:8080", f"localhost:{http_port}")
+            if command.endswith("&"):
+                server = subprocess.Popen(shlex.split(command[:-1]), cwd=tmp_path, env=env,
+                                          stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+                channel = grpc.insecure_channel(f"localhost:{grpc_port}")
+                wait_serving(channel)
+                channel.close()
+                continue
+            done = subprocess.run(command, shell=True, cwd=tmp_path, env=env, capture_output=True, text=True,
+                                  timeout=120)
+            assert done.returncode == 0, (command, done.stderr[-2000:])
+            if done.stdout:
+                answers.append((command, json.loads(done.stdout)))
+    finally:
+        if server is not None:
+            server.terminate()
+            server.wait(60)
+    for command, answer in answers:
+        assert "code" not in answer, (command, answer)  # no error
+        if "frames:match" in command:
+            best = answer["result"]["peaks"][0]
+            assert (best["template"], best["x"], best["y"]) == ("templates/logo", 180.0, 96.0), (command, best)
+    assert json.loads((tmp_path / "openapi.json").read_text())["paths"]

@@ -29,7 +29,10 @@ def test_wheel_holds_only_the_featuremap_namespace(tmp_path):
     tops = {name.split("/")[0] for name in zipfile.ZipFile(wheel).namelist()}
     assert tops == {"featuremap", f"featuremap-{featuremap.__version__}.dist-info"}
     names = set(zipfile.ZipFile(wheel).namelist())
-    assert {"featuremap/service/engine/matcher.py", "featuremap/client/demo.py", "featuremap/v1/__init__.py"} <= names
+    assert {"featuremap/service/engine/matcher.py", "featuremap/client/demo.py", "featuremap/v1/__init__.py",
+            "featuremap/service/gateway/app.py", "featuremap/service/gateway/static/index.html",
+            "featuremap/service/gateway/static/app.js", "featuremap/v1/featuremap.proto"} <= names
+    assert not any(name.startswith("google/") for name in names)  # the vendored google/api protos stay out
 
 
 def test_editable_install_maps_the_house_layout():

@@ -112,7 +112,9 @@ class FeatureMapServiceServicer:
     def StreamMatch(self, request_iterator, context):
         """Matches a stream of frames. The first message must be a config; a frame
         before any config is FAILED_PRECONDITION. A later config applies to the
-        frames after it. Responses come in frame order.
+        frames after it. Responses come in frame order. Over HTTP: a WebSocket
+        (GET with Upgrade), requests as binary protobuf or JSON text messages,
+        responses as JSON text messages.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
