@@ -1,44 +1,44 @@
-"""The service's errors and the one place that maps them to gRPC status codes (house rule 4)."""
+"""The service's errors: each names its status (a gRPC status code's name) and says what to fix.
+
+No RPC library here: the bank, its stores and the frame path raise these, and
+only the server's edge (status.py) turns them into a gRPC status (house rule 4).
+"""
 
 from __future__ import annotations
 
-import grpc
-
-from .engine import Cancelled, OptionError
-
 
 class ServiceError(Exception):
-    """An error with a gRPC status code and a message that says what to fix."""
+    """An error with a status (the name of a gRPC status code) and a message that says what to fix."""
 
-    code = grpc.StatusCode.INTERNAL
+    code = "INTERNAL"
 
 
 class InvalidArgument(ServiceError, ValueError):
-    code = grpc.StatusCode.INVALID_ARGUMENT
+    code = "INVALID_ARGUMENT"
 
 
 class NotFound(ServiceError, LookupError):
-    code = grpc.StatusCode.NOT_FOUND
+    code = "NOT_FOUND"
 
 
 class AlreadyExists(ServiceError):
-    code = grpc.StatusCode.ALREADY_EXISTS
+    code = "ALREADY_EXISTS"
 
 
 class LimitExceeded(ServiceError):
-    code = grpc.StatusCode.RESOURCE_EXHAUSTED
+    code = "RESOURCE_EXHAUSTED"
 
 
 class FailedPrecondition(ServiceError):
-    code = grpc.StatusCode.FAILED_PRECONDITION
+    code = "FAILED_PRECONDITION"
 
 
 class Unavailable(ServiceError):
-    code = grpc.StatusCode.UNAVAILABLE
+    code = "UNAVAILABLE"
 
 
 class DeadlineExceeded(ServiceError):
-    code = grpc.StatusCode.DEADLINE_EXCEEDED
+    code = "DEADLINE_EXCEEDED"
 
 
 class Malformed:
@@ -47,19 +47,3 @@ class Malformed:
 
     def __init__(self, message_name: str, reason: str) -> None:
         self.error = InvalidArgument(f"the request is not a valid {message_name}: {reason}")
-
-
-def status_of(error: BaseException) -> tuple[grpc.StatusCode, str]:
-    """The status code and message for an exception raised while serving a call.
-
-    The engine's :class:`OptionError` is the caller's mistake: INVALID_ARGUMENT
-    with the engine's message. Anything else is a bug on our side: INTERNAL,
-    without internals in the message (the caller logs it).
-    """
-    if isinstance(error, ServiceError):
-        return error.code, str(error)
-    if isinstance(error, OptionError):
-        return grpc.StatusCode.INVALID_ARGUMENT, str(error)
-    if isinstance(error, Cancelled):  # the caller went away or its deadline passed
-        return grpc.StatusCode.CANCELLED, str(error)
-    return grpc.StatusCode.INTERNAL, "internal error (the server log has the details)"

@@ -36,11 +36,12 @@ from .auth import TokenAuth, load_tokens
 from .bank import Bank, name_of
 from .config import Settings
 from .engine import cuda_problem, runtime, warmup
-from .errors import InvalidArgument, LimitExceeded, Malformed, Unavailable, status_of
+from .errors import InvalidArgument, LimitExceeded, Malformed, Unavailable
 from .frames import FrameProcessor
 from .metrics import Metrics
 from .metrics_http import MetricsServer
 from .sqlite_store import SQLiteStore
+from .status import status_of
 from .streaming import StreamPipeline
 from .templates import StoredTemplate, TemplateStore
 
