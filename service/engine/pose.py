@@ -88,6 +88,9 @@ MAX_CANDIDATES = 256
 #: Angle hypotheses kept per top-level place, and how far under the place's best one may score.
 HYPOTHESES = 3
 HYPOTHESIS_MARGIN = 0.15
+#: How far (top-level pixels) a place in the edge band is looked around when scored on its visible part:
+#: mirrored pixels pull a clipped part's peak to the very edge, up to 3 pixels off (a 56x28 part).
+RESCORE_REACH = 3
 #: Top-level places are at least this share of the template's shorter side apart.
 PLACE_SPACING = 0.25
 #: Places beyond place_budget's first ones are kept while within this of the top_k-th best.
@@ -759,7 +762,18 @@ class PoseSearch:
                 done = self._decide_twin(frame, cand, done)
             if done is not None and done.visible >= frame.min_visible:
                 finished.append(done)
-        return self._select(finished, top_k, min_score, max_overlap)
+        return self._select(self._distinct_poses(finished), top_k, min_score, max_overlap)
+
+    def _distinct_poses(self, poses: list[Pose]) -> list[Pose]:
+        """The best of one template's finished poses that are one (within a pixel and a degree): two
+        hypotheses at one place can finish on the same pose, and ``max_overlap`` 1 must not return it twice."""
+        kept: list[Pose] = []
+        for pose in sorted(poses, key=lambda p: -p.score):
+            if not any(math.hypot(pose.cx - other.cx, pose.cy - other.cy) <= 1.0
+                       and _angle_gap(pose.angle, other.angle) <= 1.0
+                       and abs(math.log(pose.scale / other.scale)) <= 0.02 for other in kept):
+                kept.append(pose)
+        return kept
 
     def _complete(self, frame: _Frame, index: int, pose: Pose) -> Pose | None:
         """A pose finished on its finishing level, made final: polished on level 0, its visible share."""
@@ -896,11 +910,53 @@ class PoseSearch:
             radius = max(1, int(PLACE_SPACING * min(template.height, template.width) * self.scale_range[0]
                                 / 2.0 ** grid.level))
             mine = [entry for entry in stacks if entry[0] == index]
-            found = []
-            for x, y in _places(best[index], radius, top_k, places):
-                found += self._hypotheses(grid, index, mine, x, y, pad)
+            scores = best[index]
+            if not pad:
+                out.append([h for x, y in _places(scores, radius, top_k, places)
+                            for h in self._hypotheses(grid, index, mine, x, y, 0)])
+                continue
+            # The band within ``pad`` of the frame's edge scored its windows on mirrored pixels: a
+            # clipped part there scores low (0.86 where clutter inside scored 0.96) and a pixel or
+            # three off. Its places are taken apart from the inside's, and each hypothesis is scored
+            # again on its visible part, within RESCORE_REACH pixels.
+            band = np.zeros(scores.shape, bool)
+            band[:2 * pad, :] = band[-2 * pad:, :] = band[:, :2 * pad] = band[:, -2 * pad:] = True
+            inside = np.where(band, -np.inf, scores).astype(np.float32)
+            found = [h for x, y in _places(inside, radius, top_k, places)
+                     for h in self._hypotheses(grid, index, mine, x, y, pad)]
+            edge = np.where(band, scores, -np.inf).astype(np.float32)
+            for x, y in _places(edge, radius, top_k, places if places is not None else top_k + 1):
+                scale = max(self._hypotheses(grid, index, mine, x, y, pad), key=lambda h: h.score).scale
+                found += self._rescore_clipped(frame, grid, index, x - pad, y - pad, scale)
             out.append(found)
         return out
+
+    def _rescore_clipped(self, frame: _Frame, grid: _TopGrid, index: int, x: int, y: int,
+                         scale: float) -> list[_Candidate]:
+        """A top-level place near the frame's edge scored on its visible part at ``scale``: each of the
+        grid's angles (its best position within ``RESCORE_REACH``); the local maxima over angle within
+        ``HYPOTHESIS_MARGIN`` of the best, as :meth:`_hypotheses` keeps them. The mirrored scores gave
+        the place and its scale, not its angle (90-180 degrees off for a clipped bar)."""
+        table = grid.tables[index]
+        best = np.full(table.shape[0], -np.inf)
+        where: list[tuple[float, float, float]] = [(0.0, 0.0, 0.0)] * table.shape[0]
+        for i in range(table.shape[0]):
+            angle = grid.grid[int(table[i, 0])][1]
+            window = self._window(frame, index, grid.level, x, y, angle, scale, RESCORE_REACH)
+            if window is None:
+                continue
+            scores, x0, y0 = window
+            at = np.unravel_index(int(np.argmax(scores)), scores.shape)
+            if scores[at] > best[i]:
+                best[i], where[i] = float(scores[at]), (float(x0 + at[1]), float(y0 + at[0]), scale)
+        top = float(best.max())
+        if not np.isfinite(top):
+            return []
+        n = len(best)
+        peaks = [i for i in range(n) if best[i] >= top - HYPOTHESIS_MARGIN
+                 and best[i] >= best[(i - 1) % n] and best[i] >= best[(i + 1) % n]]
+        return [_Candidate(index, where[i][0], where[i][1], grid.grid[int(table[i, 0])][1], where[i][2], float(best[i]))
+                for i in sorted(peaks, key=lambda i: -best[i])[:HYPOTHESES]]
 
     def _hypotheses(self, grid: _TopGrid, index: int, stacks: list, x: int, y: int, pad: int) -> list[_Candidate]:
         """The angle hypotheses of template ``index`` at top-level place (x, y) of the padded level."""
