@@ -141,3 +141,28 @@ def test_a_busy_http_address_stops_the_start_saying_so(tmp_path):
         with pytest.raises(OSError, match=f"127.0.0.1:{port} \\(http_address\\): address in use"):
             create_server("127.0.0.1:0", Settings(data_dir=str(tmp_path), http_address=f"127.0.0.1:{port}"))
 
+
+
+def test_a_body_that_stalls_is_answered_408_and_calls_past_the_limit_429(tmp_path, monkeypatch):
+    # Every wait has an end: a caller that sends half its body and stops is answered, not waited on
+    # for ever (it held the call's place and, at shutdown, the drain). Time is shortened, not waited out.
+    import socket
+
+    from featuremap.service.gateway import app as gateway_app
+
+    monkeypatch.setattr(gateway_app, "BODY_TIMEOUT", 0.5)
+    with running_server(tmp_path, http_address="127.0.0.1:0") as (_, _, server):
+        with socket.create_connection(("127.0.0.1", server.http_port), timeout=10) as stalled:
+            stalled.sendall(b"POST /v1/templates?templateId=x HTTP/1.1\r\nHost: 127.0.0.1\r\n"
+                            b"Content-Type: image/png\r\nContent-Length: 1000\r\n\r\n" + b"\x89PNG" + b"\0" * 20)
+            answer = stalled.recv(4096).decode("latin-1")
+        assert answer.startswith("HTTP/1.1 408") and "did not arrive within" in answer
+        http = Http(server.http_port)
+        assert http.json("GET", "/v1/templates")[1].get("templates", []) == []  # nothing half-made
+        # Past the calls the pool takes at once, a call is refused before its body is read.
+        monkeypatch.setattr(server.gateway, "_call_limit", 0)
+        status, answer = http.json("GET", "/v1/templates")
+        assert status == 429 and "in progress" in answer["message"]
+        monkeypatch.setattr(server.gateway, "_call_limit", 8)
+        assert http.json("GET", "/v1/templates")[0] == 200
+        http.close()

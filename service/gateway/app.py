@@ -57,8 +57,11 @@ STATIC_TYPES = {".html": "text/html", ".js": "text/javascript", ".css": "text/cs
 CSP = ("default-src 'self'; img-src 'self' blob: data:; media-src 'self' blob: mediastream:; "
        "connect-src 'self'; style-src 'self'; script-src 'self'; object-src 'none'; base-uri 'none'; "
        "frame-ancestors 'none'")
-#: Seconds a connection may take to send a request's headers.
-HEADER_TIMEOUT = 30.0
+#: Seconds a request may take to send its body (a caller that stalls mid-body holds a call's place
+#: and, at shutdown, the drain: it is answered 408 instead).
+BODY_TIMEOUT = 30.0
+#: Seconds a kept-alive connection may stay idle between requests.
+IDLE_TIMEOUT = 30.0
 #: Bytes of a request's line and headers at most.
 MAX_HEADER_BYTES = 16 << 10
 
@@ -140,6 +143,8 @@ class Gateway:
         self.executor = ThreadPoolExecutor(max_workers=threads, thread_name_prefix="featuremap-http")
         self.streams = LiveStreams(self)
         self._active = 0
+        self._calls = 0
+        self._call_limit = 4 * threads  # as the gRPC server's maximum_concurrent_rpcs
         self._tls = _tls_context(settings)
         self._socket = _bind(settings.http_address)
         self.port = self._socket.getsockname()[1]
@@ -179,7 +184,7 @@ class Gateway:
         app = web.Application(client_max_size=self.settings.max_message_bytes, handler_args={
             "max_line_size": MAX_HEADER_BYTES, "max_field_size": MAX_HEADER_BYTES})
         app.router.add_route("*", "/{path:.*}", self._dispatch)
-        self._runner = web.AppRunner(app, access_log=None, shutdown_timeout=1.0)
+        self._runner = web.AppRunner(app, access_log=None, shutdown_timeout=1.0, keepalive_timeout=IDLE_TIMEOUT)
         await self._runner.setup()
         await web.SockSite(self._runner, self._socket, ssl_context=self._tls).start()
 
@@ -320,6 +325,19 @@ class Gateway:
 
     async def _call(self, request: web.Request, route: Route, variables: dict[str, str]) -> web.Response:
         self.authorize(route.rpc, request.headers.get("Authorization", ""))
+        # As gRPC's maximum_concurrent_rpcs: calls past the pool's depth are refused before their body
+        # is read, so the bodies held at once are bounded (each by max_message_bytes).
+        if self._calls >= self._call_limit:
+            raise HttpError(grpc.StatusCode.RESOURCE_EXHAUSTED,
+                            f"{self._calls} HTTP calls are in progress, the most this server takes at once; "
+                            "retry shortly", status=429)
+        self._calls += 1
+        try:
+            return await self._served(request, route, variables)
+        finally:
+            self._calls -= 1
+
+    async def _served(self, request: web.Request, route: Route, variables: dict[str, str]) -> web.Response:
         message = getattr(pb, route.method.input_type.name)()
         for path, value in variables.items():
             set_path(message, path, value)
@@ -386,9 +404,16 @@ class Gateway:
         """The body, refused before reading when its length is over the limit (and while reading, when
         it comes without one)."""
         limit = self.settings.max_message_bytes
+        if request.content_length is not None and request.content_length > limit:
+            raise self._too_large(request.content_length)
+        try:
+            return await asyncio.wait_for(self._body(request, limit), BODY_TIMEOUT)
+        except asyncio.TimeoutError:
+            raise HttpError(grpc.StatusCode.DEADLINE_EXCEEDED,
+                            f"the body did not arrive within {BODY_TIMEOUT:g} s", status=408) from None
+
+    async def _body(self, request: web.Request, limit: int) -> bytes:
         if request.content_length is not None:
-            if request.content_length > limit:
-                raise self._too_large(request.content_length)
             return await request.content.readexactly(request.content_length)
         chunks, total = [], 0
         async for chunk in request.content.iter_any():

@@ -104,7 +104,7 @@ class LiveStream:
                 if self.ended or not self.context.is_active():
                     return
                 continue
-            if item is _END:
+            if item is _END or self.ended:  # a closed socket's backlog is not the servicer's to match
                 return
             yield item
 
