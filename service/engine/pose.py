@@ -431,9 +431,14 @@ class PoseSearch:
         if top.stride == 2 or pixels * len(top.grid) <= TOP_WORK:
             return top
         with self._lock:
-            if (self.levels, 2) not in self._tops:
-                self._tops[(self.levels, 2)] = self._make_top(self.levels, stride=2)
-            return self._tops[(self.levels, 2)]
+            made = self._tops.get((self.levels, 2))
+        if made is None:
+            # Made outside the lock (it takes a while: retained_bytes must not wait on it); two
+            # threads may both make it, and the first kept wins.
+            made = self._make_top(self.levels, stride=2)
+            with self._lock:
+                made = self._tops.setdefault((self.levels, 2), made)
+        return made
 
     def __len__(self) -> int:
         return len(self._templates)
@@ -556,12 +561,13 @@ class PoseSearch:
                 angle_step: float, scale_step: float, spread: tuple[int, int] = (1, 1)) -> _Candidate | None:
         """The best pose at ``level`` within ``reach`` pixels and ``spread`` (angle, scale) steps of ``cand``.
 
-        Where the best lies on the edge of that neighbourhood (the coarser
-        level was further off than its step), the search moves there and
-        goes on, a few times at most: a hill climb on the grid of this level.
+        Where the best lies on the edge of that neighbourhood, in angle, scale
+        or position (the coarser level was further off than its step), the
+        search moves there and goes on, a few times at most: a hill climb on
+        the grid of this level.
         """
         best = None
-        seen: set[tuple[float, float]] = set()
+        seen: set[tuple[float, float, float, float]] = set()
         for _ in range(_CLIMBS):
             centre = best or cand
             angles = [centre.angle + i * angle_step for i in range(-spread[0], spread[0] + 1)]
@@ -573,9 +579,10 @@ class PoseSearch:
             for i, angle in enumerate(angles):
                 for j, scale in enumerate(scales):
                     angle_c, scale_c = self._clamp(angle, scale)
-                    if (round(angle_c, 9), round(scale_c, 12)) in seen:
+                    key = (round(angle_c, 9), round(scale_c, 12), round(centre.cx), round(centre.cy))
+                    if key in seen:
                         continue
-                    seen.add((round(angle_c, 9), round(scale_c, 12)))
+                    seen.add(key)
                     window = self._window(frame, cand.template, level, centre.cx, centre.cy, angle_c,
                                           scale_c, reach)
                     if window is None:
@@ -586,7 +593,8 @@ class PoseSearch:
                     if best is None or value > best.score:
                         best = _Candidate(cand.template, x0 + at[1], y0 + at[0], angle_c, scale_c, value)
                         edge = (i in (0, len(angles) - 1) and len(angles) > 1) or \
-                            (j in (0, len(scales) - 1) and len(scales) > 1)
+                            (j in (0, len(scales) - 1) and len(scales) > 1) or \
+                            (reach > 0 and (at[0] in (0, scores.shape[0] - 1) or at[1] in (0, scores.shape[1] - 1)))
             if not edge:
                 break
         return best
