@@ -95,6 +95,15 @@ def test_origins_are_refused_unless_allowed(tmp_path):
                                    content_type="image/png", headers={"Origin": "https://evil.example"})
         assert status == 403 and "http_allow_origin" in answer["message"]
         assert http.json("GET", "/v1/templates")[1]["templates"] == []  # nothing was created
+        # DNS rebinding: an attacker's name pointed at this server; the browser's Host and Origin agree.
+        rebound = f"attacker.example:{server.http_port}"
+        status, answer = http.json("POST", "/v1/templates?templateId=y", raw=encoded(scene(3, 40, 40, 3)[:16, :16]),
+                                   content_type="image/png",
+                                   headers={"Host": rebound, "Origin": f"http://{rebound}"})
+        assert status == 403 and "http_allow_origin" in answer["message"]
+        assert http.json("GET", "/v1/templates")[1]["templates"] == []
+        assert http.json("GET", "/v1/templates", headers={"Host": f"localhost:{server.http_port}",
+                                                          "Origin": f"http://localhost:{server.http_port}"})[0] == 200
         status, headers, _ = http.request("OPTIONS", "/v1/templates", headers={
             "Origin": "https://evil.example", "Access-Control-Request-Method": "POST"})
         assert status == 403 and "access-control-allow-origin" not in headers

@@ -91,6 +91,8 @@ HYPOTHESIS_MARGIN = 0.15
 #: How far (top-level pixels) a place in the edge band is looked around when scored on its visible part:
 #: mirrored pixels pull a clipped part's peak to the very edge, up to 3 pixels off (a 56x28 part).
 RESCORE_REACH = 3
+#: Edge-band places whose mirrored score is this far under the inside's best are not rescored.
+BAND_MARGIN = 0.2
 #: Top-level places are at least this share of the template's shorter side apart.
 PLACE_SPACING = 0.25
 #: Places beyond place_budget's first ones are kept while within this of the top_k-th best.
@@ -878,6 +880,7 @@ class PoseSearch:
                 f"no pose fits the frame: at its smallest scale a template's rotated canvas is {smallest[1]}x"
                 f"{smallest[0]} at the search's top level, where the frame is {width}x{height}; send larger "
                 "frames or smaller scales")
+        # Mirrored out by the largest canvas's half: a place whose centre lies anywhere in the frame.
         pad = grid.pad if frame.min_visible < 1.0 else 0
         if pad:
             top = cv2.copyMakeBorder(top, pad, pad, pad, pad, cv2.BORDER_REFLECT_101).reshape(
@@ -927,14 +930,23 @@ class PoseSearch:
             # clipped part there scores low (0.86 where clutter inside scored 0.96) and a pixel or
             # three off. Its places are taken apart from the inside's, and each hypothesis is scored
             # again on its visible part, within RESCORE_REACH pixels.
+            reach = 2 * pad  # the band: windows there reach past the frame's edge
             band = np.zeros(scores.shape, bool)
-            band[:2 * pad, :] = band[-2 * pad:, :] = band[:, :2 * pad] = band[:, -2 * pad:] = True
+            band[:reach, :] = band[-reach:, :] = band[:, :reach] = band[:, -reach:] = True
             inside = np.where(band, -np.inf, scores).astype(np.float32)
             found = [h for x, y in _places(inside, radius, top_k, places)
                      for h in self._hypotheses(grid, index, mine, x, y, pad)]
+            # Band places that could matter: mirrored pixels cost a clipped part up to about 0.1
+            # (0.86 for a bar whose visible part scored 0.98), so those far under the inside's best
+            # are left (on textured photographs every band place was, and rescoring them all doubled
+            # a search's time).
+            floor = max((h.score for h in found), default=-np.inf) - BAND_MARGIN
             edge = np.where(band, scores, -np.inf).astype(np.float32)
             for x, y in _places(edge, radius, top_k, places if places is not None else top_k + 1):
-                scale = max(self._hypotheses(grid, index, mine, x, y, pad), key=lambda h: h.score).scale
+                hypotheses = self._hypotheses(grid, index, mine, x, y, pad)
+                if not hypotheses or max(h.score for h in hypotheses) < floor:
+                    continue
+                scale = max(hypotheses, key=lambda h: h.score).scale
                 found += self._rescore_clipped(frame, grid, index, x - pad, y - pad, scale)
             out.append(found)
         return out

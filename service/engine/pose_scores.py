@@ -127,6 +127,8 @@ def clipped_scores(image, template, weights, method, y0, x0, min_visible, out):
     for i in range(h):
         for j in range(w):
             total += weights[i, j]
+    # Positions whose variant lies whole in the image share one preparation (most of a window's).
+    t_all, gray_all, first_all, last_all, msum_all, tenergy_all = _prepare_scores(template, weights, method)
     for i in range(out.shape[0]):
         for j in range(out.shape[1]):
             out[i, j] = -np.inf
@@ -134,6 +136,10 @@ def clipped_scores(image, template, weights, method, y0, x0, min_visible, out):
             r0, r1 = max(0, -top), min(h, height - top)
             c0, c1 = max(0, -left), min(w, width - left)
             if r0 >= r1 or c0 >= c1 or total <= 0.0:
+                continue
+            if r0 == 0 and c0 == 0 and r1 == h and c1 == w:
+                out[i, j] = _score_at(image[top:top + h, left:left + w], t_all, gray_all, weights, first_all, last_all,
+                                      msum_all, tenergy_all, method, 0, 0)
                 continue
             seen = weights[r0:r1, c0:c1]
             if seen.sum() < min_visible * total:

@@ -24,6 +24,7 @@ with its body, in one write: no Nagle delay between them.
 from __future__ import annotations
 
 import asyncio
+import ipaddress
 import concurrent.futures
 import errno
 import logging
@@ -295,8 +296,21 @@ class Gateway:
                         + " (http_allow_origin)")
 
     def _same_origin(self, request: web.Request, origin: str) -> bool:
+        """Whether a page of ``origin`` is the gateway's own: the origin names the host the request was
+        sent to, and that host is an address or localhost. A page under another name must be listed
+        in http_allow_origin: DNS rebinding points an attacker's name at this server, and the browser
+        then sends a Host and an Origin of that name that agree."""
         scheme = "https" if self._tls is not None else "http"
-        return origin == f"{scheme}://{request.host}"
+        if origin != f"{scheme}://{request.host}":
+            return False
+        name = (request.url.host or "").strip("[]").lower()
+        if name == "localhost":
+            return True
+        try:
+            ipaddress.ip_address(name)
+        except ValueError:
+            return False
+        return True
 
     def _cors_headers(self, request: web.Request) -> dict[str, str]:
         origin = request.headers.get("Origin")
