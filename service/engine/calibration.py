@@ -109,8 +109,9 @@ def measure() -> plan.CostModel:
         matchers = {algorithm: Matcher(templates, method="ccorr", algorithm=algorithm)
                     for algorithm in ("direct", "spectral")}
         measured = _seconds({algorithm: (lambda m=m: m(frame)) for algorithm, m in matchers.items()})
-        direct.append(measured["direct"] / matchers["direct"].predicted_seconds((height, width), "direct", plan.CostModel()))
-        spectral.append((*matchers["spectral"].spectral_parts((height, width)), measured["spectral"]))
+        direct_estimate, frame_part, templates_part = matchers["direct"].estimates((height, width))
+        direct.append(measured["direct"] / direct_estimate)
+        spectral.append((frame_part, templates_part, measured["spectral"]))
     frame_scale, template_scale = fit_spectral(spectral)
     return plan.CostModel(direct_scale=_geometric_mean(direct), spectral_frame_scale=frame_scale,
                           spectral_template_scale=template_scale)

@@ -377,23 +377,15 @@ class Matcher:
         return scratch + sum(spectrum.nbytes for plan in plans for _, kspectra in plan if kspectra is not None
                              for kernel in kspectra for _, spectrum in kernel)
 
-    def predicted_seconds(self, frame_shape: tuple[int, int], algorithm: str, model: CostModel | None = None) -> float:
-        """``model``'s estimate (default: auto's) of one call on a frame of ``frame_shape``, every group on ``algorithm``."""
+    def estimates(self, frame_shape: tuple[int, int]) -> tuple[float, float, float]:
+        """The cost model's unscaled estimates of one call on a frame of ``frame_shape``, every group on
+        one path: (the direct path's, the spectral path's frame part, its templates' part)."""
         shape = spectral.transform_shape(*self._padded(tuple(frame_shape)))
-        total, shared = 0.0, False
-        for group in self._groups:
-            if algorithm == "direct":
-                total += direct_seconds(group, self.output_shape(group.members[0], tuple(frame_shape)), model)
-            else:
-                total += spectral_seconds(group, shape, self.channels, shared, model)
-                shared = True
-        return total
-
-    def spectral_parts(self, frame_shape: tuple[int, int]) -> tuple[float, float]:
-        """The unscaled spectral estimate of one call, every group spectral: (frame's part, templates' part)."""
-        shape = spectral.transform_shape(*self._padded(tuple(frame_shape)))
+        unscaled = CostModel()
+        direct = sum(direct_seconds(group, self.output_shape(group.members[0], tuple(frame_shape)), unscaled)
+                     for group in self._groups)
         parts = [spectral_parts(group, shape, self.channels, i > 0) for i, group in enumerate(self._groups)]
-        return sum(p[0] for p in parts), sum(p[1] for p in parts)
+        return direct, sum(p[0] for p in parts), sum(p[1] for p in parts)
 
     def algorithms(self, frame_shape: tuple[int, int]) -> dict[tuple[int, int], str]:
         """Which path each template size takes for frames of ``frame_shape``."""

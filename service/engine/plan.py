@@ -249,15 +249,13 @@ def spectral_parts(group: Group, shape: tuple[int, int], frame_planes: int, shar
     return frame * wide, templates * wide
 
 
-def spectral_seconds(group: Group, shape: tuple[int, int], frame_planes: int, shared: bool,
-                     model: CostModel | None = None) -> float:
-    """Estimated time of the spectral path for one frame, by ``model`` (default: auto's).
+def spectral_seconds(group: Group, shape: tuple[int, int], frame_planes: int, shared: bool) -> float:
+    """Estimated time of the spectral path for one frame, by auto's cost model.
 
     ``shared`` says the frame's spectra are already paid for by another group.
     """
-    model = model or _cost
     frame, templates = spectral_parts(group, shape, frame_planes, shared)
-    return frame * model.spectral_frame_scale + templates * model.spectral_template_scale
+    return frame * _cost.spectral_frame_scale + templates * _cost.spectral_template_scale
 
 
 def spectrum_dtype(group: Group):
