@@ -43,6 +43,7 @@ import math
 import threading
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
+from typing import Any
 
 import cv2
 import numpy as np
@@ -589,14 +590,13 @@ class PoseSearch:
                                           scale_c, reach)
                     if window is None:
                         continue
-                    scores, x0, y0 = window
-                    at = np.unravel_index(int(np.argmax(scores)), scores.shape)
-                    value = float(scores[at])
+                    value, bx, by = _best_of(window)
                     if best is None or value > best.score:
-                        best = _Candidate(cand.template, x0 + at[1], y0 + at[0], angle_c, scale_c, value)
+                        best = _Candidate(cand.template, bx, by, angle_c, scale_c, value)
+                        scores, x0, y0 = window
                         edge = (i in (0, len(angles) - 1) and len(angles) > 1) or \
                             (j in (0, len(scales) - 1) and len(scales) > 1) or \
-                            (reach > 0 and (at[0] in (0, scores.shape[0] - 1) or at[1] in (0, scores.shape[1] - 1)))
+                            (reach > 0 and (by - y0 in (0, scores.shape[0] - 1) or bx - x0 in (0, scores.shape[1] - 1)))
             if not edge:
                 break
         return best
@@ -741,14 +741,12 @@ class PoseSearch:
 
     def _distinct(self, found: list[_Candidate], level: int) -> list[_Candidate]:
         """The best of candidates that reached the same pose (within a pixel and a step) on ``level``."""
-        kept: list[_Candidate] = []
-        for cand in sorted(found, key=lambda c: -c.score):
-            step = 1.5 * self._angle_step(level, self._templates[cand.template])
-            if not any(o.template == cand.template and abs(o.cx - cand.cx) <= 1.5 and abs(o.cy - cand.cy) <= 1.5
-                       and _angle_gap(o.angle, cand.angle) <= step and abs(math.log(o.scale / cand.scale)) <= 0.02
-                       for o in kept):
-                kept.append(cand)
-        return kept
+        def same(a: _Candidate, b: _Candidate) -> bool:
+            step = 1.5 * self._angle_step(level, self._templates[a.template])
+            return (a.template == b.template and abs(a.cx - b.cx) <= 1.5 and abs(a.cy - b.cy) <= 1.5
+                    and _angle_gap(a.angle, b.angle) <= step and abs(math.log(a.scale / b.scale)) <= 0.02)
+
+        return _best_apart(found, same)
 
     def _conclude(self, frame: _Frame, found: list[_Candidate], top_k: int, min_score: float,
                   max_overlap: float) -> list[Pose]:
@@ -774,16 +772,12 @@ class PoseSearch:
                 finished.append(done)
         return self._select(self._distinct_poses(finished), top_k, min_score, max_overlap)
 
-    def _distinct_poses(self, poses: list[Pose]) -> list[Pose]:
+    @staticmethod
+    def _distinct_poses(poses: list[Pose]) -> list[Pose]:
         """The best of one template's finished poses that are one (within a pixel and a degree): two
         hypotheses at one place can finish on the same pose, and ``max_overlap`` 1 must not return it twice."""
-        kept: list[Pose] = []
-        for pose in sorted(poses, key=lambda p: -p.score):
-            if not any(math.hypot(pose.cx - other.cx, pose.cy - other.cy) <= 1.0
-                       and _angle_gap(pose.angle, other.angle) <= 1.0
-                       and abs(math.log(pose.scale / other.scale)) <= 0.02 for other in kept):
-                kept.append(pose)
-        return kept
+        return _best_apart(poses, lambda a, b: math.hypot(a.cx - b.cx, a.cy - b.cy) <= 1.0
+                           and _angle_gap(a.angle, b.angle) <= 1.0 and abs(math.log(a.scale / b.scale)) <= 0.02)
 
     def _complete(self, frame: _Frame, index: int, pose: Pose) -> Pose | None:
         """A pose finished on its finishing level, made final: polished on level 0, its visible share."""
@@ -813,9 +807,8 @@ class PoseSearch:
         window = self._window(frame, cand.template, level, pose.cx / unit, pose.cy / unit, turned, pose.scale, 1)
         if window is None or final.score <= 0.0:
             return final
-        scores, x0, y0 = window
-        at = np.unravel_index(int(np.argmax(scores)), scores.shape)
-        twin = _Candidate(cand.template, x0 + at[1], y0 + at[0], turned, pose.scale, float(scores[at]))
+        value, bx, by = _best_of(window)
+        twin = _Candidate(cand.template, bx, by, turned, pose.scale, value)
         if twin.score < TWIN_MARGIN * pose.score:
             return replace(final, ambiguity=float(min(max(twin.score / final.score, 0.0), 1.0)))
         twin = self._refine(frame, twin, level, 1, self._angle_step(level, template),
@@ -955,28 +948,18 @@ class PoseSearch:
                          scale: float) -> list[_Candidate]:
         """A top-level place near the frame's edge scored on its visible part at ``scale``: each of the
         grid's angles (its best position within ``RESCORE_REACH``); the local maxima over angle within
-        ``HYPOTHESIS_MARGIN`` of the best, as :meth:`_hypotheses` keeps them. The mirrored scores gave
+        ``HYPOTHESIS_MARGIN`` of the best (:meth:`_angle_peaks`). The mirrored scores gave
         the place and its scale, not its angle (90-180 degrees off for a clipped bar)."""
         table = grid.tables[index]
         best = np.full(table.shape[0], -np.inf)
         where: list[tuple[float, float, float]] = [(0.0, 0.0, 0.0)] * table.shape[0]
         for i in range(table.shape[0]):
-            angle = grid.grid[int(table[i, 0])][1]
-            window = self._window(frame, index, grid.level, x, y, angle, scale, RESCORE_REACH)
-            if window is None:
-                continue
-            scores, x0, y0 = window
-            at = np.unravel_index(int(np.argmax(scores)), scores.shape)
-            if scores[at] > best[i]:
-                best[i], where[i] = float(scores[at]), (float(x0 + at[1]), float(y0 + at[0]), scale)
-        top = float(best.max())
-        if not np.isfinite(top):
-            return []
-        n = len(best)
-        peaks = [i for i in range(n) if best[i] >= top - HYPOTHESIS_MARGIN
-                 and best[i] >= best[(i - 1) % n] and best[i] >= best[(i + 1) % n]]
+            window = self._window(frame, index, grid.level, x, y, grid.grid[int(table[i, 0])][1], scale, RESCORE_REACH)
+            if window is not None:
+                best[i], bx, by = _best_of(window)
+                where[i] = (bx, by, scale)
         return [_Candidate(index, where[i][0], where[i][1], grid.grid[int(table[i, 0])][1], where[i][2], float(best[i]))
-                for i in sorted(peaks, key=lambda i: -best[i])[:HYPOTHESES]]
+                for i in self._angle_peaks(best)]
 
     def _hypotheses(self, grid: _TopGrid, index: int, stacks: list, x: int, y: int, pad: int) -> list[_Candidate]:
         """The angle hypotheses of template ``index`` at top-level place (x, y) of the padded level."""
@@ -991,6 +974,15 @@ class PoseSearch:
         table = grid.tables[index]  # (angles, scales) grid indices
         profile = values[table]
         per_angle = profile.max(axis=1)
+        out = []
+        for i in self._angle_peaks(per_angle):
+            _, angle, scale = grid.grid[int(table[i, int(np.argmax(profile[i]))])]
+            out.append(_Candidate(index, float(x - pad), float(y - pad), angle, scale, float(per_angle[i])))
+        return out
+
+    def _angle_peaks(self, per_angle: np.ndarray) -> list[int]:
+        """The angles (indices, best first) that are local maxima of ``per_angle`` (round the circle when
+        the search covers it) within ``HYPOTHESIS_MARGIN`` of the best, ``HYPOTHESES`` at most."""
         best = float(per_angle.max())
         if not np.isfinite(best):
             return []
@@ -1004,12 +996,7 @@ class PoseSearch:
                 after = per_angle[i + 1] if i + 1 < n else -np.inf
             if per_angle[i] >= before and per_angle[i] >= after and per_angle[i] >= best - HYPOTHESIS_MARGIN:
                 peaks.append(i)
-        peaks = sorted(peaks, key=lambda i: -per_angle[i])[:HYPOTHESES]
-        out = []
-        for i in peaks:
-            _, angle, scale = grid.grid[int(table[i, int(np.argmax(profile[i]))])]
-            out.append(_Candidate(index, float(x - pad), float(y - pad), angle, scale, float(per_angle[i])))
-        return out
+        return sorted(peaks, key=lambda i: -per_angle[i])[:HYPOTHESES]
 
     def _select(self, poses: list[Pose], top_k: int, min_score: float, max_overlap: float) -> list[Pose]:
         """The best poses over ``min_score`` whose boxes overlap no better one by more than ``max_overlap`` (IoU)."""
@@ -1168,9 +1155,25 @@ def _prune(found: list[_Candidate], top_k: int) -> list[_Candidate]:
     return [c for c in found if c.score >= floor]
 
 
+def _best_apart(items: list, same: Callable[[Any, Any], bool]) -> list:
+    """``items`` (each with a ``score``) best first, each dropped where it is ``same`` as one kept."""
+    kept: list = []
+    for item in sorted(items, key=lambda i: -i.score):
+        if not any(same(item, other) for other in kept):
+            kept.append(item)
+    return kept
+
+
+def _best_of(window: tuple[np.ndarray, int, int]) -> tuple[float, int, int]:
+    """The best score of a window (as :meth:`PoseSearch._window` returns it) and its position (x, y)."""
+    scores, x0, y0 = window
+    y, x = np.unravel_index(int(np.argmax(scores)), scores.shape)
+    return float(scores[y, x]), x0 + int(x), y0 + int(y)
+
+
 def _angle_gap(a: float, b: float) -> float:
     """Degrees between two angles, the short way round."""
-    return abs((a - b + 180.0) % 360.0 - 180.0)
+    return abs(_wrap(a - b))
 
 
 def _visible_share(pose: Pose, width: int, height: int) -> float:
