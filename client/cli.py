@@ -59,16 +59,17 @@ def _positive_float(text: str) -> float:
     return value
 
 
-def _fraction(least: float, open_low: bool):
-    """An argparse type: a share, above ``least`` (``open_low``) or from it, up to 1."""
+def _number(low: float, high: float, *, open_low: bool):
+    """An argparse type: a number above ``low`` (``open_low``) or from it, up to ``high``."""
 
     def parse(text: str) -> float:
         try:
             value = float(text)
         except ValueError:
             raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
-        if not ((value > least) if open_low else (value >= least)) or not value <= 1.0:
-            raise argparse.ArgumentTypeError(f"{text} must be {'above' if open_low else 'from'} {least:g} and at most 1")
+        if not ((value > low) if open_low else (value >= low)) or not value <= high:
+            raise argparse.ArgumentTypeError(f"{text} must be {'above' if open_low else 'from'} {low:g} "
+                                             f"and at most {high:g}")
         return value
 
     return parse
@@ -81,16 +82,6 @@ def _threshold(text: str) -> float | None:
         return float(text)
     except ValueError:
         raise argparse.ArgumentTypeError(f"{text!r} is not a number (or 'none')") from None
-
-
-def _positive_fps(text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"--fps takes a number of frames a second, not {text!r}") from None
-    if not 0.0 < value <= 1000.0:
-        raise argparse.ArgumentTypeError(f"--fps must be above 0 and at most 1000, got {text}")
-    return value
 
 
 def _address(text: str) -> str:
@@ -320,10 +311,10 @@ def _add_match_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--threshold", type=_threshold, default=METHOD_DEFAULT,
                         help="keep peaks scoring at least this (at most, for the sqdiff pair); 'none' keeps every "
                              "peak (default: the method's, see DEFAULT_THRESHOLDS in the README)")
-    parser.add_argument("--min-visible", type=_fraction(0.0, open_low=True), metavar="SHARE",
+    parser.add_argument("--min-visible", type=_number(0.0, 1.0, open_low=True), metavar="SHARE",
                         help="pose templates: report a part partly outside the frame when at least this share of "
                              "its box is inside, above 0 and at most 1; 1: whole parts only (default 0.75)")
-    parser.add_argument("--max-overlap", type=_fraction(0.0, open_low=False), metavar="IOU",
+    parser.add_argument("--max-overlap", type=_number(0.0, 1.0, open_low=False), metavar="IOU",
                         help="pose templates: drop a pose whose box overlaps a better one's by more than this "
                              "(intersection over union), 0 to 1 (default 0.5)")
     parser.add_argument("--candidates", type=_positive_int, metavar="N",
@@ -400,7 +391,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_match_options(watch_)
     watch_.add_argument("--out", metavar="OVERLAY.mp4", help="write the frames with the peaks drawn")
     watch_.add_argument("--heatmap-out", metavar="HEAT.mp4", help="write the first template's map over the frames")
-    watch_.add_argument("--fps", type=_positive_fps, default=None,
+    watch_.add_argument("--fps", type=_number(0.0, 1000.0, open_low=True), default=None,
                         help="frame rate of the written videos (default: the source's; 25 for images and folders)")
     watch_.add_argument("--jsonl", metavar="FILE", help="write one JSON line per answered frame")
     watch_.add_argument("--realtime", action=argparse.BooleanOptionalAction, default=None,

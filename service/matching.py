@@ -291,9 +291,7 @@ POSE_MIN_SCORE = 0.5
 def check_pose_options(options: MatchOptions) -> None:
     """The engine's own checks of the pose options a config sets (OptionError with the reason), when the
     config arrives rather than at its first frame with a pose template."""
-    given = options.pose_options()
-    # max_overlap has no default in the check: a value that passes stands in for an unset one.
-    check_search(options.top_k, POSE_MIN_SCORE, given.pop("max_overlap", 0.0), **given)
+    check_search(options.top_k, POSE_MIN_SCORE, **options.pose_options())
 
 
 def _pose_peaks(template: StoredTemplate, search, frame: np.ndarray, options: MatchOptions, budget: MemoryBudget,

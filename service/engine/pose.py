@@ -1189,7 +1189,7 @@ def _visible_share(pose: Pose, width: int, height: int) -> float:
     return float(min(max(inside / area, 0.0), 1.0))
 
 
-def check_search(top_k: object, min_score: object, max_overlap: object, min_visible: object = 1.0,
+def check_search(top_k: object, min_score: object, max_overlap: object = 0.5, min_visible: object = MIN_VISIBLE,
                   candidates: object = None) -> tuple[int, float, float, float, int | None]:
     """The search options, checked (OptionError with the reason)."""
     if not isinstance(top_k, int | np.integer) or isinstance(top_k, bool) or top_k < 1:
