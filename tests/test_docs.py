@@ -22,8 +22,6 @@ def test_every_command_of_the_your_own_video_guide_runs(tmp_path):
     """docs/your-own-video.md, command by command, in a folder with a logo and a clip made here."""
     import json
     import os
-    import shlex
-    import subprocess
     import sys
 
     import cv2
@@ -48,43 +46,19 @@ def test_every_command_of_the_your_own_video_guide_runs(tmp_path):
         cv2.imwrite(str(tmp_path / "frames" / f"{t:03d}.png"), frame)
     writer.release()
 
-    text = (ROOT / "docs" / "your-own-video.md").read_text()
-    blocks = re.findall(r"```sh\n(.*?)```", text, re.S)
-    commands = [line for block in blocks for line in block.splitlines() if line.strip()]
     port = free_port()
     env = dict(os.environ, FEATUREMAP_ADDRESS=f"localhost:{port}",
                PATH=os.pathsep.join([os.path.dirname(sys.executable), os.environ.get("PATH", "")]))
-    server = None
-    try:
-        for command in commands:
-            command = command.replace("localhost:50051", f"localhost:{port}")
-            if command.endswith("&"):  # the server, in the background: wait until it serves
-                server = subprocess.Popen(shlex.split(command[:-1]), cwd=tmp_path, env=env,
-                                          stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
-                import grpc
-
-                from service_helpers import wait_serving
-
-                channel = grpc.insecure_channel(f"localhost:{port}")
-                wait_serving(channel)
-                channel.close()
-                continue
-            done = subprocess.run(command, shell=True, cwd=tmp_path, env=env, capture_output=True, text=True,
-                                  timeout=300)
-            assert done.returncode == 0, (command, done.stderr[-2000:])
-        entries = [json.loads(line) for line in (tmp_path / "detections.jsonl").read_text().splitlines()]
-        assert [e["sequence"] for e in entries] == list(range(8))
-        for entry in entries:
-            (peak,) = entry["peaks"]
-            assert entry["source"] == "clip.mp4" and peak["template"] == "templates/logo"
-            assert abs(peak["x"] - (20 + 8 * entry["sequence"])) <= 1 and abs(peak["y"] - 50) <= 1
-        folder = [json.loads(line)["source"] for line in (tmp_path / "folder.jsonl").read_text().splitlines()]
-        assert folder == [os.path.join("frames", f"{t:03d}.png") for t in range(8)]
-        assert (tmp_path / "overlay.mp4").stat().st_size > 0 and (tmp_path / "folder.mp4").stat().st_size > 0
-    finally:
-        if server is not None:
-            server.terminate()
-            server.wait(60)
+    run_walkthrough("your-own-video.md", tmp_path, env, {"localhost:50051": f"localhost:{port}"}, port, timeout=300)
+    entries = [json.loads(line) for line in (tmp_path / "detections.jsonl").read_text().splitlines()]
+    assert [e["sequence"] for e in entries] == list(range(8))
+    for entry in entries:
+        (peak,) = entry["peaks"]
+        assert entry["source"] == "clip.mp4" and peak["template"] == "templates/logo"
+        assert abs(peak["x"] - (20 + 8 * entry["sequence"])) <= 1 and abs(peak["y"] - 50) <= 1
+    folder = [json.loads(line)["source"] for line in (tmp_path / "folder.jsonl").read_text().splitlines()]
+    assert folder == [os.path.join("frames", f"{t:03d}.png") for t in range(8)]
+    assert (tmp_path / "overlay.mp4").stat().st_size > 0 and (tmp_path / "folder.mp4").stat().st_size > 0
 
 
 def test_every_command_of_the_http_walkthrough_runs(tmp_path):
@@ -92,16 +66,13 @@ def test_every_command_of_the_http_walkthrough_runs(tmp_path):
     photo and a logo cut from it; the answers are JSON and the logo is found where it was cut."""
     import json
     import os
-    import shlex
     import shutil
-    import subprocess
     import sys
 
     import cv2
-    import grpc
     import pytest
 
-    from service_helpers import free_port, wait_serving
+    from service_helpers import free_port
 
     if shutil.which("curl") is None:
         pytest.skip("the walk-through's commands need curl")
@@ -110,36 +81,53 @@ def test_every_command_of_the_http_walkthrough_runs(tmp_path):
     photo = cv2.resize(cv2.imread(str(PHOTO)), (320, 240))
     cv2.imwrite(str(tmp_path / "photo.jpg"), photo, [cv2.IMWRITE_JPEG_QUALITY, 95])
     cv2.imwrite(str(tmp_path / "logo.png"), photo[96:144, 180:244])
-    text = (ROOT / "docs" / "http.md").read_text()
-    commands = [line for block in re.findall(r"```sh\n(.*?)```", text, re.S) for line in block.splitlines()
-                if line.strip()]
     grpc_port, http_port = free_port(), free_port()
     env = dict(os.environ, PATH=os.pathsep.join([os.path.dirname(sys.executable), os.environ.get("PATH", "")]))
-    server = None
-    answers = []
-    try:
-        for command in commands:
-            command = command.replace("localhost:50051", f"localhost:{grpc_port}").replace(
-                "localhost:8080", f"localhost:{http_port}")
-            if command.endswith("&"):
-                server = subprocess.Popen(shlex.split(command[:-1]), cwd=tmp_path, env=env,
-                                          stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
-                channel = grpc.insecure_channel(f"localhost:{grpc_port}")
-                wait_serving(channel)
-                channel.close()
-                continue
-            done = subprocess.run(command, shell=True, cwd=tmp_path, env=env, capture_output=True, text=True,
-                                  timeout=120)
-            assert done.returncode == 0, (command, done.stderr[-2000:])
-            if done.stdout:
-                answers.append((command, json.loads(done.stdout)))
-    finally:
-        if server is not None:
-            server.terminate()
-            server.wait(60)
+    outputs = run_walkthrough("http.md", tmp_path, env, {"localhost:50051": f"localhost:{grpc_port}",
+                                                         "localhost:8080": f"localhost:{http_port}"},
+                              grpc_port, timeout=120)
+    answers = [(command, json.loads(out)) for command, out in outputs if out]
     for command, answer in answers:
         assert "code" not in answer, (command, answer)  # no error
         if "frames:match" in command:
             best = answer["result"]["peaks"][0]
             assert (best["template"], best["x"], best["y"]) == ("templates/logo", 180.0, 96.0), (command, best)
     assert json.loads((tmp_path / "openapi.json").read_text())["paths"]
+
+
+def run_walkthrough(doc: str, folder: Path, env: dict[str, str], addresses: dict[str, str], grpc_port: int,
+                    timeout: float) -> list[tuple[str, str]]:
+    """Run every line of ``doc``'s sh blocks in ``folder``, ``addresses`` swapped for the test's; a line
+    ending in & is the server, started in the background and waited on until it serves, stopped at
+    the end. A line that fails fails the test; returns each other line with its output."""
+    import shlex
+    import subprocess
+
+    import grpc
+
+    from service_helpers import wait_serving
+
+    text = (ROOT / "docs" / doc).read_text()
+    commands = [line for block in re.findall(r"```sh\n(.*?)```", text, re.S) for line in block.splitlines()
+                if line.strip()]
+    server, outputs = None, []
+    try:
+        for command in commands:
+            for theirs, ours in addresses.items():
+                command = command.replace(theirs, ours)
+            if command.endswith("&"):
+                server = subprocess.Popen(shlex.split(command[:-1]), cwd=folder, env=env,
+                                          stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+                channel = grpc.insecure_channel(f"localhost:{grpc_port}")
+                wait_serving(channel)
+                channel.close()
+                continue
+            done = subprocess.run(command, shell=True, cwd=folder, env=env, capture_output=True, text=True,
+                                  timeout=timeout)
+            assert done.returncode == 0, (command, done.stderr[-2000:])
+            outputs.append((command, done.stdout))
+    finally:
+        if server is not None:
+            server.terminate()
+            server.wait(60)
+    return outputs
