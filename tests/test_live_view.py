@@ -94,17 +94,7 @@ def test_the_page_lists_the_bank_and_adds_a_template_drawn_on_a_dropped_image(mo
 def test_the_camera_stream_draws_boxes_where_the_object_is(module_server, page, clip):
     stub, _, server = module_server
     create(stub, clip.template, "object")
-    sent = {}  # sequence -> the clip's frame index, read from the frame the page sent
-
-    def watch(socket):
-        def frame(payload):
-            if isinstance(payload, bytes):
-                request = pb.StreamMatchRequest.FromString(payload)  # the page's own protobuf encoder
-                image = cv2.imdecode(np.frombuffer(request.frame.image.encoded, np.uint8), cv2.IMREAD_COLOR)
-                sent[request.frame.sequence] = frame_index(image)
-        socket.on("framesent", frame)
-
-    page.on("websocket", watch)
+    sent = frames_sent(page)  # sequence -> the clip's frame index, read from the frame the page sent
     page.goto(f"http://127.0.0.1:{server.http_port}/")
     page.wait_for_selector('#templates li[data-name="templates/object"]', timeout=WAIT_MS)
     page.click("#camera")
@@ -132,17 +122,7 @@ def test_a_video_file_dropped_on_the_view_streams_too(module_server, page, clip,
     if "templates/object" not in {t.name for t in stub.ListTemplates(pb.ListTemplatesRequest()).templates}:
         create(stub, clip.template, "object")
     video = write_video(clip, tmp_path)
-    sent = {}
-
-    def watch(socket):
-        def frame(payload):
-            if isinstance(payload, bytes):
-                request = pb.StreamMatchRequest.FromString(payload)
-                image = cv2.imdecode(np.frombuffer(request.frame.image.encoded, np.uint8), cv2.IMREAD_COLOR)
-                sent[request.frame.sequence] = frame_index(image)
-        socket.on("framesent", frame)
-
-    page.on("websocket", watch)
+    sent = frames_sent(page)
     page.goto(f"http://127.0.0.1:{server.http_port}/")
     page.wait_for_selector('#templates li[data-name="templates/object"]', timeout=WAIT_MS)
     page.evaluate("""(data) => {
@@ -225,3 +205,20 @@ def test_a_token_protected_server_refuses_the_page_without_a_token(tmp_path, chr
             page.wait_for_function("() => window.featuremapLive.stats.answered >= 3", timeout=WAIT_MS)
         finally:
             context.close()
+
+
+def frames_sent(page) -> dict[int, int]:
+    """Filled as the page streams: each frame's sequence -> the clip's frame index, read from the frame
+    the page sent (decoded with the page's own protobuf encoding)."""
+    sent: dict[int, int] = {}
+
+    def watch(socket):
+        def frame(payload):
+            if isinstance(payload, bytes):
+                request = pb.StreamMatchRequest.FromString(payload)
+                image = cv2.imdecode(np.frombuffer(request.frame.image.encoded, np.uint8), cv2.IMREAD_COLOR)
+                sent[request.frame.sequence] = frame_index(image)
+        socket.on("framesent", frame)
+
+    page.on("websocket", watch)
+    return sent
