@@ -52,7 +52,7 @@ from . import options
 from .kept import Kept
 from .matcher import Cancelled, Matcher
 from .pose_scores import clipped_scores, keep_best, parabola, quadric_peak, window_scores
-from .pose_template import PoseTemplate, odd_side, pyramid
+from .pose_template import PoseTemplate, canvas_sides, pyramid
 
 #: The top level is the coarsest at which the template keeps this many pixels ...
 TOP_AREA = 225
@@ -234,16 +234,6 @@ def screens_with_disc(height: int, width: int) -> bool:
     return max(height, width) <= DISC_ASPECT * min(height, width)
 
 
-def _canvas(height: int, width: int, angle: float, scale: float, levels: int, disc: bool) -> tuple[int, int]:
-    """The (height, width) of a top-level variant's canvas (as PoseTemplate.variant draws it)."""
-    half_w, half_h = scale * width / 2.0 ** levels / 2.0, scale * height / 2.0 ** levels / 2.0
-    if disc:
-        side = odd_side(min(half_w, half_h))
-        return side, side
-    cos, sin = abs(math.cos(math.radians(angle))), abs(math.sin(math.radians(angle)))
-    return odd_side(sin * half_w + cos * half_h), odd_side(cos * half_w + sin * half_h)
-
-
 def _angle_step(side: float, largest_scale: float) -> float:
     """Degrees that move the rim of a template of ``side`` pixels (at its largest scale) about one pixel."""
     return math.degrees(math.atan(2.0 / max(side * largest_scale, 2.0)))
@@ -282,7 +272,7 @@ def grid_size(height: int, width: int, channels: int, angles=(-180.0, 180.0),
     nbytes = 0
     for angle in top_angles:
         for scale in top_scales:
-            canvas_h, canvas_w = _canvas(height, width, float(angle), float(scale), levels, disc)
+            canvas_h, canvas_w = canvas_sides(height, width, levels, float(angle), float(scale), disc)
             nbytes += 2 * canvas_h * canvas_w * 4 * (channels + 1)
     return len(top_angles) * len(top_scales), nbytes
 

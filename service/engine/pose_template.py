@@ -25,6 +25,21 @@ def odd_side(reach: float) -> int:
     return 2 * max(1, math.ceil(reach - 0.5)) + 1
 
 
+def canvas_sides(height: int, width: int, level: int, angle: float, scale: float, disc: bool) -> tuple[int, int]:
+    """The (height, width) of the canvas a template of ``height`` x ``width`` is drawn on at ``level``,
+    turned by ``angle`` and scaled by ``scale``: odd sides, so that the canvas centre is a pixel centre
+    and map positions are template centres; the inscribed disc's square with ``disc``, else the
+    turned box's hull."""
+    half_w = scale * width / 2.0 ** level / 2.0
+    half_h = scale * height / 2.0 ** level / 2.0
+    if disc:
+        side = odd_side(min(half_w, half_h))
+        return side, side
+    radians = math.radians(angle)
+    cos, sin = abs(math.cos(radians)), abs(math.sin(radians))
+    return odd_side(sin * half_w + cos * half_h), odd_side(cos * half_w + sin * half_h)
+
+
 class PoseTemplate:
     """One template's pyramid and its variants."""
 
@@ -59,13 +74,8 @@ class PoseTemplate:
         centre_y = (self.height - 1) / 2.0 / 2.0 ** level
         radians = math.radians(angle)
         cos, sin = math.cos(radians), math.sin(radians)
-        half_w = scale * self.width / 2.0 ** level / 2.0
-        half_h = scale * self.height / 2.0 ** level / 2.0
-        # Odd sides: the canvas centre is a pixel centre, so map positions are template centres.
-        radius = min(half_w, half_h)
-        reach_x = radius if disc else abs(cos) * half_w + abs(sin) * half_h
-        reach_y = radius if disc else abs(sin) * half_w + abs(cos) * half_h
-        side_x, side_y = odd_side(reach_x), odd_side(reach_y)
+        radius = min(scale * self.width, scale * self.height) / 2.0 ** level / 2.0
+        side_y, side_x = canvas_sides(self.height, self.width, level, angle, scale, disc)
         canvas_x, canvas_y = (side_x - 1) / 2.0, (side_y - 1) / 2.0
         # Canvas point p to template point q = centre + R(-angle) (p - canvas centre) / scale, with
         # R(-angle) the inverse of getRotationMatrix2D's counter-clockwise rotation.
