@@ -273,3 +273,55 @@ def test_an_elongated_part_clipped_at_the_edge_is_found_beside_strong_clutter(cx
     (pose,) = PoseSearch(crop).search(frame)
     assert position_error(pose, cx, cy) < 0.5 and angle_error(pose.angle, angle) < 0.5
     assert 0.75 <= pose.visible < 0.85
+
+
+@pytest.mark.parametrize("channels", [1, 3])
+@pytest.mark.parametrize("method", [0, 1, 2])
+def test_clipped_scores_are_the_visible_parts_scores(channels, method):
+    """Each position of a window past the image's edge is scored on the pixels inside alone, against
+    the float64 reference of tests/naive.py on the cut template, image and mask; under ``min_visible``
+    of the mask inside it is -inf (the weights are 0/1, so the shares compare exactly)."""
+    from featuremap.service.engine.pose_scores import clipped_scores
+
+    from bounds import U64, gamma
+    from naive import window_score
+
+    rng = np.random.default_rng(11 + channels + 3 * method)
+    image = rng.uniform(0, 255, (20, 16, channels)).astype(np.float32)
+    template = rng.uniform(0, 255, (9, 7, channels)).astype(np.float32)
+    weights = np.zeros((9, 7), np.float32)
+    cv2.fillConvexPoly(weights, np.array([[3, 0], [6, 3], [3, 8], [0, 5]], np.int32), 1.0)  # a turned box
+    name = ("ccoeff_normed", "ccorr_normed", "sqdiff_normed")[method]
+    for min_visible in (0.3, 0.75, 1.0):
+        out = np.empty((28, 24))
+        y0, x0 = -8, -6  # the window runs past every edge and corner
+        clipped_scores(image, template, weights, method, y0, x0, min_visible, out)
+        for i in range(out.shape[0]):
+            for j in range(out.shape[1]):
+                top, left = y0 + i, x0 + j
+                r0, r1 = max(0, -top), min(9, 20 - top)
+                c0, c1 = max(0, -left), min(7, 16 - left)
+                seen = weights[r0:r1, c0:c1] if r0 < r1 and c0 < c1 else np.zeros((0, 0))
+                if seen.sum() == 0 or seen.sum() < min_visible * weights.sum():
+                    assert out[i, j] == -np.inf, (min_visible, top, left)
+                    continue
+                window = image[top + r0:top + r1, left + c0:left + c1].astype(np.float64)
+                cut = template[r0:r1, c0:c1].astype(np.float64)
+                reference = window_score(window, cut, seen.astype(np.float64), name)
+                if method == 2:
+                    reference = 1.0 - reference
+                # Float64 sums of at most n terms each (n = the cut's pixels x channels) with the centring's
+                # own rounding: each of the cross term, T and E within gamma(4n) of the sum of its terms'
+                # magnitudes. To first order r = C / sqrt(T E) moves by dC / sqrt(T E) + (dT / T + dE / E) / 2.
+                n = int(seen.sum()) * channels
+                m = seen[:, :, None]
+                centre = method == 0
+                tc = cut - (m * cut).sum((0, 1)) / m.sum() if centre else cut
+                wc = window - (m * window).sum((0, 1)) / m.sum() if centre else window
+                t_energy, w_energy = (m * tc**2).sum(), (m * wc**2).sum()
+                g = gamma(4 * n, U64)
+                allowed = g * ((m * np.abs(tc) * np.abs(window)).sum() / np.sqrt(t_energy * w_energy)
+                               + (m * cut**2).sum() / t_energy + (m * window**2).sum() / w_energy)
+                if method == 2:  # the distance E - 2C + T over sqrt(T E)
+                    allowed *= 2.0
+                assert abs(out[i, j] - reference) <= allowed, (min_visible, top, left, out[i, j], reference)
