@@ -517,8 +517,7 @@ class PoseSearch:
         side = 2 * reach + 1
         if x0 >= 0 and y0 >= 0 and x0 + side - 1 + w <= width and y0 + side - 1 + h <= height:
             out = np.empty((side, side))
-            window_scores(level_image[y0:y0 + side - 1 + h, x0:x0 + side - 1 + w], image, weights,
-                          _METHOD[self.method], out)
+            window_scores(level_image, y0, x0, image, weights, _METHOD[self.method], out)
             return out, x0 + w // 2, y0 + h // 2
         if frame.min_visible >= 1.0:
             # Only the window's positions where the whole variant lies in the frame.
@@ -527,7 +526,7 @@ class PoseSearch:
             if right - left < w or bottom - top < h:
                 return None
             out = np.empty((bottom - top - h + 1, right - left - w + 1))
-            window_scores(level_image[top:bottom, left:right], image, weights, _METHOD[self.method], out)
+            window_scores(level_image, top, left, image, weights, _METHOD[self.method], out)
             return out, left + w // 2, top + h // 2
         out = np.empty((side, side))
         clipped_scores(level_image, image, weights, _METHOD[self.method], y0, x0, frame.min_visible, out)
