@@ -343,6 +343,24 @@ def _keep_best_serial(stack, members, best, which):
                     which[y, x] = members[i]
 
 
+@njit(parallel=True, **JIT)
+def block_maxima(scores, side):
+    """The maximum of each ``side`` x ``side`` block of ``scores`` (H, W) float32 (blocks at the ends cut short)."""
+    height, width = scores.shape
+    rows, cols = (height + side - 1) // side, (width + side - 1) // side
+    out = np.full((rows, cols), -np.inf, np.float32)
+    for r in prange(rows):
+        for y in range(r * side, min(height, (r + 1) * side)):
+            line = scores[y]
+            for c in range(cols):
+                best = out[r, c]
+                for x in range(c * side, min(width, (c + 1) * side)):
+                    if line[x] > best:
+                        best = line[x]
+                out[r, c] = best
+    return out
+
+
 def warm_kernels() -> None:
     """Compile pose search's window kernels, serial and parallel, gray and colour (warmup calls it)."""
     for channels in (1, 3):
@@ -352,6 +370,7 @@ def warm_kernels() -> None:
         for kernel in (_window_scores, _window_scores_serial):
             kernel(_rows(image), channels, 0, 0, _rows(template), weights, 0, np.empty((3, 3)))
         clipped_scores(image, template, weights, 0, -1, -1, 0.5, np.empty((3, 3)))
+    block_maxima(np.zeros((3, 3), np.float32), 2)
     for reduce in (_keep_best, _keep_best_serial):
         reduce(np.zeros((1, 2, 2), np.float32), np.zeros(1, np.int64), np.full((2, 2), -np.inf, np.float32),
                np.full((2, 2), -1, np.int64))
