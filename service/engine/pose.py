@@ -241,22 +241,6 @@ def _angle_step(side: float, largest_scale: float) -> float:
     return math.degrees(math.atan(2.0 / max(side * largest_scale, 2.0)))
 
 
-def _top_angle_step(height: int, width: int, level: int, largest_scale: float) -> float:
-    """The top level's angle step: ``TOP_SPREAD`` steps of the screened shape's rim.
-
-    A squat template is screened through its inscribed disc, whose rim lies
-    at half its shorter side: a step that moves that rim two pixels (one at
-    half a step, where the grid's worst pose lies). The larger side's rim set
-    the step before, a finer grid than the disc can tell apart: a 26x20 part
-    tried 41 angles where 29 do. An elongated template's rotated box keeps
-    its corners: its larger side's rim. The level below searches half a top
-    step either side (:meth:`PoseSearch._first_spread`).
-    """
-    disc = screens_with_disc(height, width)
-    side = (min(height, width) if disc else max(height, width)) / 2.0 ** level
-    return TOP_SPREAD * _angle_step(side, largest_scale)
-
-
 def _scale_step(side: float, largest_scale: float) -> float:
     """A relative step of scale: the rim moves about one pixel."""
     return 1.0 / max(side * largest_scale / 2.0, 1.0)
@@ -284,7 +268,7 @@ def grid_size(height: int, width: int, channels: int, angles=(-180.0, 180.0),
     levels = _levels(height, width, scale_range)
     side = max(height, width) / 2.0 ** levels
     circle = angle_range[1] - angle_range[0] >= 360.0
-    top_angles = _steps(*angle_range, _top_angle_step(height, width, levels, scale_range[1]), circle)
+    top_angles = _steps(*angle_range, TOP_SPREAD * _angle_step(side, scale_range[1]), circle)
     top_scales = _top_scales(scale_range, _scale_step(side, scale_range[1]))
     disc = screens_with_disc(height, width)
     nbytes = 0
@@ -486,16 +470,9 @@ class PoseSearch:
         return _scale_step(template.side(level), self.scale_range[1])
 
     def _angles(self, level: int, template: PoseTemplate) -> np.ndarray:
-        """The top level's angles (see :func:`_top_angle_step`)."""
+        """The top level's angles: ``TOP_SPREAD`` steps apart (the level below searches that far either side)."""
         low, high = self.angle_range
-        return _steps(low, high, self._top_step(level, template), self._circle)
-
-    def _top_step(self, level: int, template: PoseTemplate) -> float:
-        return _top_angle_step(template.height, template.width, level, self.scale_range[1])
-
-    def _first_spread(self, level: int, template: PoseTemplate) -> int:
-        """Steps of ``level`` either side that cover half the top level's step (its grid's worst pose)."""
-        return max(1, math.ceil(self._top_step(self.levels, template) / 2.0 / self._angle_step(level, template) - 1e-9))
+        return _steps(low, high, TOP_SPREAD * self._angle_step(level, template), self._circle)
 
     def _scales(self, level: int, template: PoseTemplate) -> np.ndarray:
         return _top_scales(self.scale_range, self._scale_step(level, template))
@@ -711,30 +688,25 @@ class PoseSearch:
     def _step_down(self, frame: _Frame, cand: _Candidate, below: int) -> _Candidate | None:
         """A candidate of level ``below + 1`` refined on level ``below`` (whole pixels, that level's steps).
 
-        From the top level, the refinement covers half the top grid's step
-        (:meth:`_first_spread`); where the top is the finishing level itself
-        (a template too small for a pyramid), ``below`` is the top and the
-        candidate is refined on it so. Where the score falls by more than
-        ``WIDEN_DROP`` on the way down, the coarser level's angle may have
-        been a neighbour's pattern (or the part's own half-turned twin): the
-        angle window widens to twice as many steps and two more either side,
-        and the better answer stays.
+        Where the score falls by more than ``WIDEN_DROP`` on the way down, the
+        coarser level's angle may have been a neighbour's pattern (or the
+        part's own half-turned twin): the angle window widens to
+        ``2 * TOP_SPREAD + 2`` steps either side and the better answer stays.
         """
         template = self._templates[cand.template]
-        unit = 1.0 if below == frame.top.level else 2.0
-        start = _Candidate(cand.template, cand.cx * unit, cand.cy * unit, cand.angle, cand.scale, cand.score)
+        start = _Candidate(cand.template, cand.cx * 2.0, cand.cy * 2.0, cand.angle, cand.scale, cand.score)
         # The coarser level's peak is within half its pixel: one pixel here
-        # (the stride below, or on, a top level screened every other pixel).
-        first = below >= frame.top.level - 1
+        # (two below a top level screened every other pixel).
+        first = below == frame.top.level - 1
         reach = frame.top.stride if first else 1
-        spread = (self._first_spread(below, template), TOP_SCALE_SPREAD) if first else (1, 1)
+        spread = (TOP_SPREAD, TOP_SCALE_SPREAD) if first else (1, 1)
         angle_step, scale_step = self._angle_step(below, template), self._scale_step(below, template)
         refined = self._refine(frame, start, below, reach, angle_step, scale_step, spread)
         if refined is None or refined.score < cand.score - WIDEN_DROP:
             # Wider in angle only, at the scale found: the angle is what a neighbour's pattern misleads.
             if refined is not None:
                 start = _Candidate(start.template, start.cx, start.cy, start.angle, refined.scale, start.score)
-            wider = self._refine(frame, start, below, reach + 1, angle_step, scale_step, (2 * spread[0] + 2, 0))
+            wider = self._refine(frame, start, below, reach + 1, angle_step, scale_step, (2 * TOP_SPREAD + 2, 0))
             if wider is not None and (refined is None or wider.score > refined.score):
                 refined = wider
         return refined
@@ -748,10 +720,7 @@ class PoseSearch:
         candidates that reached the same pose are one.
         """
         found = _prune(found, top_k)
-        # A top that is the finishing level is refined on itself (see _step_down).
-        below_levels = range(level - 1, self._finish_level - 1, -1) if level > self._finish_level or \
-            level != frame.top.level else [level]
-        for below in below_levels:
+        for below in range(level - 1, self._finish_level - 1, -1):
             stepped = []
             for cand in found:
                 _check(frame.cancelled)
