@@ -131,3 +131,13 @@ def run_walkthrough(doc: str, folder: Path, env: dict[str, str], addresses: dict
             server.terminate()
             server.wait(60)
     return outputs
+
+
+def test_the_api_reference_is_made_from_the_docstrings_as_they_are():
+    """docs/api.md is what docs/api_reference.py writes from the public names' signatures and docstrings."""
+    import subprocess
+    import sys
+
+    checked = subprocess.run([sys.executable, str(ROOT / "docs" / "api_reference.py"), "--check"],
+                             capture_output=True, text=True, timeout=120)
+    assert checked.returncode == 0, checked.stdout + checked.stderr
