@@ -4,7 +4,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-PROTO  := proto/featuremap/v1/featuremap.proto
+PROTO  := featuremap/v1/featuremap.proto
 BUF    := npx --yes @bufbuild/buf@1.75.0
 
 .PHONY: demo test test-cpus test-fast soak bench bench-cuda proto lock lint clean
@@ -14,11 +14,12 @@ $(BIN)/python:
 
 RUNTIME := $(VENV)/.installed-runtime
 
-# Reinstall when the project's dependencies change. The demo needs the package alone (about a
-# third of the venv the tests need: no CUDA compiler, scipy, fuzzers or linters).
+# Reinstall when the project's dependencies change. The demo needs the package alone, installed as
+# a user installs it (about a third of the venv the tests need: no CUDA compiler, scipy, fuzzers or
+# linters). The tests install it editable, with the development extras.
 $(RUNTIME): $(BIN)/python pyproject.toml
 	$(BIN)/python -m pip install -q --upgrade pip
-	$(BIN)/python -m pip install -q -e .
+	$(BIN)/python -m pip install -q .
 	touch $(RUNTIME)
 
 $(STAMP): $(BIN)/python pyproject.toml
@@ -70,8 +71,8 @@ bench-cuda: $(STAMP)
 
 # Regenerate the committed stubs (featuremap_pb2.py, _pb2_grpc.py, .pyi) from the proto.
 proto: $(STAMP)
-	$(BIN)/python -m grpc_tools.protoc -I proto --python_out=proto --grpc_python_out=proto \
-		--pyi_out=proto $(PROTO)
+	$(BIN)/python -m grpc_tools.protoc -I . -I proto --python_out=. --grpc_python_out=. \
+		--pyi_out=. $(PROTO)
 
 # The image's dependencies, resolved once and pinned (deploy/constraints.txt): what pip would
 # install for featuremap with the http extra (the image serves the gateway) on this Python, every
@@ -92,7 +93,7 @@ TYPED := -m featuremap.wire -m featuremap.client -m featuremap.client.client -m 
 	-m featuremap.client.video
 
 lint: $(STAMP)
-	cd proto && $(BUF) lint
+	$(BUF) lint
 	$(BIN)/hadolint deploy/Dockerfile
 	$(BIN)/kubernetes-validate --strict $(filter-out %kustomization.yaml,$(wildcard deploy/k8s/*.yaml))
 	promtool check rules deploy/prometheus/alerts.yaml

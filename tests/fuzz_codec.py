@@ -13,7 +13,7 @@ from featuremap.service import errors  # noqa: F401  (loads the engine, uninstru
 from featuremap.v1 import featuremap_pb2 as pb
 
 with atheris.instrument_imports():
-    from featuremap.service import codec
+    from featuremap.service.pipeline import codec
 
 PREFIXES = [b"", b"\x89PNG\r\n\x1a\n\x00\x00\x00\rIHDR", b"\xff\xd8\xff", b"RIFF\x00\x00\x00\x00WEBPVP8 ",
             b"RIFF\x00\x00\x00\x00WEBPVP8L", b"RIFF\x00\x00\x00\x00WEBPVP8X"]

@@ -17,8 +17,8 @@ import numpy as np
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from featuremap.wire import image_message as raw_image
-from featuremap.service.config import Settings
-from featuremap.service.server import create_server
+from featuremap.service.edge.config import Settings
+from featuremap.service.edge.server import create_server
 from featuremap.v1 import featuremap_pb2 as pb
 from featuremap.v1 import featuremap_pb2_grpc as pb_grpc
 

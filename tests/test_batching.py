@@ -12,9 +12,9 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from featuremap.service.batching import GpuBatcher, Pacing
+from featuremap.service.pipeline.batching import GpuBatcher, Pacing
 from featuremap.service.engine import Cancelled, Matcher, OptionError
-from featuremap.service.metrics import Metrics
+from featuremap.service.edge.metrics import Metrics
 from service_helpers import scene
 
 FRAME = scene(1, 40, 48)
@@ -29,7 +29,7 @@ def histogram(metrics: Metrics, name: str, suffix: str) -> float:
 @pytest.fixture
 def batcher():
     metrics = Metrics()
-    made = GpuBatcher(workers=1, max_batch=2, max_wait=60.0, memory_budget=1 << 30, metrics=metrics)
+    made = GpuBatcher(workers=1, max_batch=2, max_wait=60.0, memory_budget=1 << 30, reports=metrics)
     yield made, metrics
     made.stop()
 

@@ -11,8 +11,8 @@ import numpy as np
 import pytest
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
-from featuremap.service import frames as frames_module
-from featuremap.service.codec import jpeg_scans
+from featuremap.service.pipeline import frames as frames_module
+from featuremap.service.pipeline.codec import jpeg_scans
 from featuremap.service.engine import Cancelled
 from featuremap.v1 import featuremap_pb2 as pb
 from featuremap.v1 import featuremap_pb2_grpc as pb_grpc

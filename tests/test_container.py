@@ -182,7 +182,7 @@ def test_the_image_installs_its_dependencies_in_a_layer_of_their_own(tmp_path):
     lines = [line.strip() for line in text.splitlines() if line.strip() and not line.strip().startswith("#")]
     build = lines[:next(i for i, line in enumerate(lines) if line.startswith("FROM ") and i > 0)]
     deps = next(i for i, line in enumerate(build) if "requirements.txt" in line and line.startswith("RUN "))
-    sources = next(i for i, line in enumerate(build) if line.startswith("COPY service"))
+    sources = next(i for i, line in enumerate(build) if line.startswith("COPY featuremap"))
     assert deps < sources and build[deps - 2].startswith("COPY pyproject.toml")
     assert build[deps - 1] == "COPY deploy/constraints.txt ./"  # the lock, in the same layer's inputs
     # The command that lists the dependencies lists exactly pyproject's, and the http extra's (the gateway).
@@ -217,7 +217,7 @@ def test_the_gpu_overlay_patches_the_deployment_it_means():
 def test_the_image_is_built_from_the_lock_and_stops_within_every_orchestrators_timeout():
     import yaml
 
-    from featuremap.service.config import Settings
+    from featuremap.service.edge.config import Settings
 
     text = DOCKERFILE.read_text()
     # Every dependency (and theirs) at an exact version from the lock; no Debian package pinned

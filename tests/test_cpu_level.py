@@ -7,8 +7,8 @@ import sys
 
 import pytest
 
-from featuremap.service import cpu_level
-from featuremap.service.command import seed_kernel_cache
+from featuremap.service.edge import cpu_level
+from featuremap.service.edge.command import seed_kernel_cache
 
 V2 = {"cx16", "lahf_lm", "popcnt", "sse4_1", "sse4_2", "ssse3", "sse2"}
 V3 = V2 | {"avx", "avx2", "bmi1", "bmi2", "f16c", "fma", "abm", "movbe", "xsave"}
@@ -109,8 +109,8 @@ def test_seeding_as_a_non_root_user_into_a_root_owned_folder(writable):
         os.chmod(target, 0o2775 if writable else 0o755)
         script = (
             "import os\n"
-            "from featuremap.service import cpu_level  # imported before: the venv may live where nobody reads\n"
-            "from featuremap.service.command import seed_kernel_cache\n"
+            "from featuremap.service.edge import cpu_level  # imported before: the venv may live where nobody reads\n"
+            "from featuremap.service.edge.command import seed_kernel_cache\n"
             f"os.setgroups([{group}]); os.setgid(65534); os.setuid(65534)\n"
             "print(seed_kernel_cache())\n")
         env = dict(os.environ, FEATUREMAP_KERNEL_CACHE_SEED=os.path.join(root, "seed"), NUMBA_CACHE_DIR=target)

@@ -65,7 +65,7 @@ def test_every_cuda_kernel_compiles_for_a_hopper_gpu():
     # accumulators in registers, never in local memory.
     from numba import cuda
 
-    from featuremap.service.engine import cuda_kernels
+    from featuremap.service.engine.cuda import kernels as cuda_kernels
 
     for name, signature in _signatures():
         ptx, _ = cuda.compile_ptx(getattr(cuda_kernels, name).py_func, signature, cc=(9, 0))

@@ -9,7 +9,7 @@ frame and the template are scaled together, and the others scale as they must.
 import numpy as np
 import pytest
 
-from featuremap.service import codec
+from featuremap.service.pipeline import codec
 from featuremap.service.engine import METHODS, Matcher, find_peaks
 from featuremap.wire import map_array
 from featuremap.v1 import featuremap_pb2 as pb

@@ -58,7 +58,7 @@ AVX512_NAMES = {"x86-64-v4", "skylake-avx512", "cascadelake", "cooperlake", "ice
 def test_a_vector_is_one_register_of_the_target_cpu():
     import numba
 
-    from featuremap.service.cpu_level import cpu_flags
+    from featuremap.service.edge.cpu_level import cpu_flags
 
     features, name = numba.config.CPU_FEATURES, numba.config.CPU_NAME
     if features:

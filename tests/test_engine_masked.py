@@ -5,7 +5,7 @@ import pytest
 
 from featuremap.service.engine import Matcher
 from featuremap.service.engine.masked import mask_runs
-from featuremap.service.variants import make_variant
+from featuremap.service.store.variants import make_variant
 
 from bounds import assert_within, map_bound
 from naive import naive_match

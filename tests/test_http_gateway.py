@@ -227,7 +227,7 @@ def test_the_openapi_document_is_the_proto(gateway):
 
 
 def test_a_call_past_its_x_server_timeout_is_504_and_its_work_stops(tmp_path, monkeypatch):
-    from featuremap.service import frames as frames_module
+    from featuremap.service.pipeline import frames as frames_module
 
     process = frames_module.FrameProcessor.process
     waited = []

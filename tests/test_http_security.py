@@ -7,7 +7,7 @@ import ssl
 import grpc
 import pytest
 
-from featuremap.service.config import SettingsError, settings_from
+from featuremap.service.edge.config import SettingsError, settings_from
 
 from gateway_helpers import Http, encoded, frame_bytes, websocket
 from service_helpers import running_server, scene
@@ -60,8 +60,8 @@ def test_tokens_and_scopes_as_for_grpc(tmp_path, tokens, caplog):
 
 
 def test_tls_and_mutual_tls_as_for_grpc(tmp_path, pki):  # noqa: F811
-    from featuremap.service.config import Settings
-    from featuremap.service.server import create_server
+    from featuremap.service.edge.config import Settings
+    from featuremap.service.edge.server import create_server
 
     for client_ca in ("", pki["ca.pem"]):
         server, _ = create_server("127.0.0.1:0", Settings(
@@ -140,8 +140,8 @@ def test_http_settings_are_checked_at_start():
 def test_a_busy_http_address_stops_the_start_saying_so(tmp_path):
     import socket
 
-    from featuremap.service.config import Settings
-    from featuremap.service.server import create_server
+    from featuremap.service.edge.config import Settings
+    from featuremap.service.edge.server import create_server
 
     with socket.socket() as busy:
         busy.bind(("127.0.0.1", 0))

@@ -7,7 +7,7 @@ import grpc
 import pytest
 from google.protobuf import json_format
 
-from featuremap.service import frames as frames_module
+from featuremap.service.pipeline import frames as frames_module
 from featuremap.v1 import featuremap_pb2 as pb
 
 from gateway_helpers import encoded, frame_bytes, websocket

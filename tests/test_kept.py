@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 
 from featuremap.service.engine import Kept, PoseSearch
-from featuremap.service.engine import pose as pose_module
+from featuremap.service.engine.pose import search as pose_module
 
 
 def test_kept_is_bounded_in_entries_and_bytes_least_recently_used_out():

@@ -8,8 +8,8 @@ import cv2
 import numpy as np
 import pytest
 
-from featuremap.service.config import Settings
-from featuremap.service.server import create_server
+from featuremap.service.edge.config import Settings
+from featuremap.service.edge.server import create_server
 from featuremap.v1 import featuremap_pb2 as pb
 
 from browser import browser, frame_index, need_browser, write_clip, write_video

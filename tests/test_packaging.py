@@ -16,15 +16,16 @@ def test_wheel_holds_only_the_featuremap_namespace(tmp_path):
     # Build from a copy: setuptools writes build/ beside the sources.
     source = tmp_path / "src"
     ignore = shutil.ignore_patterns("__pycache__", "*.egg-info", "build", "*.nbi", "*.nbc")
-    for part in ("proto", "service", "client"):
+    for part in ("featuremap", "proto"):
         shutil.copytree(ROOT / part, source / part, ignore=ignore)
     for part in ("pyproject.toml", "README.md"):
         shutil.copy(ROOT / part, source / part)
-    subprocess.run(
-        [sys.executable, "-m", "pip", "wheel", "-q", "--no-deps", "--no-build-isolation", "-w", str(tmp_path),
-         str(source)],
-        check=True, cwd=tmp_path, capture_output=True,
+    built = subprocess.run(
+        [sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation", "-w", str(tmp_path), str(source)],
+        check=True, cwd=tmp_path, capture_output=True, text=True,
     )
+    # A user's `pip install .` builds this wheel: it prints no warning (the old package-dir mapping did).
+    assert "warning" not in (built.stdout + built.stderr).lower(), built.stdout + built.stderr
     (wheel,) = tmp_path.glob("featuremap-*.whl")
     tops = {name.split("/")[0] for name in zipfile.ZipFile(wheel).namelist()}
     assert tops == {"featuremap", f"featuremap-{featuremap.__version__}.dist-info"}
@@ -35,6 +36,6 @@ def test_wheel_holds_only_the_featuremap_namespace(tmp_path):
     assert not any(name.startswith("google/") for name in names)  # the vendored google/api protos stay out
 
 
-def test_editable_install_maps_the_house_layout():
-    assert Path(featuremap.service.engine.__file__).parent == ROOT / "service" / "engine"
-    assert Path(featuremap.__file__).parent == ROOT / "proto" / "featuremap"
+def test_the_source_is_laid_out_by_import_name():
+    assert Path(featuremap.service.engine.__file__).parent == ROOT / "featuremap" / "service" / "engine"
+    assert Path(featuremap.__file__).parent == ROOT / "featuremap"

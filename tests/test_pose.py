@@ -238,7 +238,7 @@ def test_every_copy_of_an_elongated_part_with_a_flat_centre_is_found(pictures):
 def test_a_large_frame_is_screened_every_other_pixel_and_still_finds_the_part(pictures, monkeypatch):
     # A 20 px part in 12 MP screened at every pixel took 5.8 s; over TOP_WORK the grid screens every
     # other pixel. Made to apply to VGA here (the frame size is all that differs).
-    from featuremap.service.engine import pose as pose_module
+    from featuremap.service.engine.pose import search as pose_module
 
     face, _, background = pictures
     search = PoseSearch(face)
@@ -281,7 +281,7 @@ def test_clipped_scores_are_the_visible_parts_scores(channels, method):
     """Each position of a window past the image's edge is scored on the pixels inside alone, against
     the float64 reference of tests/naive.py on the cut template, image and mask; under ``min_visible``
     of the mask inside it is -inf (the weights are 0/1, so the shares compare exactly)."""
-    from featuremap.service.engine.pose_scores import clipped_scores
+    from featuremap.service.engine.pose.scores import clipped_scores
 
     from bounds import U64, gamma
     from naive import window_score

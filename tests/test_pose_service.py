@@ -11,8 +11,8 @@ import numpy as np
 import pytest
 
 from featuremap.client import FeatureMapError
-from featuremap.service.sqlite_store import SQLiteStore
-from featuremap.service.templates import StoredTemplate, from_row, to_row
+from featuremap.service.store.sqlite_store import SQLiteStore
+from featuremap.service.store.templates import StoredTemplate, from_row, to_row
 
 from scenes import angle_error, photographs, place
 

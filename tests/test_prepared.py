@@ -2,8 +2,8 @@
 
 import numpy as np
 
-from featuremap.service.prepared import PreparedCache
-from featuremap.service.templates import StoredTemplate
+from featuremap.service.store.prepared import PreparedCache
+from featuremap.service.store.templates import StoredTemplate
 
 
 def template(tid: str, seed: int) -> StoredTemplate:

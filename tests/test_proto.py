@@ -10,11 +10,11 @@ GENERATED = ("featuremap_pb2.py", "featuremap_pb2_grpc.py", "featuremap_pb2.pyi"
 
 def test_stubs_are_fresh(tmp_path):
     subprocess.run(
-        [sys.executable, "-m", "grpc_tools.protoc", f"-I{ROOT / 'proto'}", f"--python_out={tmp_path}",
+        [sys.executable, "-m", "grpc_tools.protoc", "-I.", "-Iproto", f"--python_out={tmp_path}",
          f"--grpc_python_out={tmp_path}", f"--pyi_out={tmp_path}", "featuremap/v1/featuremap.proto"],
         check=True, cwd=ROOT,
     )
     for name in GENERATED:
         fresh = (tmp_path / "featuremap" / "v1" / name).read_text()
-        committed = (ROOT / "proto" / "featuremap" / "v1" / name).read_text()
+        committed = (ROOT / "featuremap" / "v1" / name).read_text()
         assert committed == fresh, f"{name} is stale: run `make proto` and commit the result"

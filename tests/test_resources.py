@@ -6,8 +6,8 @@ import threading
 import pytest
 
 from featuremap.service.errors import LimitExceeded
-from featuremap.service.budget import MemoryBudget
-from featuremap.service.cgroup import available_cpus, cgroup_cpus, cgroup_memory, default_memory_budget, machine_memory
+from featuremap.service.pipeline.budget import MemoryBudget
+from featuremap.service.edge.cgroup import available_cpus, cgroup_cpus, cgroup_memory, default_memory_budget, machine_memory
 
 
 def cgroup(tmp_path, files: dict[str, str]):

@@ -11,8 +11,8 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 
 from featuremap.client import FeatureMapClient, FeatureMapError
-from featuremap.service.config import Settings
-from featuremap.service.server import create_server
+from featuremap.service.edge.config import Settings
+from featuremap.service.edge.server import create_server
 from featuremap.v1 import featuremap_pb2 as pb
 from featuremap.v1 import featuremap_pb2_grpc as pb_grpc
 

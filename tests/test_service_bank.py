@@ -9,10 +9,10 @@ import grpc
 import numpy as np
 import pytest
 
-from featuremap.service.bank import Bank
-from featuremap.service.codec import decode_image
+from featuremap.service.store.bank import Bank
+from featuremap.service.pipeline.codec import decode_image
 from featuremap.service.errors import LimitExceeded
-from featuremap.service.sqlite_store import SQLiteStore
+from featuremap.service.store.sqlite_store import SQLiteStore
 from featuremap.wire import image_message as raw_image
 from featuremap.v1 import featuremap_pb2 as pb
 

@@ -7,9 +7,9 @@ import grpc
 import numpy as np
 import pytest
 
-from featuremap.service.codec import decode_image
+from featuremap.service.pipeline.codec import decode_image
 from featuremap.wire import image_message as raw_image
-from featuremap.service.variants import make_variant
+from featuremap.service.store.variants import make_variant
 from featuremap.v1 import featuremap_pb2 as pb
 
 from service_helpers import frame_message, running_server
@@ -109,7 +109,7 @@ def test_variants_are_stored_and_validated(tmp_path):
 def test_a_bank_from_before_variants_still_opens(tmp_path):
     import sqlite3
 
-    from featuremap.service.sqlite_store import SQLiteStore as Store
+    from featuremap.service.store.sqlite_store import SQLiteStore as Store
 
     path = tmp_path / "bank.db"
     db = sqlite3.connect(path)

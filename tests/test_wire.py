@@ -9,7 +9,8 @@ import pytest
 
 from featuremap import wire
 from featuremap.client import client as client_module
-from featuremap.service import codec, engine
+from featuremap.service.pipeline import codec
+from featuremap.service import engine
 from featuremap.v1 import featuremap_pb2 as pb
 
 

@@ -94,7 +94,7 @@ def torch_conv(frame: np.ndarray, templates: list[np.ndarray]):
 
 def variants_row(repeats: int) -> None:
     """K=4 templates x 5 scales x 5 angles on VGA gray: featuremap's bank against OpenCV looped over it."""
-    from featuremap.service.variants import make_variant
+    from featuremap.service.store.variants import make_variant
 
     rng = np.random.default_rng(2)
     frame = rng.integers(0, 256, (480, 640), dtype=np.uint8)

@@ -43,7 +43,7 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from featuremap.service.engine import Matcher, PoseSearch, find_peaks, runtime, warmup  # noqa: E402
-from featuremap.service.engine.pose_template import PoseTemplate  # noqa: E402
+from featuremap.service.engine.pose.template import PoseTemplate  # noqa: E402
 
 from scenes import angle_error, place  # noqa: E402
 from timing import median_ms  # noqa: E402

@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 
 from featuremap.service.engine import LOWER_IS_BETTER, OptionError, Matcher, find_peaks
-from featuremap.service.engine import cuda_kernels
+from featuremap.service.engine.cuda import kernels as cuda_kernels
 from images import structured_image
 from scenes import photographs
 

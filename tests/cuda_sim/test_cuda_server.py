@@ -16,10 +16,10 @@ import numpy as np
 import pytest
 
 from featuremap.client import FeatureMapClient, FeatureMapError
-from featuremap.service.batching import GpuBatcher
+from featuremap.service.pipeline.batching import GpuBatcher
 from featuremap.service.engine import Matcher, find_peaks
 from featuremap.service.errors import LimitExceeded
-from featuremap.service.metrics import Metrics
+from featuremap.service.edge.metrics import Metrics
 from images import structured_image
 from service_helpers import free_port, running_server
 
@@ -118,7 +118,7 @@ def test_bad_frames_are_refused_and_the_gpu_server_stays_up(gpu_server):
 
 def test_a_frame_over_the_gpu_memory_budget_is_refused_with_the_flag_named():
     # The batcher the server runs, with a budget no frame fits (a second server would only add its warm-up).
-    batcher = GpuBatcher(workers=1, max_batch=2, max_wait=0.0, memory_budget=4096, metrics=Metrics())
+    batcher = GpuBatcher(workers=1, max_batch=2, max_wait=0.0, memory_budget=4096, reports=Metrics())
     try:
         matcher = Matcher([TEMPLATE], device="cuda")
         assert matcher.device_bytes(FRAME.shape, FRAME.dtype) > 4096

@@ -1,0 +1,355 @@
+"""One frame matched against a snapshot of templates: peaks in frame pixels and the maps to send.
+
+Plain data in, plain data out: the options are engine names, the peaks are
+dataclasses; the wire is the frame processor's business.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+import cv2
+import numpy as np
+
+from ..store.bank import name_of
+from .batching import GpuBatcher
+from ..engine import LOWER_IS_BETTER, Cancelled, Peak, Pose, check_search, map_origin
+from ..errors import InvalidArgument
+from ..store.prepared import PreparedCache
+from .budget import MemoryBudget
+from ..store.templates import StoredTemplate
+from ..store.variants import Variant, resized_size
+
+
+#: A chunk of templates may hold maps of this many bytes at least (see _chunks).
+CHUNK_MIN_BYTES = 64 << 20
+
+
+@dataclass(frozen=True)
+class MatchOptions:
+    """How to match and what to report: engine options, peak options, the maps' encoding."""
+
+    method: str = "ccoeff_normed"
+    padding: str = "valid"
+    border: str = "constant"
+    border_value: float = 0.0
+    stride: int = 1
+    data_range: float | None = None
+    top_k: int = 1
+    threshold: float | None = None
+    min_distance: int = 0
+    subpixel: bool = False
+    encoding: str | None = None  # a map encoding's name; None sends no maps
+    realtime: bool = False
+    # Pose templates only; None: the engine's default (PoseSearch.search's).
+    min_visible: float | None = None
+    max_overlap: float | None = None
+    candidates: int | None = None
+
+    def engine_options(self) -> dict[str, Any]:
+        """The keyword arguments of the engine's Matcher."""
+        return dict(method=self.method, padding=self.padding, border=self.border, border_value=self.border_value,
+                    stride=self.stride, data_range=self.data_range)
+
+    def pose_options(self) -> dict[str, Any]:
+        """The keyword arguments of PoseSearch.search and .track the config sets (the rest are the engine's)."""
+        given = dict(min_visible=self.min_visible, max_overlap=self.max_overlap, candidates=self.candidates)
+        return {name: value for name, value in given.items() if value is not None}
+
+
+@dataclass(frozen=True)
+class Plan:
+    """A config resolved once, when it arrives: its templates (a snapshot of the bank) and options."""
+
+    templates: tuple[StoredTemplate, ...]
+    whole_bank: bool
+    options: MatchOptions
+
+
+@dataclass(frozen=True)
+class FoundPeak:
+    """A peak in frame pixels: the best window of a template (or of one of its variants)."""
+
+    template: str
+    x: float
+    y: float
+    width: int
+    height: int
+    score: float
+    scale: float
+    angle: float
+    cx: float  # the box's centre
+    cy: float
+    visible: float = 1.0  # the share of the box inside the frame (a pose's; whole otherwise)
+    ambiguity: float = 0.0  # a pose's 180-degree twin's score over its own (0: not measured)
+
+    @classmethod
+    def centred(cls, template: str, cx: float, cy: float, width: float, height: float, score: float,
+                scale: float, angle: float, visible: float = 1.0, ambiguity: float = 0.0) -> FoundPeak:
+        """A peak whose box (``width`` x ``height``, before rotation by ``angle``) is centred on (cx, cy)."""
+        return cls(template, cx - (width - 1.0) / 2.0, cy - (height - 1.0) / 2.0, max(1, round(width)),
+                   max(1, round(height)), score, scale, angle, cx, cy, visible, ambiguity)
+
+
+class PoseMemory:
+    """A stream's last poses per template version: the next frame searches near them first. Thread-safe."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._poses: dict[tuple[str, str], list[Pose]] = {}
+
+    def get(self, template: StoredTemplate) -> list[Pose] | None:
+        with self._lock:
+            return self._poses.get((template.id, template.etag))
+
+    def put(self, template: StoredTemplate, poses: list[Pose]) -> None:
+        with self._lock:
+            self._poses[(template.id, template.etag)] = poses
+
+
+@dataclass(frozen=True)
+class TemplateMap:
+    """One template's map, placed: map pixel (i, j) is the window at (origin_x + j * stride, origin_y + i * stride)."""
+
+    template: str
+    scores: np.ndarray
+    origin_x: int
+    origin_y: int
+
+
+@dataclass(frozen=True)
+class Computed:
+    """One frame's peaks and maps."""
+
+    peaks: list[FoundPeak]
+    maps: list[TemplateMap]
+    compute_ms: float
+
+
+def _merge(candidates: list[tuple], lower: bool, top_k: int, distance: int) -> list[tuple]:
+    """Non-maximum suppression across a template's variants, by box centre, in frame pixels."""
+    candidates.sort(key=lambda c: c[0] if lower else -c[0])
+    kept: list[tuple] = []
+    for cand in candidates:
+        cx, cy = cand[1] + cand[3] / 2, cand[2] + cand[4] / 2
+        if all(max(abs(cx - k[1] - k[3] / 2), abs(cy - k[2] - k[4] / 2)) >= distance for k in kept):
+            kept.append(cand)
+            if len(kept) == top_k:
+                break
+    return kept
+
+
+def _chunks(groups: list[tuple[StoredTemplate, list[Variant]]], frame: np.ndarray,
+            stride: int) -> list[list[tuple[StoredTemplate, list[Variant]]]]:
+    """Templates in runs whose maps take about as much memory as the frame (at least 64 MiB).
+
+    When only peaks are wanted, each run's maps are reduced to peaks and
+    dropped before the next run: memory is O(frame + chunk), not O(K x frame).
+    """
+    height, width = frame.shape[:2]
+    map_bytes = ((height - 1) // stride + 1) * ((width - 1) // stride + 1) * 4
+    limit = max(CHUNK_MIN_BYTES, 2 * frame.shape[2] * height * width * 4)
+    chunks: list[list[tuple[StoredTemplate, list[Variant]]]] = [[]]
+    used = 0
+    for group in groups:
+        cost = len(group[1]) * map_bytes
+        if chunks[-1] and used + cost > limit:
+            chunks.append([])
+            used = 0
+        chunks[-1].append(group)
+        used += cost
+    return chunks
+
+
+def compute(plan: Plan, prepared: PreparedCache, frame: np.ndarray, *, budget: MemoryBudget,
+            cancelled: Callable[[], bool] = lambda: False, poses: PoseMemory | None = None,
+            gpu: GpuBatcher | None = None, wait: float | None = None) -> Computed:
+    """Match one decoded frame (HxWxC) with a plan, within the memory budget.
+
+    Each template is matched in its own layout: a gray frame against BGR
+    templates is converted to BGR for them, a BGR or BGRA frame to gray for
+    gray ones (see :func:`as_layout`), so no template of a plan is skipped.
+
+    Templates with scales or angles are matched through every variant; their
+    peaks are reported per template (the best variants, suppressed across
+    variants, with their scale and angle), their map is the unscaled,
+    unrotated variant's when there is one, else the best variant's. Without
+    maps to send, templates are matched in chunks (see :func:`_chunks`).
+    Templates with pose ranges are found by the engine's PoseSearch (near
+    their last poses in ``poses`` first, when given); their map, when maps
+    are asked for, is the unrotated, unscaled template's. With ``gpu`` (the
+    prepared Matchers are on the GPU) each chunk goes to the batcher, waiting
+    at most ``wait`` seconds for other frames to share its batch.
+
+    Raises
+    ------
+    featuremap.service.engine.OptionError
+        What the engine refuses (the frame, or the options with these templates).
+    featuremap.service.engine.Cancelled
+        ``cancelled()`` said so, between chunks or groups of templates.
+    LimitExceeded
+        A chunk needs more than the whole memory budget.
+    """
+    started = time.perf_counter()
+    templates = plan.templates
+    peaks: list[FoundPeak] = []
+    chosen: list[TemplateMap] = []
+    # Each template against the frame in its own layout (gray, BGR): a frame of another layout is
+    # converted to the template's, once per layout, not the template skipped.
+    layouts = sorted({t.image.shape[2] for t in templates}, key=lambda c: c != frame.shape[2])
+    for channels in layouts:
+        same = tuple(t for t in templates if t.image.shape[2] == channels)
+        layout_peaks, layout_maps = _compute_layout(plan, same, prepared, as_layout(frame, channels), budget=budget,
+                                                    cancelled=cancelled, poses=poses, gpu=gpu, wait=wait)
+        peaks += layout_peaks
+        chosen += layout_maps
+    if len(layouts) > 1 or any(t.posed for t in templates):  # in the plan's template order
+        order = {name_of(t.id): i for i, t in enumerate(templates)}
+        peaks.sort(key=lambda p: order[p.template])
+        chosen.sort(key=lambda m: order[m.template])
+    return Computed(peaks=peaks, maps=chosen, compute_ms=(time.perf_counter() - started) * 1e3)
+
+
+def as_layout(frame: np.ndarray, channels: int) -> np.ndarray:
+    """``frame`` (HxWxC) in a template's layout of ``channels``: gray <-> BGR, BGRA's alpha dropped.
+
+    Raises InvalidArgument for a layout no conversion reaches (2 channels, say).
+    """
+    have = frame.shape[2]
+    if have == channels:
+        return frame
+    if have not in (1, 3, 4) or channels not in (1, 3, 4):
+        raise InvalidArgument(f"a frame of {have} channel(s) cannot be matched with templates of {channels}: "
+                              "send gray (1), BGR (3) or BGRA (4) frames and templates")
+    # Through BGR: a BGRA frame's alpha dropped, a gray one's value copied to each colour.
+    colour = np.ascontiguousarray(frame[:, :, :3]) if have == 4 else frame if have == 3 else \
+        cv2.cvtColor(np.ascontiguousarray(frame[:, :, 0]), cv2.COLOR_GRAY2BGR)
+    if channels == 1:
+        return cv2.cvtColor(colour, cv2.COLOR_BGR2GRAY)[:, :, None]
+    if channels == 3:
+        return colour
+    return cv2.cvtColor(colour, cv2.COLOR_BGR2BGRA)  # a BGRA template stored before alpha became its mask
+
+
+def _compute_layout(plan: Plan, templates: tuple[StoredTemplate, ...], prepared: PreparedCache, frame: np.ndarray,
+                    *, budget: MemoryBudget, cancelled: Callable[[], bool], poses: PoseMemory | None,
+                    gpu: GpuBatcher | None, wait: float | None) -> tuple[list[FoundPeak], list[TemplateMap]]:
+    """:func:`compute` for templates of the frame's layout: their peaks and chosen maps."""
+    options = plan.options
+    keep_maps = options.encoding is not None
+    posed = [t for t in templates if t.posed]
+    searches = [prepared.pose_search(t, options.method) for t in posed]  # refuses other methods first
+    groups: list[tuple[StoredTemplate, list[Variant]]] = [(t, prepared.variants(t)) for t in templates
+                                                          if keep_maps or not t.posed]
+    chunks = [groups] if keep_maps else _chunks(groups, frame, options.stride)
+    lower = options.method in LOWER_IS_BETTER
+    peaks: list[FoundPeak] = []
+    chosen: list[TemplateMap] = []
+    for chunk in chunks:
+        if cancelled():
+            raise Cancelled("the call ended before its frame was matched")
+        if not chunk:  # only pose templates, and no maps to send
+            continue
+        variants = [v for _, group in chunk for v in group]
+        matcher = prepared.matcher(variants, **options.engine_options())
+        settings = dict(top_k=options.top_k, threshold=options.threshold, subpixel=options.subpixel, maps=keep_maps,
+                        min_distance=[_peak_distance(v, options) for v in variants])
+        if gpu is not None:
+            found = gpu.find(matcher, frame, wait=wait, cancelled=cancelled, **settings)
+        else:
+            working, retained = matcher.memory_estimate(frame.shape[:2])
+            with budget.hold(working + retained, cancelled):
+                found = matcher.find([frame], cancelled=cancelled, **settings)[0]
+            prepared.trim(matcher)
+        first = 0
+        for template, group in chunk:
+            group_peaks = found.peaks[first:first + len(group)]
+            group_maps = found.maps[first:first + len(group)] if keep_maps else None
+            first += len(group)
+            peaks_found, chosen_map = _template_peaks(template, group, group_peaks, group_maps, options, lower)
+            if not template.posed:
+                peaks += peaks_found
+            if chosen_map is not None:
+                chosen.append(chosen_map)
+        del found  # a chunk's maps go before the next chunk's come
+    for template, search in zip(posed, searches):
+        if cancelled():
+            raise Cancelled("the call ended before its frame was matched")
+        peaks += _pose_peaks(template, search, frame, options, budget, cancelled, poses)
+        prepared.trim(search)  # its variants count with the Matchers' spectra against the retained share
+    return peaks, chosen
+
+
+#: The least score of a pose when the config sets no threshold (a similarity).
+POSE_MIN_SCORE = 0.5
+
+
+def check_pose_options(options: MatchOptions) -> None:
+    """The engine's own checks of the pose options a config sets (OptionError with the reason), when the
+    config arrives rather than at its first frame with a pose template."""
+    check_search(options.top_k, POSE_MIN_SCORE, **options.pose_options())
+
+
+def _pose_peaks(template: StoredTemplate, search, frame: np.ndarray, options: MatchOptions, budget: MemoryBudget,
+                cancelled: Callable[[], bool], poses: PoseMemory | None) -> list[FoundPeak]:
+    """One pose template's peaks: its poses (tracked from ``poses`` when it has them), as boxes before rotation."""
+    distance = options.method == "sqdiff_normed"  # the wire's score is the method's own: a distance
+    if options.threshold is None:
+        min_score = POSE_MIN_SCORE
+    else:
+        min_score = 1.0 - options.threshold if distance else options.threshold
+    previous = poses.get(template) if poses is not None else None
+    # The frame's pyramid and the top level's bank (a map per pose, its spectra): a grid of thousands
+    # of poses holds gigabytes on a large frame, so the search is admitted by its estimate.
+    settings = dict(top_k=options.top_k, min_score=min_score, cancelled=cancelled, **options.pose_options())
+    with budget.hold(search.memory_estimate(frame.shape[:2]), cancelled):
+        if previous:
+            found = search.track(frame, previous, **settings)
+        else:
+            found = search.search(frame, **settings)
+    if poses is not None:
+        poses.put(template, found)
+    name = name_of(template.id)
+    height, width = template.image.shape[:2]
+    return [FoundPeak.centred(name, pose.cx, pose.cy, width * pose.scale, height * pose.scale,
+                              1.0 - pose.score if distance else pose.score, pose.scale, pose.angle,
+                              visible=pose.visible, ambiguity=pose.ambiguity)
+            for pose in found]
+
+
+def _peak_distance(variant: Variant, options: MatchOptions) -> int:
+    """The least distance between two peaks of one variant's map: the config's, or half the template."""
+    height, width = variant.image.shape[:2]
+    return options.min_distance or max(1, min(height, width) // 2 // options.stride)
+
+
+def _template_peaks(template: StoredTemplate, group: list[Variant], group_peaks: list[list[Peak]],
+                    group_maps: list[np.ndarray] | None, options: MatchOptions,
+                    lower: bool) -> tuple[list[FoundPeak], TemplateMap | None]:
+    """One template's peaks in frame pixels (merged across its variants) and the map to send for it (if any)."""
+    candidates = []  # (score, x, y, width, height, index of the variant in the group)
+    for index, (variant, found) in enumerate(zip(group, group_peaks, strict=True)):
+        height, width = variant.image.shape[:2]
+        ox, oy = map_origin(options.padding, height, width)
+        candidates += [(p.score, ox + p.x * options.stride, oy + p.y * options.stride, width, height, index)
+                       for p in found]
+    if len(group) > 1:
+        height, width = template.image.shape[:2]
+        candidates = _merge(candidates, lower, options.top_k, max(1, min(height, width) // 2))
+    name = name_of(template.id)
+    # The box is the scaled template's before rotation, about the variant's centre (its canvas's).
+    peaks = [FoundPeak.centred(name, x + (w - 1) / 2.0, y + (h - 1) / 2.0,
+                               *resized_size(*template.image.shape[:2], group[i].scale), score,
+                               group[i].scale, group[i].angle)
+             for score, x, y, w, h, i in candidates]
+    if group_maps is None:
+        return peaks, None
+    pick = next((i for i, v in enumerate(group) if v.scale == 1.0 and v.angle % 360 == 0), None)
+    if pick is None:
+        pick = candidates[0][5] if candidates else 0
+    placed = TemplateMap(name, group_maps[pick], *map_origin(options.padding, *group[pick].image.shape[:2]))
+    return peaks, placed

@@ -1,7 +1,0 @@
-"""``python -m featuremap.service serve|warmup``: the same as ``featuremap-server``."""
-
-import sys
-
-from .command import main
-
-sys.exit(main(prog="python -m featuremap.service"))
