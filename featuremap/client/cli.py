@@ -12,18 +12,7 @@ import json
 import os
 import sys
 
-USAGE, FAILURE = 1, 2
-#: --threshold not given: the client applies the method's default threshold.
-METHOD_DEFAULT = object()
-
-
-class CommandError(Exception):
-    """An expected failure: its message is the one line the user sees."""
-
-    def __init__(self, message: str, code: int = FAILURE) -> None:
-        super().__init__(message)
-        self.code = code
-
+from .runs import FAILURE, METHOD_DEFAULT, USAGE, CommandError, client_from, match_settings, watch
 
 class _Parser(argparse.ArgumentParser):
     def error(self, message: str):  # usage errors: one line, exit 1 (not argparse's usage block and 2)
@@ -106,13 +95,6 @@ def _server_command(argv: list[str]) -> int:
 # -- client commands ----------------------------------------------------------
 
 
-def _client(args):
-    from featuremap.client import FeatureMapClient
-
-    return FeatureMapClient(args.address, timeout=args.timeout, token=args.token, tls=args.tls,
-                            ca_file=args.ca_file, cert_file=args.cert_file, key_file=args.key_file)
-
-
 def _read_image(path: str, what: str):
     import cv2
 
@@ -192,7 +174,7 @@ def _templates_add(args) -> int:
     else:
         raise CommandError("give an IMAGE, or --from-video VIDEO --frame N --roi x,y,w,h", USAGE)
     mask = _read_image(args.mask, "mask") if args.mask else None
-    with _client(args) as client:
+    with client_from(args) as client:
         created = client.create_template(image, template_id=args.id, display_name=args.name,
                                          labels=_labels(args.label), mask=mask, scales=_numbers(args.scales, "--scales"),
                                          angles=_numbers(args.angles, "--angles"),
@@ -203,14 +185,14 @@ def _templates_add(args) -> int:
 
 
 def _templates_list(args) -> int:
-    with _client(args) as client:
+    with client_from(args) as client:
         for template in client.list_templates():
             print(json.dumps(_template_json(template)))
     return 0
 
 
 def _templates_get(args) -> int:
-    with _client(args) as client:
+    with client_from(args) as client:
         template = client.get_template(args.id)
     if args.out:
         from featuremap.client.render import write_image
@@ -221,19 +203,9 @@ def _templates_get(args) -> int:
 
 
 def _templates_rm(args) -> int:
-    with _client(args) as client:
+    with client_from(args) as client:
         client.delete_template(args.id)
     return 0
-
-
-def _match_settings(args: argparse.Namespace) -> dict:
-    settings = dict(templates=args.template or None, method=args.method, top_k=args.top_k)
-    if args.threshold is not METHOD_DEFAULT:  # else the method's default (the client's DEFAULT_THRESHOLDS)
-        settings["threshold"] = args.threshold
-    for name in ("min_visible", "max_overlap", "candidates"):  # pose templates; not given: the server's default
-        if getattr(args, name, None) is not None:
-            settings[name] = getattr(args, name)
-    return settings
 
 
 def _match(args) -> int:
@@ -242,8 +214,8 @@ def _match(args) -> int:
 
     frame = _read_image(args.image, "image")
     want_maps = bool(args.heatmap)
-    with _client(args) as client:
-        result = client.match(frame, maps="float32" if want_maps else None, **_match_settings(args))
+    with client_from(args) as client:
+        result = client.match(frame, maps="float32" if want_maps else None, **match_settings(args))
     print(json.dumps({"peaks": peaks_json(result.peaks)}))
     if args.overlay:
         render.write_image(args.overlay, render.draw_peaks(frame, result.peaks))
@@ -253,22 +225,6 @@ def _match(args) -> int:
             raise CommandError("the server sent no map: is any template of the bank the image's channel count?")
         render.write_image(args.heatmap, heat)
     return 0
-
-
-def watch(args, *, progress: bool = True) -> dict:
-    """``featuremap watch``: see :func:`featuremap.client.watch.watch`; failures become CommandError."""
-    from featuremap.client.video import SourceError
-    from featuremap.client.watch import WatchError, summary_line
-    from featuremap.client.watch import watch as run_watch
-
-    try:
-        with _client(args) as client:
-            return run_watch(args, _match_settings(args), client=client, progress=progress)
-    except SourceError as error:
-        raise CommandError(str(error)) from None
-    except WatchError as error:
-        sys.stderr.write(summary_line(error.summary) + "\n")
-        raise CommandError(str(error)) from None
 
 
 def _watch(args) -> int:

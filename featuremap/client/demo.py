@@ -31,6 +31,7 @@ import cv2
 import numpy as np
 
 from .client import FeatureMapClient, FeatureMapError
+from .runs import METHOD_DEFAULT, CommandError, watch
 
 PHOTO = Path(__file__).with_name("data") / "astronaut.jpg"
 VIEW = (240, 320)  # the camera's frame, height x width
@@ -138,8 +139,6 @@ def answers(address: str, timeout: float) -> bool:
 
 def run_demo(args: argparse.Namespace) -> int:
     """Run the demo; 0 when every moving thing was found where it was (95% of frames) and the absent one never."""
-    from .cli import METHOD_DEFAULT, CommandError, watch
-
     out = Path(args.out_dir)
     out.mkdir(parents=True, exist_ok=True)
     video = out / "sample.avi"
@@ -259,13 +258,3 @@ def contact_sheet(video: Path, path: Path, frames: int, count: int = 6) -> None:
     rows = [np.hstack(tiles[i:i + 3]) for i in range(0, len(tiles), 3)]
     write_image(path, np.vstack(rows))
 
-
-def main() -> None:
-    """``python -m featuremap.client.demo``: the same as ``featuremap demo``."""
-    from .cli import main as cli_main
-
-    sys.exit(cli_main(["demo", *sys.argv[1:]]))
-
-
-if __name__ == "__main__":
-    main()

@@ -24,7 +24,7 @@ from pathlib import Path
 from typing import Any, NoReturn, TypeVar
 
 import grpc
-from google.protobuf.message import DecodeError, Message
+from google.protobuf.message import Message
 from google.protobuf.timestamp_pb2 import Timestamp
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 
@@ -35,6 +35,7 @@ from featuremap.v1 import featuremap_pb2_grpc as pb_grpc
 from ..pipeline import codec
 from . import reflection
 from .auth import TokenAuth, load_tokens
+from .requests import request_parser
 from .cgroup import available_cpus, default_memory_budget
 from ..store.bank import Bank, name_of
 from .config import Settings
@@ -336,18 +337,6 @@ class FeatureMapServicer(pb_grpc.FeatureMapServiceServicer):
                 ended = "CANCELLED"
             log.info("stream ended", extra={"peer": peer, "frames": answered, "code": ended,
                                             "seconds": round(time.monotonic() - started, 3)})
-
-
-def request_parser(message: type[Message]) -> Callable[[bytes], Message | Malformed]:
-    """``message.FromString``, but bytes that do not parse become a :class:`Malformed` for the handler."""
-
-    def parse(data: bytes) -> Message | Malformed:
-        try:
-            return message.FromString(data)
-        except DecodeError as error:
-            return Malformed(message.DESCRIPTOR.name, str(error) or "truncated or corrupt")
-
-    return parse
 
 
 def _wire_or_message(response: bytes | pb.DeleteTemplateResponse) -> bytes:

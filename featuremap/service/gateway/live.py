@@ -222,7 +222,7 @@ class LiveStreams:
 
     async def _receive(self, stream: LiveStream) -> str | None:
         """Requests off the socket into the servicer's queue until it closes. A flood's reason, else None."""
-        from ..edge.server import request_parser
+        from ..edge.requests import request_parser
 
         parse = request_parser(pb.StreamMatchRequest)  # gRPC's own: bytes that do not parse become INVALID_ARGUMENT
         async for message in stream.socket:
