@@ -4,7 +4,7 @@ NUMBA_ENABLE_CUDASIM must be set before Numba is imported, so the simulator's
 tests cannot share the main test process. They take about a minute of one
 core, mostly Python threads waiting on each other; conftest.py starts them as
 soon as the session knows it will want them (at a lower priority), so they
-run beside the other tests, and tests/test_cuda.py waits for their outcome.
+run beside the other tests, and tests/engine/test_cuda.py waits for their outcome.
 """
 
 from __future__ import annotations

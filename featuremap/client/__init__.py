@@ -1,10 +1,13 @@
 """The featuremap client side: the Python client, video sources, rendering and the CLI.
 
->>> from featuremap.client import FeatureMapClient                      # doctest: +SKIP
->>> with FeatureMapClient("localhost:50051") as client:                  # doctest: +SKIP
-...     client.create_template(frame[100:132, 200:232], template_id="patch")
+With a server at ``address`` ("host:port") and ``frame`` an image (a numpy array):
+
+>>> from featuremap.client import FeatureMapClient
+>>> with FeatureMapClient(address) as client:
+...     patch = client.create_template(frame[40:72, 60:92], template_id="patch")
 ...     result = client.match(frame, templates=["patch"])
-...     print(result.peaks)
+>>> [(peak.template, peak.x, peak.y, round(peak.score, 3)) for peak in result.peaks]
+[('templates/patch', 60.0, 40.0, 1.0)]
 
 The names below load on first use, so that ``featuremap`` (the command) can
 quiet gRPC's and OpenCV's own logging before they load.

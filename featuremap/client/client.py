@@ -423,10 +423,15 @@ class FeatureMapClient:
 
     Examples
     --------
-    >>> with FeatureMapClient("localhost:50051") as client:          # doctest: +SKIP
-    ...     client.create_template("logo.png", template_id="logo")
+    With a server at ``address`` and ``frames`` a list of images (or any
+    iterable of them: a video source from :mod:`featuremap.client.video`):
+
+    >>> with FeatureMapClient(address) as client:
+    ...     logo = client.create_template(frames[0][40:72, 60:92], template_id="logo")
     ...     for result in client.stream(frames, templates=["logo"]):
-    ...         print(result.sequence, result.peaks)
+    ...         print(result.sequence, [(peak.x, peak.y) for peak in result.peaks])
+    0 [(60.0, 40.0)]
+    1 [(60.0, 40.0)]
     """
 
     def __init__(

@@ -1,6 +1,6 @@
 """The GPU path's kernels against the CPU engine, under Numba's CUDA simulator.
 
-Collected only with NUMBA_ENABLE_CUDASIM=1 (tests/test_cuda.py runs this
+Collected only with NUMBA_ENABLE_CUDASIM=1 (tests/engine/test_cuda.py runs this
 folder in its own process so): tiny inputs, since every simulated GPU thread
 is a Python thread. The simulator's blocks, grids and shared tiles are small
 (cuda_kernels.SIMULATED), so these frames cross tile edges, take several

@@ -1,6 +1,6 @@
 """``serve --device cuda`` under Numba's CUDA simulator: a real server on a real port, real gRPC.
 
-Collected only with NUMBA_ENABLE_CUDASIM=1 (see tests/test_cuda.py). One GPU
+Collected only with NUMBA_ENABLE_CUDASIM=1 (see tests/engine/test_cuda.py). One GPU
 worker: the simulator runs one kernel at a time. Batching is checked without
 timing: a batch of two that may wait a minute runs as soon as its second frame
 comes, and a realtime stream's frames never wait that minute.

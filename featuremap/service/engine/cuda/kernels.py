@@ -24,7 +24,7 @@ the whole batch):
 
 Statistics are float64 as on the CPU; correlations accumulate in float32 as
 the CPU's direct path does. Device helpers are inlined (``inline="always"``):
-each kernel compiles as one unit, also without a GPU (tests/test_cuda.py
+each kernel compiles as one unit, also without a GPU (tests/engine/test_cuda.py
 compiles them all to PTX).
 """
 

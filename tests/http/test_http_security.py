@@ -11,7 +11,7 @@ from featuremap.service.edge.config import SettingsError, settings_from
 
 from gateway_helpers import Http, encoded, frame_bytes, websocket
 from service_helpers import running_server, scene
-from test_security import pki  # noqa: F401  (the fixture: a CA, server and client certificates)
+from certificates import pki  # noqa: F401  (the fixture: a CA, server and client certificates)
 
 ADMIN, MATCHER = "admin-0123456789abcdefgh", "matcher-0123456789abcdef"
 

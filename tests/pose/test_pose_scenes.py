@@ -25,7 +25,7 @@ from featuremap.service.engine import PoseSearch
 pytest.importorskip("skimage.data")
 import pose_scenes  # noqa: E402
 
-TRUTH = json.loads((Path(__file__).parent / "data" / "pose_truth.json").read_text())
+TRUTH = json.loads((Path(__file__).parents[1] / "data" / "pose_truth.json").read_text())
 #: The client's default threshold for ccoeff_normed (DEFAULT_THRESHOLDS).
 THRESHOLD = 0.7
 

@@ -16,7 +16,7 @@ from featuremap.v1 import featuremap_pb2 as pb
 
 from service_helpers import create, frame_message, free_port, running_server, scene
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 USED = re.compile(r"\b((?:featuremap|process)_[a-z_]+)\b")
 
 

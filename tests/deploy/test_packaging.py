@@ -9,7 +9,7 @@ from pathlib import Path
 import featuremap
 import featuremap.service.engine
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 
 
 def test_wheel_holds_only_the_featuremap_namespace(tmp_path):

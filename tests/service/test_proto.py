@@ -4,7 +4,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 GENERATED = ("featuremap_pb2.py", "featuremap_pb2_grpc.py", "featuremap_pb2.pyi")
 
 

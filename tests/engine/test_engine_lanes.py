@@ -154,7 +154,7 @@ print("eight lanes ok")
 def test_the_eight_lane_tiles_an_avx2_machine_compiles():
     # Numba compiles for a Haswell here (its cache keeps that apart from this host's code).
     env = dict(os.environ, NUMBA_CPU_NAME="haswell", NUMBA_CPU_FEATURES=AVX2,
-               PYTHONPATH=os.pathsep.join([str(Path(__file__).parent), os.environ.get("PYTHONPATH", "")]))
+               PYTHONPATH=os.pathsep.join([str(Path(__file__).parents[1]), os.environ.get("PYTHONPATH", "")]))
     done = subprocess.run([sys.executable, "-c", _EIGHT_LANES], env=env, capture_output=True, text=True, timeout=300)
     assert done.returncode == 0, done.stderr[-3000:]
     assert "eight lanes ok" in done.stdout

@@ -1,6 +1,6 @@
 """atheris harness: coverage-guided fuzzing of image decoding (header parsing, raw checks, OpenCV).
 
-Run by tests/test_fuzz_atheris.py; by hand: python tests/fuzz_codec.py -runs=100000
+Run by tests/service/test_fuzz_atheris.py; by hand: python tests/service/fuzz_codec.py -runs=100000
 """
 
 import sys

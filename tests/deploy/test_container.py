@@ -20,7 +20,7 @@ import pytest
 
 from service_helpers import free_port, wait_serving
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 DOCKERFILE = ROOT / "deploy" / "Dockerfile"
 
 

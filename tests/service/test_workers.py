@@ -46,7 +46,7 @@ def test_a_test_that_never_joins_still_fails_through_the_fixture(pytester):
 def test_forgets_to_join(workers):
     workers.start(lambda: [][1])
 """)
-    here = os.path.dirname(__file__)
+    here = os.path.dirname(os.path.dirname(__file__))  # tests/, where workers.py lives
     result = pytester.runpytest_subprocess("-p", "no:cacheprovider", f"--rootdir={pytester.path}",
                                            "-o", f"pythonpath={here}")
     result.assert_outcomes(passed=1, errors=1)
