@@ -11,6 +11,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+from featuremap import boxes
+
 from .client import Peak
 
 MIN_IOU = 0.3
@@ -33,13 +35,9 @@ class _Track:
 
 
 def iou(a: tuple[float, float, float, float], b: tuple[float, float, float, float]) -> float:
-    """Intersection over union of two (x, y, width, height) boxes."""
-    width = min(a[0] + a[2], b[0] + b[2]) - max(a[0], b[0])
-    height = min(a[1] + a[3], b[1] + b[3]) - max(a[1], b[1])
-    if width <= 0 or height <= 0:
-        return 0.0
-    inter = width * height
-    return inter / (a[2] * a[3] + b[2] * b[3] - inter)
+    """Intersection over union of two (x, y, width, height) boxes (:func:`featuremap.boxes.iou`)."""
+    return boxes.iou((a[0] + a[2] / 2.0, a[1] + a[3] / 2.0, a[2], a[3], 0.0),
+                     (b[0] + b[2] / 2.0, b[1] + b[3] / 2.0, b[2], b[3], 0.0))
 
 
 @dataclass

@@ -15,6 +15,8 @@ from typing import Any
 import cv2
 import numpy as np
 
+from featuremap import boxes
+
 from ..store.bank import name_of
 from .batching import GpuBatcher
 from ..engine import LOWER_IS_BETTER, Cancelled, Peak, Pose, check_search, map_origin
@@ -132,15 +134,10 @@ class Computed:
 
 def _merge(candidates: list[tuple], lower: bool, top_k: int, distance: int) -> list[tuple]:
     """Non-maximum suppression across a template's variants, by box centre, in frame pixels."""
-    candidates.sort(key=lambda c: c[0] if lower else -c[0])
-    kept: list[tuple] = []
-    for cand in candidates:
-        cx, cy = cand[1] + cand[3] / 2, cand[2] + cand[4] / 2
-        if all(max(abs(cx - k[1] - k[3] / 2), abs(cy - k[2] - k[4] / 2)) >= distance for k in kept):
-            kept.append(cand)
-            if len(kept) == top_k:
-                break
-    return kept
+    def same(a: tuple, b: tuple) -> bool:  # centres within ``distance`` (the peaks' own rule, on one map)
+        return max(abs(a[1] + a[3] / 2 - b[1] - b[3] / 2), abs(a[2] + a[4] / 2 - b[2] - b[4] / 2)) < distance
+
+    return boxes.suppress(candidates, lambda c: c[0], same, limit=top_k, lower_is_better=lower)
 
 
 def _chunks(groups: list[tuple[StoredTemplate, list[Variant]]], frame: np.ndarray,

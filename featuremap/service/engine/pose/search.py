@@ -48,6 +48,8 @@ from typing import Any
 import cv2
 import numpy as np
 
+from featuremap import boxes
+
 from .. import options
 from ..kept import Kept
 from ..matcher import Cancelled, Matcher
@@ -1001,13 +1003,8 @@ class PoseSearch:
 
     def _select(self, poses: list[Pose], top_k: int, min_score: float, max_overlap: float) -> list[Pose]:
         """The best poses over ``min_score`` whose boxes overlap no better one by more than ``max_overlap`` (IoU)."""
-        kept: list[Pose] = []
-        for pose in sorted(poses, key=lambda p: -p.score):
-            if pose.score < min_score or len(kept) >= top_k:
-                continue
-            if all(_overlap(pose, other) <= max_overlap for other in kept):
-                kept.append(pose)
-        return kept
+        return boxes.suppress([p for p in poses if p.score >= min_score], lambda p: p.score,
+                              lambda a, b: boxes.iou(_box(a), _box(b)) > max_overlap, limit=top_k)
 
     def search(self, frame: np.ndarray, top_k: int = 1, min_score: float = 0.5, max_overlap: float = 0.5,
                min_visible: float = MIN_VISIBLE, candidates: int | None = None,
@@ -1174,11 +1171,7 @@ def _prune(found: list[_Candidate], top_k: int) -> list[_Candidate]:
 
 def _best_apart(items: list, same: Callable[[Any, Any], bool]) -> list:
     """``items`` (each with a ``score``) best first, each dropped where it is ``same`` as one kept."""
-    kept: list = []
-    for item in sorted(items, key=lambda i: -i.score):
-        if not any(same(item, other) for other in kept):
-            kept.append(item)
-    return kept
+    return boxes.suppress(items, lambda item: item.score, same)
 
 
 def _best_of(window: tuple[np.ndarray, int, int]) -> tuple[float, int, int]:
@@ -1226,13 +1219,6 @@ def check_search(top_k: object, min_score: object, max_overlap: object = 0.5, mi
             None if candidates is None else int(candidates))
 
 
-def _overlap(a: Pose, b: Pose) -> float:
-    """Intersection over union of two poses' rotated boxes."""
-    box_a = ((float(a.cx), float(a.cy)), (float(a.width), float(a.height)), -float(a.angle))
-    box_b = ((float(b.cx), float(b.cy)), (float(b.width), float(b.height)), -float(b.angle))
-    kind, points = cv2.rotatedRectangleIntersection(box_a, box_b)
-    if kind == cv2.INTERSECT_NONE or points is None:
-        return 0.0
-    inter = float(cv2.contourArea(cv2.convexHull(points)))
-    union = a.width * a.height + b.width * b.height - inter
-    return inter / union if union > 0.0 else 0.0
+def _box(pose: Pose) -> boxes.Box:
+    """A pose's rotated box."""
+    return float(pose.cx), float(pose.cy), float(pose.width), float(pose.height), float(pose.angle)
