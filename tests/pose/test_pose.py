@@ -238,12 +238,12 @@ def test_every_copy_of_an_elongated_part_with_a_flat_centre_is_found(pictures):
 def test_a_large_frame_is_screened_every_other_pixel_and_still_finds_the_part(pictures, monkeypatch):
     # A 20 px part in 12 MP screened at every pixel took 5.8 s; over TOP_WORK the grid screens every
     # other pixel. Made to apply to VGA here (the frame size is all that differs).
-    from featuremap.service.engine.pose import search as pose_module
+    from featuremap.service.engine.pose import grid as pose_grid
 
     face, _, background = pictures
     search = PoseSearch(face)
     assert search._top_for(background.shape).stride == 1
-    monkeypatch.setattr(pose_module, "TOP_WORK", 1)
+    monkeypatch.setattr(pose_grid, "TOP_WORK", 1)
     assert search._top_for(background.shape).stride == 2
     for angle, cx, cy in ((41.0, 200.4, 150.2), (-97.0, 451.7, 322.9)):
         (pose,) = search.search(place(background, face, angle, 1.0, cx, cy))

@@ -33,7 +33,9 @@ from .options import (
     map_shape,
 )
 from .peaks import Peak, check_peak_options, find_peaks
-from .pose.search import MIN_POSE_SIDE, POSE_METHODS, Pose, PoseSearch, check_ranges, check_search, grid_size
+from .pose.grid import MIN_POSE_SIDE, check_ranges, grid_size
+from .pose.parts import Pose
+from .pose.search import POSE_METHODS, PoseSearch, check_search
 from .warmup import warmup
 
 __all__ = [
