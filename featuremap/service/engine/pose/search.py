@@ -154,6 +154,29 @@ class PoseSearch(Grid, TopLevel, Finishing):
     def __len__(self) -> int:
         return len(self._templates)
 
+    def retained_bytes(self) -> int:
+        """What this search keeps between calls: its variants and its top-level banks' plans."""
+        with self._lock:
+            tops = list(self._tops.values())
+        return self._variants.nbytes() + sum(top.bank.retained_bytes() for top in tops)
+
+    def memory_estimate(self, frame_shape: tuple[int, int]) -> int:
+        """Bytes a search of a frame of ``frame_shape`` (H, W) holds at most, from the shapes alone.
+
+        The frame's pyramid (float32, a third more than the frame), and the
+        top level's bank over that level (its maps for every pose, its work
+        arrays and the kernel spectra its plan keeps), mirrored out for
+        clipped parts: the bulk of a search.
+        """
+        height, width = frame_shape
+        pyramid_bytes = height * width * self.channels * 4 * 4 // 3
+        top = self._top_for(frame_shape)
+        shape = (max(1, height >> top.level) + 2 * top.pad, max(1, width >> top.level) + 2 * top.pad)
+        if any(h > shape[0] or w > shape[1] for h, w in top.bank.shapes):
+            return pyramid_bytes + sum(4 * shape[0] * shape[1] for _ in top.bank.shapes)
+        working, retained = top.bank.memory_estimate(shape)
+        return pyramid_bytes + working + retained
+
 
     # -- the pose grid ------------------------------------------------------
 
