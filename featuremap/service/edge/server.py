@@ -32,22 +32,22 @@ from featuremap import wire
 from featuremap.v1 import featuremap_pb2 as pb
 from featuremap.v1 import featuremap_pb2_grpc as pb_grpc
 
-from ..pipeline import codec
-from . import reflection
-from .auth import TokenAuth, load_tokens
-from .requests import request_parser
-from .cgroup import available_cpus, default_memory_budget
-from ..store.bank import Bank, name_of
-from .config import Settings
 from ..engine import cuda_problem, runtime, warmup
 from ..errors import InvalidArgument, LimitExceeded, Malformed, Unavailable
+from ..pipeline import codec
 from ..pipeline.frames import FrameProcessor
+from ..pipeline.streaming import StreamPipeline
+from ..store.bank import Bank, name_of
+from ..store.sqlite_store import SQLiteStore
+from ..store.templates import StoredTemplate, TemplateStore
+from . import reflection
+from .auth import TokenAuth, load_tokens
+from .cgroup import available_cpus, default_memory_budget
+from .config import Settings
 from .metrics import Metrics
 from .metrics_http import MetricsServer
-from ..store.sqlite_store import SQLiteStore
+from .requests import request_parser
 from .status import status_of
-from ..pipeline.streaming import StreamPipeline
-from ..store.templates import StoredTemplate, TemplateStore
 
 log = logging.getLogger("featuremap.server")
 

@@ -14,9 +14,9 @@ raise its subclass :class:`OptionTypeError`, also a ``TypeError``).
 
 from . import runtime  # noqa: F401  (sets the threading layer before any kernel runs)
 from .calibration import calibrate
+from .cuda.device import DEVICES, check_device, cuda_problem, gpu_memory_bytes
 from .halffloat import to_float16
 from .kept import Kept
-from .cuda.device import DEVICES, check_device, cuda_problem, gpu_memory_bytes
 from .matcher import Cancelled, Found, Matcher, match
 from .options import (
     ALGORITHMS,

@@ -8,8 +8,8 @@ from .calibration import calibrate
 from .halffloat import to_float16
 from .matcher import Matcher
 from .options import METHODS
-from .pose.search import PoseSearch
 from .pose.scores import warm_kernels
+from .pose.search import PoseSearch
 
 
 def warmup(device: str = "cpu") -> None:

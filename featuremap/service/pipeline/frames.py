@@ -19,16 +19,16 @@ from google.protobuf.message import Message
 from featuremap import wire
 from featuremap.v1 import featuremap_pb2 as pb
 
-from . import codec
-from ..store.bank import Bank
-from ..settings import Settings
-from .batching import GpuBatcher, Pacing
 from ..engine import Cancelled, check_options, check_peak_options, gpu_memory_bytes, grid_size, map_shape, runtime
 from ..errors import InvalidArgument, LimitExceeded
+from ..settings import Settings
+from ..store.bank import Bank
+from ..store.prepared import PreparedCache
+from . import codec
+from .batching import GpuBatcher, Pacing
+from .budget import MemoryBudget, Reservation
 from .matching import Computed, FoundPeak, MatchOptions, Plan, PoseMemory, check_pose_options, compute
 from .reports import Reports
-from ..store.prepared import PreparedCache
-from .budget import MemoryBudget, Reservation
 
 #: The service's own limits on a config (the engine has none on these).
 MAX_TOP_K = 1000

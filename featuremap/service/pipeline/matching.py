@@ -17,14 +17,14 @@ import numpy as np
 
 from featuremap import boxes
 
-from ..store.bank import name_of
-from .batching import GpuBatcher
 from ..engine import LOWER_IS_BETTER, Cancelled, Peak, Pose, check_search, map_origin
 from ..errors import InvalidArgument
+from ..store.bank import name_of
 from ..store.prepared import PreparedCache
-from .budget import MemoryBudget
 from ..store.templates import StoredTemplate
 from ..store.variants import Variant, resized_size
+from .batching import GpuBatcher
+from .budget import MemoryBudget
 
 
 #: A chunk of templates may hold maps of this many bytes at least (see _chunks).

@@ -17,9 +17,9 @@ from dataclasses import dataclass
 import numpy as np
 from numba import cuda
 
-from . import kernels as K
 from ..plan import Group
 from ..scores import CCOEFF, CCOEFF_NORMED, SQDIFF, SQDIFF_NORMED, SSIM
+from . import kernels as K
 
 #: Border names -> cuda_kernels._source's codes.
 BORDER_CODES = {"constant": 0, "reflect": 1, "replicate": 2}

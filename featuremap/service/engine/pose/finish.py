@@ -9,8 +9,8 @@ from dataclasses import replace
 
 import numpy as np
 
-from .scores import parabola, quadric_peak
 from .parts import Pose, _best_of, _Candidate, _Frame, _visible_share, _wrap
+from .scores import parabola, quadric_peak
 
 
 #: A half-turned twin scoring at least this share of the pose (on the finishing level) is finished and compared.

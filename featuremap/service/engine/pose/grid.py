@@ -12,8 +12,8 @@ import numpy as np
 
 from .. import options
 from ..matcher import Matcher
-from .template import PoseTemplate, canvas_sides
 from .parts import _wrap
+from .template import PoseTemplate, canvas_sides
 
 
 #: The top level is the coarsest at which the template keeps this many pixels ...

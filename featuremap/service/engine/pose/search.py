@@ -49,10 +49,10 @@ from featuremap import boxes
 
 from .. import options
 from ..kept import Kept
-from .scores import clipped_scores, window_scores
-from .template import PoseTemplate, pyramid
 from .finish import _FINISH_GAIN, Finishing
 from .grid import MIN_POSE_SIDE, TOP_SCALE_SPREAD, TOP_SPREAD, Grid, _levels, check_ranges, screens_with_disc
+from .scores import clipped_scores, window_scores
+from .template import PoseTemplate, pyramid
 from .parts import (_METHOD, Pose, _angle_gap, _best_apart, _best_of, _box, _Candidate, _check, _Frame,
                     _never)
 from .top import TopLevel

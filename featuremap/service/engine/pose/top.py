@@ -9,9 +9,9 @@ import numpy as np
 
 from .. import options
 from ..matcher import Matcher
-from .scores import block_maxima, keep_best
 from .grid import _TopGrid
 from .parts import _best_of, _Candidate, _check, _Frame
+from .scores import block_maxima, keep_best
 
 
 #: Angle hypotheses kept per top-level place, and how far under the place's best one may score.
