@@ -1,4 +1,4 @@
-# featuremap: make demo | make test | make test-cpus | make test-fast | make bench | make bench-cuda | make lock | make lint
+# featuremap: make demo | make test | make test-cpus | make test-gpu | make fuzz | make test-fast | make bench | make bench-cuda | make lock | make lint
 PYTHON ?= python3
 VENV   := .venv
 BIN    := $(VENV)/bin
@@ -7,7 +7,7 @@ STAMP  := $(VENV)/.installed
 PROTO  := featuremap/v1/featuremap.proto
 BUF    := npx --yes @bufbuild/buf@1.75.0
 
-.PHONY: demo test test-cpus test-fast soak bench bench-cuda proto lock lint clean
+.PHONY: demo test test-gpu fuzz test-cpus test-fast soak bench bench-cuda proto lock lint clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -15,8 +15,9 @@ $(BIN)/python:
 RUNTIME := $(VENV)/.installed-runtime
 
 # Reinstall when the project's dependencies change. The demo needs the package alone, installed as
-# a user installs it (about a third of the venv the tests need: no CUDA compiler, scipy, fuzzers or
-# linters). The tests install it editable, with the development extras.
+# a user installs it (about a third of the venv the tests need: no scipy, browser driver or type
+# checker). The tests install it editable with the test extra; the linters, the CUDA compiler and
+# the fuzzer come only with the targets that run them (their own stamps).
 $(RUNTIME): $(BIN)/python pyproject.toml
 	$(BIN)/python -m pip install -q --upgrade pip
 	$(BIN)/python -m pip install -q .
@@ -24,14 +25,27 @@ $(RUNTIME): $(BIN)/python pyproject.toml
 
 $(STAMP): $(BIN)/python pyproject.toml
 	$(BIN)/python -m pip install -q --upgrade pip
-	$(BIN)/python -m pip install -q -e '.[dev]'
+	$(BIN)/python -m pip install -q -e '.[test]'
 	touch $(STAMP) $(RUNTIME)
+
+$(VENV)/.installed-%: $(STAMP)
+	$(BIN)/python -m pip install -q -e '.[test,$*]'
+	touch $@
 
 demo: $(RUNTIME)
 	$(BIN)/featuremap demo
 
 test: $(STAMP)
 	$(BIN)/python -m pytest -q
+
+# The CUDA path without a GPU: its kernels under Numba's simulator, and compiled to PTX for a Hopper
+# GPU (the gpu-dev extra: numba-cuda, NVVM, NVRTC). make test skips these where it is not installed.
+test-gpu: $(VENV)/.installed-gpu-dev
+	$(BIN)/python -m pytest -q tests/engine/test_cuda.py
+
+# Coverage-guided fuzzing of image decoding (the fuzz extra: atheris).
+fuzz: $(VENV)/.installed-fuzz
+	$(BIN)/python -m pytest -q tests/service/test_fuzz_atheris.py
 
 # The engine and pose tests again, as two other x86-64 CPUs compile them: Haswell (AVX2 + FMA,
 # 8 lanes; the empty feature list matters: the name alone keeps this host's AVX-512 features)
@@ -66,7 +80,7 @@ bench: $(STAMP)
 
 # The CUDA path beside torch/cuDNN and the CPU engine: needs an NVIDIA GPU and the
 # cuda extra (DEVELOPERS.md says how to run it on the device machine).
-bench-cuda: $(STAMP)
+bench-cuda: $(VENV)/.installed-gpu-dev
 	$(BIN)/python tests/benchmarks/bench_cuda.py
 
 # Regenerate the committed stubs (featuremap_pb2.py, _pb2_grpc.py, .pyi) from the proto.
@@ -92,7 +106,7 @@ TYPED := -m featuremap.wire -m featuremap.client -m featuremap.client.client -m 
 	-m featuremap.client.tracking -m featuremap.client.watch \
 	-m featuremap.client.video
 
-lint: $(STAMP)
+lint: $(VENV)/.installed-lint
 	$(BUF) lint
 	$(BIN)/hadolint deploy/Dockerfile
 	$(BIN)/kubernetes-validate --strict $(filter-out %kustomization.yaml,$(wildcard deploy/k8s/*.yaml))

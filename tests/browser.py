@@ -42,7 +42,7 @@ def need_browser() -> str:
     except ImportError:
         path = None
     if path is None:
-        reason = "the live view's tests need chromium (apt-get install chromium) and playwright (the dev extra)"
+        reason = "the live view's tests need chromium (apt-get install chromium) and playwright (the test extra)"
         if os.environ.get("CI"):
             pytest.fail(reason)
         pytest.skip(reason)

@@ -15,7 +15,7 @@ import pytest
 from featuremap.client import FeatureMapClient
 
 from service_helpers import free_port, running_server, start_process, wait_serving
-from simulated import SIMULATOR
+from simulated import SIMULATOR, gpu_dev
 from workers import workers  # noqa: F401  (the fixture: threads whose exceptions fail the test)
 
 
@@ -77,7 +77,8 @@ collect_ignore = [] if os.environ.get("NUMBA_ENABLE_CUDASIM") == "1" else ["cuda
 
 def pytest_collection_modifyitems(session, config, items):
     """Start the simulator's suite as soon as the session is known to want it: it runs beside the rest."""
-    if any(item.name == "test_the_cuda_kernels_match_the_cpu_engine_under_the_simulator" for item in items):
+    if gpu_dev() and any(item.name == "test_the_cuda_kernels_match_the_cpu_engine_under_the_simulator"
+                         for item in items):
         SIMULATOR.start()
 
 

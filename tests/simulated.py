@@ -18,6 +18,13 @@ from pathlib import Path
 TESTS = Path(__file__).parent
 
 
+def gpu_dev() -> bool:
+    """Whether numba-cuda is installed (the gpu-dev extra): the simulator's suite needs it."""
+    import importlib.util
+
+    return importlib.util.find_spec("numba_cuda") is not None
+
+
 class SimulatorRun:
     """One run of ``pytest tests/cuda_sim`` with NUMBA_ENABLE_CUDASIM=1."""
 

@@ -110,7 +110,7 @@ def live_view(port: int) -> str:
         from browser import browser, chromium_path, write_clip
         import playwright  # noqa: F401
     except ImportError:
-        return "live view: not measured (playwright is not installed: the dev extra)"
+        return "live view: not measured (playwright is not installed: the test extra)"
     executable = chromium_path()
     if executable is None:
         return "live view: not measured (no chromium: apt-get install chromium)"

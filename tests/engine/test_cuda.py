@@ -14,9 +14,13 @@ import numpy as np
 import pytest
 
 from featuremap.service.engine import Matcher, OptionError, cuda_problem, match
-from simulated import SIMULATOR
+from simulated import SIMULATOR, gpu_dev
+
+#: The tests that need numba-cuda (the gpu-dev extra, `make test-gpu`); make test runs the rest.
+needs_numba_cuda = pytest.mark.skipif(not gpu_dev(), reason="numba-cuda is not installed: make test-gpu runs these")
 
 
+@needs_numba_cuda
 def test_the_cuda_kernels_match_the_cpu_engine_under_the_simulator():
     # Started by conftest.py when the session was collected, so it ran beside the other tests.
     code, output = SIMULATOR.result(timeout=540)
@@ -57,6 +61,7 @@ def _signatures():
     return signatures
 
 
+@needs_numba_cuda
 def test_every_cuda_kernel_compiles_for_a_hopper_gpu():
     # The simulator runs the kernels as Python, which types nothing: this
     # compiles each one as the GPU would (PTX for sm_90, through NVVM; the dev
@@ -79,6 +84,7 @@ def test_an_unknown_device_is_refused():
         Matcher([np.zeros((4, 4), np.uint8)], device="gpu")
 
 
+@needs_numba_cuda
 @pytest.mark.skipif(cuda_problem() is None, reason="this machine has a usable GPU")
 def test_cuda_without_a_gpu_fails_at_once_with_what_to_do():
     frame = np.zeros((8, 8), np.uint8)
@@ -112,6 +118,7 @@ def test_cuda_without_numba_cuda_names_the_extra_to_install():
     assert "cpu ok False" in result.stdout
 
 
+@needs_numba_cuda
 @pytest.mark.skipif(cuda_problem() is None, reason="this machine has a usable GPU")
 def test_serve_device_cuda_without_a_gpu_stops_at_start_saying_why(tmp_path):
     result = subprocess.run([sys.executable, "-m", "featuremap.service", "serve", "--address", "127.0.0.1:0",
