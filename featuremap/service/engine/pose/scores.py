@@ -295,6 +295,11 @@ def _clipped_scores(image, n_channels, template, weights, method, y0, x0, min_vi
                                        left, r0, r1, c0, c1, min_visible * total, mean, sums)
 
 
+def _weights(weights: np.ndarray) -> np.ndarray:
+    """A variant's 0/1 mask as the kernels take it: float32, C-contiguous (a view where it already is)."""
+    return np.ascontiguousarray(weights, np.float32)
+
+
 def _rows(image: np.ndarray) -> np.ndarray:
     """An (H, W, C) level as (H, W C) C-contiguous rows (a view of a contiguous level)."""
     return np.ascontiguousarray(image).reshape(image.shape[0], -1)
@@ -310,7 +315,7 @@ def clipped_scores(image: np.ndarray, template: np.ndarray, weights: np.ndarray,
     mean and energy over those alone), and is -inf where under
     ``min_visible`` of the mask's weight is inside.
     """
-    _clipped_scores(_rows(image), image.shape[2], _rows(template), weights, method, y0, x0, min_visible, out)
+    _clipped_scores(_rows(image), image.shape[2], _rows(template), _weights(weights), method, y0, x0, min_visible, out)
 
 
 def keep_best(stack: np.ndarray, members: np.ndarray, best: np.ndarray, which: np.ndarray) -> None:
@@ -418,4 +423,4 @@ def window_scores(image: np.ndarray, y0: int, x0: int, template: np.ndarray, wei
     # The work is the mask's pixels, not the canvas's: a rotated bar's canvas is mostly outside it.
     work = out.size * int(np.count_nonzero(weights)) * template.shape[2]
     kernel = _window_scores if work > _PARALLEL_WORK else _window_scores_serial
-    kernel(_rows(image), image.shape[2], y0, x0, _rows(template), weights, method, out)
+    kernel(_rows(image), image.shape[2], y0, x0, _rows(template), _weights(weights), method, out)
