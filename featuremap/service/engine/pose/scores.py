@@ -318,34 +318,34 @@ def clipped_scores(image: np.ndarray, template: np.ndarray, weights: np.ndarray,
     _clipped_scores(_rows(image), image.shape[2], _rows(template), _weights(weights), method, y0, x0, min_visible, out)
 
 
-def keep_best(stack: np.ndarray, members: np.ndarray, best: np.ndarray, which: np.ndarray) -> None:
-    """Where a map of ``stack`` (n, H, W) beats ``best`` (H, W), keep its score and its grid index.
+def keep_best(stack: np.ndarray, best: np.ndarray) -> None:
+    """Where a map of ``stack`` (n, H, W) beats ``best`` (H, W), keep its score: the best pose's, per position.
 
     Large stacks by rows in parallel (on a 12 MP frame's grid of 32 poses the
     serial loop took a tenth of the search); small ones on the calling thread.
     """
     kernel = _keep_best if stack.size > _PARALLEL_WORK else _keep_best_serial
-    kernel(stack, members, best, which)
+    kernel(stack, best)
 
 
 @njit(parallel=True, **JIT)
-def _keep_best(stack, members, best, which):
+def _keep_best(stack, best):
     for y in prange(stack.shape[1]):
+        row = best[y]
         for i in range(stack.shape[0]):
+            values = stack[i, y]
             for x in range(stack.shape[2]):
-                if stack[i, y, x] > best[y, x]:
-                    best[y, x] = stack[i, y, x]
-                    which[y, x] = members[i]
+                row[x] = max(row[x], values[x])
 
 
 @njit(**JIT)
-def _keep_best_serial(stack, members, best, which):
+def _keep_best_serial(stack, best):
     for i in range(stack.shape[0]):
         for y in range(stack.shape[1]):
+            row = best[y]
+            values = stack[i, y]
             for x in range(stack.shape[2]):
-                if stack[i, y, x] > best[y, x]:
-                    best[y, x] = stack[i, y, x]
-                    which[y, x] = members[i]
+                row[x] = max(row[x], values[x])
 
 
 @njit(parallel=True, **JIT)
@@ -377,8 +377,7 @@ def warm_kernels() -> None:
         clipped_scores(image, template, weights, 0, -1, -1, 0.5, np.empty((3, 3)))
     block_maxima(np.zeros((3, 3), np.float32), 2)
     for reduce in (_keep_best, _keep_best_serial):
-        reduce(np.zeros((1, 2, 2), np.float32), np.zeros(1, np.int64), np.full((2, 2), -np.inf, np.float32),
-               np.full((2, 2), -1, np.int64))
+        reduce(np.zeros((1, 2, 2), np.float32), np.full((2, 2), -np.inf, np.float32))
 
 
 def parabola(left: float, centre: float, right: float) -> float:

@@ -113,7 +113,6 @@ class TopLevel:
                 height + 2 * pad, width + 2 * pad, -1)
             height, width = top.shape[:2]
         best = np.full((len(self._templates), height, width), -np.inf, np.float32)
-        which = np.full(best.shape, -1, np.int64)
         fits = [h <= height and w <= width for h, w in grid.bank.shapes]
         maps = grid.bank(top, cancelled=frame.cancelled) if all(fits) else None
         step = grid.stride
@@ -137,7 +136,7 @@ class TopLevel:
             # Variants of one canvas (a disc's: every angle of a scale) are one stack: the best per position.
             rows = slice(h // 2, h // 2 + step * stack.shape[1], step)
             cols = slice(w // 2, w // 2 + step * stack.shape[2], step)
-            keep_best(stack, members, best[index, rows, cols], which[index, rows, cols])
+            keep_best(stack, best[index, rows, cols])
             stacks.append((index, members, stack, h // 2, w // 2))
         del maps
         out = []
@@ -156,10 +155,17 @@ class TopLevel:
             # clipped part there scores low (0.86 where clutter inside scored 0.96) and a pixel or
             # three off. Its places are taken apart from the inside's, and each hypothesis is scored
             # again on its visible part, within RESCORE_REACH pixels.
-            reach = 2 * pad  # the band: windows there reach past the frame's edge
-            band = np.zeros(scores.shape, bool)
-            band[:reach, :] = band[-reach:, :] = band[:, :reach] = band[:, -reach:] = True
-            inside = np.where(band, -np.inf, scores).astype(np.float32)
+            # The band: windows there reach past the frame's edge. Its strips are copied out and
+            # cleared in place (masks and copies of a 12 MP map cost a twentieth of the search).
+            reach = 2 * pad
+            edge = np.full(scores.shape, -np.inf, np.float32)
+            strips = [(slice(0, reach), slice(None)), (slice(max(0, height - reach), height), slice(None)),
+                      (slice(None), slice(0, reach)), (slice(None), slice(max(0, width - reach), width))]
+            for strip in strips:
+                edge[strip] = scores[strip]
+            for strip in strips:
+                scores[strip] = -np.inf
+            inside = scores  # (this template's plane of the best scores: not needed again)
             found = [h for x, y in _places(inside, radius, top_k, places)
                      for h in self._hypotheses(grid, index, mine, x, y, pad)]
             # Band places that could matter: mirrored pixels cost a clipped part up to about 0.1
@@ -167,7 +173,6 @@ class TopLevel:
             # are left (on textured photographs every band place was, and rescoring them all doubled
             # a search's time).
             floor = max((h.score for h in found), default=-np.inf) - BAND_MARGIN
-            edge = np.where(band, scores, -np.inf).astype(np.float32)
             for x, y in _places(edge, radius, top_k, places if places is not None else top_k + 1):
                 hypotheses = self._hypotheses(grid, index, mine, x, y, pad)
                 if not hypotheses or max(h.score for h in hypotheses) < floor:
