@@ -51,7 +51,7 @@ fuzz: $(VENV)/.installed-fuzz
 # 8 lanes; the empty feature list matters: the name alone keeps this host's AVX-512 features)
 # and generic x86-64 (SSE2, no FMA). Each has its own kernel cache (and calibration); NumPy's
 # and OpenCV's dispatch is narrowed alike. A few minutes each on 2 cores, cold.
-CPU_TESTS := tests/engine tests/pose/test_pose.py tests/pose/test_pose_scenes.py
+CPU_TESTS := tests/engine tests/pose/test_pose.py tests/pose/test_pose_scenes.py --ignore=tests/engine/test_cuda.py
 HASWELL := NUMBA_CPU_NAME=haswell NUMBA_CPU_FEATURES= NUMBA_CACHE_DIR=build/numba-haswell \
 	NPY_DISABLE_CPU_FEATURES="X86_V4 AVX512_ICL AVX512_SPR" OPENCV_CPU_DISABLE=AVX512-SKX,AVX512-CLX OPENCV_IPP=avx2
 GENERIC := NUMBA_CPU_NAME=generic NUMBA_CPU_FEATURES= NUMBA_CACHE_DIR=build/numba-generic \
@@ -62,7 +62,7 @@ test-cpus: $(STAMP)
 	$(GENERIC) $(BIN)/python -m pytest -q -p no:cacheprovider $(CPU_TESTS)
 
 # The engine and unit tests: under a minute once the kernel cache is warm.
-FAST := tests/engine tests/service/test_wire.py tests/client/test_client_video_render.py \
+FAST := tests/engine --ignore=tests/engine/test_cuda.py tests/service/test_wire.py tests/client/test_client_video_render.py \
 	tests/service/test_proto.py
 test-fast: $(STAMP)
 	$(BIN)/python -m pytest -q $(FAST)
@@ -80,7 +80,7 @@ bench: $(STAMP)
 
 # The CUDA path beside torch/cuDNN and the CPU engine: needs an NVIDIA GPU and the
 # cuda extra (DEVELOPERS.md says how to run it on the device machine).
-bench-cuda: $(VENV)/.installed-gpu-dev
+bench-cuda: $(VENV)/.installed-cuda
 	$(BIN)/python tests/benchmarks/bench_cuda.py
 
 # Regenerate the committed stubs (featuremap_pb2.py, _pb2_grpc.py, .pyi) from the proto.

@@ -335,10 +335,12 @@ class PoseSearch(Grid, TopLevel, Finishing):
         score by little: it samples between the grid's steps); twice ``top_k``
         and one, so that a wrong angle at the right place, ahead before the
         finish, cannot push the right one out. They are finished best first;
-        where the finishing level is level 0 (its scores are the final ones),
-        the rest are left once ``top_k`` are kept and the next could not pass
-        the last of them by finishing (``_FINISH_GAIN``): on a tray of 24
-        parts, clutter took a third of the finishing.
+        where the finishing level is level 0 (its scores are the final ones)
+        and the range is short of the full circle, the rest are left once
+        ``top_k`` are kept and the next could not pass the last of them by
+        finishing (``_FINISH_GAIN``, a bound measured, not proven). Over the
+        full circle a candidate may finish as its half-turned twin, far above
+        its rough score (:meth:`_decide_twin`): every chosen one is finished.
         """
         rough = sorted(((self._rough(c), c) for c in found), key=lambda pair: -pair[0].score)
         chosen = {id(p) for p in self._select([p for p, _ in rough], 2 * top_k + 1, min_score - _FINISH_GAIN,
@@ -347,7 +349,7 @@ class PoseSearch(Grid, TopLevel, Finishing):
         for pose, cand in rough:
             if id(pose) not in chosen:
                 continue
-            if self._finish_level == 0 and len(finished) >= top_k:
+            if self._finish_level == 0 and not self._circle and len(finished) >= top_k:
                 kth = sorted((p.score for p in finished), reverse=True)[top_k - 1]
                 if pose.score + _FINISH_GAIN < kth:  # (the plain bound first: a selection costs overlaps)
                     kept = self._select(self._distinct_poses(finished), top_k, min_score, max_overlap)
