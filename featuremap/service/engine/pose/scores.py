@@ -112,6 +112,20 @@ def _prepare_scores(template, weights, method):
 
 
 @njit(error_model="numpy", fastmath=FASTMATH, **JIT)
+def _similarity(cross, energy, tenergy, sums, n_channels, msum, method):
+    """A window's score from its sums: the cross term, its energy, the variant's energy, and (ccoeff_normed)
+    the window's per-channel sums, whose mean comes off its energy. Flat windows score 0 (1 as a distance)."""
+    if method == 0:
+        for c in range(n_channels):
+            energy -= sums[c] * sums[c] / msum if msum > 0.0 else 0.0
+    denominator = math.sqrt(max(energy, 0.0) * tenergy)
+    if method == 2:
+        distance = energy - 2.0 * cross + tenergy
+        return 1.0 - (max(distance, 0.0) / denominator if denominator > 0.0 else 1.0)
+    return min(max(cross / denominator, -1.0), 1.0) if denominator > 0.0 else 0.0
+
+
+@njit(error_model="numpy", fastmath=FASTMATH, **JIT)
 def _score_at(image, n_channels, rows, masks, first, last, msum, tenergy, method, y, x, sums):
     """The score of the variant with its top-left corner at (y, x) of ``image``.
 
@@ -154,14 +168,7 @@ def _score_at(image, n_channels, rows, masks, first, last, msum, tenergy, method
         elif method == 0:
             for j in range(b - a):
                 sums[j % n_channels] += mask[j] * values[j]
-    if method == 0:
-        for c in range(n_channels):
-            energy -= sums[c] * sums[c] / msum if msum > 0.0 else 0.0
-    denominator = math.sqrt(max(energy, 0.0) * tenergy)
-    if method == 2:
-        distance = energy - 2.0 * cross + tenergy
-        return 1.0 - (max(distance, 0.0) / denominator if denominator > 0.0 else 1.0)
-    return min(max(cross / denominator, -1.0), 1.0) if denominator > 0.0 else 0.0
+    return _similarity(cross, energy, tenergy, sums, n_channels, msum, method)
 
 
 @njit(parallel=True, error_model="numpy", **JIT)
@@ -250,14 +257,7 @@ def _cut_score(image, n_channels, rows, masks, first, last, prefix_m, prefix_t, 
             energy += m * v * v
             tenergy += t * t
             sums[j % n_channels] += m * v
-    if method == 0:
-        for c in range(n_channels):
-            energy -= sums[c] * sums[c] / msum
-    denominator = math.sqrt(max(energy, 0.0) * tenergy)
-    if method == 2:
-        distance = energy - 2.0 * cross + tenergy
-        return 1.0 - (max(distance, 0.0) / denominator if denominator > 0.0 else 1.0)
-    return min(max(cross / denominator, -1.0), 1.0) if denominator > 0.0 else 0.0
+    return _similarity(cross, energy, tenergy, sums, n_channels, msum, method)
 
 
 @njit(error_model="numpy", **JIT)
@@ -267,7 +267,8 @@ def _clipped_scores(image, n_channels, template, weights, method, y0, x0, min_vi
     h, w = weights.shape
     # Positions whose variant lies whole in the image share one preparation (most of a window's).
     rows, masks, first, last, msum_all, tenergy_all = _prepare_scores(template, weights, method)
-    plain, _, _, _, _, _ = _prepare_scores(template, weights, 1)  # uncentred: each cut centres on its own mean
+    # Each cut centres on its own mean: the uncentred rows (ccoeff_normed's own are centred on the whole's).
+    plain = _prepare_scores(template, weights, 1)[0] if method == 0 else rows
     prefix_m = np.zeros((h, w + 1))
     prefix_t = np.zeros((h, w + 1, n_channels))
     for i in range(h):
