@@ -123,7 +123,7 @@ def test_auto_takes_the_path_its_recorded_cost_model_predicts_faster(direct_scal
         matcher = Matcher(bank)
         chosen = matcher.algorithms((120, 160))
         shared = False  # the frame's spectra, once a group pays for them, are free to the next
-        for group in matcher._groups:  # largest templates first
+        for group in matcher.prepared.groups:  # largest templates first
             direct = plan.direct_seconds(group, matcher.output_shape(group.members[0], (120, 160)))
             spectral = plan.spectral_seconds(group, transform_shape(120, 160), 1, shared)
             assert chosen[(group.height, group.width)] == ("spectral" if spectral < direct else "direct")
@@ -180,7 +180,7 @@ def test_retain_freed_memory_is_accepted_by_glibc():
 
 
 def test_plans_for_many_frame_sizes_stay_bounded():
-    from featuremap.service.engine.matcher import PLANS_KEPT
+    from featuremap.service.engine.plans import PLANS_KEPT
 
     rng = np.random.default_rng(4)
     template = random_image(rng, 40, 40, 1, np.uint8)

@@ -53,7 +53,7 @@ def test_templates_sharing_masks_score_as_each_alone(method):
     templates = [rng.integers(0, 256, (11, 11, 3), dtype=np.uint8) for _ in range(6)]
     bank = Matcher(templates, masks=[masks[i % 2] for i in range(6)], method=method, stride=2,
                    padding="same", border="reflect")
-    (group,) = bank._groups
+    (group,) = bank.prepared.groups
     assert len(group.mask_sets) == 2  # one set of statistics per distinct mask
     for i, (template, result) in enumerate(zip(templates, bank(frame))):
         alone = Matcher([template], masks=[masks[i % 2]], method=method, stride=2, padding="same",

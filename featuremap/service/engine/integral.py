@@ -68,7 +68,7 @@ def integral_images(planes: np.ndarray, scratch=None, name: str = "integral",
                     squares: bool = True) -> tuple[np.ndarray, np.ndarray]:
     """Per-plane sums and all-plane squared sums of ``planes`` (P, H, W).
 
-    ``scratch`` (a Matcher's :class:`~.matcher.Scratch`), when given, lends
+    ``scratch`` (a Matcher's :class:`~.scratch.Scratch`), when given, lends
     the tables, under ``name``: reused from frame to frame, not fresh pages
     each time. Without ``squares`` the squared sums are left out (an empty
     table comes back).

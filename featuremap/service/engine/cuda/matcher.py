@@ -118,12 +118,12 @@ class CudaMatcher:
 
     def __init__(self, matcher) -> None:
         self._matcher = matcher
-        self._code = matcher._code
+        self._code = matcher.prepared.code
         self._border = BORDER_CODES[matcher.border]
-        self._offset = None if matcher._offset is None else np.asarray(matcher._offset, np.float64)
-        self._groups = [self._upload(group) for group in matcher._groups]
+        self._offset = None if matcher.prepared.offset is None else np.asarray(matcher.prepared.offset, np.float64)
+        self._groups = [self._upload(group) for group in matcher.prepared.groups]
         self._per_plane_squares = self._code == SSIM
-        self._integrals = any(not g.masked for g in matcher._groups)
+        self._integrals = any(not g.masked for g in matcher.prepared.groups)
         cuda.synchronize()
 
     def _upload(self, group: Group) -> _DeviceGroup:
@@ -160,7 +160,7 @@ class CudaMatcher:
         """GPU memory a batch of ``count`` frames of ``frame_shape`` needs (its work arrays, made for the next
         power of two frames; an upper bound)."""
         m = self._matcher
-        height, width = m._padded(tuple(frame_shape))
+        height, width = m.prepared.padded(tuple(frame_shape))
         squares = channels if self._per_plane_squares else 1
         per_frame = frame_shape[0] * frame_shape[1] * channels * itemsize + channels * height * width * 4
         per_frame += (channels + squares) * height * (width + 1) * 8 * (2 if self._integrals else 1)
@@ -191,8 +191,8 @@ class CudaMatcher:
                 staged[i] = frame
             d_frames = work.batch("frames", count, (frame_h, frame_w, channels), dtype)
             d_frames.copy_to_device(staged, stream=stream)
-            height, width = m._padded((frame_h, frame_w))
-            top, left = m._pad[0], m._pad[2]
+            height, width = m.prepared.padded((frame_h, frame_w))
+            top, left = m.prepared.pad[0], m.prepared.pad[2]
             sums = self._offsets(work, d_frames, count, channels, height, width, top, left)
             inv_count = 1.0 / (height * width) if self._code in (CCOEFF, CCOEFF_NORMED) else 1.0
             planes = work.batch("planes", count, (channels, height, width), np.float32)
