@@ -157,9 +157,9 @@ def test_a_body_that_stalls_is_answered_408_and_calls_past_the_limit_429(tmp_pat
     # for ever (it held the call's place and, at shutdown, the drain). Time is shortened, not waited out.
     import socket
 
-    from featuremap.service.gateway import app as gateway_app
+    from featuremap.service.gateway import bodies as gateway_bodies
 
-    monkeypatch.setattr(gateway_app, "BODY_TIMEOUT", 0.5)
+    monkeypatch.setattr(gateway_bodies, "BODY_TIMEOUT", 0.5)
     with running_server(tmp_path, http_address="127.0.0.1:0") as (_, _, server):
         with socket.create_connection(("127.0.0.1", server.http_port), timeout=10) as stalled:
             stalled.sendall(b"POST /v1/templates?templateId=x HTTP/1.1\r\nHost: 127.0.0.1\r\n"

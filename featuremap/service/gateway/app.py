@@ -24,7 +24,6 @@ with its body, in one write: no Nagle delay between them.
 from __future__ import annotations
 
 import asyncio
-import ipaddress
 import concurrent.futures
 import errno
 import logging
@@ -36,17 +35,19 @@ from importlib import resources
 from typing import Any
 
 import grpc
-from aiohttp import BodyPartReader, ClientPayloadError, web
+from aiohttp import ClientPayloadError, web
 from aiohttp.http_exceptions import HttpProcessingError
-from google.protobuf.message import Message
 
 from featuremap.v1 import featuremap_pb2 as pb
 
 from ..edge.auth import TokenAuth
 from ..edge.config import Settings, allowed_origins
+from .bodies import BodyReader
 from .context import Aborted, HttpContext, connection_open, peer_of
-from .messages import image_fields, parse_json, set_parameters, set_path, to_json
+from .live import LiveStreams
+from .messages import image_fields, set_parameters, set_path, to_json
 from .openapi import openapi_document
+from .origins import Origins
 from .rules import Route, routes
 from .statuses import HTTP_STATUS, HttpError, error_json
 
@@ -58,9 +59,6 @@ STATIC_TYPES = {".html": "text/html", ".js": "text/javascript", ".css": "text/cs
 CSP = ("default-src 'self'; img-src 'self' blob: data:; media-src 'self' blob: mediastream:; "
        "connect-src 'self'; style-src 'self'; script-src 'self'; object-src 'none'; base-uri 'none'; "
        "frame-ancestors 'none'")
-#: Seconds a request may take to send its body (a caller that stalls mid-body holds a call's place
-#: and, at shutdown, the drain: it is answered 408 instead).
-BODY_TIMEOUT = 30.0
 #: Seconds a kept-alive connection may stay idle between requests.
 IDLE_TIMEOUT = 30.0
 #: Bytes of a request's line and headers at most.
@@ -128,14 +126,11 @@ class Gateway:
     """
 
     def __init__(self, servicer: Any, settings: Settings, auth: TokenAuth | None, threads: int) -> None:
-        from .live import LiveStreams
-
         self.servicer = servicer
         self.settings = settings
         self.auth = auth
-        self.origins = allowed_origins(settings)
         self.routes: list[Route] = routes()
-        self.uploads = {route.rpc: image_fields(route.method.input_type if route.body == "*"
+        uploads = {route.rpc: image_fields(route.method.input_type if route.body == "*"
                                                 else route.method.input_type.fields_by_name[route.body].message_type,
                                                 "" if route.body in ("", "*") else route.body + ".")
                         for route in self.routes if route.body}
@@ -147,6 +142,8 @@ class Gateway:
         self._calls = 0
         self._call_limit = 4 * threads  # as the gRPC server's maximum_concurrent_rpcs
         self._tls = _tls_context(settings)
+        self.origins = Origins(allowed_origins(settings), tls=self._tls is not None)
+        self.bodies = BodyReader(settings.max_message_bytes, uploads)
         self._socket = _bind(settings.http_address)
         self.port = self._socket.getsockname()[1]
         self.loop = asyncio.new_event_loop()
@@ -219,11 +216,11 @@ class Gateway:
     async def _dispatch(self, request: web.Request) -> web.StreamResponse:
         self._active += 1
         try:
-            cors = self._origin(request)
+            cors = self.origins.check(request)
             response = await self._answer(request, cors)
         except HttpError as error:
             response = self._error(error.status, error.code, error.message, error.field)
-            cors = self._cors_headers(request)
+            cors = self.origins.headers(request)
         except asyncio.IncompleteReadError:
             response = self._error(400, grpc.StatusCode.INVALID_ARGUMENT, "the body ended before its Content-Length")
             cors = {}
@@ -243,7 +240,7 @@ class Gateway:
     async def _answer(self, request: web.Request, cors: dict[str, str]) -> web.StreamResponse:
         path = request.path
         if request.method == "OPTIONS" and "Access-Control-Request-Method" in request.headers:
-            return self._preflight(request, cors)
+            return self.origins.preflight(cors)
         if path in ("/", "/index.html") or path.startswith("/static/"):
             return self._static(request, "index.html" if not path.startswith("/static/") else path[len("/static/"):])
         if path == "/openapi.json":
@@ -281,52 +278,6 @@ class Gateway:
             "Content-Security-Policy": CSP, "X-Content-Type-Options": "nosniff", "Cache-Control": "no-cache",
             "Referrer-Policy": "no-referrer"})
 
-    # -- origins (CORS) -----------------------------------------------------------
-
-    def _origin(self, request: web.Request) -> dict[str, str]:
-        """Refuse a browser request from an origin not allowed; the CORS headers of one allowed."""
-        origin = request.headers.get("Origin")
-        if origin is None or self._same_origin(request, origin):
-            return {}
-        if "*" in self.origins or origin.rstrip("/") in self.origins:
-            return self._cors_headers(request)
-        raise HttpError(grpc.StatusCode.PERMISSION_DENIED,
-                        f"origin {origin[:80]!r} is not allowed: the gateway answers pages from itself"
-                        + (f" and {', '.join(self.origins)}" if self.origins else "")
-                        + " (http_allow_origin)")
-
-    def _same_origin(self, request: web.Request, origin: str) -> bool:
-        """Whether a page of ``origin`` is the gateway's own: the origin names the host the request was
-        sent to, and that host is an address or localhost. A page under another name must be listed
-        in http_allow_origin: DNS rebinding points an attacker's name at this server, and the browser
-        then sends a Host and an Origin of that name that agree."""
-        scheme = "https" if self._tls is not None else "http"
-        if origin != f"{scheme}://{request.host}":
-            return False
-        name = (request.url.host or "").strip("[]").lower()
-        if name == "localhost":
-            return True
-        try:
-            ipaddress.ip_address(name)
-        except ValueError:
-            return False
-        return True
-
-    def _cors_headers(self, request: web.Request) -> dict[str, str]:
-        origin = request.headers.get("Origin")
-        if origin is None or not self.origins or self._same_origin(request, origin):
-            return {}
-        if "*" not in self.origins and origin.rstrip("/") not in self.origins:
-            return {}
-        return {"Access-Control-Allow-Origin": origin, "Vary": "Origin",
-                "Access-Control-Expose-Headers": "Content-Type"}
-
-    def _preflight(self, request: web.Request, cors: dict[str, str]) -> web.Response:
-        return web.Response(status=204, headers={
-            **cors, "Access-Control-Allow-Methods": "GET, POST, DELETE",
-            "Access-Control-Allow-Headers": "Authorization, Content-Type, X-Server-Timeout",
-            "Access-Control-Max-Age": "600"})
-
     # -- calls ---------------------------------------------------------------------
 
     def authorize(self, rpc: str, authorization: str) -> None:
@@ -356,7 +307,7 @@ class Gateway:
         for path, value in variables.items():
             set_path(message, path, value)
         taken = set(variables)
-        body_fields = await self._read_body(request, route, message)
+        body_fields = await self.bodies.read_into(request, route, message)
         taken |= body_fields
         if route.body == "*" and body_fields == {"*"} and request.query:
             raise HttpError(grpc.StatusCode.INVALID_ARGUMENT,
@@ -382,100 +333,6 @@ class Gateway:
         if isinstance(answer, bytes):  # Match answers with its wire bytes (maps written once)
             answer = getattr(pb, route.method.output_type.name).FromString(answer)
         return web.Response(body=to_json(answer), content_type="application/json")
-
-    async def _read_body(self, request: web.Request, route: Route, message: Message) -> set[str]:
-        """Fill ``message`` from the body: JSON, a raw image, or a multipart form. The field paths set."""
-        if not route.body or not request.body_exists:
-            return set()
-        kind = request.content_type
-        target = "" if route.body == "*" else route.body
-        uploads = self.uploads.get(route.rpc, {})
-        if kind == "application/json" or kind.endswith("+json"):
-            parse_json(await self._read(request), message, target)
-            return {target or "*"}
-        if kind.startswith("image/") and uploads:
-            path = next(iter(uploads.values()))
-            set_path(message, path + ".encoded", await self._read(request))
-            return {path}
-        if kind == "multipart/form-data" and uploads:
-            try:
-                return await self._read_form(request, route, message, uploads)
-            except (ValueError, AssertionError) as error:  # aiohttp's multipart parser: no boundary, a broken part
-                raise HttpError(grpc.StatusCode.INVALID_ARGUMENT, f"the multipart form does not parse: {error}"[:300]) \
-                    from None
-        accepted = "application/json" + (", image/jpeg (png, webp) or multipart/form-data" if uploads else "")
-        raise HttpError(grpc.StatusCode.INVALID_ARGUMENT,
-                        f"{request.method} {request.path} takes {accepted}, not {kind or 'a body without a type'}",
-                        status=415)
-
-    def _too_large(self, size: int | None = None) -> HttpError:
-        limit = self.settings.max_message_bytes
-        said = f"{size} bytes" if size is not None else "the body"
-        return HttpError(grpc.StatusCode.RESOURCE_EXHAUSTED,
-                         f"{said} is over the limit of {limit} bytes (max_message_bytes)", status=413)
-
-    async def _read(self, request: web.Request) -> bytes:
-        """The body, refused before reading when its length is over the limit (and while reading, when
-        it comes without one)."""
-        limit = self.settings.max_message_bytes
-        if request.content_length is not None and request.content_length > limit:
-            raise self._too_large(request.content_length)
-        try:
-            return await asyncio.wait_for(self._body(request, limit), BODY_TIMEOUT)
-        except asyncio.TimeoutError:
-            raise HttpError(grpc.StatusCode.DEADLINE_EXCEEDED,
-                            f"the body did not arrive within {BODY_TIMEOUT:g} s", status=408) from None
-
-    async def _body(self, request: web.Request, limit: int) -> bytes:
-        if request.content_length is not None:
-            return await request.content.readexactly(request.content_length)
-        chunks, total = [], 0
-        async for chunk in request.content.iter_any():
-            total += len(chunk)
-            if total > limit:
-                raise self._too_large()
-            chunks.append(chunk)
-        return b"".join(chunks)
-
-    async def _read_form(self, request: web.Request, route: Route, message: Message,
-                         uploads: dict[str, str]) -> set[str]:
-        """A multipart form: file parts named after the Image fields (``image``, ``mask``), the other
-        parts field paths, as query parameters are."""
-        limit = self.settings.max_message_bytes
-        if request.content_length is not None and request.content_length > limit:
-            raise self._too_large(request.content_length)
-        reader = await request.multipart()
-        total, fields, taken = 0, [], set()
-        while True:
-            part = await reader.next()
-            if part is None:
-                break
-            if not isinstance(part, BodyPartReader) or not part.name:
-                raise HttpError(grpc.StatusCode.INVALID_ARGUMENT,
-                                "every part of the form needs a name (and no part may be a form itself)")
-            chunks = []
-            while chunk := await part.read_chunk(1 << 16):
-                total += len(chunk)
-                if total > limit:
-                    raise self._too_large()
-                chunks.append(chunk)
-            data = b"".join(chunks)
-            name = part.name
-            if name in uploads:
-                if uploads[name] in taken:
-                    raise HttpError(grpc.StatusCode.INVALID_ARGUMENT, f"the form has two {name!r} parts",
-                                    field=uploads[name])
-                set_path(message, uploads[name] + ".encoded", data)
-                taken.add(uploads[name])
-            else:
-                try:
-                    fields.append((name, data.decode()))
-                except UnicodeDecodeError:
-                    raise HttpError(grpc.StatusCode.INVALID_ARGUMENT,
-                                    f"form field {name!r} is not UTF-8 text (files go in "
-                                    f"{' or '.join(repr(u) for u in uploads)})", field=name) from None
-        set_parameters(message, fields, taken=frozenset(taken), where="form field")
-        return taken
 
     def _error(self, status: int, code: grpc.StatusCode, message: str, field: str | None = None) -> web.Response:
         headers = {"WWW-Authenticate": "Bearer"} if status == 401 else {}

@@ -32,7 +32,7 @@ import concurrent.futures
 import json
 import logging
 import queue
-from typing import TYPE_CHECKING, Any
+from typing import Any, Protocol
 
 import grpc
 from aiohttp import WSMsgType, web
@@ -45,9 +45,6 @@ from .messages import parse_json, to_json
 from .rules import Route
 from .statuses import CLOSE_CODE, POLICY, HttpError, close_reason, error_body
 
-if TYPE_CHECKING:
-    from .app import Gateway
-
 log = logging.getLogger("featuremap.gateway")
 
 PROTOCOL = "featuremap.v1"
@@ -55,6 +52,17 @@ TOKEN_PREFIX = "bearer."
 #: Seconds between pings: a browser that vanished without closing is noticed.
 HEARTBEAT = 20.0
 _END = object()
+
+
+class Gateway(Protocol):
+    """What a live stream needs of the gateway that serves it (:class:`featuremap.service.gateway.Gateway`)."""
+
+    servicer: Any
+    settings: Any
+    loop: asyncio.AbstractEventLoop
+    executor: concurrent.futures.Executor
+
+    def authorize(self, rpc: str, authorization: str) -> None: ...
 
 
 class _Socket(web.WebSocketResponse):
