@@ -1,96 +1,47 @@
-"""The gRPC servicer and ``create_server``.
+"""``create_server``: a featuremap server started, and the :class:`Server` that holds what its calls share.
 
-The servicer is thin (house rule 4): convert with ``featuremap.wire``, call
-the bank or the frame processor, convert back; every exception becomes a
-status in ``errors``. What the calls share (bank, frame processor, health,
-metrics) is a :class:`Server`, which ``create_server`` returns.
+The calls themselves are answered by the servicer (:mod:`.servicer`); here
+are the bank's store, the frame processor, health, metrics, the ports
+(gRPC, its own health port, the HTTP gateway), TLS and tokens, the warm-up,
+and the drain on shutdown.
 """
 
 from __future__ import annotations
 
-import base64
 import contextlib
 import errno
-import functools
 import logging
 import socket
 import ssl
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import replace
 from pathlib import Path
-from typing import Any, NoReturn, TypeVar
+from typing import Any
 
 import grpc
-from google.protobuf.message import Message
-from google.protobuf.timestamp_pb2 import Timestamp
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 
-from featuremap import wire
-from featuremap.v1 import featuremap_pb2 as pb
-from featuremap.v1 import featuremap_pb2_grpc as pb_grpc
-
 from ..engine import cuda_problem, runtime, warmup
-from ..errors import InvalidArgument, LimitExceeded, Malformed, Unavailable
-from ..pipeline import codec
+from ..errors import LimitExceeded, Unavailable
 from ..pipeline.frames import FrameProcessor
-from ..pipeline.streaming import StreamPipeline
-from ..store.bank import Bank, name_of
+from ..store.bank import Bank
 from ..store.sqlite_store import SQLiteStore
-from ..store.templates import StoredTemplate, TemplateStore
+from ..store.templates import TemplateStore
 from . import reflection
 from .auth import TokenAuth, load_tokens
 from .cgroup import available_cpus, default_memory_budget
 from .config import Settings
 from .metrics import Metrics
 from .metrics_http import MetricsServer
-from .requests import request_parser
-from .status import status_of
+from .servicer import SERVICE_NAME, FeatureMapServicer, handlers
 
 log = logging.getLogger("featuremap.server")
 
-SERVICE_NAME = pb.DESCRIPTOR.services_by_name["FeatureMapService"].full_name
 #: RPC threads beyond those streams and Match calls may hold.
 LIGHT_THREADS = 8
-
-
-def template_proto(template: StoredTemplate, *, full: bool) -> pb.Template:
-    """A stored template as a proto; ``full`` includes the pixels."""
-    created = Timestamp()
-    created.FromNanoseconds(int(template.create_time * 1e9))
-    height, width, channels = template.image.shape
-    message = pb.Template(
-        name=name_of(template.id), display_name=template.display_name, labels=template.labels,
-        height=height, width=width, channels=channels, create_time=created, etag=template.etag,
-        scales=template.scales, angles=template.angles,
-    )
-    if template.angle_range is not None:
-        message.angle_range.CopyFrom(pb.Range(low=template.angle_range[0], high=template.angle_range[1]))
-    if template.scale_range is not None:
-        message.scale_range.CopyFrom(pb.Range(low=template.scale_range[0], high=template.scale_range[1]))
-    if full:
-        message.image.CopyFrom(wire.image_message(template.image))
-        if template.mask is not None:
-            message.mask.CopyFrom(wire.image_message(template.mask))
-    return message
-
-
-def _page_token(seq: int) -> str:
-    return base64.urlsafe_b64encode(f"after:{seq}".encode()).decode()
-
-
-def _page_after(token: str) -> int:
-    if not token:
-        return 0
-    try:
-        text = base64.urlsafe_b64decode(token.encode()).decode()
-        if not text.startswith("after:"):
-            raise ValueError(text)
-        return int(text[len("after:"):])
-    except ValueError:
-        raise InvalidArgument("page_token is not one this server issued: pass next_page_token as it came") from None
 
 
 def open_store(settings: Settings) -> TemplateStore:
@@ -216,146 +167,6 @@ class Server:
         return finished and (self.warming is None or not self.warming.is_alive())
 
 
-_Handler = TypeVar("_Handler", bound=Callable[..., Any])
-
-
-def _unary(method: _Handler) -> _Handler:
-    """Run a unary handler; turn exceptions into statuses (and count them)."""
-
-    @functools.wraps(method)
-    def handler(self: FeatureMapServicer, request: Any, context: grpc.ServicerContext) -> Any:
-        try:
-            if isinstance(request, Malformed):
-                raise request.error
-            return method(self, request, context)
-        except Exception as error:  # noqa: BLE001 - every failure must become a status
-            self._fail(error, context, method.__name__)
-
-    return handler  # type: ignore[return-value]
-
-
-class FeatureMapServicer(pb_grpc.FeatureMapServiceServicer):
-    """featuremap.v1.FeatureMapService over a :class:`Server`'s bank and frame processor."""
-
-    def __init__(self, server: Server) -> None:
-        self._server = server
-        self._bank = server.bank
-        self._frames = server.frames
-        self._settings = server.settings
-        self._metrics = server.metrics
-
-    def _fail(self, error: BaseException, context: grpc.ServicerContext, rpc: str) -> NoReturn:
-        code, message = status_of(error)
-        if code == grpc.StatusCode.INTERNAL:
-            log.error("internal error", exc_info=error, extra={"rpc": rpc})
-        # Work stopped because its caller left (cancelled, or let its deadline pass) is the caller's
-        # choice, not an error of the service: it is not counted (the stream's end is still logged).
-        if not (code == grpc.StatusCode.CANCELLED and not context.is_active()):
-            self._metrics.errors.labels(rpc, code.name).inc()
-        context.abort(code, message)
-        raise AssertionError("abort returns only by raising")
-
-    # -- the bank ---------------------------------------------------------
-
-    @_unary
-    def CreateTemplate(self, request, context):
-        template = request.template
-        limit = self._settings.max_template_pixels
-        scans = self._settings.max_jpeg_scans
-        image = codec.decode_image(template.image, "template image", limit, "max_template_pixels",
-                                   max_jpeg_scans=scans)
-        mask = (codec.decode_image(template.mask, "template mask", limit, "max_template_pixels", max_jpeg_scans=scans)
-                if template.HasField("mask") else None)
-        image, mask = codec.split_alpha(image, mask)
-        stored = self._bank.create(image, mask, template_id=request.template_id,
-                                   display_name=template.display_name, labels=dict(template.labels),
-                                   scales=list(template.scales), angles=list(template.angles),
-                                   angle_range=((template.angle_range.low, template.angle_range.high)
-                                                if template.HasField("angle_range") else None),
-                                   scale_range=((template.scale_range.low, template.scale_range.high)
-                                                if template.HasField("scale_range") else None),
-                                   request_id=request.request_id)
-        self._metrics.bank.set(len(self._bank))
-        log.info("template created", extra={"template": name_of(stored.id)})
-        return pb.CreateTemplateResponse(template=template_proto(stored, full=True))
-
-    @_unary
-    def GetTemplate(self, request, context):
-        return pb.GetTemplateResponse(template=template_proto(self._bank.get(request.name), full=True))
-
-    @_unary
-    def ListTemplates(self, request, context):
-        if request.page_size < 0:
-            raise InvalidArgument("page_size must be >= 0")
-        size = min(request.page_size or 50, 1000)
-        page, last = self._bank.page(_page_after(request.page_token), size)
-        full = request.view == pb.TEMPLATE_VIEW_FULL
-        return pb.ListTemplatesResponse(
-            templates=[template_proto(t, full=full) for t in page],
-            next_page_token=_page_token(last) if last is not None else "",
-        )
-
-    @_unary
-    def DeleteTemplate(self, request, context):
-        self._bank.delete(request.name)
-        self._metrics.bank.set(len(self._bank))
-        log.info("template deleted", extra={"template": request.name})
-        return pb.DeleteTemplateResponse()
-
-    # -- matching ---------------------------------------------------------
-
-    @_unary
-    def Match(self, request, context):
-        with self._server.admit_call():
-            plan = self._frames.plan(request.config)
-            # On the compute pool, as wide as the machine: however many calls
-            # wait, no more frames are matched at once than there are cores.
-            answer = self._frames.submit(plan, request.frame, cancelled=lambda: not context.is_active(),
-                                         rpc="Match").result()
-        return self._frames.respond(pb.MatchResponse, answer, "Match")  # already on the wire
-
-    def StreamMatch(self, request_iterator, context) -> Iterator[bytes]:
-        try:
-            self._server.open_stream()
-        except Exception as error:  # noqa: BLE001
-            self._fail(error, context, "StreamMatch")
-        peer, started, answered, ended = context.peer(), time.monotonic(), 0, "OK"
-        log.info("stream started", extra={"peer": peer})
-        # The stream stops when the call ends; a client gone shows as grpc's RpcError while reading.
-        stream = StreamPipeline(self._frames, request_iterator, context.add_callback, gone=(grpc.RpcError,))
-        try:
-            for response in stream.run():
-                answered += 1
-                yield response
-        except Exception as error:  # noqa: BLE001
-            ended = status_of(error)[0].name
-            self._fail(error, context, "StreamMatch")
-        finally:
-            stream.stop()
-            self._server.close_stream()
-            if ended == "OK" and not context.is_active():
-                ended = "CANCELLED"
-            log.info("stream ended", extra={"peer": peer, "frames": answered, "code": ended,
-                                            "seconds": round(time.monotonic() - started, 3)})
-
-
-def _wire_or_message(response: bytes | pb.DeleteTemplateResponse) -> bytes:
-    return response if isinstance(response, bytes) else response.SerializeToString()
-
-
-def _handlers(servicer: FeatureMapServicer) -> grpc.GenericRpcHandler:
-    """The service's method handlers, like the generated ``add_..._to_server``, except that a
-    handler may answer with wire bytes it built itself (Match and StreamMatch do, for the maps)."""
-    handlers = {}
-    for method in pb.DESCRIPTOR.services_by_name["FeatureMapService"].methods:
-        request = getattr(pb, method.input_type.name)
-        make = {(False, False): grpc.unary_unary_rpc_method_handler,
-                (True, True): grpc.stream_stream_rpc_method_handler}[(method.client_streaming, method.server_streaming)]
-        handlers[method.name] = make(getattr(servicer, method.name), request_deserializer=request_parser(request),
-                                     response_serializer=_wire_or_message)
-    return grpc.method_handlers_generic_handler(SERVICE_NAME, handlers)
-
-
 def _health_server(service: Server, address: str) -> grpc.Server:
     """grpc.health.v1 alone, on its own port and its own two threads (plaintext: Kubernetes'
     gRPC probes speak no TLS, and the answer is a status, nothing secret).
@@ -451,16 +262,7 @@ def create_server(address: str = "[::]:0", settings: Settings | None = None) -> 
         Everything else; ``address`` wins over ``settings.address``.
     """
     settings = settings or Settings()
-    interceptors = []
-    auth = None
-    if settings.tokens_file:
-        try:
-            auth = TokenAuth(load_tokens(settings.tokens_file))
-        except (OSError, ValueError) as error:
-            raise RuntimeError(f"tokens file: {error}") from None
-        interceptors.append(auth)
-    else:
-        log.warning("no tokens file: every client may call every method (set --tokens-file)")
+    auth = _auth(settings)
     credentials = _tls_credentials(settings) if settings.tls_cert else None
     # Asked before gRPC tries, which would log its own lines about it.
     busy = None if address.endswith(":0") else _why_not_listening(address)
@@ -476,28 +278,14 @@ def create_server(address: str = "[::]:0", settings: Settings | None = None) -> 
     service.set_serving(False)
     if settings.metrics_address:
         service.metrics_server = service.metrics.serve(settings.metrics_address)
-    options = [
-        ("grpc.max_receive_message_length", settings.max_message_bytes),
-        ("grpc.max_send_message_length", settings.max_message_bytes),
-        # gRPC Python shares ports by default (SO_REUSEPORT): a second server
-        # on a busy address would start and split the clients between them.
-        ("grpc.so_reuseport", 0),
-    ]
     # Each open stream holds a handler thread and each admitted Match call
     # one; LIGHT_THREADS more are held back for health checks, reflection and
     # the bank's calls, so probes answer promptly under any load.
     threads = settings.max_streams + settings.max_calls + LIGHT_THREADS
-    server = grpc.server(ThreadPoolExecutor(max_workers=threads, thread_name_prefix="featuremap-rpc"),
-                         options=options, interceptors=interceptors, maximum_concurrent_rpcs=4 * threads)
-    service.servicer = FeatureMapServicer(service)
-    server.add_generic_rpc_handlers((_handlers(service.servicer),))
-    health_pb2_grpc.add_HealthServicer_to_server(service.health, server)
-    reflection.enable((SERVICE_NAME, health_pb2.DESCRIPTOR.services_by_name["Health"].full_name), server)
+    server = _grpc_server(service, threads, [auth] if auth is not None else [])
     try:
-        if credentials is not None:
-            port = server.add_secure_port(address, credentials)
-        else:
-            port = server.add_insecure_port(address)
+        port = server.add_secure_port(address, credentials) if credentials is not None \
+            else server.add_insecure_port(address)
     except RuntimeError:
         port = 0
     if port == 0:
@@ -505,30 +293,58 @@ def create_server(address: str = "[::]:0", settings: Settings | None = None) -> 
         raise OSError(f"cannot listen on {address}: {_why_not_listening(address) or 'gRPC could not bind it'}")
     server.start()
     service.grpc, service.port = server, port
-    if settings.health_address:
-        try:
+    try:
+        if settings.health_address:
             service.health_grpc = _health_server(service, settings.health_address)
-        except OSError:
-            service.drain(0)  # nothing served yet: the main port, the pool, the bank, the metrics let go
-            raise
-    if settings.http_address:
-        try:
+        if settings.http_address:
             service.gateway = _gateway(service, threads)
-        except (OSError, RuntimeError):
-            service.drain(0)
-            raise
-        service.http_port = service.gateway.port
-
-    def warm() -> None:
-        started = time.perf_counter()
-        warmup(settings.device)
-        if not service.draining.is_set():
-            service.set_serving(True)
-        log.info("serving", extra={"warmup_s": round(time.perf_counter() - started, 2), "port": port,
-                                   "cpus": service.frames.cpus, "numba_threads": runtime.max_threads(),
-                                   "memory_budget_mib": (service.frames.budget.total >> 20),
-                                   "queued_frames_mib": (service.frames.queued.total >> 20), "device": settings.device})
-
-    service.warming = threading.Thread(target=warm, name="featuremap-warmup", daemon=True)
+            service.http_port = service.gateway.port
+    except (OSError, RuntimeError):
+        service.drain(0)  # nothing served yet: the main port, the pool, the bank, the metrics let go
+        raise
+    service.warming = threading.Thread(target=_warm, args=(service,), name="featuremap-warmup", daemon=True)
     service.warming.start()
     return service, port
+
+
+def _auth(settings: Settings) -> TokenAuth | None:
+    """The bearer tokens of ``settings.tokens_file`` as an interceptor; None (and a warning) without one."""
+    if not settings.tokens_file:
+        log.warning("no tokens file: every client may call every method (set --tokens-file)")
+        return None
+    try:
+        return TokenAuth(load_tokens(settings.tokens_file))
+    except (OSError, ValueError) as error:
+        raise RuntimeError(f"tokens file: {error}") from None
+
+
+def _grpc_server(service: Server, threads: int, interceptors: list) -> grpc.Server:
+    """The gRPC server (not yet listening) with the service, health and reflection."""
+    settings = service.settings
+    options = [
+        ("grpc.max_receive_message_length", settings.max_message_bytes),
+        ("grpc.max_send_message_length", settings.max_message_bytes),
+        # gRPC Python shares ports by default (SO_REUSEPORT): a second server
+        # on a busy address would start and split the clients between them.
+        ("grpc.so_reuseport", 0),
+    ]
+    server = grpc.server(ThreadPoolExecutor(max_workers=threads, thread_name_prefix="featuremap-rpc"),
+                         options=options, interceptors=interceptors, maximum_concurrent_rpcs=4 * threads)
+    service.servicer = FeatureMapServicer(service)
+    server.add_generic_rpc_handlers((handlers(service.servicer),))
+    health_pb2_grpc.add_HealthServicer_to_server(service.health, server)
+    reflection.enable((SERVICE_NAME, health_pb2.DESCRIPTOR.services_by_name["Health"].full_name), server)
+    return server
+
+
+def _warm(service: Server) -> None:
+    """Compile (or load) the kernels, then say SERVING (the warm-up thread)."""
+    started = time.perf_counter()
+    warmup(service.settings.device)
+    if not service.draining.is_set():
+        service.set_serving(True)
+    log.info("serving", extra={"warmup_s": round(time.perf_counter() - started, 2), "port": service.port,
+                               "cpus": service.frames.cpus, "numba_threads": runtime.max_threads(),
+                               "memory_budget_mib": (service.frames.budget.total >> 20),
+                               "queued_frames_mib": (service.frames.queued.total >> 20),
+                               "device": service.settings.device})
