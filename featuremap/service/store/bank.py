@@ -147,21 +147,8 @@ class Bank:
         answer was lost after the store took it). A generated id is derived from the request id.
         """
         labels = dict(labels or {})
-        if len(request_id) > 128:
-            raise InvalidArgument("request_id is longer than 128 characters")
-        if template_id:
-            template_id = template_id_of(template_id)
-        elif request_id:
-            template_id = "t" + hashlib.sha256(request_id.encode()).hexdigest()[:16]
-        else:
-            template_id = "t" + uuid.uuid4().hex[:16]
-        if len(display_name) > 256:
-            raise InvalidArgument("display_name is longer than 256 characters")
-        if len(labels) > MAX_LABELS:
-            raise InvalidArgument(f"{len(labels)} labels: a template may have at most {MAX_LABELS}")
-        for key, value in labels.items():
-            if not key or len(key) > 63 or len(value) > 256:
-                raise InvalidArgument(f"label {shown(key)}: keys must have 1-63 characters, values at most 256")
+        template_id = _new_id(template_id, request_id)
+        _check_metadata(display_name, labels)
         # The engine's checks (dtype, channels, NaN, the mask's size and
         # type), once, at creation; the variants are made when first matched.
         check_template(image, mask)
@@ -183,6 +170,11 @@ class Bank:
             angle_range=angle_range,
             scale_range=scale_range,
         )
+        return self._add(template, request_id)
+
+    def _add(self, template: StoredTemplate, request_id: str) -> StoredTemplate:
+        """Store a checked template, or answer a retry of the create that stored it (see :meth:`create`)."""
+        template_id = template.id
         with self._writes_to(template_id):
             with self._lock:
                 existing = self._templates.get(template_id)
@@ -279,3 +271,26 @@ class Bank:
                 raise FailedPrecondition("the bank has no templates: create one first")
             return templates
         return [self.get(name) for name in names]
+
+
+def _new_id(template_id: str, request_id: str) -> str:
+    """The id a create stores under: the one asked for (checked), else one derived from the request id
+    (so that a retry lands on the same id), else a fresh one."""
+    if len(request_id) > 128:
+        raise InvalidArgument("request_id is longer than 128 characters")
+    if template_id:
+        return template_id_of(template_id)
+    if request_id:
+        return "t" + hashlib.sha256(request_id.encode()).hexdigest()[:16]
+    return "t" + uuid.uuid4().hex[:16]
+
+
+def _check_metadata(display_name: str, labels: dict[str, str]) -> None:
+    """Refuse a display name or labels over their limits."""
+    if len(display_name) > 256:
+        raise InvalidArgument("display_name is longer than 256 characters")
+    if len(labels) > MAX_LABELS:
+        raise InvalidArgument(f"{len(labels)} labels: a template may have at most {MAX_LABELS}")
+    for key, value in labels.items():
+        if not key or len(key) > 63 or len(value) > 256:
+            raise InvalidArgument(f"label {shown(key)}: keys must have 1-63 characters, values at most 256")
