@@ -168,6 +168,9 @@ def masked_scores(raw, run_start, rows, starts, ends, weights, squares, member_s
                   stride, method, flat * largest_square[s], offsets, y, out)
 
 
+# Long by design (77 lines): one loop over a row's windows and a mask's runs, so that every running
+# sum (weight, sums, squares per channel) stays a local LLVM can keep in registers; helpers would
+# hand them back and forth through arrays.
 @njit(error_model="numpy", **JIT)
 def _mask_row(raw, rows, starts, ends, weights, squares, members, msum, msum2, binary, tenergy, tnorm_energy,
               tsum, prefix, sqprefix, yy, ox, stride, method, flat, offsets, y, out):

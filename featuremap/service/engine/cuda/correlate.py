@@ -5,6 +5,9 @@ from numba import cuda, float32
 from .launch import ACCUMULATORS, KT, RX, TX, TY
 
 
+# Long by design (64 lines): one kernel is one compilation unit whose RX x KT accumulators must stay
+# in registers (tests/engine/test_cuda.py checks the PTX has no local memory); device functions
+# taking them as arrays would put them in local memory.
 @cuda.jit(cache=True)
 def correlate(planes, kernels, oy, ox, stride, rows_per_pass, out):
     """out[n, k] = sum over planes and taps of kernels[k] x the frame's window, every output position.

@@ -178,40 +178,14 @@ class CudaMatcher:
         ``limit`` is in goodness units (the negated threshold for the sqdiff
         pair); ``distances`` one minimum peak distance per template.
         """
-        m = self._matcher
         work = workspace()
         stream = work.stream
         started = time.perf_counter()
         try:
             count = len(frames)
             frame_h, frame_w, channels = frames[0].shape
-            dtype = frames[0].dtype
-            staged = work.batch("frames", count, (frame_h, frame_w, channels), dtype, host=True)
-            for i, frame in enumerate(frames):
-                staged[i] = frame
-            d_frames = work.batch("frames", count, (frame_h, frame_w, channels), dtype)
-            d_frames.copy_to_device(staged, stream=stream)
-            height, width = m.prepared.padded((frame_h, frame_w))
-            top, left = m.prepared.pad[0], m.prepared.pad[2]
-            sums = self._offsets(work, d_frames, count, channels, height, width, top, left)
-            inv_count = 1.0 / (height * width) if self._code in (CCOEFF, CCOEFF_NORMED) else 1.0
-            planes = work.batch("planes", count, (channels, height, width), np.float32)
-            magnitudes = work.upload("magnitudes", np.zeros(count))
-            grid = (K.blocks(width, K.PX), K.blocks(height, K.PY, K.MAX_GRID_Y), count)
-            K.make_planes[grid, (K.PX, K.PY), stream](d_frames, top, left, self._border, m.border_value, sums,
-                                                      inv_count, planes, magnitudes)
-            squares = channels if self._per_plane_squares else 1
-            prefix = work.batch("prefix", count, (channels, height, width + 1), np.float64)
-            sqprefix = work.batch("square prefix", count, (squares, height, width + 1), np.float64)
-            K.row_prefix[(K.blocks(height, K.LINE_ROWS), count), (K.LINE_THREADS, K.LINE_ROWS), stream](
-                planes, prefix, sqprefix)
-            integral = sqintegral = None
-            if self._integrals:
-                integral = work.batch("integral", count, (channels, height + 1, width + 1), np.float64)
-                sqintegral = work.batch("square integral", count, (squares, height + 1, width + 1), np.float64)
-                blocks, threads = K.blocks(width + 1, K.PX), (K.PX, K.COLUMN_THREADS)
-                K.column_prefix[(blocks, channels, count), threads, stream](prefix, integral)
-                K.column_prefix[(blocks, squares, count), threads, stream](sqprefix, sqintegral)
+            planes, prefix, sqprefix, integral, sqintegral, sums, magnitudes = self._stage(work, frames)
+            height, width = planes.shape[2], planes.shape[3]
             cells = channels * height * width
             c1, c2 = (0.01 * data_range) ** 2, (0.03 * data_range) ** 2
             found_peaks, found_counts, found_maps = [], [], []
@@ -242,6 +216,41 @@ class CudaMatcher:
             return self._assemble(count, found_peaks, found_counts, found_maps if maps else None, gpu_seconds)
         finally:
             work.finish()
+
+    def _stage(self, work: Workspace, frames: list[np.ndarray]):
+        """Upload a batch and make its planes, offsets, magnitudes, row prefix sums and (for unmasked
+        groups) integral images, all on the device."""
+        m, stream = self._matcher, work.stream
+        count = len(frames)
+        frame_h, frame_w, channels = frames[0].shape
+        dtype = frames[0].dtype
+        staged = work.batch("frames", count, (frame_h, frame_w, channels), dtype, host=True)
+        for i, frame in enumerate(frames):
+            staged[i] = frame
+        d_frames = work.batch("frames", count, (frame_h, frame_w, channels), dtype)
+        d_frames.copy_to_device(staged, stream=stream)
+        height, width = m.prepared.padded((frame_h, frame_w))
+        top, left = m.prepared.pad[0], m.prepared.pad[2]
+        sums = self._offsets(work, d_frames, count, channels, height, width, top, left)
+        inv_count = 1.0 / (height * width) if self._code in (CCOEFF, CCOEFF_NORMED) else 1.0
+        planes = work.batch("planes", count, (channels, height, width), np.float32)
+        magnitudes = work.upload("magnitudes", np.zeros(count))
+        grid = (K.blocks(width, K.PX), K.blocks(height, K.PY, K.MAX_GRID_Y), count)
+        K.make_planes[grid, (K.PX, K.PY), stream](d_frames, top, left, self._border, m.border_value, sums,
+                                                  inv_count, planes, magnitudes)
+        squares = channels if self._per_plane_squares else 1
+        prefix = work.batch("prefix", count, (channels, height, width + 1), np.float64)
+        sqprefix = work.batch("square prefix", count, (squares, height, width + 1), np.float64)
+        K.row_prefix[(K.blocks(height, K.LINE_ROWS), count), (K.LINE_THREADS, K.LINE_ROWS), stream](
+            planes, prefix, sqprefix)
+        integral = sqintegral = None
+        if self._integrals:
+            integral = work.batch("integral", count, (channels, height + 1, width + 1), np.float64)
+            sqintegral = work.batch("square integral", count, (squares, height + 1, width + 1), np.float64)
+            blocks, threads = K.blocks(width + 1, K.PX), (K.PX, K.COLUMN_THREADS)
+            K.column_prefix[(blocks, channels, count), threads, stream](prefix, integral)
+            K.column_prefix[(blocks, squares, count), threads, stream](sqprefix, sqintegral)
+        return planes, prefix, sqprefix, integral, sqintegral, sums, magnitudes
 
     def _offsets(self, work: Workspace, d_frames, count: int, channels: int, height: int, width: int, top: int,
                  left: int):

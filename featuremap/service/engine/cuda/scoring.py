@@ -120,6 +120,8 @@ def score_masked(raw, prefix, sqprefix, run_start, rows, starts, ends, weights, 
                 magnitudes, cells, out, n, s, y, x)
 
 
+# Long (62 lines) as the CPU's masked._mask_row is, for the same reason: one pass over a mask's runs
+# keeps every running sum in registers.
 @cuda.jit(device=True, inline="always")
 def _score_masked_at(raw, prefix, sqprefix, run_start, rows, starts, ends, weights, squares, member_start, members,
                  msums, msum2s, binaries, largest_square, tenergy, tnorm_energy, tsum, oy, ox, stride, code,
