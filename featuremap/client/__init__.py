@@ -33,6 +33,7 @@ if TYPE_CHECKING:
         FeatureMap,
         FeatureMapClient,
         FeatureMapError,
+        FeatureMapWarning,
         FrameResult,
         MatchSettings,
         Peak,
@@ -43,7 +44,7 @@ if TYPE_CHECKING:
 
 _WHERE = {
     **dict.fromkeys(["DEFAULT_THRESHOLDS", "FeatureMap", "FeatureMapClient", "FeatureMapError", "FrameResult",
-                     "MatchSettings", "Peak", "TemplateInfo", "match_config", "AccessError", "AlreadyExistsError",
+                     "MatchSettings", "Peak", "TemplateInfo", "match_config", "AccessError", "FeatureMapWarning", "AlreadyExistsError",
                      "FileError", "InvalidArgumentError", "LimitError", "NotFoundError", "SettingTypeError",
                      "TimedOutError", "UnavailableError"], ".client"),
     **dict.fromkeys(["Detection", "Tracker"], ".tracking"),
@@ -64,6 +65,7 @@ __all__ = [
     "FeatureMap",
     "FeatureMapClient",
     "FeatureMapError",
+    "FeatureMapWarning",
     "FrameResult",
     "MatchSettings",
     "Peak",

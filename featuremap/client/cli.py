@@ -11,77 +11,21 @@ import argparse
 import json
 import os
 import sys
+import warnings
 
+from .flags import address as _address
+from .flags import count as _count
+from .flags import number as _number
+from .flags import positive_float as _positive_float
+from .flags import positive_int as _positive_int
+from .flags import threshold as _threshold
 from .runs import FAILURE, METHOD_DEFAULT, USAGE, CommandError, client_from, match_settings, watch
+
 
 class _Parser(argparse.ArgumentParser):
     def error(self, message: str):  # usage errors: one line, exit 1 (not argparse's usage block and 2)
         self.exit(USAGE, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
 
-
-def _whole(least: int):
-    """An argparse type: a whole number of at least ``least``."""
-
-    def parse(text: str) -> int:
-        try:
-            value = int(text)
-        except ValueError:
-            raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
-        if value < least:
-            raise argparse.ArgumentTypeError(f"{value} must be {least} or more")
-        return value
-
-    return parse
-
-
-_positive_int = _whole(1)
-_count = _whole(0)
-
-
-def _positive_float(text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
-    if not value > 0:
-        raise argparse.ArgumentTypeError(f"{text} must be more than 0")
-    return value
-
-
-def _number(low: float, high: float, *, open_low: bool):
-    """An argparse type: a number above ``low`` (``open_low``) or from it, up to ``high``."""
-
-    def parse(text: str) -> float:
-        try:
-            value = float(text)
-        except ValueError:
-            raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
-        if not ((value > low) if open_low else (value >= low)) or not value <= high:
-            raise argparse.ArgumentTypeError(f"{text} must be {'above' if open_low else 'from'} {low:g} "
-                                             f"and at most {high:g}")
-        return value
-
-    return parse
-
-
-def _threshold(text: str) -> float | None:
-    if text.lower() == "none":
-        return None
-    try:
-        return float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is not a number (or 'none')") from None
-
-
-def _address(text: str) -> str:
-    """host:port, several comma-separated, or a dns:/// target; ports 1-65535."""
-    if text.startswith(("dns:", "unix:", "ipv4:", "ipv6:")):
-        return text
-    for part in (p.strip() for p in text.split(",")):
-        host, _, port = part.rpartition(":")
-        if not host or not port.isdigit() or not 1 <= int(port) <= 65535:
-            raise argparse.ArgumentTypeError(f"{part!r} is not host:port with a port from 1 to 65535")
-    return text
 
 # -- serve (the server's own command, imported only when asked for) -----------
 
@@ -151,6 +95,7 @@ def _template_json(t) -> dict:
 
 
 def _templates_add(args) -> int:
+    from featuremap.client import AlreadyExistsError
     from featuremap.client.video import SourceError, open_source
 
     if args.from_video:
@@ -170,18 +115,31 @@ def _templates_add(args) -> int:
     elif args.image:
         if args.roi is not None or args.frame is not None:
             raise CommandError("--roi and --frame go with --from-video VIDEO", USAGE)
-        image = _read_image(args.image, "image")
+        _read_image(args.image, "image")  # readable, or said here; the client sends the file (and names it in notes)
+        image = args.image
     else:
         raise CommandError("give an IMAGE, or --from-video VIDEO --frame N --roi x,y,w,h", USAGE)
-    mask = _read_image(args.mask, "mask") if args.mask else None
-    with client_from(args) as client:
-        created = client.create_template(image, template_id=args.id, display_name=args.name,
-                                         labels=_labels(args.label), mask=mask, scales=_numbers(args.scales, "--scales"),
-                                         angles=_numbers(args.angles, "--angles"),
-                                         angle_range=_range(args.angle_range, "--angle-range"),
-                                         scale_range=_range(args.scale_range, "--scale-range"))
+    if args.mask:
+        _read_image(args.mask, "mask")
+    if args.replace and not args.id:
+        raise CommandError("--replace goes with --id ID (the template it replaces)", USAGE)
+    try:
+        with client_from(args) as client:
+            created = _add(client, args, image)
+    except AlreadyExistsError:
+        raise CommandError(f"featuremap templates: a template {args.id} exists: add --replace to replace it, or "
+                           "pick another --id") from None
     print(json.dumps(_template_json(created)))
     return 0
+
+
+def _add(client, args, image):
+    """``templates add``'s call, once its image is known."""
+    return client.create_template(image, template_id=args.id, display_name=args.name, labels=_labels(args.label),
+                                  mask=args.mask, scales=_numbers(args.scales, "--scales"),
+                                  angles=_numbers(args.angles, "--angles"),
+                                  angle_range=_range(args.angle_range, "--angle-range"),
+                                  scale_range=_range(args.scale_range, "--scale-range"), replace=args.replace)
 
 
 def _templates_list(args) -> int:
@@ -212,17 +170,27 @@ def _match(args) -> int:
     from featuremap.client import render
     from featuremap.client.watch import peaks_json
 
+    from featuremap.client.fitting import left_out_line, matchable
+
     frame = _read_image(args.image, "image")
     want_maps = bool(args.heatmap)
+    settings = match_settings(args)
     with client_from(args) as client:
-        result = client.match(frame, maps="float32" if want_maps else None, **match_settings(args))
+        # Templates the image is too small for are named, by id, and left out, not the call failed on them.
+        keep, left_out = matchable(client, settings["templates"], *frame.shape[:2])
+        if left_out:
+            line = left_out_line("match", args.image, left_out)
+            if not keep:
+                raise CommandError(line.replace(", left out:", ":") + "; nothing left to match")
+            print(line, file=sys.stderr)
+        result = client.match(frame, maps="float32" if want_maps else None, **{**settings, "templates": keep})
     print(json.dumps({"peaks": peaks_json(result.peaks)}))
     if args.overlay:
         render.write_image(args.overlay, render.draw_peaks(frame, result.peaks))
     if args.heatmap:
         heat = render.result_heatmap(frame, result, args.method)
         if heat is None:
-            raise CommandError("the server sent no map: is any template of the bank the image's channel count?")
+            raise CommandError("the server sent no map: no template was matched (see featuremap templates list)")
         render.write_image(args.heatmap, heat)
     return 0
 
@@ -266,7 +234,7 @@ def _add_match_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--top-k", type=_positive_int, default=1, help="peaks per template (default 1)")
     parser.add_argument("--threshold", type=_threshold, default=METHOD_DEFAULT,
                         help="keep peaks scoring at least this (at most, for the sqdiff pair); 'none' keeps every "
-                             "peak (default: the method's, see DEFAULT_THRESHOLDS in the README)")
+                             "peak (default: the method's, DEFAULT_THRESHOLDS in docs/client.md)")
     parser.add_argument("--min-visible", type=_number(0.0, 1.0, open_low=True), metavar="SHARE",
                         help="pose templates: report a part partly outside the frame when at least this share of "
                              "its box is inside, above 0 and at most 1; 1: whole parts only (default 0.75)")
@@ -312,7 +280,10 @@ def build_parser() -> argparse.ArgumentParser:
     add.add_argument("--id", help="template id (default: generated)")
     add.add_argument("--name", help="display name")
     add.add_argument("--label", action="append", metavar="KEY=VALUE", help="a label (repeat)")
-    add.add_argument("--mask", help="mask image (non-zero counts)")
+    add.add_argument("--mask", help="mask image (non-zero counts; wins over an alpha channel, which is the mask "
+                                    "otherwise)")
+    add.add_argument("--replace", action="store_true", help="with --id: replace a template of that id if there is "
+                                                             "one (so a script can run again)")
     add.add_argument("--from-video", metavar="VIDEO", help="cut the template from a frame of this video")
     add.add_argument("--frame", type=int, help="with --from-video: the frame index (from 0)")
     add.add_argument("--roi", help="with --from-video: x,y,w,h")
@@ -383,6 +354,11 @@ def main(argv: list[str] | None = None) -> int:
         os.environ.setdefault("OPENCV_LOG_LEVEL", "OFF")
         os.environ.setdefault("OPENCV_FFMPEG_LOGLEVEL", "-8")
     args = build_parser().parse_args(_negative_lists(argv))
+
+    def note(message, category, filename, lineno, file=None, line=None) -> None:  # what the client changed: one line
+        print(f"featuremap {args.command}: note: {message}", file=sys.stderr)
+
+    warnings.showwarning = note
     try:
         return args.run(args)
     except CommandError as error:

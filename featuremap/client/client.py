@@ -2,13 +2,12 @@
 
 from __future__ import annotations
 
-import functools
 import socket
 import threading
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal, ParamSpec, TypedDict, TypeVar, Union, Unpack, get_args
+from typing import Any, Literal, TypedDict, Unpack, get_args
 
 import cv2
 import grpc
@@ -18,6 +17,24 @@ from google.protobuf.timestamp_pb2 import Timestamp
 from featuremap import wire
 from featuremap.v1 import featuremap_pb2 as pb
 from featuremap.v1 import featuremap_pb2_grpc as pb_grpc
+
+# The exception tree lives in errors.py and the image reading in images.py; their names stay
+# importable from here, as before (the "as" marks them re-exported for mypy --strict).
+from .errors import AccessError as AccessError
+from .errors import AlreadyExistsError as AlreadyExistsError
+from .errors import FeatureMapError as FeatureMapError
+from .errors import FileError as FileError
+from .errors import InvalidArgumentError as InvalidArgumentError
+from .errors import LimitError as LimitError
+from .errors import NotFoundError as NotFoundError
+from .errors import SettingTypeError as SettingTypeError
+from .errors import TimedOutError as TimedOutError
+from .errors import UnavailableError as UnavailableError
+from .errors import _invalid, _translated
+from .errors import error_of as error_of
+from .images import FeatureMapWarning as FeatureMapWarning
+from .images import ImageInput as ImageInput
+from .images import image_message
 
 DEFAULT_ADDRESS = "localhost:50051"
 _MAX_MESSAGE = 64 << 20
@@ -30,110 +47,6 @@ Border = Literal["constant", "reflect", "replicate"]
 MapEncoding = Literal["float32", "float16", "uint8"]
 #: How frames travel: raw pixels, or compressed by the client.
 FrameEncoding = Literal["raw", "jpeg", "png"]
-#: An image to send: an array, or the path of an image file (sent as it is; the server decodes it).
-ImageInput = Union[np.ndarray, str, Path]
-
-_P = ParamSpec("_P")
-_R = TypeVar("_R")
-
-
-class FeatureMapError(Exception):
-    """A call that failed: the gRPC status ``code`` and the server's ``details``.
-
-    Raised ``from None`` out of ``grpc.RpcError`` so that tracebacks show the
-    call, not gRPC's internals.
-
-    Attributes
-    ----------
-    code : grpc.StatusCode
-        The canonical code: INVALID_ARGUMENT (fix the request), NOT_FOUND,
-        ALREADY_EXISTS, RESOURCE_EXHAUSTED (a limit: smaller request, or retry
-        later for max_calls), UNAVAILABLE (retry, another replica), ...
-    code_name : str
-        Its name ("NOT_FOUND"), for logs and JSON.
-    details : str
-        The server's message: what to fix.
-    """
-
-    def __init__(self, code: grpc.StatusCode, details: str) -> None:
-        super().__init__(f"{code.name}: {details}")
-        self.code = code
-        self.code_name: str = code.name
-        self.details = details
-
-
-# One tree: every error the client raises is a FeatureMapError, and each kind also the builtin it
-# refines, so that `except ValueError` (or LookupError, TimeoutError, ...) keeps working.
-class InvalidArgumentError(FeatureMapError, ValueError):
-    """A request the server (or the client, before sending) refuses: fix it (INVALID_ARGUMENT)."""
-
-
-class SettingTypeError(InvalidArgumentError, TypeError):
-    """A setting of the wrong kind or name (INVALID_ARGUMENT, raised by the client)."""
-
-
-class NotFoundError(FeatureMapError, LookupError):
-    """No such template (NOT_FOUND)."""
-
-
-class AlreadyExistsError(FeatureMapError):
-    """A template of that id exists (ALREADY_EXISTS)."""
-
-
-class LimitError(FeatureMapError):
-    """A limit of the server (RESOURCE_EXHAUSTED): a smaller request, or later."""
-
-
-class AccessError(FeatureMapError, PermissionError):
-    """No token, or one without the scope the call needs (UNAUTHENTICATED, PERMISSION_DENIED)."""
-
-
-class UnavailableError(FeatureMapError, ConnectionError):
-    """No server answers (UNAVAILABLE): start one, or retry (another replica)."""
-
-
-class TimedOutError(FeatureMapError, TimeoutError):
-    """The call's deadline passed (DEADLINE_EXCEEDED)."""
-
-
-class FileError(FeatureMapError, FileNotFoundError):
-    """A file the client was given does not exist (raised by the client)."""
-
-
-_KINDS: dict[grpc.StatusCode, type[FeatureMapError]] = {
-    grpc.StatusCode.INVALID_ARGUMENT: InvalidArgumentError,
-    grpc.StatusCode.FAILED_PRECONDITION: InvalidArgumentError,
-    grpc.StatusCode.OUT_OF_RANGE: InvalidArgumentError,
-    grpc.StatusCode.NOT_FOUND: NotFoundError,
-    grpc.StatusCode.ALREADY_EXISTS: AlreadyExistsError,
-    grpc.StatusCode.RESOURCE_EXHAUSTED: LimitError,
-    grpc.StatusCode.UNAUTHENTICATED: AccessError,
-    grpc.StatusCode.PERMISSION_DENIED: AccessError,
-    grpc.StatusCode.UNAVAILABLE: UnavailableError,
-    grpc.StatusCode.DEADLINE_EXCEEDED: TimedOutError,
-}
-
-
-def error_of(code: grpc.StatusCode, details: str) -> FeatureMapError:
-    """The FeatureMapError of the kind that fits ``code`` (the base class for the others)."""
-    return _KINDS.get(code, FeatureMapError)(code, details)
-
-
-def _invalid(message: str) -> InvalidArgumentError:
-    return InvalidArgumentError(grpc.StatusCode.INVALID_ARGUMENT, message)
-
-
-def _translated(method: Callable[_P, _R]) -> Callable[_P, _R]:
-    """Turn ``grpc.RpcError`` into :class:`FeatureMapError`, keeping the method's signature."""
-
-    @functools.wraps(method)
-    def call(*args: _P.args, **kwargs: _P.kwargs) -> _R:
-        try:
-            return method(*args, **kwargs)
-        except grpc.RpcError as error:
-            raise error_of(error.code(), error.details() or "") from None
-
-    return call
 
 
 #: The score a peak must reach to be a detection, by method, when no threshold is given (the wire's
@@ -295,29 +208,6 @@ def _name(template: str) -> str:
     return template if template.startswith("templates/") else f"templates/{template}"
 
 
-def _read_image(image: ImageInput) -> pb.Image:
-    """An array as raw pixels; a PNG, JPEG or WebP file as its bytes (the server decodes those); any
-    other image file OpenCV reads (TIFF, BMP, ...) decoded here and sent as raw pixels."""
-    if isinstance(image, (str, Path)):
-        try:
-            data = Path(image).read_bytes()
-        except FileNotFoundError:
-            raise FileError(grpc.StatusCode.INVALID_ARGUMENT, f"{image}: no such file") from None
-        except IsADirectoryError:
-            raise _invalid(f"{image}: a folder, not an image file") from None
-        if wire.encoded_format(data) is not None:
-            return pb.Image(encoded=data)
-        decoded = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_UNCHANGED)
-        if decoded is None:
-            raise _invalid(f"{image}: not an image file OpenCV reads")
-        if decoded.dtype == np.uint16:  # as the server does for 16-bit PNG: keep the 0..255 scale
-            decoded = (decoded / np.float32(257.0)).astype(np.float32)
-        elif decoded.dtype != np.uint8:
-            decoded = decoded.astype(np.float32)
-        return wire.image_message(decoded)
-    return wire.image_message(np.asarray(image))
-
-
 def _choice(value: object, choices: tuple[object, ...], what: str) -> None:
     if value not in choices:
         raise _invalid(f"unknown {what} {value!r}: choose one of {', '.join(str(c) for c in choices)}")
@@ -465,7 +355,10 @@ class FeatureMapClient:
                 raise _invalid("cert_file and key_file go together: give both or neither")
 
             def read(path: str | None) -> bytes | None:
-                return Path(path).read_bytes() if path else None
+                try:
+                    return Path(path).read_bytes() if path else None
+                except OSError as error:
+                    raise FileError(grpc.StatusCode.INVALID_ARGUMENT, f"{path}: {error.strerror}") from None
 
             credentials = grpc.ssl_channel_credentials(read(ca_file), read(key_file), read(cert_file))
             self._channel = grpc.secure_channel(target, credentials, options=channel_options)
@@ -499,26 +392,58 @@ class FeatureMapClient:
         angles: Iterable[float] | None = None,
         angle_range: tuple[float, float] | None = None,
         scale_range: tuple[float, float] | None = None,
+        *,
+        replace: bool = False,
     ) -> TemplateInfo:
-        """Add a template: an array (HxW or HxWxC, uint8/float32) or an image file.
+        """Add a template to the bank.
 
-        ``scales`` and ``angles`` (degrees) make the server look for it resized
-        and rotated too; peaks then carry the matching scale and angle.
-        ``angle_range`` (degrees, e.g. (-180, 180)) and ``scale_range`` (e.g.
-        (0.75, 1.33)) instead make it found at any pose in them, by pose
-        search: peaks then carry the sub-degree angle, the scale and the
-        sub-pixel centre (cx, cy).
+        Parameters
+        ----------
+        image : numpy.ndarray, str or Path
+            HxW or HxWxC (uint8, uint16 or float32), or an image file. A BGRA
+            image (an RGBA PNG logo) is stored as BGR with its alpha as the
+            mask; a 16-bit one is sent as 8-bit, with a :class:`FeatureMapWarning`.
+        template_id : str, optional
+            Its id (default: one the server makes up).
+        display_name : str, optional
+        labels : dict of str to str, optional
+        mask : numpy.ndarray, str or Path, optional
+            Non-zero where the template counts; wins over an alpha channel.
+        scales, angles : iterable of float, optional
+            Also look for it resized and rotated (degrees) by these; peaks
+            then carry the matching scale and angle.
+        angle_range, scale_range : (float, float), optional
+            Find it at any pose in them (e.g. (-180, 180) and (0.75, 1.33)),
+            by pose search: peaks then carry the sub-degree angle, the scale
+            and the sub-pixel centre (cx, cy). Not with ``scales``/``angles``.
+        replace : bool
+            When a template of ``template_id`` exists, delete it and add this
+            one (a script run again then does not fail with ALREADY_EXISTS).
+
+        Returns
+        -------
+        TemplateInfo
+            The template as stored.
         """
-        template = pb.Template(image=_read_image(image), display_name=display_name or "",
+        template = pb.Template(image=image_message(image, "the template image"), display_name=display_name or "",
                                labels=labels or {}, scales=list(scales or []), angles=list(angles or []))
         if angle_range is not None:
             template.angle_range.CopyFrom(pb.Range(low=angle_range[0], high=angle_range[1]))
         if scale_range is not None:
             template.scale_range.CopyFrom(pb.Range(low=scale_range[0], high=scale_range[1]))
         if mask is not None:
-            template.mask.CopyFrom(_read_image(mask))
+            template.mask.CopyFrom(image_message(mask, "the template mask"))
         request = pb.CreateTemplateRequest(template=template, template_id=template_id or "")
-        return _template_info(self._stub.CreateTemplate(request, timeout=self.timeout, metadata=self._metadata).template)
+        try:
+            created = self._stub.CreateTemplate(request, timeout=self.timeout, metadata=self._metadata)
+        except grpc.RpcError as error:
+            if not (replace and template_id and error.code() == grpc.StatusCode.ALREADY_EXISTS):
+                raise
+            # Not atomic (a reader may miss it in between); the bank has no replace of its own.
+            self._stub.DeleteTemplate(pb.DeleteTemplateRequest(name=_name(template_id)), timeout=self.timeout,
+                                      metadata=self._metadata)
+            created = self._stub.CreateTemplate(request, timeout=self.timeout, metadata=self._metadata)
+        return _template_info(created.template)
 
     @_translated
     def get_template(self, template: str) -> TemplateInfo:
@@ -630,6 +555,8 @@ def _frame(sequence: int, timestamp: float | None, image: np.ndarray, encoding: 
         stamp.FromNanoseconds(int(timestamp * 1e9))
         frame.capture_time.CopyFrom(stamp)
     image = np.asarray(image)
+    if image.ndim not in (2, 3):
+        raise _invalid(f"a frame is HxW or HxWxC, got shape {image.shape}")
     if encoding == "raw":
         frame.image.CopyFrom(wire.image_message(image))
     else:

@@ -203,16 +203,55 @@ def map_heatmap(frame: np.ndarray, feature_map: FeatureMap, peaks: Iterable[Peak
                 method: str = "ccoeff_normed", alpha: float = 0.5, legend: bool = True) -> np.ndarray:
     """A :class:`FeatureMap` over its frame, placed by its origin and stride, with its legend.
 
-    The window size comes from the template's peak among ``peaks`` (none: the
-    map is drawn from the windows' corners). ``legend``: a colour bar with the
-    map's best and worst scores, and the template's name (see :func:`with_legend`).
+    Parameters
+    ----------
+    frame : numpy.ndarray
+        The frame the map was computed on.
+    feature_map : FeatureMap
+        Its scores are the unscaled, unturned template's, each drawn at its
+        window's centre; the window's size comes from the template's peak
+        among ``peaks``, unscaled (none: the map is drawn from the windows'
+        corners).
+    peaks : iterable of Peak
+        The result's peaks. A pose (a peak turned, scaled or clipped at the
+        edge) is drawn over the heat in its own frame: its turned box and its
+        x axis, from its centre, so that the heat is read against the pose.
+    method : str
+        The method, for which end of the scores is best.
+    alpha : float
+        The heat's weight over the frame.
+    legend : bool
+        A colour bar with the map's best and worst scores, and the template's
+        name (see :func:`with_legend`).
+
+    Returns
+    -------
+    numpy.ndarray
+        BGR, wider than the frame by the legend's panel when ``legend``.
     """
     box = next((p for p in peaks if p.template == feature_map.template), None)
+    # The map is the unscaled template's: its windows are the template's own size, not the pose's box.
+    size = (round(box.width / (box.scale or 1.0)), round(box.height / (box.scale or 1.0))) if box else (0, 0)
     image = heatmap_over(frame, feature_map.scores, origin=feature_map.origin, stride=feature_map.stride,
-                         template_size=(box.width, box.height) if box else (0, 0), method=method, alpha=alpha)
+                         template_size=size, method=method, alpha=alpha)
+    title = f"{feature_map.template.split('/')[-1]} ({method})"
+    if box is not None and (box.angle % 360 != 0 or box.scale != 1.0 or box.visible < 1.0):
+        _draw_pose_frame(image, box)
+        title = f"{feature_map.template.split('/')[-1]} ({method}; pose at {box.angle:.1f} deg, x{box.scale:.2f})"
     if not legend:
         return image
-    return with_legend(image, feature_map.scores, f"{feature_map.template.split('/')[-1]} ({method})", method)
+    return with_legend(image, feature_map.scores, title, method)
+
+
+def _draw_pose_frame(canvas: np.ndarray, pose: Peak) -> None:
+    """The pose's frame on ``canvas``, in place: its turned box and its x axis from the centre (white)."""
+    line = max(1, round(min(canvas.shape[:2]) / 400))
+    corners = cv2.boxPoints(((pose.cx, pose.cy), (pose.width, pose.height), -pose.angle))
+    cv2.polylines(canvas, [np.round(corners).astype(np.int32)], True, (255, 255, 255), line, cv2.LINE_AA)
+    turn = np.radians(pose.angle)  # counter-clockwise as displayed: y grows downwards
+    tip = (pose.cx + 0.5 * pose.width * np.cos(turn), pose.cy - 0.5 * pose.width * np.sin(turn))
+    cv2.arrowedLine(canvas, (round(pose.cx), round(pose.cy)), (round(tip[0]), round(tip[1])), (255, 255, 255), line,
+                    cv2.LINE_AA, tipLength=0.2)
 
 
 def result_heatmap(frame: np.ndarray, result: FrameResult, method: str = "ccoeff_normed") -> np.ndarray | None:

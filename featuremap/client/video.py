@@ -10,7 +10,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import cv2
+import grpc
 import numpy as np
+
+from .errors import FeatureMapError
 
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".webp", ".tif", ".tiff"}
 
@@ -22,8 +25,19 @@ DEFAULT_RECONNECTS = 5
 _BACKOFF_FIRST, _BACKOFF_MAX = 0.5, 8.0
 
 
-class SourceError(Exception):
-    """A source that cannot be opened or read; the message names it."""
+class SourceError(FeatureMapError, OSError):
+    """A source that cannot be opened or read, or was lost for good; the message names it.
+
+    Part of the client's one tree (a :class:`FeatureMapError`, code
+    UNAVAILABLE, raised by the client) and an ``OSError``, as a file that
+    cannot be read is.
+    """
+
+    def __init__(self, message: str) -> None:
+        super().__init__(grpc.StatusCode.UNAVAILABLE, message)
+
+    def __str__(self) -> str:
+        return self.details  # the source named, without a status no server gave
 
 
 @dataclass(frozen=True)

@@ -11,6 +11,7 @@ reconnected.
 from __future__ import annotations
 
 import argparse
+import itertools
 import json
 import signal
 import statistics
@@ -28,6 +29,8 @@ from featuremap.wire import LOWER_IS_BETTER
 
 from . import render
 from .client import FeatureMapClient, FeatureMapError, FrameResult, MatchSettings
+from .errors import no_server, nothing_listens
+from .fitting import left_out_line, matchable
 from .tracking import Tracker
 from .video import Source, SourceError, SourceEvent, open_source
 
@@ -45,6 +48,34 @@ class WatchError(Exception):
     def __init__(self, message: str, summary: dict[str, Any]) -> None:
         super().__init__(message)
         self.summary = summary
+
+
+class NoTemplates(Exception):
+    """No template asked for can be matched against the source's frames (each is named, with why)."""
+
+
+def _first_frame(source: Source, settings: MatchSettings,
+                 client: FeatureMapClient) -> tuple[Iterator[tuple[int, float, np.ndarray]], MatchSettings]:
+    """The source's frames with the first one read (and put back in front), and the settings with the
+    templates its frames can be matched with: those that cannot are named on stderr, in one line.
+
+    Raises
+    ------
+    NoTemplates
+        Not one template asked for (or of the bank) can be matched.
+    """
+    reader = iter(source)
+    first = next(reader, None)
+    if first is None:
+        return reader, settings
+    wanted = settings.get("templates")
+    keep, left_out = matchable(client, [wanted] if isinstance(wanted, str) else wanted, *first[2].shape[:2])
+    if left_out:
+        line = left_out_line("watch", source.spec, left_out)
+        if not keep:
+            raise NoTemplates(line.replace(", left out:", ":") + "; nothing left to match")
+        sys.stderr.write(line + "\n")
+    return itertools.chain([first], reader), {**settings, "templates": keep}
 
 
 def peaks_json(peaks: list[Any], tracks: list[int] | None = None) -> list[dict[str, Any]]:
@@ -164,15 +195,21 @@ def watch(args: argparse.Namespace, settings: MatchSettings, *, client: FeatureM
         The source cannot be opened.
     WatchError
         The source was lost for good, or the server failed (``summary`` holds what was done).
+    NoTemplates
+        No template asked for can be matched against the source's frames.
     """
     source = open_source(args.source, timeout=args.source_timeout, max_reconnects=args.max_reconnects)
+    try:
+        reader, settings = _first_frame(source, settings, client)
+    except BaseException:
+        source.close()
+        raise
     realtime = source.live if args.realtime is None else args.realtime
     limit = args.max_frames
     # Frames sent but not yet answered: resent on another replica when the
     # one serving the stream goes away, so every frame gets a result.
     unanswered: dict[int, tuple[int, float, np.ndarray]] = {}
     read_lock = threading.Lock()
-    reader = iter(source)
     closed: list[bool] = []  # set (under read_lock) once the source is released
     broken: list[SourceError] = []  # a source error met by gRPC's sender thread, raised here
 
@@ -202,7 +239,7 @@ def watch(args: argparse.Namespace, settings: MatchSettings, *, client: FeatureM
     lower = settings.get("method", "ccoeff_normed") in LOWER_IS_BETTER
     events: list[dict[str, Any]] = []
     results: list[dict[str, Any]] = []
-    retries = 0
+    retries, lost_at = 0, -1  # tries since the last loss; the results answered when it was said
     # Ctrl-C finishes the frame in hand (its JSON line, overlay and heatmap
     # frames together), then stops; a second Ctrl-C interrupts at once.
     interrupted = threading.Event()
@@ -264,21 +301,24 @@ def watch(args: argparse.Namespace, settings: MatchSettings, *, client: FeatureM
                 # over) or where the address names several; a single address that never answered
                 # is a server not running: say so once, and what to do.
                 several = "," in address or address.startswith("dns:")
-                if error.code == grpc.StatusCode.UNAVAILABLE and not results and not several:
-                    raise WatchError(f"featuremap watch: no server at {address}: start one with "
-                                     "`featuremap-server serve` (or `featuremap serve`), or point --address at one",
-                                     summary()) from None
+                if nothing_listens(error) and not results and not several:
+                    raise WatchError(f"featuremap watch: {no_server(address)}", summary()) from None
                 if error.code == grpc.StatusCode.DEADLINE_EXCEEDED and "stream_idle_seconds" in str(error):
                     # The server ended a stream that sent nothing for a while (a live source
                     # reconnecting, say): a new stream takes the frames that come next.
                     continue
                 if error.code not in _RETRYABLE or retries >= STREAM_RETRIES:
-                    raise WatchError(f"featuremap watch: {error}", summary()) from None
+                    what = no_server(address) if nothing_listens(error) else str(error)
+                    raise WatchError(f"featuremap watch: {what}", summary()) from None
+                # One line per loss: the tries after it, until a frame is answered again, are no news
+                # (and a loss after answers again is a new one, with tries of its own).
+                if lost_at != len(results):
+                    lost_at, retries = len(results), 0
+                    where = "on another replica" if several else "when the server answers again"
+                    sys.stderr.write(f"{chr(10) if bar.tty else ''}featuremap watch: stream lost "
+                                     f"({error.code.name}); resuming from frame {min(unanswered, default='next')} "
+                                     f"{where}\n")
                 retries += 1
-                where = "on another replica" if several else "when the server answers again"
-                sys.stderr.write(f"{chr(10) if bar.tty else ''}featuremap watch: stream lost "
-                                 f"({error.code.name}); resuming from frame {min(unanswered, default='next')} "
-                                 f"{where}\n")
                 time.sleep(0.2)
         _events(source, outputs, events)
         if broken:

@@ -131,9 +131,11 @@ def test_bad_sources_and_usage(server, tmp_path):
 
 
 def test_an_unreachable_server_exits_2_with_one_line(tmp_path):
-    result = run("templates", "list", address=f"127.0.0.1:{free_port()}")
+    address = f"127.0.0.1:{free_port()}"
+    result = run("templates", "list", address=address)
     assert result.returncode == 2
-    assert "UNAVAILABLE" in result.stderr and len(result.stderr.strip().splitlines()) == 1
+    assert result.stderr == (f"featuremap templates: no server at {address} — start one with `featuremap-server "
+                             "serve` (or point --address at one)\n")
     # OpenCV's own warnings stay off stderr too (unless --verbose).
     unreadable = run("match", str(tmp_path / "nope.png"), address=f"127.0.0.1:{free_port()}")
     assert unreadable.returncode == 2 and len(unreadable.stderr.strip().splitlines()) == 1, unreadable.stderr
@@ -149,6 +151,11 @@ def test_watch_with_no_server_says_to_start_one_once(tmp_path):
     assert result.returncode == 2, result.stderr
     assert result.stderr.count(f"no server at {address}") == 1 and "featuremap-server serve" in result.stderr
     assert "resuming" not in result.stderr and "\n\n" not in result.stderr
+    # Several addresses, none answering: the same one line, not a resume per address.
+    several = f"{address},127.0.0.1:{free_port()}"
+    result = run("watch", str(video), "--template", "logo", address=several, timeout=120)
+    assert result.returncode == 2 and result.stderr.count(f"no server at {several}") == 1, result.stderr
+    assert "resuming" not in result.stderr and len(result.stderr.strip().splitlines()) == 1
 
 
 def test_demo_runs_end_to_end(tmp_path):

@@ -7,7 +7,7 @@ import grpc
 import numpy as np
 import pytest
 
-from featuremap.client import FeatureMapClient, FeatureMapError, render
+from featuremap.client import FeatureMapClient, FeatureMapError, FeatureMapWarning, render
 from featuremap.service.engine import Matcher
 
 from service_helpers import free_port, scene
@@ -142,9 +142,10 @@ def test_bad_settings_are_refused_before_any_call(client):
 def test_sharp_edges_of_the_client(client, tmp_path):
     c, _ = client
     frame = scene(6)
-    # A TIFF (which the server does not decode) is decoded here; 16-bit keeps the 0..255 scale.
+    # A TIFF (which the server does not decode) is decoded here; 16-bit is sent as 8-bit, with a note.
     cv2.imwrite(str(tmp_path / "t.tiff"), frame[10:30, 20:50].astype(np.uint16) * 257)
-    created = c.create_template(tmp_path / "t.tiff", template_id="face", scales=[1.0, 1.2], angles=[-7.5, 0])
+    with pytest.warns(FeatureMapWarning, match="t.tiff is 16-bit: sent as 8-bit"):
+        created = c.create_template(tmp_path / "t.tiff", template_id="face", scales=[1.0, 1.2], angles=[-7.5, 0])
     assert np.allclose(c.get_template("face").image, frame[10:30, 20:50])
     assert (created.scales, created.angles) == ((1.0, 1.2), (-7.5, 0.0))  # as given, not float32's 1.2000000476...
     c.create_template(frame[60:80, 90:120], template_id="f")

@@ -98,3 +98,32 @@ def test_half_open_connections_to_the_metrics_port_cost_no_threads_and_do_not_de
         finally:
             for s in idle:
                 s.close()
+
+
+def test_a_client_that_ends_its_stream_is_not_an_error_in_the_metrics(tmp_path, caplog):
+    """Streams the client stops reading (or cancels) end as the client chose: the server logs them, and
+    counts no error; a stream the server refuses is still counted."""
+    from featuremap.client import FeatureMapClient, NotFoundError
+
+    port = free_port()
+    caplog.set_level(logging.INFO, logger="featuremap.server")
+    with running_server(tmp_path, metrics_address=f"127.0.0.1:{port}") as (stub, _, running):
+        frame = scene(2)
+        create(stub, frame[10:30, 20:40], "ended")
+        with FeatureMapClient(f"127.0.0.1:{running.port}", timeout=30) as client:
+            for stop_after in (1, 3):
+                stream = client.stream(iter([frame] * 50), templates=["ended"], window=2)
+                for _ in range(stop_after):
+                    next(stream)
+                stream.close()  # stops reading: the call is cancelled
+            with pytest.raises(NotFoundError):
+                list(client.stream(iter([frame]), templates=["missing"]))
+        deadline = time.monotonic() + 60  # a bound on the wait, not a measurement: each end is logged
+        while len([r for r in caplog.records if r.getMessage() == "stream ended"]) < 3:
+            assert time.monotonic() < deadline, "the streams' ends were not logged"
+            time.sleep(0.05)
+        text = urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=10).read().decode()
+    errors = [line for line in text.splitlines() if line.startswith("featuremap_errors_total{")]
+    assert errors == ['featuremap_errors_total{code="NOT_FOUND",rpc="StreamMatch"} 1.0'], errors
+    ended = sorted(r.code for r in caplog.records if r.getMessage() == "stream ended")
+    assert ended == ["CANCELLED", "CANCELLED", "NOT_FOUND"], ended
