@@ -47,6 +47,15 @@ def wait_serving(channel: grpc.Channel, timeout: float = 120.0) -> None:
     raise TimeoutError("server did not reach SERVING")
 
 
+def wait_serving_at(address: str, timeout: float = 120.0) -> None:
+    """:func:`wait_serving` on a channel of its own to ``address``."""
+    channel = grpc.insecure_channel(address)
+    try:
+        wait_serving(channel, timeout)
+    finally:
+        channel.close()
+
+
 @contextmanager
 def running_server(data_dir: Path, **settings):
     """An in-process server on a free loopback port; yields (stub, channel, server)."""

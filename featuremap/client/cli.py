@@ -91,7 +91,7 @@ def _template_json(t) -> dict:
     return {"name": t.name, "display_name": t.display_name, "height": t.height, "width": t.width,
             "channels": t.channels, "labels": t.labels, "etag": t.etag, "scales": list(t.scales),
             "angles": list(t.angles), "angle_range": t.angle_range and list(t.angle_range),
-            "scale_range": t.scale_range and list(t.scale_range)}
+            "scale_range": t.scale_range and list(t.scale_range), "texture_threshold": t.texture_threshold}
 
 
 def _templates_add(args) -> int:
@@ -129,8 +129,16 @@ def _templates_add(args) -> int:
     except AlreadyExistsError:
         raise CommandError(f"featuremap templates: a template {args.id} exists: add --replace to replace it, or "
                            "pick another --id") from None
+    if created.texture_threshold >= PLAIN:
+        print(f"featuremap templates: note: {created.id} has little texture (a gradient, a flat patch or an "
+              f"edge fits windows of any scene): by default it counts as found only where it scores at least "
+              f"{created.texture_threshold:.3f}; crop more of the part, or give --threshold", file=sys.stderr)
     print(json.dumps(_template_json(created)))
     return 0
+
+
+#: A texture threshold at or above which ``templates add`` says the template is plain.
+PLAIN = 0.95
 
 
 def _add(client, args, image):

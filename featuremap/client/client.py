@@ -50,7 +50,8 @@ FrameEncoding = Literal["raw", "jpeg", "png"]
 
 
 #: The score a peak must reach to be a detection, by method, when no threshold is given (the wire's
-#: default is no threshold; the client applies these). Chosen from 111 templates cut from 16
+#: default is no threshold; the client applies these, and for ccoeff_normed asks the server to raise
+#: it per template to the template's texture threshold: see TemplateInfo.texture_threshold). Chosen from 111 templates cut from 16
 #: photographs of scikit-image and found in degraded copies (JPEG quality 60, +-10% gain, noise
 #: sigma 4): the 1st percentile of the true matches' scores is 0.79 (ccoeff_normed), 0.82 (ssim) and
 #: 0.925 (ccorr_normed); the 99th of sqdiff_normed 0.165 (lower is better: an upper bound). The
@@ -72,7 +73,7 @@ class MatchSettings(TypedDict, total=False):
     border_value: float  #: default 0
     stride: int  #: default 1
     top_k: int  #: peaks per template, default 1
-    threshold: float | None  #: keep peaks at least this good; default: DEFAULT_THRESHOLDS[method]; None: all
+    threshold: float | None  #: keep peaks at least this good; default: DEFAULT_THRESHOLDS[method] raised to each template's texture_threshold; None: all
     min_distance: int  #: between peaks of a template; default 0 (half the template)
     subpixel: bool  #: default False
     min_visible: float | None  #: pose templates: report parts at least this share in the frame; default 0.75
@@ -161,6 +162,9 @@ class TemplateInfo:
     angles: tuple[float, ...] = (0.0,)
     angle_range: tuple[float, float] | None = None  # pose search: any angle in it
     scale_range: tuple[float, float] | None = None  # and any scale
+    #: The least ccoeff_normed score at which it counts as found by default (from its texture: 0.7 for
+    #: a textured template, near 1 for one too plain to be told from shading; 0: not calibrated).
+    texture_threshold: float = 0.0
 
 
 def _array(image: pb.Image) -> np.ndarray:
@@ -181,6 +185,7 @@ def _template_info(message: pb.Template) -> TemplateInfo:
                      if message.HasField("angle_range") else None),
         scale_range=(_as_given([message.scale_range.low, message.scale_range.high])  # type: ignore[arg-type]
                      if message.HasField("scale_range") else None),
+        texture_threshold=_as_given([message.texture_threshold])[0],
     )
 
 
@@ -241,7 +246,13 @@ def match_config(**settings: Unpack[MatchSettings]) -> pb.MatchConfig:
     _choice(maps, (None, *get_args(MapEncoding)), "maps")
     peaks = pb.PeakOptions(top_k=settings.get("top_k", 1), min_distance=settings.get("min_distance", 0),
                            subpixel=settings.get("subpixel", False))
-    threshold = settings.get("threshold", DEFAULT_THRESHOLDS.get(method))
+    if "threshold" in settings:
+        threshold = settings["threshold"]
+    else:
+        # The method's default decision: for ccoeff_normed, a plain template (a gradient, a flat
+        # patch) must also reach its own texture threshold, which the server keeps for it.
+        threshold = DEFAULT_THRESHOLDS.get(method)
+        peaks.template_thresholds = threshold is not None
     if threshold is not None:
         peaks.threshold = threshold
     # Sent only when given: unset, the server uses the engine's defaults.

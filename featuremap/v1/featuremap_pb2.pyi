@@ -104,7 +104,7 @@ class Image(_message.Message):
     def __init__(self, raw: _Optional[_Union[RawImage, _Mapping]] = ..., encoded: _Optional[bytes] = ...) -> None: ...
 
 class Template(_message.Message):
-    __slots__ = ("name", "display_name", "labels", "image", "mask", "height", "width", "channels", "create_time", "etag", "scales", "angles", "angle_range", "scale_range")
+    __slots__ = ("name", "display_name", "labels", "image", "mask", "height", "width", "channels", "create_time", "etag", "scales", "angles", "angle_range", "scale_range", "texture_threshold")
     class LabelsEntry(_message.Message):
         __slots__ = ("key", "value")
         KEY_FIELD_NUMBER: _ClassVar[int]
@@ -126,6 +126,7 @@ class Template(_message.Message):
     ANGLES_FIELD_NUMBER: _ClassVar[int]
     ANGLE_RANGE_FIELD_NUMBER: _ClassVar[int]
     SCALE_RANGE_FIELD_NUMBER: _ClassVar[int]
+    TEXTURE_THRESHOLD_FIELD_NUMBER: _ClassVar[int]
     name: str
     display_name: str
     labels: _containers.ScalarMap[str, str]
@@ -140,7 +141,8 @@ class Template(_message.Message):
     angles: _containers.RepeatedScalarFieldContainer[float]
     angle_range: Range
     scale_range: Range
-    def __init__(self, name: _Optional[str] = ..., display_name: _Optional[str] = ..., labels: _Optional[_Mapping[str, str]] = ..., image: _Optional[_Union[Image, _Mapping]] = ..., mask: _Optional[_Union[Image, _Mapping]] = ..., height: _Optional[int] = ..., width: _Optional[int] = ..., channels: _Optional[int] = ..., create_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., etag: _Optional[str] = ..., scales: _Optional[_Iterable[float]] = ..., angles: _Optional[_Iterable[float]] = ..., angle_range: _Optional[_Union[Range, _Mapping]] = ..., scale_range: _Optional[_Union[Range, _Mapping]] = ...) -> None: ...
+    texture_threshold: float
+    def __init__(self, name: _Optional[str] = ..., display_name: _Optional[str] = ..., labels: _Optional[_Mapping[str, str]] = ..., image: _Optional[_Union[Image, _Mapping]] = ..., mask: _Optional[_Union[Image, _Mapping]] = ..., height: _Optional[int] = ..., width: _Optional[int] = ..., channels: _Optional[int] = ..., create_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., etag: _Optional[str] = ..., scales: _Optional[_Iterable[float]] = ..., angles: _Optional[_Iterable[float]] = ..., angle_range: _Optional[_Union[Range, _Mapping]] = ..., scale_range: _Optional[_Union[Range, _Mapping]] = ..., texture_threshold: _Optional[float] = ...) -> None: ...
 
 class Range(_message.Message):
     __slots__ = ("low", "high")
@@ -207,7 +209,7 @@ class DeleteTemplateResponse(_message.Message):
     def __init__(self) -> None: ...
 
 class PeakOptions(_message.Message):
-    __slots__ = ("top_k", "threshold", "min_distance", "subpixel", "min_visible", "max_overlap", "candidates")
+    __slots__ = ("top_k", "threshold", "min_distance", "subpixel", "min_visible", "max_overlap", "candidates", "template_thresholds")
     TOP_K_FIELD_NUMBER: _ClassVar[int]
     THRESHOLD_FIELD_NUMBER: _ClassVar[int]
     MIN_DISTANCE_FIELD_NUMBER: _ClassVar[int]
@@ -215,6 +217,7 @@ class PeakOptions(_message.Message):
     MIN_VISIBLE_FIELD_NUMBER: _ClassVar[int]
     MAX_OVERLAP_FIELD_NUMBER: _ClassVar[int]
     CANDIDATES_FIELD_NUMBER: _ClassVar[int]
+    TEMPLATE_THRESHOLDS_FIELD_NUMBER: _ClassVar[int]
     top_k: int
     threshold: float
     min_distance: int
@@ -222,7 +225,8 @@ class PeakOptions(_message.Message):
     min_visible: float
     max_overlap: float
     candidates: int
-    def __init__(self, top_k: _Optional[int] = ..., threshold: _Optional[float] = ..., min_distance: _Optional[int] = ..., subpixel: _Optional[bool] = ..., min_visible: _Optional[float] = ..., max_overlap: _Optional[float] = ..., candidates: _Optional[int] = ...) -> None: ...
+    template_thresholds: bool
+    def __init__(self, top_k: _Optional[int] = ..., threshold: _Optional[float] = ..., min_distance: _Optional[int] = ..., subpixel: _Optional[bool] = ..., min_visible: _Optional[float] = ..., max_overlap: _Optional[float] = ..., candidates: _Optional[int] = ..., template_thresholds: _Optional[bool] = ...) -> None: ...
 
 class MapOptions(_message.Message):
     __slots__ = ("encoding",)

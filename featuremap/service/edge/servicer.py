@@ -62,7 +62,7 @@ def template_proto(template: StoredTemplate, *, full: bool) -> pb.Template:
     message = pb.Template(
         name=name_of(template.id), display_name=template.display_name, labels=template.labels,
         height=height, width=width, channels=channels, create_time=created, etag=template.etag,
-        scales=template.scales, angles=template.angles,
+        scales=template.scales, angles=template.angles, texture_threshold=template.texture_threshold,
     )
     if template.angle_range is not None:
         message.angle_range.CopyFrom(pb.Range(low=template.angle_range[0], high=template.angle_range[1]))

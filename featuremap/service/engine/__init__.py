@@ -36,6 +36,7 @@ from .peaks import Peak, check_peak_options, find_peaks
 from .pose.grid import MIN_POSE_SIDE, check_ranges, grid_size
 from .pose.parts import Pose
 from .pose.search import POSE_METHODS, PoseSearch, check_search
+from .texture import calibrated_threshold
 from .warmup import warmup
 
 __all__ = [
@@ -55,6 +56,7 @@ __all__ = [
     "Pose",
     "PoseSearch",
     "calibrate",
+    "calibrated_threshold",
     "OptionError",
     "OptionTypeError",
     "Peak",

@@ -10,6 +10,7 @@ from .matcher import Matcher
 from .options import METHODS
 from .pose.scores import warm_kernels
 from .pose.search import PoseSearch
+from .texture import backgrounds
 
 
 def warmup(device: str = "cpu") -> None:
@@ -44,6 +45,9 @@ def warmup(device: str = "cpu") -> None:
     search.track(scene, search.search(scene))
     warm_kernels()
     to_float16(np.zeros(4, np.float32))
+    # The texture calibration's background images (made once per process, under a second), so that
+    # the first template created does not wait for them.
+    backgrounds()
     # auto's cost model for this machine and thread count (cached; ~1 s the first time).
     calibrate()
     if device == "cuda":

@@ -83,6 +83,7 @@ def match_options(config: pb.MatchConfig) -> MatchOptions:
         threshold=config.peaks.threshold if config.peaks.HasField("threshold") else None,
         min_distance=config.peaks.min_distance,
         subpixel=config.peaks.subpixel,
+        template_thresholds=config.peaks.template_thresholds,
         encoding=_name(wire.MAP_ENCODINGS, config.maps.encoding, "map encoding"),
         realtime=config.realtime,
         # Pose templates only; unset (None): the engine's defaults.

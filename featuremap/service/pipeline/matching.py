@@ -45,6 +45,8 @@ class MatchOptions:
     threshold: float | None = None
     min_distance: int = 0
     subpixel: bool = False
+    # Raise the threshold per template to its texture's (ccoeff_normed; see raised_threshold).
+    template_thresholds: bool = False
     encoding: str | None = None  # a map encoding's name; None sends no maps
     realtime: bool = False
     # Pose templates only; None: the engine's default (PoseSearch.search's).
@@ -56,6 +58,13 @@ class MatchOptions:
         """The keyword arguments of the engine's Matcher."""
         return dict(method=self.method, padding=self.padding, border=self.border, border_value=self.border_value,
                     stride=self.stride, data_range=self.data_range)
+
+    def raised_threshold(self, template: StoredTemplate) -> float | None:
+        """The threshold ``template``'s peaks must reach: the config's, raised to the template's texture
+        threshold where the config asks for it (ccoeff_normed only; None: no threshold)."""
+        if self.threshold is None or not self.template_thresholds or self.method != "ccoeff_normed":
+            return self.threshold
+        return max(self.threshold, template.texture_threshold)
 
     def pose_options(self) -> dict[str, Any]:
         """The keyword arguments of PoseSearch.search and .track the config sets (the rest are the engine's)."""
@@ -269,7 +278,10 @@ def _compute_layout(plan: Plan, templates: tuple[StoredTemplate, ...], prepared:
             first += len(group)
             peaks_found, chosen_map = _template_peaks(template, group, group_peaks, group_maps, options, lower)
             if not template.posed:
-                peaks += peaks_found
+                # The top_k best above a raised threshold are the top_k best above the config's, less
+                # those under the raised one (ccoeff_normed: higher is better).
+                limit = options.raised_threshold(template)
+                peaks += [p for p in peaks_found if limit is None or lower or p.score >= limit]
             if chosen_map is not None:
                 chosen.append(chosen_map)
         del found  # a chunk's maps go before the next chunk's come
@@ -295,10 +307,11 @@ def _pose_peaks(template: StoredTemplate, search, frame: np.ndarray, options: Ma
                 cancelled: Callable[[], bool], poses: PoseMemory | None) -> list[FoundPeak]:
     """One pose template's peaks: its poses (tracked from ``poses`` when it has them), as boxes before rotation."""
     distance = options.method == "sqdiff_normed"  # the wire's score is the method's own: a distance
-    if options.threshold is None:
+    threshold = options.raised_threshold(template)
+    if threshold is None:
         min_score = POSE_MIN_SCORE
     else:
-        min_score = 1.0 - options.threshold if distance else options.threshold
+        min_score = 1.0 - threshold if distance else threshold
     previous = poses.get(template) if poses is not None else None
     # The frame's pyramid and the top level's bank (a map per pose, its spectra): a grid of thousands
     # of poses holds gigabytes on a large frame, so the search is admitted by its estimate.

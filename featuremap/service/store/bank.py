@@ -16,7 +16,7 @@ from collections.abc import Callable, Sequence
 
 import numpy as np
 
-from ..engine import check_template
+from ..engine import calibrated_threshold, check_template
 from ..errors import AlreadyExists, FailedPrecondition, InvalidArgument, LimitExceeded, NotFound, Unavailable
 from .templates import StoredTemplate, TemplateStore, Version
 from .variants import check_pose, check_steps
@@ -169,6 +169,8 @@ class Bank:
             angles=angles,
             angle_range=angle_range,
             scale_range=scale_range,
+            # Calibrated here, once (tens of milliseconds): the frames' path only compares with it.
+            texture_threshold=calibrated_threshold(image, "ccoeff_normed", mask) or 0.0,
         )
         return self._add(template, request_id)
 

@@ -32,7 +32,8 @@ CREATE TABLE IF NOT EXISTS templates (
     scales       TEXT NOT NULL DEFAULT '[1.0]',
     angles       TEXT NOT NULL DEFAULT '[0.0]',
     angle_range  TEXT NOT NULL DEFAULT '',
-    scale_range  TEXT NOT NULL DEFAULT ''
+    scale_range  TEXT NOT NULL DEFAULT '',
+    texture_threshold REAL NOT NULL DEFAULT 0
 )
 """
 
@@ -74,6 +75,8 @@ class SQLiteStore:
                                     ("scale_range", "")):
                 if column not in columns:
                     self._db.execute(f"ALTER TABLE templates ADD COLUMN {column} TEXT NOT NULL DEFAULT '{default}'")
+            if "texture_threshold" not in columns:
+                self._db.execute("ALTER TABLE templates ADD COLUMN texture_threshold REAL NOT NULL DEFAULT 0")
             self._db.execute("SELECT count(*) FROM templates").fetchone()  # reads the file: corrupt ones fail here
         except (sqlite3.Error, OSError) as error:
             raise StoreError(f"cannot open the bank {path}: {error} (is it a SQLite file, in a writable folder?)") \

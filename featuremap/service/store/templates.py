@@ -53,6 +53,9 @@ class StoredTemplate:
     # Pose search: found at any angle and scale in these ranges (None: not a pose template).
     angle_range: tuple[float, float] | None = None
     scale_range: tuple[float, float] | None = None
+    # The least ccoeff_normed score at which it counts as found under the default decision, from its
+    # texture (engine.texture; 0.0: stored before templates were calibrated, the fixed threshold applies).
+    texture_threshold: float = 0.0
 
     @property
     def posed(self) -> bool:
@@ -66,7 +69,7 @@ class StoredTemplate:
 
 #: The fields of a row, in the SQLite table's column order.
 ROW_FIELDS = ("display_name", "labels", "pixels", "shape", "dtype", "mask", "mask_dtype", "create_time", "etag",
-              "scales", "angles", "angle_range", "scale_range")
+              "scales", "angles", "angle_range", "scale_range", "texture_threshold")
 
 
 def to_row(template: StoredTemplate) -> dict[str, str | bytes | float]:
@@ -86,6 +89,7 @@ def to_row(template: StoredTemplate) -> dict[str, str | bytes | float]:
         "angles": json.dumps(list(template.angles)),
         "angle_range": "" if template.angle_range is None else json.dumps(list(template.angle_range)),
         "scale_range": "" if template.scale_range is None else json.dumps(list(template.scale_range)),
+        "texture_threshold": template.texture_threshold,
     }
 
 
@@ -94,7 +98,8 @@ def _text(value: str | bytes) -> str:
 
 
 def from_row(template_id: str, seq: int, row: Mapping[str, str | bytes | float | None]) -> StoredTemplate:
-    """The template a row holds (rows written before templates had scales, angles or ranges read as the identity)."""
+    """The template a row holds (rows written before templates had scales, angles or ranges read as the identity;
+    before they had a texture threshold, as 0: none)."""
 
     def array(blob, shape: list[int], dtype) -> np.ndarray:
         return np.frombuffer(blob, np.dtype(_text(dtype))).reshape(shape)
@@ -114,6 +119,7 @@ def from_row(template_id: str, seq: int, row: Mapping[str, str | bytes | float |
         angles=tuple(json.loads(row.get("angles") or "[0.0]")),  # type: ignore[arg-type]
         angle_range=_range(row.get("angle_range")),
         scale_range=_range(row.get("scale_range")),
+        texture_threshold=float(row.get("texture_threshold") or 0.0),  # type: ignore[arg-type]
     )
 
 
