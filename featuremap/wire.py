@@ -6,6 +6,8 @@ and the server (it imports nothing of featuremap but the generated stubs):
 - enum tables (name <-> number) read from the proto's descriptors, with the
   defaults the proto documents for the UNSPECIFIED values;
 - raw images <-> arrays, feature maps -> arrays;
+- :class:`Peak`, the one type of a template found in a frame, from the
+  server's frame path to the client, and its message both ways;
 - the one encoder of ``MatchResponse``/``StreamMatchResponse`` bytes, which
   writes the maps' data straight into the response (field numbers read from
   the descriptors, so a renumbered proto cannot break it silently).
@@ -18,7 +20,7 @@ bytes.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 from typing import Any, cast
 
 import numpy as np
@@ -30,6 +32,58 @@ from featuremap.v1 import featuremap_pb2 as pb
 
 class WireError(ValueError):
     """A message that does not describe what it claims (an image of the wrong size, an unknown enum value)."""
+
+
+@dataclass(frozen=True)
+class Peak:
+    """A template found in a frame: its box's top-left corner (x, y), size, score and centre (cx, cy).
+
+    The one type of a result from the server's frame path to the client (the
+    engine's own are a map's maximum, ``engine.Peak``, and a pose,
+    ``engine.Pose``; the frame path makes this of them). For a template with
+    an angle or scale range (pose search), (x, y, width, height) is the scaled
+    template's box before rotation; it turns by ``angle`` (degrees,
+    counter-clockwise as displayed) about (cx, cy). ``visible`` is the share
+    of that box inside the frame (under 1 for a part clipped at the frame's
+    edge, 1 otherwise); ``ambiguity`` a pose's 180-degree twin's score over its
+    own (near 1: the angle may be off by 180; 0 where not measured). The
+    fields share the wire's ``Peak`` message's names, so a field added to both
+    travels (:func:`peak_message`, :func:`peak_of`).
+    """
+
+    template: str
+    x: float
+    y: float
+    width: int
+    height: int
+    score: float
+    scale: float = 1.0
+    angle: float = 0.0
+    cx: float = 0.0
+    cy: float = 0.0
+    visible: float = 1.0
+    ambiguity: float = 0.0
+
+    @classmethod
+    def centred(cls, template: str, cx: float, cy: float, width: float, height: float, score: float,
+                scale: float = 1.0, angle: float = 0.0, visible: float = 1.0, ambiguity: float = 0.0) -> Peak:
+        """A peak whose box (``width`` x ``height``, before rotation by ``angle``) is centred on (cx, cy)."""
+        return cls(template, cx - (width - 1.0) / 2.0, cy - (height - 1.0) / 2.0, max(1, round(width)),
+                   max(1, round(height)), score, scale, angle, cx, cy, visible, ambiguity)
+
+
+def peak_message(peak: Peak) -> pb.Peak:
+    """A peak as the wire's message."""
+    return pb.Peak(**{field.name: getattr(peak, field.name) for field in fields(Peak)})
+
+
+def peak_of(message: pb.Peak) -> Peak:
+    """The peak a message carries (a server before ``visible`` sends none: whole; before ``scale``, 0: 1)."""
+    values = {field.name: getattr(message, field.name) for field in fields(Peak)}
+    values["scale"] = values["scale"] or 1.0
+    if not message.HasField("visible"):
+        values["visible"] = 1.0
+    return Peak(**values)
 
 
 def _names(enum: EnumDescriptor, prefix: str) -> dict[str, int]:

@@ -17,6 +17,7 @@ from google.protobuf.timestamp_pb2 import Timestamp
 from featuremap import wire
 from featuremap.v1 import featuremap_pb2 as pb
 from featuremap.v1 import featuremap_pb2_grpc as pb_grpc
+from featuremap.wire import Peak as Peak  # the one type of a found template, shared with the server
 
 # The exception tree lives in errors.py and the image reading in images.py; their names stay
 # importable from here, as before (the "as" marks them re-exported for mypy --strict).
@@ -82,33 +83,6 @@ class MatchSettings(TypedDict, total=False):
     maps: MapEncoding | None  #: send maps back in this encoding; default None (no maps)
     realtime: bool  #: streams only: skip stale frames; default False
     data_range: float | None  #: ssim only: the dynamic range L; default by dtype
-
-
-@dataclass(frozen=True)
-class Peak:
-    """A matched box in frame pixels: its top-left corner (x, y), size, score and centre (cx, cy).
-
-    For a template with an angle or scale range (pose search), (x, y, width,
-    height) is the scaled template's box before rotation; it turns by
-    ``angle`` (degrees, counter-clockwise as displayed) about (cx, cy).
-    ``visible`` is the share of that box inside the frame (under 1 for a
-    part clipped at the frame's edge, 1 otherwise); ``ambiguity`` a pose's
-    180-degree twin's score over its own (near 1: the angle may be off by
-    180; 0 where not measured).
-    """
-
-    template: str
-    x: float
-    y: float
-    width: int
-    height: int
-    score: float
-    scale: float = 1.0
-    angle: float = 0.0
-    cx: float = 0.0
-    cy: float = 0.0
-    visible: float = 1.0
-    ambiguity: float = 0.0
 
 
 @dataclass(frozen=True)
@@ -198,9 +172,7 @@ def _result(message: pb.FrameResult) -> FrameResult:
     return FrameResult(
         sequence=message.sequence,
         timestamp=message.capture_time.ToNanoseconds() / 1e9 if message.HasField("capture_time") else None,
-        peaks=[Peak(p.template, p.x, p.y, p.width, p.height, p.score, p.scale or 1.0, p.angle, p.cx, p.cy,
-                    p.visible if p.HasField("visible") else 1.0, p.ambiguity)  # absent: a server before visible
-               for p in message.peaks],
+        peaks=[wire.peak_of(p) for p in message.peaks],
         maps={m.template: FeatureMap(m.template, wire.map_array(m), m.origin_x, m.origin_y, m.stride or 1)
               for m in message.maps},
         timing={"decode_ms": message.timing.decode_ms, "compute_ms": message.timing.compute_ms,
