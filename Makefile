@@ -102,7 +102,8 @@ lock: $(STAMP)
 # mypy and import-linter read the package as users install it (an editable
 # install hides it behind an import hook): a fresh copy in build/lint.
 LINT_SITE := build/lint
-TYPED := -m featuremap.wire -m featuremap.client -m featuremap.client.client -m featuremap.client.render \
+TYPED := -m featuremap.wire -m featuremap.options -m featuremap.client -m featuremap.client.client \
+	-m featuremap.client.settings -m featuremap.client.channel -m featuremap.client.render \
 	-m featuremap.client.tracking -m featuremap.client.watch \
 	-m featuremap.client.video
 

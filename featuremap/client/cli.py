@@ -16,10 +16,10 @@ import warnings
 from .flags import address as _address
 from .flags import count as _count
 from .flags import number as _number
+from .flags import add_match_flags as _add_match_options
 from .flags import positive_float as _positive_float
 from .flags import positive_int as _positive_int
-from .flags import threshold as _threshold
-from .runs import FAILURE, METHOD_DEFAULT, USAGE, CommandError, client_from, match_settings, watch
+from .runs import FAILURE, USAGE, CommandError, client_from, match_settings, watch
 
 
 class _Parser(argparse.ArgumentParser):
@@ -233,27 +233,6 @@ def _add_client_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--key-file", help="client key, for mutual TLS")
 
 
-def _add_match_options(parser: argparse.ArgumentParser) -> None:
-    from featuremap.wire import METHODS
-
-    parser.add_argument("--template", action="append", metavar="ID", help="match this template (repeat; "
-                        "default: the whole bank)")
-    parser.add_argument("--method", choices=list(METHODS), default="ccoeff_normed")
-    parser.add_argument("--top-k", type=_positive_int, default=1, help="peaks per template (default 1)")
-    parser.add_argument("--threshold", type=_threshold, default=METHOD_DEFAULT,
-                        help="keep peaks scoring at least this (at most, for the sqdiff pair); 'none' keeps every "
-                             "peak (default: the method's, DEFAULT_THRESHOLDS in docs/client.md)")
-    parser.add_argument("--min-visible", type=_number(0.0, 1.0, open_low=True), metavar="SHARE",
-                        help="pose templates: report a part partly outside the frame when at least this share of "
-                             "its box is inside, above 0 and at most 1; 1: whole parts only (default 0.75)")
-    parser.add_argument("--max-overlap", type=_number(0.0, 1.0, open_low=False), metavar="IOU",
-                        help="pose templates: drop a pose whose box overlaps a better one's by more than this "
-                             "(intersection over union), 0 to 1 (default 0.5)")
-    parser.add_argument("--candidates", type=_positive_int, metavar="N",
-                        help="pose templates: places the search refines per template, 1 to 256; more finds close "
-                             "or similar parts at more work (default: grows with --top-k)")
-
-
 _SERVER_COMMANDS = ("serve", "warmup")
 _NUMBER_LISTS = ("--angles", "--scales", "--angle-range", "--scale-range")
 
@@ -280,7 +259,15 @@ def build_parser() -> argparse.ArgumentParser:
     commands.add_parser("serve", help="run the gRPC server (the same as featuremap-server serve)", add_help=False)
     commands.add_parser("warmup", help="compile every kernel into the cache (featuremap-server warmup)",
                         add_help=False)
+    _add_templates_command(commands)
+    _add_match_command(commands)
+    _add_watch_command(commands)
+    _add_demo_command(commands)
+    return parser
 
+
+def _add_templates_command(commands) -> None:
+    """``featuremap templates add|list|get|rm``."""
     templates = commands.add_parser("templates", help="manage the template bank")
     actions = templates.add_subparsers(dest="action", required=True, parser_class=_Parser)
     add = actions.add_parser("add", help="add a template from an image or a video frame")
@@ -313,24 +300,29 @@ def build_parser() -> argparse.ArgumentParser:
     for sub in (add, listing, get, remove):
         _add_client_options(sub)
 
+
+def _add_match_command(commands) -> None:
+    """``featuremap match IMAGE``."""
     match = commands.add_parser("match", help="match one image; print the peaks as JSON")
     match.add_argument("image")
-    _add_match_options(match)
+    _add_match_options(match, "match")
     match.add_argument("--heatmap", metavar="OUT.png", help="write the first template's map over the image")
     match.add_argument("--overlay", metavar="OUT.png", help="write the image with the peaks drawn")
     _add_client_options(match)
     match.set_defaults(run=_match)
 
+
+def _add_watch_command(commands) -> None:
+    """``featuremap watch SOURCE``."""
     watch_ = commands.add_parser("watch", help="stream a video, camera or RTSP source through the server")
     watch_.add_argument("source", help="video file, camera index, rtsp:// or http:// URL, image, folder or glob")
-    _add_match_options(watch_)
+    _add_match_options(watch_, "watch", but=("realtime",))  # --realtime with the stream's own flags
     watch_.add_argument("--out", metavar="OVERLAY.mp4", help="write the frames with the peaks drawn")
     watch_.add_argument("--heatmap-out", metavar="HEAT.mp4", help="write the first template's map over the frames")
     watch_.add_argument("--fps", type=_number(0.0, 1000.0, open_low=True), default=None,
                         help="frame rate of the written videos (default: the source's; 25 for images and folders)")
     watch_.add_argument("--jsonl", metavar="FILE", help="write one JSON line per answered frame")
-    watch_.add_argument("--realtime", action=argparse.BooleanOptionalAction, default=None,
-                        help="skip stale frames (default: on for cameras and streams, off for files)")
+    _add_match_options(watch_, "watch", only=("realtime",))
     watch_.add_argument("--max-frames", type=_positive_int, help="stop after this many frames")
     watch_.add_argument("--window", type=_positive_int, default=4, help="frames in flight (default 4)")
     watch_.add_argument("--source-timeout", type=_positive_float, default=5.0,
@@ -341,13 +333,15 @@ def build_parser() -> argparse.ArgumentParser:
     _add_client_options(watch_)
     watch_.set_defaults(run=_watch)
 
+
+def _add_demo_command(commands) -> None:
+    """``featuremap demo``."""
     demo = commands.add_parser("demo", help="the main job on embedded defaults: video in, detections out")
     demo.add_argument("--out-dir", default="demo-out", help="where the outputs go (default demo-out)")
     demo.add_argument("--frames", type=_positive_int, default=90, help="frames of the sample video (default 90)")
     _add_client_options(demo)
     # No --address: use a server at FEATUREMAP_ADDRESS or localhost:50051 if one answers, else start one.
     demo.set_defaults(run=_demo, address=None)
-    return parser
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -2,17 +2,13 @@
 
 from __future__ import annotations
 
-import socket
 import threading
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
-from pathlib import Path
-from typing import Any, Literal, TypedDict, Unpack, get_args
+from typing import Any, Unpack
 
-import cv2
 import grpc
 import numpy as np
-from google.protobuf.timestamp_pb2 import Timestamp
 
 from featuremap import wire
 from featuremap.v1 import featuremap_pb2 as pb
@@ -34,55 +30,26 @@ from .errors import UnavailableError as UnavailableError
 from .errors import _invalid, _translated
 from .errors import error_of as error_of
 from .images import FeatureMapWarning as FeatureMapWarning
+from .images import FrameEncoding as FrameEncoding
 from .images import ImageInput as ImageInput
-from .images import image_message
+from .images import frame_message, image_message
+
+# The channel (its target, options and TLS) is opened in channel.py.
+from .channel import channel_target as channel_target
+from .channel import open_channel
+
+# The match settings live in settings.py, walked from featuremap.options' table; importable from here too.
+from .settings import DEFAULT_THRESHOLDS as DEFAULT_THRESHOLDS
+from .settings import Border as Border
+from .settings import MapEncoding as MapEncoding
+from .settings import MatchSettings as MatchSettings
+from .settings import Method as Method
+from .settings import Padding as Padding
+from .settings import _name
+from .settings import match_config as match_config
 
 DEFAULT_ADDRESS = "localhost:50051"
-_MAX_MESSAGE = 64 << 20
 
-#: The similarity measures (``featuremap.wire.METHODS``; a test keeps them equal).
-Method = Literal["sqdiff", "sqdiff_normed", "ccorr", "ccorr_normed", "ccoeff", "ccoeff_normed", "ssim"]
-Padding = Literal["valid", "same", "full"]
-Border = Literal["constant", "reflect", "replicate"]
-#: How the server sends maps back; None (the default) sends none.
-MapEncoding = Literal["float32", "float16", "uint8"]
-#: How frames travel: raw pixels, or compressed by the client.
-FrameEncoding = Literal["raw", "jpeg", "png"]
-
-
-#: The score a peak must reach to be a detection, by method, when no threshold is given (the wire's
-#: default is no threshold; the client applies these, and for ccoeff_normed asks the server to raise
-#: it per template to the template's texture threshold: see TemplateInfo.texture_threshold). Chosen from 111 templates cut from 16
-#: photographs of scikit-image and found in degraded copies (JPEG quality 60, +-10% gain, noise
-#: sigma 4): the 1st percentile of the true matches' scores is 0.79 (ccoeff_normed), 0.82 (ssim) and
-#: 0.925 (ccorr_normed); the 99th of sqdiff_normed 0.165 (lower is better: an upper bound). The
-#: unnormalised methods have none: their scores scale with the template.
-DEFAULT_THRESHOLDS: dict[str, float] = {"ccoeff_normed": 0.7, "ssim": 0.7, "ccorr_normed": 0.9, "sqdiff_normed": 0.2}
-
-
-class MatchSettings(TypedDict, total=False):
-    """How to match, for :func:`match_config`, :meth:`FeatureMapClient.match` and ``stream``.
-
-    Every key is optional; the defaults are the server's. See featuremap.proto
-    for each field's meaning.
-    """
-
-    templates: str | Iterable[str] | None  #: an id or name, or several; None or empty: the whole bank
-    method: Method  #: default "ccoeff_normed"
-    padding: Padding  #: default "valid"
-    border: Border  #: default "constant"
-    border_value: float  #: default 0
-    stride: int  #: default 1
-    top_k: int  #: peaks per template, default 1
-    threshold: float | None  #: keep peaks at least this good; default: DEFAULT_THRESHOLDS[method] raised to each template's texture_threshold; None: all
-    min_distance: int  #: between peaks of a template; default 0 (half the template)
-    subpixel: bool  #: default False
-    min_visible: float | None  #: pose templates: report parts at least this share in the frame; default 0.75
-    max_overlap: float | None  #: pose templates: drop poses overlapping a better one more (IoU); default 0.5
-    candidates: int | None  #: pose templates: places the search refines, 1-256; default grows with top_k
-    maps: MapEncoding | None  #: send maps back in this encoding; default None (no maps)
-    realtime: bool  #: streams only: skip stale frames; default False
-    data_range: float | None  #: ssim only: the dynamic range L; default by dtype
 
 
 @dataclass(frozen=True)
@@ -181,95 +148,6 @@ def _result(message: pb.FrameResult) -> FrameResult:
     )
 
 
-def _name(template: str) -> str:
-    return template if template.startswith("templates/") else f"templates/{template}"
-
-
-def _choice(value: object, choices: tuple[object, ...], what: str) -> None:
-    if value not in choices:
-        raise _invalid(f"unknown {what} {value!r}: choose one of {', '.join(str(c) for c in choices)}")
-
-
-def _check_number(value: object, name: str, *, whole: bool) -> None:
-    """A setting protobuf cannot carry (a string, or a negative count for an unsigned field) refused
-    here with the reason; values it carries go to the server, which checks their range."""
-    kinds: tuple[type, ...] = (int, np.integer) if whole else (int, float, np.integer, np.floating)
-    if isinstance(value, bool) or not isinstance(value, kinds):
-        raise SettingTypeError(grpc.StatusCode.INVALID_ARGUMENT,
-                               f"{name} must be a {'whole number' if whole else 'number'}, got {value!r}")
-    if whole and not 0 <= int(value) < 2 ** 32:  # type: ignore[call-overload]
-        raise _invalid(f"{name} must be a positive whole number within the server's limit, got {value}")
-
-
-def match_config(**settings: Unpack[MatchSettings]) -> pb.MatchConfig:
-    """A MatchConfig from keyword settings (:class:`MatchSettings`; see featuremap.proto for their meaning)."""
-    unknown = set(settings) - set(MatchSettings.__annotations__)
-    if unknown:
-        raise SettingTypeError(grpc.StatusCode.INVALID_ARGUMENT,
-                               f"unknown match setting(s) {', '.join(sorted(unknown))}: "
-                               f"use {', '.join(MatchSettings.__annotations__)}")
-    method = settings.get("method", "ccoeff_normed")
-    padding = settings.get("padding", "valid")
-    border = settings.get("border", "constant")
-    maps = settings.get("maps")
-    _choice(method, get_args(Method), "method")
-    _choice(padding, get_args(Padding), "padding")
-    _choice(border, get_args(Border), "border")
-    _choice(maps, (None, *get_args(MapEncoding)), "maps")
-    peaks = pb.PeakOptions(top_k=settings.get("top_k", 1), min_distance=settings.get("min_distance", 0),
-                           subpixel=settings.get("subpixel", False))
-    if "threshold" in settings:
-        threshold = settings["threshold"]
-    else:
-        # The method's default decision: for ccoeff_normed, a plain template (a gradient, a flat
-        # patch) must also reach its own texture threshold, which the server keeps for it.
-        threshold = DEFAULT_THRESHOLDS.get(method)
-        peaks.template_thresholds = threshold is not None
-    if threshold is not None:
-        peaks.threshold = threshold
-    # Sent only when given: unset, the server uses the engine's defaults.
-    for name in ("min_visible", "max_overlap", "candidates"):
-        value = settings.get(name)
-        if value is not None:
-            _check_number(value, name, whole=name == "candidates")
-            setattr(peaks, name, value)
-    templates = settings.get("templates") or []
-    if isinstance(templates, str):  # one name, not its letters
-        templates = [templates]
-    return pb.MatchConfig(
-        templates=[_name(t) for t in templates], method=wire.METHODS[method],
-        padding=wire.PADDINGS[padding], border=wire.BORDERS[border], border_value=settings.get("border_value", 0.0),
-        stride=settings.get("stride", 1), peaks=peaks,
-        maps=pb.MapOptions(encoding=pb.MAP_ENCODING_UNSPECIFIED if maps is None else wire.MAP_ENCODINGS[maps]),
-        realtime=settings.get("realtime", False), data_range=settings.get("data_range") or 0.0,
-    )
-
-
-def channel_target(address: str) -> str:
-    """A gRPC target for one address, a comma-separated list, or a ``dns:///`` name.
-
-    Several host:port addresses are resolved here and joined into one
-    ``ipv4:``/``ipv6:`` target, so that gRPC's round_robin policy spreads
-    calls over all of them.
-    """
-    if "," not in address:
-        return address
-    resolved = []
-    for part in (a.strip() for a in address.split(",") if a.strip()):
-        host, _, port = part.rpartition(":")
-        if not host or not port.isdigit():
-            raise _invalid(f"{part!r} is not host:port")
-        try:
-            infos = socket.getaddrinfo(host.strip("[]"), int(port), type=socket.SOCK_STREAM)
-        except socket.gaierror as error:
-            raise UnavailableError(grpc.StatusCode.UNAVAILABLE, f"cannot resolve {host}: {error}") from None
-        family, *_, sockaddr = infos[0]
-        resolved.append((family, sockaddr[0], int(port)))
-    if all(family == socket.AF_INET for family, _, _ in resolved):
-        return "ipv4:" + ",".join(f"{ip}:{port}" for _, ip, port in resolved)
-    return "ipv6:" + ",".join(f"[{ip}]:{port}" for _, ip, port in resolved)
-
-
 class FeatureMapClient:
     """A connection to a featuremap server.
 
@@ -319,34 +197,10 @@ class FeatureMapClient:
         cert_file: str | None = None,
         key_file: str | None = None,
     ) -> None:
-        defaults = {
-            "grpc.max_send_message_length": _MAX_MESSAGE,
-            "grpc.max_receive_message_length": _MAX_MESSAGE,
-            # Find out about a dead server or a broken route within seconds.
-            "grpc.keepalive_time_ms": 20000,
-            "grpc.keepalive_timeout_ms": 10000,
-            "grpc.keepalive_permit_without_calls": 0,
-            # Spread calls over every address the target resolves to.
-            "grpc.lb_policy_name": "round_robin",
-        }
-        defaults.update(dict(options or []))
         self.address = address
         self.timeout = timeout
-        target, channel_options = channel_target(address), list(defaults.items())
-        if tls or ca_file or cert_file or key_file:
-            if bool(cert_file) != bool(key_file):
-                raise _invalid("cert_file and key_file go together: give both or neither")
-
-            def read(path: str | None) -> bytes | None:
-                try:
-                    return Path(path).read_bytes() if path else None
-                except OSError as error:
-                    raise FileError(grpc.StatusCode.INVALID_ARGUMENT, f"{path}: {error.strerror}") from None
-
-            credentials = grpc.ssl_channel_credentials(read(ca_file), read(key_file), read(cert_file))
-            self._channel = grpc.secure_channel(target, credentials, options=channel_options)
-        else:
-            self._channel = grpc.insecure_channel(target, options=channel_options)
+        self._channel = open_channel(address, options=options, tls=tls, ca_file=ca_file, cert_file=cert_file,
+                                     key_file=key_file)
         self._metadata = (("authorization", f"Bearer {token}"),) if token else ()
         # The generated stub has no type hints (grpc's generator writes none).
         self._stub: Any = pb_grpc.FeatureMapServiceStub(self._channel)  # type: ignore[no-untyped-call]
@@ -463,7 +317,7 @@ class FeatureMapClient:
               **config: Unpack[MatchSettings]) -> FrameResult:
         """Match one frame; ``config`` as for :func:`match_config` (:class:`MatchSettings`)."""
         request = pb.MatchRequest(config=match_config(**config),
-                                  frame=_frame(sequence, None, frame, encoding, quality))
+                                  frame=frame_message(sequence, None, frame, encoding, quality))
         return _result(self._stub.Match(request, timeout=self.timeout, metadata=self._metadata).result)
 
     def stream(self, frames: Iterable[np.ndarray | tuple[int, float | None, np.ndarray]], *, window: int = 4,
@@ -513,7 +367,7 @@ class FeatureMapClient:
                     return
                 sequence, timestamp, image = item if isinstance(item, tuple) else (index, None, item)
                 index += 1
-                yield pb.StreamMatchRequest(frame=_frame(sequence, timestamp, image, encoding, quality))
+                yield pb.StreamMatchRequest(frame=frame_message(sequence, timestamp, image, encoding, quality))
 
         call = self._stub.StreamMatch(requests(), timeout=timeout, metadata=self._metadata)
         try:
@@ -528,24 +382,3 @@ class FeatureMapClient:
         finally:
             done.set()
             call.cancel()
-
-
-def _frame(sequence: int, timestamp: float | None, image: np.ndarray, encoding: FrameEncoding,
-           quality: int) -> pb.Frame:
-    frame = pb.Frame(sequence=sequence)
-    if timestamp is not None:
-        stamp = Timestamp()
-        stamp.FromNanoseconds(int(timestamp * 1e9))
-        frame.capture_time.CopyFrom(stamp)
-    image = np.asarray(image)
-    if image.ndim not in (2, 3):
-        raise _invalid(f"a frame is HxW or HxWxC, got shape {image.shape}")
-    if encoding == "raw":
-        frame.image.CopyFrom(wire.image_message(image))
-    else:
-        params = [cv2.IMWRITE_JPEG_QUALITY, quality] if encoding == "jpeg" else []
-        ok, data = cv2.imencode(".jpg" if encoding == "jpeg" else ".png", image, params)
-        if not ok:
-            raise _invalid(f"could not encode the frame as {encoding}")
-        frame.image.encoded = data.tobytes()
-    return frame

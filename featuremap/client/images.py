@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import warnings
 from pathlib import Path
-from typing import Union
+from typing import Literal, Union
 
 import cv2
 import grpc
@@ -19,10 +19,14 @@ import numpy as np
 from featuremap import wire
 from featuremap.v1 import featuremap_pb2 as pb
 
-from .errors import FileError, InvalidArgumentError
+from google.protobuf.timestamp_pb2 import Timestamp
+
+from .errors import FileError, InvalidArgumentError, _invalid
 
 #: An image to send: an array, or the path of an image file.
 ImageInput = Union[np.ndarray, str, Path]
+#: How frames travel: raw pixels, or compressed by the client.
+FrameEncoding = Literal["raw", "jpeg", "png"]
 
 
 class FeatureMapWarning(UserWarning):
@@ -104,3 +108,25 @@ def image_message(image: ImageInput, what: str = "the template image") -> pb.Ima
         raise InvalidArgumentError(grpc.StatusCode.INVALID_ARGUMENT, f"{image}: not an image file OpenCV reads")
     decoded = eight_bit(decoded, str(image))
     return wire.image_message(decoded if decoded.dtype == np.uint8 else decoded.astype(np.float32))
+
+
+def frame_message(sequence: int, timestamp: float | None, image: np.ndarray, encoding: FrameEncoding,
+                  quality: int) -> pb.Frame:
+    """A frame to send: its sequence, capture time (seconds) and pixels, raw or compressed here."""
+    frame = pb.Frame(sequence=sequence)
+    if timestamp is not None:
+        stamp = Timestamp()
+        stamp.FromNanoseconds(int(timestamp * 1e9))
+        frame.capture_time.CopyFrom(stamp)
+    image = np.asarray(image)
+    if image.ndim not in (2, 3):
+        raise _invalid(f"a frame is HxW or HxWxC, got shape {image.shape}")
+    if encoding == "raw":
+        frame.image.CopyFrom(wire.image_message(image))
+    else:
+        params = [cv2.IMWRITE_JPEG_QUALITY, quality] if encoding == "jpeg" else []
+        ok, data = cv2.imencode(".jpg" if encoding == "jpeg" else ".png", image, params)
+        if not ok:
+            raise _invalid(f"could not encode the frame as {encoding}")
+        frame.image.encoded = data.tobytes()
+    return frame

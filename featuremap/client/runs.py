@@ -97,12 +97,18 @@ def wait_ready(client, command: str, address: str) -> None:
 
 def match_settings(args: argparse.Namespace) -> dict:
     """The match keyword arguments of the command's flags (those not given are left to the server)."""
-    settings = dict(templates=args.template or None, method=args.method, top_k=args.top_k)
-    if args.threshold is not METHOD_DEFAULT:  # else the method's default (the client's DEFAULT_THRESHOLDS)
-        settings["threshold"] = args.threshold
-    for name in ("min_visible", "max_overlap", "candidates"):  # pose templates; not given: the server's default
-        if getattr(args, name, None) is not None:
-            settings[name] = getattr(args, name)
+    from featuremap.options import OPTIONS
+
+    # Always a key (match and watch read it): None, the whole bank.
+    settings: dict = {"templates": getattr(args, OPTIONS["templates"].flag.dest, None) or None}
+    for option in OPTIONS.values():
+        flag = option.flag
+        if flag is None or option.name == "templates":
+            continue
+        value = getattr(args, flag.dest, None)  # a flag of the other command: not given
+        # Not given: left out, for the client's default (the threshold: the method's, DEFAULT_THRESHOLDS).
+        if value is not (METHOD_DEFAULT if flag.none else None):
+            settings[option.name] = value
     return settings
 
 

@@ -204,62 +204,86 @@ def watch(args: argparse.Namespace, settings: MatchSettings, *, client: FeatureM
     except BaseException:
         source.close()
         raise
-    realtime = source.live if args.realtime is None else args.realtime
-    limit = args.max_frames
-    # Frames sent but not yet answered: resent on another replica when the
-    # one serving the stream goes away, so every frame gets a result.
-    unanswered: dict[int, tuple[int, float, np.ndarray]] = {}
-    read_lock = threading.Lock()
-    closed: list[bool] = []  # set (under read_lock) once the source is released
-    broken: list[SourceError] = []  # a source error met by gRPC's sender thread, raised here
+    return _Watch(args, settings, client, source, reader, progress).run()
 
-    def frames() -> Iterator[tuple[int, float, np.ndarray]]:
-        yield from list(unanswered.values())
+
+def _catch_interrupt(interrupted: threading.Event) -> Any:
+    """Make the first Ctrl-C set ``interrupted`` (the frame in hand is finished: its JSON line, overlay
+    and heatmap frames together), and the second interrupt at once; the handler it replaced, to put
+    back (None off the main thread, where signals cannot be caught)."""
+    if threading.current_thread() is not threading.main_thread():
+        return None
+    previous = signal.getsignal(signal.SIGINT) or signal.default_int_handler
+
+    def on_interrupt(*_: object) -> None:
+        interrupted.set()
+        signal.signal(signal.SIGINT, previous)
+
+    signal.signal(signal.SIGINT, on_interrupt)
+    return previous
+
+
+class _Watch:
+    """One watch: its source, its outputs and what it has seen, across the streams that serve it.
+
+    A stream lost to a retryable failure is followed by another that resends
+    the frames sent but not yet answered, so every frame gets a result.
+    """
+
+    def __init__(self, args: argparse.Namespace, settings: MatchSettings, client: FeatureMapClient,
+                 source: Source, reader: Iterator[tuple[int, float, np.ndarray]], progress: bool) -> None:
+        self.args, self.settings, self.client, self.source, self.reader = args, settings, client, source, reader
+        self.realtime = source.live if args.realtime is None else args.realtime
+        self.limit = args.max_frames
+        # Frames sent but not yet answered: resent on another replica when the
+        # one serving the stream goes away, so every frame gets a result.
+        self.unanswered: dict[int, tuple[int, float, np.ndarray]] = {}
+        self.read_lock = threading.Lock()
+        self.closed = False  # set (under read_lock) once the source is released
+        self.broken: list[SourceError] = []  # a source error met by gRPC's sender thread, raised here
+        self.outputs = _Outputs(args, source.fps)
+        limit, count = self.limit, source.frame_count
+        total = min(limit, count) if limit and count else (limit or count)
+        self.bar = Progress(total, source.live, sys.stderr.isatty(), enabled=progress)
+        self.tracker = Tracker()
+        self.method = settings.get("method", "ccoeff_normed")
+        self.events: list[dict[str, Any]] = []
+        self.results: list[dict[str, Any]] = []
+        self.retries, self.lost_at = 0, -1  # tries since the last loss; the results answered when it was said
+        self.interrupted = threading.Event()
+
+    def frames(self) -> Iterator[tuple[int, float, np.ndarray]]:
+        """The frames of one stream: those unanswered by the last one, then the source's."""
+        yield from list(self.unanswered.values())
         while True:
             # gRPC's sender thread pulls frames; the lock keeps an abandoned
             # stream's sender and a new one apart, and both away from a
             # source that is being released.
-            with read_lock:
-                if closed or broken:
+            with self.read_lock:
+                if self.closed or self.broken:
                     return
                 try:
-                    item = next(reader, None)
+                    item = next(self.reader, None)
                 except SourceError as error:
-                    broken.append(error)
+                    self.broken.append(error)
                     return
-                if item is None or (limit is not None and item[0] >= limit):
+                if item is None or (self.limit is not None and item[0] >= self.limit):
                     return
-                unanswered[item[0]] = item
+                self.unanswered[item[0]] = item
             yield item
 
-    outputs = _Outputs(args, source.fps)
-    total = min(limit, source.frame_count) if limit and source.frame_count else (limit or source.frame_count)
-    bar = Progress(total, source.live, sys.stderr.isatty(), enabled=progress)
-    tracker = Tracker()
-    lower = settings.get("method", "ccoeff_normed") in LOWER_IS_BETTER
-    events: list[dict[str, Any]] = []
-    results: list[dict[str, Any]] = []
-    retries, lost_at = 0, -1  # tries since the last loss; the results answered when it was said
-    # Ctrl-C finishes the frame in hand (its JSON line, overlay and heatmap
-    # frames together), then stops; a second Ctrl-C interrupts at once.
-    interrupted = threading.Event()
-    previous = None
-    if threading.current_thread() is threading.main_thread():
-        def on_interrupt(*_: object) -> None:
-            interrupted.set()
-            signal.signal(signal.SIGINT, previous)
+    def summary(self) -> dict[str, Any]:
+        """What was done so far."""
+        bar = self.bar
+        return {"frames": bar.frames, "skipped": bar.skipped, "dropped": self.source.dropped, "fps": bar.fps(),
+                "age_ms": statistics.median(bar.ages) * 1e3 if bar.ages else None, "events": self.events,
+                "results": self.results, "interrupted": self.interrupted.is_set()}
 
-        previous = signal.getsignal(signal.SIGINT) or signal.default_int_handler
-        signal.signal(signal.SIGINT, on_interrupt)
-
-    def summary() -> dict[str, Any]:
-        return {"frames": bar.frames, "skipped": bar.skipped, "dropped": source.dropped, "fps": bar.fps(),
-                "age_ms": statistics.median(bar.ages) * 1e3 if bar.ages else None, "events": events,
-                "results": results, "interrupted": interrupted.is_set()}
-
-    def record(result: FrameResult, item: tuple[int, float, np.ndarray] | None) -> None:
-        _events(source, outputs, events)
-        detections = tracker.update(result.peaks, lower)
+    def record(self, result: FrameResult, item: tuple[int, float, np.ndarray] | None) -> None:
+        """One answered frame: its detections tracked, its JSON line, overlay and heatmap frames, progress."""
+        source, outputs = self.source, self.outputs
+        _events(source, outputs, self.events)
+        detections = self.tracker.update(result.peaks, self.method in LOWER_IS_BETTER)
         tracks = [d.track for d in detections]
         entry: dict[str, Any] = {"source": source.name_of(result.sequence), "sequence": result.sequence,
                                  "timestamp": result.timestamp, "peaks": peaks_json(result.peaks, tracks),
@@ -268,72 +292,82 @@ def watch(args: argparse.Namespace, settings: MatchSettings, *, client: FeatureM
         if source.live and result.timestamp is not None:
             age = time.time() - result.timestamp
             entry.update(age_ms=round(age * 1e3, 1), dropped=source.dropped)
-        results.append(entry)
+        self.results.append(entry)
         outputs.line(entry)
         frame = None if item is None else item[2]
         if outputs.overlay is not None and frame is not None:
             outputs.overlay.write(render.draw_peaks(frame, result.peaks, tracks=tracks, palette=outputs.palette))
-        heat = render.result_heatmap(frame, result, settings.get("method", "ccoeff_normed")) \
+        heat = render.result_heatmap(frame, result, self.method) \
             if outputs.heat is not None and frame is not None else None
         if outputs.heat is not None and heat is not None:
             outputs.heat.write(heat)
-        bar.update(len(result.skipped), source.dropped, age)
+        self.bar.update(len(result.skipped), source.dropped, age)
 
-    try:
-        while True:
-            stream_settings: MatchSettings = {**settings, "realtime": realtime,
-                                              "maps": "float16" if outputs.heat else None}
-            stream = client.stream(frames(), window=args.window, **stream_settings)
-            try:
-                for result in stream:
-                    item = unanswered.pop(result.sequence, None)
-                    for skipped in result.skipped:
-                        unanswered.pop(skipped, None)
-                    record(result, item)
-                    if broken or interrupted.is_set():
-                        break
-                break
-            except FeatureMapError as error:
-                if broken:
+    def run(self) -> dict[str, Any]:
+        """Stream until the source ends, is lost, the server fails for good or Ctrl-C; the summary."""
+        previous = _catch_interrupt(self.interrupted)
+        try:
+            while not self.stream():
+                pass
+            _events(self.source, self.outputs, self.events)
+            if self.broken:
+                raise WatchError(str(self.broken[0]), self.summary())
+        except KeyboardInterrupt:
+            self.interrupted.set()  # a second Ctrl-C: stop at once, keep what was written
+        finally:
+            if previous is not None:
+                signal.signal(signal.SIGINT, previous)
+            self.bar.finish()
+            with self.read_lock:
+                self.closed = True
+                self.source.close()
+            self.outputs.close()
+        return self.summary()
+
+    def stream(self) -> bool:
+        """One stream of the watch; whether the watch is over (False: resume with another)."""
+        stream_settings: MatchSettings = {**self.settings, "realtime": self.realtime,
+                                          "maps": "float16" if self.outputs.heat else None}
+        stream = self.client.stream(self.frames(), window=self.args.window, **stream_settings)
+        try:
+            for result in stream:
+                item = self.unanswered.pop(result.sequence, None)
+                for skipped in result.skipped:
+                    self.unanswered.pop(skipped, None)
+                self.record(result, item)
+                if self.broken or self.interrupted.is_set():
                     break
-                address = getattr(args, "address", None) or "the server"
-                # Resuming makes sense once a server was seen (it may come back, or a replica take
-                # over) or where the address names several; a single address that never answered
-                # is a server not running: say so once, and what to do.
-                several = "," in address or address.startswith("dns:")
-                if nothing_listens(error) and not results and not several:
-                    raise WatchError(f"featuremap watch: {no_server(address)}", summary()) from None
-                if error.code == grpc.StatusCode.DEADLINE_EXCEEDED and "stream_idle_seconds" in str(error):
-                    # The server ended a stream that sent nothing for a while (a live source
-                    # reconnecting, say): a new stream takes the frames that come next.
-                    continue
-                if error.code not in _RETRYABLE or retries >= STREAM_RETRIES:
-                    what = no_server(address) if nothing_listens(error) else str(error)
-                    raise WatchError(f"featuremap watch: {what}", summary()) from None
-                # One line per loss: the tries after it, until a frame is answered again, are no news
-                # (and a loss after answers again is a new one, with tries of its own).
-                if lost_at != len(results):
-                    lost_at, retries = len(results), 0
-                    where = "on another replica" if several else "when the server answers again"
-                    sys.stderr.write(f"{chr(10) if bar.tty else ''}featuremap watch: stream lost "
-                                     f"({error.code.name}); resuming from frame {min(unanswered, default='next')} "
-                                     f"{where}\n")
-                retries += 1
-                time.sleep(0.2)
-        _events(source, outputs, events)
-        if broken:
-            raise WatchError(str(broken[0]), summary())
-    except KeyboardInterrupt:
-        interrupted.set()  # a second Ctrl-C: stop at once, keep what was written
-    finally:
-        if previous is not None:
-            signal.signal(signal.SIGINT, previous)
-        bar.finish()
-        with read_lock:
-            closed.append(True)
-            source.close()
-        outputs.close()
-    return summary()
+            return True
+        except FeatureMapError as error:
+            return bool(self.broken) or self.resume(error)
+
+    def resume(self, error: FeatureMapError) -> bool:
+        """After a stream failed: False to resume with another stream, or WatchError where that makes no sense."""
+        address = getattr(self.args, "address", None) or "the server"
+        # Resuming makes sense once a server was seen (it may come back, or a replica take
+        # over) or where the address names several; a single address that never answered
+        # is a server not running: say so once, and what to do.
+        several = "," in address or address.startswith("dns:")
+        if nothing_listens(error) and not self.results and not several:
+            raise WatchError(f"featuremap watch: {no_server(address)}", self.summary()) from None
+        if error.code == grpc.StatusCode.DEADLINE_EXCEEDED and "stream_idle_seconds" in str(error):
+            # The server ended a stream that sent nothing for a while (a live source
+            # reconnecting, say): a new stream takes the frames that come next.
+            return False
+        if error.code not in _RETRYABLE or self.retries >= STREAM_RETRIES:
+            what = no_server(address) if nothing_listens(error) else str(error)
+            raise WatchError(f"featuremap watch: {what}", self.summary()) from None
+        # One line per loss: the tries after it, until a frame is answered again, are no news
+        # (and a loss after answers again is a new one, with tries of its own).
+        if self.lost_at != len(self.results):
+            self.lost_at, self.retries = len(self.results), 0
+            where = "on another replica" if several else "when the server answers again"
+            sys.stderr.write(f"{chr(10) if self.bar.tty else ''}featuremap watch: stream lost "
+                             f"({error.code.name}); resuming from frame {min(self.unanswered, default='next')} "
+                             f"{where}\n")
+        self.retries += 1
+        time.sleep(0.2)
+        return False
 
 
 

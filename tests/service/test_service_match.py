@@ -257,7 +257,7 @@ def test_a_client_that_stops_reading_is_stalled_not_buffered(server):
          grpc.StatusCode.INVALID_ARGUMENT, "PNG header"),
         ([pb.StreamMatchRequest(config=pb.MatchConfig()),
           pb.StreamMatchRequest(frame=frame_message(np.zeros((8, 8), np.uint8)))],
-         grpc.StatusCode.INVALID_ARGUMENT, "larger than the frame"),
+         grpc.StatusCode.INVALID_ARGUMENT, "template templates/t (16x16) is larger than the frame (8x8)"),
         ([pb.StreamMatchRequest(config=pb.MatchConfig()),
           pb.StreamMatchRequest(frame=frame_message(np.zeros((8000, 8000), np.uint8)))],
          grpc.StatusCode.RESOURCE_EXHAUSTED, "over the limit of 16777216 (max_frame_pixels)"),

@@ -9,14 +9,15 @@ sides (``featuremap.wire``) and plain data to the bank and the engine.
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
-from dataclasses import dataclass, fields
+from dataclasses import dataclass
 
 import numpy as np
 from google.protobuf.message import Message
 
 from featuremap import wire
+from featuremap.options import OPTIONS, config_values
 from featuremap.v1 import featuremap_pb2 as pb
 
 from ..engine import Cancelled, check_options, check_peak_options, gpu_memory_bytes, grid_size, map_shape, runtime
@@ -27,12 +28,13 @@ from ..store.prepared import PreparedCache
 from . import codec
 from .batching import GpuBatcher, Pacing
 from .budget import MemoryBudget, Reservation
-from .matching import Computed, FoundPeak, MatchOptions, Plan, PoseMemory, check_pose_options, compute
+from .matching import Computed, MatchOptions, Plan, PoseMemory, check_pose_options, compute
 from .reports import Reports
 
-#: The service's own limits on a config (the engine has none on these).
+#: The service's own limits on a config (the engine has none on these), by option name.
 MAX_TOP_K = 1000
 MAX_STRIDE = 64
+_LIMITS = {"stride": MAX_STRIDE, "top_k": MAX_TOP_K}
 
 
 def pose_grid(template) -> tuple[int, int]:
@@ -57,49 +59,26 @@ class Answer:
     maps: list[wire.EncodedMap]
 
 
-def _name(table: Mapping[str, int], number: int, what: str, default: str | None = None) -> str | None:
+def match_options(config: pb.MatchConfig) -> MatchOptions:
+    """A config's options by name, read by featuremap.options' table (unset: its defaults); the engine
+    checks their values."""
+    # The service's limits first, then the choices' names: the order a config's mistakes are told in.
+    for name, limit in _LIMITS.items():
+        option = OPTIONS[name]
+        value = option.wire_value(config) or option.default
+        if value > limit:
+            raise InvalidArgument(f"{option.field} {value} is over {limit}")
     try:
-        return wire.name_of(table, number, what, default)
+        values = config_values(config)
     except wire.WireError as error:
         raise InvalidArgument(str(error)) from None
-
-
-def match_options(config: pb.MatchConfig) -> MatchOptions:
-    """A config's options by name, the proto's defaults filled in; the engine checks their values."""
-    stride = config.stride or 1
-    if stride > MAX_STRIDE:
-        raise InvalidArgument(f"stride {stride} is over {MAX_STRIDE}")
-    top_k = config.peaks.top_k or 1
-    if top_k > MAX_TOP_K:
-        raise InvalidArgument(f"peaks.top_k {top_k} is over {MAX_TOP_K}")
-    options = MatchOptions(
-        method=_name(wire.METHODS, config.method, "method", wire.DEFAULT_METHOD),  # type: ignore[arg-type]
-        padding=_name(wire.PADDINGS, config.padding, "padding", wire.DEFAULT_PADDING),  # type: ignore[arg-type]
-        border=_name(wire.BORDERS, config.border, "border", wire.DEFAULT_BORDER),  # type: ignore[arg-type]
-        border_value=config.border_value,
-        stride=stride,
-        data_range=config.data_range or None,
-        top_k=top_k,
-        threshold=config.peaks.threshold if config.peaks.HasField("threshold") else None,
-        min_distance=config.peaks.min_distance,
-        subpixel=config.peaks.subpixel,
-        template_thresholds=config.peaks.template_thresholds,
-        encoding=_name(wire.MAP_ENCODINGS, config.maps.encoding, "map encoding"),
-        realtime=config.realtime,
-        # Pose templates only; unset (None): the engine's defaults.
-        **{name: getattr(config.peaks, name) for name in ("min_visible", "max_overlap", "candidates")
-           if config.peaks.HasField(name)},
-    )
+    del values["templates"]  # the plan's: resolved against the bank
+    options = MatchOptions(**values)
     # The engine's own checks, now rather than at the first frame.
     check_options(**options.engine_options())
     check_peak_options(top_k=options.top_k, threshold=options.threshold, min_distance=options.min_distance or None)
     check_pose_options(options)
     return options
-
-
-def peak_message(peak: FoundPeak) -> pb.Peak:
-    """A found peak as the wire's Peak: the fields share their names, so a field added to both travels."""
-    return pb.Peak(**{field.name: getattr(peak, field.name) for field in fields(FoundPeak)})
 
 
 class FrameProcessor:
@@ -233,7 +212,7 @@ class FrameProcessor:
         self._reports.frame_matched(rpc, (decoded.decode_ms + computed.compute_ms + encode_ms) / 1e3)
         result = pb.FrameResult(
             sequence=frame.sequence, capture_time=frame.capture_time,
-            peaks=[peak_message(p) for p in computed.peaks],
+            peaks=[wire.peak_message(p) for p in computed.peaks],
             timing=pb.Timing(decode_ms=decoded.decode_ms, compute_ms=computed.compute_ms, encode_ms=encode_ms),
         )
         return Answer(result, maps)
@@ -260,7 +239,7 @@ class FrameProcessor:
 
     def _check_response_size(self, plan: Plan, image: np.ndarray) -> None:
         """Refuse, before matching, maps that could not be sent (over max_message_bytes)."""
-        encoding = plan.options.encoding
+        encoding = plan.options.maps
         if encoding is None:
             return
         item = {"float32": 4, "float16": 2, "uint8": 1}[encoding]
@@ -301,7 +280,7 @@ class FrameProcessor:
 
     @staticmethod
     def _encode_maps(plan: Plan, computed: Computed) -> list[wire.EncodedMap]:
-        encoding = plan.options.encoding
+        encoding = plan.options.maps
         if encoding is None:
             return []
         number = wire.MAP_ENCODINGS[encoding]

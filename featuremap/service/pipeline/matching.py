@@ -16,8 +16,10 @@ import cv2
 import numpy as np
 
 from featuremap import boxes
+from featuremap.wire import Peak
 
-from ..engine import LOWER_IS_BETTER, Cancelled, Peak, Pose, check_search, map_origin
+from ..engine import LOWER_IS_BETTER, Cancelled, Pose, check_search, map_origin
+from ..engine import Peak as MapPeak
 from ..errors import InvalidArgument
 from ..store.bank import name_of
 from ..store.prepared import PreparedCache
@@ -33,7 +35,11 @@ CHUNK_MIN_BYTES = 64 << 20
 
 @dataclass(frozen=True)
 class MatchOptions:
-    """How to match and what to report: engine options, peak options, the maps' encoding."""
+    """How to match and what to report: engine options, peak options, the maps' encoding.
+
+    One field per row of :data:`featuremap.options.OPTIONS` but ``templates`` (the plan holds those), of
+    the same name; ``frames.match_options`` fills them from a config by the table.
+    """
 
     method: str = "ccoeff_normed"
     padding: str = "valid"
@@ -47,7 +53,7 @@ class MatchOptions:
     subpixel: bool = False
     # Raise the threshold per template to its texture's (ccoeff_normed; see raised_threshold).
     template_thresholds: bool = False
-    encoding: str | None = None  # a map encoding's name; None sends no maps
+    maps: str | None = None  # the maps' encoding, by name; None sends no maps
     realtime: bool = False
     # Pose templates only; None: the engine's default (PoseSearch.search's).
     min_visible: float | None = None
@@ -81,31 +87,6 @@ class Plan:
     options: MatchOptions
 
 
-@dataclass(frozen=True)
-class FoundPeak:
-    """A peak in frame pixels: the best window of a template (or of one of its variants)."""
-
-    template: str
-    x: float
-    y: float
-    width: int
-    height: int
-    score: float
-    scale: float
-    angle: float
-    cx: float  # the box's centre
-    cy: float
-    visible: float = 1.0  # the share of the box inside the frame (a pose's; whole otherwise)
-    ambiguity: float = 0.0  # a pose's 180-degree twin's score over its own (0: not measured)
-
-    @classmethod
-    def centred(cls, template: str, cx: float, cy: float, width: float, height: float, score: float,
-                scale: float, angle: float, visible: float = 1.0, ambiguity: float = 0.0) -> FoundPeak:
-        """A peak whose box (``width`` x ``height``, before rotation by ``angle``) is centred on (cx, cy)."""
-        return cls(template, cx - (width - 1.0) / 2.0, cy - (height - 1.0) / 2.0, max(1, round(width)),
-                   max(1, round(height)), score, scale, angle, cx, cy, visible, ambiguity)
-
-
 class PoseMemory:
     """A stream's last poses per template version: the next frame searches near them first. Thread-safe."""
 
@@ -136,7 +117,7 @@ class TemplateMap:
 class Computed:
     """One frame's peaks and maps."""
 
-    peaks: list[FoundPeak]
+    peaks: list[Peak]
     maps: list[TemplateMap]
     compute_ms: float
 
@@ -202,7 +183,7 @@ def compute(plan: Plan, prepared: PreparedCache, frame: np.ndarray, *, budget: M
     """
     started = time.perf_counter()
     templates = plan.templates
-    peaks: list[FoundPeak] = []
+    peaks: list[Peak] = []
     chosen: list[TemplateMap] = []
     # Each template against the frame in its own layout (gray, BGR): a frame of another layout is
     # converted to the template's, once per layout, not the template skipped.
@@ -243,17 +224,17 @@ def as_layout(frame: np.ndarray, channels: int) -> np.ndarray:
 
 def _compute_layout(plan: Plan, templates: tuple[StoredTemplate, ...], prepared: PreparedCache, frame: np.ndarray,
                     *, budget: MemoryBudget, cancelled: Callable[[], bool], poses: PoseMemory | None,
-                    gpu: GpuBatcher | None, wait: float | None) -> tuple[list[FoundPeak], list[TemplateMap]]:
+                    gpu: GpuBatcher | None, wait: float | None) -> tuple[list[Peak], list[TemplateMap]]:
     """:func:`compute` for templates of the frame's layout: their peaks and chosen maps."""
     options = plan.options
-    keep_maps = options.encoding is not None
+    keep_maps = options.maps is not None
     posed = [t for t in templates if t.posed]
     searches = [prepared.pose_search(t, options.method) for t in posed]  # refuses other methods first
     groups: list[tuple[StoredTemplate, list[Variant]]] = [(t, prepared.variants(t)) for t in templates
                                                           if keep_maps or not t.posed]
     chunks = [groups] if keep_maps else _chunks(groups, frame, options.stride)
     lower = options.method in LOWER_IS_BETTER
-    peaks: list[FoundPeak] = []
+    peaks: list[Peak] = []
     chosen: list[TemplateMap] = []
     for chunk in chunks:
         if cancelled():
@@ -261,6 +242,8 @@ def _compute_layout(plan: Plan, templates: tuple[StoredTemplate, ...], prepared:
         if not chunk:  # only pose templates, and no maps to send
             continue
         variants = [v for _, group in chunk for v in group]
+        if options.padding == "valid":
+            _check_fits(variants, frame.shape[:2])
         matcher = prepared.matcher(variants, **options.engine_options())
         settings = dict(top_k=options.top_k, threshold=options.threshold, subpixel=options.subpixel, maps=keep_maps,
                         min_distance=[_peak_distance(v, options) for v in variants])
@@ -293,6 +276,20 @@ def _compute_layout(plan: Plan, templates: tuple[StoredTemplate, ...], prepared:
     return peaks, chosen
 
 
+def _check_fits(variants: list[Variant], frame_shape: tuple[int, int]) -> None:
+    """Refuse a template (or one of its variants) larger than the frame under padding 'valid', by its
+    name (the engine's own check can name only its index in the matcher)."""
+    height, width = frame_shape
+    for variant in variants:
+        h, w = variant.image.shape[:2]
+        if h > height or w > width:
+            turned = "" if (variant.scale, variant.angle) == (1.0, 0.0) else \
+                f" at scale {variant.scale:g} and angle {variant.angle:g}"
+            raise InvalidArgument(
+                f"template {name_of(variant.template_id)}{turned} ({h}x{w}) is larger than the frame "
+                f"({height}x{width}) under padding='valid': use padding='same' or 'full', or a smaller template")
+
+
 #: The least score of a pose when the config sets no threshold (a similarity).
 POSE_MIN_SCORE = 0.5
 
@@ -304,7 +301,7 @@ def check_pose_options(options: MatchOptions) -> None:
 
 
 def _pose_peaks(template: StoredTemplate, search, frame: np.ndarray, options: MatchOptions, budget: MemoryBudget,
-                cancelled: Callable[[], bool], poses: PoseMemory | None) -> list[FoundPeak]:
+                cancelled: Callable[[], bool], poses: PoseMemory | None) -> list[Peak]:
     """One pose template's peaks: its poses (tracked from ``poses`` when it has them), as boxes before rotation."""
     distance = options.method == "sqdiff_normed"  # the wire's score is the method's own: a distance
     threshold = options.raised_threshold(template)
@@ -325,7 +322,7 @@ def _pose_peaks(template: StoredTemplate, search, frame: np.ndarray, options: Ma
         poses.put(template, found)
     name = name_of(template.id)
     height, width = template.image.shape[:2]
-    return [FoundPeak.centred(name, pose.cx, pose.cy, width * pose.scale, height * pose.scale,
+    return [Peak.centred(name, pose.cx, pose.cy, width * pose.scale, height * pose.scale,
                               1.0 - pose.score if distance else pose.score, pose.scale, pose.angle,
                               visible=pose.visible, ambiguity=pose.ambiguity)
             for pose in found]
@@ -337,9 +334,9 @@ def _peak_distance(variant: Variant, options: MatchOptions) -> int:
     return options.min_distance or max(1, min(height, width) // 2 // options.stride)
 
 
-def _template_peaks(template: StoredTemplate, group: list[Variant], group_peaks: list[list[Peak]],
+def _template_peaks(template: StoredTemplate, group: list[Variant], group_peaks: list[list[MapPeak]],
                     group_maps: list[np.ndarray] | None, options: MatchOptions,
-                    lower: bool) -> tuple[list[FoundPeak], TemplateMap | None]:
+                    lower: bool) -> tuple[list[Peak], TemplateMap | None]:
     """One template's peaks in frame pixels (merged across its variants) and the map to send for it (if any)."""
     candidates = []  # (score, x, y, width, height, index of the variant in the group)
     for index, (variant, found) in enumerate(zip(group, group_peaks, strict=True)):
@@ -352,7 +349,7 @@ def _template_peaks(template: StoredTemplate, group: list[Variant], group_peaks:
         candidates = _merge(candidates, lower, options.top_k, max(1, min(height, width) // 2))
     name = name_of(template.id)
     # The box is the scaled template's before rotation, about the variant's centre (its canvas's).
-    peaks = [FoundPeak.centred(name, x + (w - 1) / 2.0, y + (h - 1) / 2.0,
+    peaks = [Peak.centred(name, x + (w - 1) / 2.0, y + (h - 1) / 2.0,
                                *resized_size(*template.image.shape[:2], group[i].scale), score,
                                group[i].scale, group[i].angle)
              for score, x, y, w, h, i in candidates]
