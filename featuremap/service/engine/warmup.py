@@ -8,7 +8,7 @@ from .calibration import calibrate
 from .halffloat import to_float16
 from .matcher import Matcher
 from .options import METHODS
-from .pose.scores import warm_kernels
+from .pose.warm import warm_kernels
 from .pose.search import PoseSearch
 from .texture import backgrounds
 

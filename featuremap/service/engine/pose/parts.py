@@ -13,6 +13,7 @@ import numpy as np
 from featuremap import boxes
 
 from ..matcher import Cancelled
+from .template import _wrap
 
 if TYPE_CHECKING:
     from .grid import _TopGrid
@@ -80,16 +81,6 @@ def _check(cancelled: Callable[[], bool]) -> None:
     """Stop the search with :class:`Cancelled` once ``cancelled()`` says so."""
     if cancelled():
         raise Cancelled("the pose search was cancelled")
-
-def _wrap(angle: float) -> float:
-    """The angle in [-180, 180)."""
-    return (angle + 180.0) % 360.0 - 180.0
-
-def _best_of(window: tuple[np.ndarray, int, int]) -> tuple[float, int, int]:
-    """The best score of a window (as :meth:`PoseSearch._window` returns it) and its position (x, y)."""
-    scores, x0, y0 = window
-    y, x = np.unravel_index(int(np.argmax(scores)), scores.shape)
-    return float(scores[y, x]), x0 + int(x), y0 + int(y)
 
 def _best_apart(items: list, same: Callable[[Any, Any], bool]) -> list:
     """``items`` (each with a ``score``) best first, each dropped where it is ``same`` as one kept."""

@@ -49,13 +49,13 @@ from featuremap import boxes
 
 from .. import options
 from ..kept import Kept
+from .descent import Descent
 from .finish import _FINISH_GAIN, Finishing
-from .grid import MIN_POSE_SIDE, TOP_SCALE_SPREAD, TOP_SPREAD, Grid, _levels, check_ranges, screens_with_disc
-from .scores import clipped_scores, window_scores
+from .grid import MIN_POSE_SIDE, Grid, _levels, check_ranges, screens_with_disc
+from .parts import Pose, _angle_gap, _best_apart, _box, _Candidate, _check, _Frame, _never
 from .template import PoseTemplate, pyramid
-from .parts import (_METHOD, Pose, _angle_gap, _best_apart, _best_of, _box, _Candidate, _check, _Frame,
-                    _never)
 from .top import TopLevel
+from .windows import Windows
 
 #: Methods pose search takes (similarities after the sqdiff_normed flip).
 POSE_METHODS = ("ccoeff_normed", "ccorr_normed", "sqdiff_normed")
@@ -71,15 +71,9 @@ VARIANT_BYTES_KEPT = 32 << 20
 MIN_VISIBLE = 0.75
 #: The most top-level places a caller may ask a search to carry down per template.
 MAX_CANDIDATES = 256
-#: A score that falls by more than this from one level to the next widens the angle window there.
-WIDEN_DROP = 0.1
-#: Candidates this far under the top_k-th best at a level are not carried further down.
-PRUNE_MARGIN = 0.15
-# Moves of the hill climb of a refinement (see PoseSearch._refine).
-_CLIMBS = 4
 
 
-class PoseSearch(Grid, TopLevel, Finishing):
+class PoseSearch(Grid, Windows, TopLevel, Descent, Finishing):
     """Templates prepared for search at any rotation and scale.
 
     Parameters
@@ -145,11 +139,12 @@ class PoseSearch(Grid, TopLevel, Finishing):
         self._variants: Kept[tuple[np.ndarray, np.ndarray]] = Kept(
             VARIANTS_KEPT, max_bytes=VARIANT_BYTES_KEPT, size=lambda v: v[0].nbytes + v[1].nbytes)
         self._lock = threading.Lock()
+        # The top level's variants at each of its scales, packed for the edge band's rescoring (one per scale).
+        self._packs: dict = {}
         # The top level's grid of poses, matched as one bank (by (level, stride): large frames are
         # screened every other pixel, by a bank made when first needed).
         top = self._make_top(self.levels)
         self._tops = {(top.level, top.stride): top}
-
 
     def __len__(self) -> int:
         return len(self._templates)
@@ -158,7 +153,9 @@ class PoseSearch(Grid, TopLevel, Finishing):
         """What this search keeps between calls: its variants and its top-level banks' plans."""
         with self._lock:
             tops = list(self._tops.values())
-        return self._variants.nbytes() + sum(top.bank.retained_bytes() for top in tops)
+            packs = list(self._packs.values())
+        return (self._variants.nbytes() + sum(top.bank.retained_bytes() for top in tops)
+                + sum(p.images.nbytes + p.weights.nbytes for p in packs))
 
     def memory_estimate(self, frame_shape: tuple[int, int]) -> int:
         """Bytes a search of a frame of ``frame_shape`` (H, W) holds at most, from the shapes alone.
@@ -177,10 +174,6 @@ class PoseSearch(Grid, TopLevel, Finishing):
         working, retained = top.bank.memory_estimate(shape)
         return pyramid_bytes + working + retained
 
-
-    # -- the pose grid ------------------------------------------------------
-
-
     # -- search ---------------------------------------------------------------
 
     def _frame(self, frame: np.ndarray, min_visible: float, cancelled: Callable[[], bool]) -> _Frame:
@@ -192,141 +185,6 @@ class PoseSearch(Grid, TopLevel, Finishing):
         top = self._top_for(image.shape[:2])
         return _Frame(pyramid(image, top.level), min_visible, cancelled, top)
 
-    def _window(self, frame: _Frame, index: int, level: int, cx: float, cy: float, angle: float,
-                scale: float, reach: int, shift: tuple[float, float] | None = None) -> tuple[np.ndarray, int, int] | None:
-        """Scores of one pose's variant at the positions within ``reach`` of (cx, cy), rounded; with the first position.
-
-        With ``shift``, the variant is made afresh with its centre that far off the canvas's (not kept).
-        A position where the variant reaches past the frame's edge is scored on
-        its visible part when at least ``frame.min_visible`` of it is inside
-        (-inf where less is); with ``min_visible`` 1 only whole positions are kept.
-        """
-        if shift is None:
-            image, weights = self._variant(index, level, angle, scale)
-        else:
-            image, weights = self._templates[index].variant(level, angle, scale, shift=shift)
-        level_image = frame.levels[level]
-        h, w = weights.shape
-        x0 = int(round(cx)) - reach - w // 2
-        y0 = int(round(cy)) - reach - h // 2
-        height, width = level_image.shape[:2]
-        side = 2 * reach + 1
-        if x0 >= 0 and y0 >= 0 and x0 + side - 1 + w <= width and y0 + side - 1 + h <= height:
-            out = np.empty((side, side))
-            window_scores(level_image, y0, x0, image, weights, _METHOD[self.method], out)
-            return out, x0 + w // 2, y0 + h // 2
-        if frame.min_visible >= 1.0:
-            # Only the window's positions where the whole variant lies in the frame.
-            left, top = max(x0, 0), max(y0, 0)
-            right, bottom = min(x0 + side - 1 + w, width), min(y0 + side - 1 + h, height)
-            if right - left < w or bottom - top < h:
-                return None
-            out = np.empty((bottom - top - h + 1, right - left - w + 1))
-            window_scores(level_image, top, left, image, weights, _METHOD[self.method], out)
-            return out, left + w // 2, top + h // 2
-        out = np.empty((side, side))
-        clipped_scores(level_image, image, weights, _METHOD[self.method], y0, x0, frame.min_visible, out)
-        if not np.isfinite(out).any():
-            return None
-        return out, x0 + w // 2, y0 + h // 2
-
-
-    def _refine(self, frame: _Frame, cand: _Candidate, level: int, reach: int,
-                angle_step: float, scale_step: float, spread: tuple[int, int] = (1, 1)) -> _Candidate | None:
-        """The best pose at ``level`` within ``reach`` pixels and ``spread`` (angle, scale) steps of ``cand``.
-
-        Where the best lies on the edge of that neighbourhood, in angle, scale
-        or position (the coarser level was further off than its step), the
-        search moves there and goes on, a few times at most: a hill climb on
-        the grid of this level.
-        """
-        best = None
-        seen: set[tuple[float, float, float, float]] = set()
-        for _ in range(_CLIMBS):
-            centre = best or cand
-            angles = [centre.angle + i * angle_step for i in range(-spread[0], spread[0] + 1)]
-            if self.scale_range[1] > self.scale_range[0]:
-                scales = [centre.scale * (1.0 + scale_step) ** i for i in range(-spread[1], spread[1] + 1)]
-            else:
-                scales = [centre.scale]
-            edge = None
-            for i, angle in enumerate(angles):
-                for j, scale in enumerate(scales):
-                    angle_c, scale_c = self._clamp(angle, scale)
-                    key = (round(angle_c, 9), round(scale_c, 12), round(centre.cx), round(centre.cy))
-                    if key in seen:
-                        continue
-                    seen.add(key)
-                    window = self._window(frame, cand.template, level, centre.cx, centre.cy, angle_c,
-                                          scale_c, reach)
-                    if window is None:
-                        continue
-                    value, bx, by = _best_of(window)
-                    if best is None or value > best.score:
-                        best = _Candidate(cand.template, bx, by, angle_c, scale_c, value)
-                        scores, x0, y0 = window
-                        edge = (i in (0, len(angles) - 1) and len(angles) > 1) or \
-                            (j in (0, len(scales) - 1) and len(scales) > 1) or \
-                            (reach > 0 and (by - y0 in (0, scores.shape[0] - 1) or bx - x0 in (0, scores.shape[1] - 1)))
-            if not edge:
-                break
-        return best
-
-
-    def _step_down(self, frame: _Frame, cand: _Candidate, below: int) -> _Candidate | None:
-        """A candidate of level ``below + 1`` refined on level ``below`` (whole pixels, that level's steps).
-
-        Where the score falls by more than ``WIDEN_DROP`` on the way down, the
-        coarser level's angle may have been a neighbour's pattern (or the
-        part's own half-turned twin): the angle window widens to
-        ``2 * TOP_SPREAD + 2`` steps either side and the better answer stays.
-        """
-        template = self._templates[cand.template]
-        start = _Candidate(cand.template, cand.cx * 2.0, cand.cy * 2.0, cand.angle, cand.scale, cand.score)
-        # The coarser level's peak is within half its pixel: one pixel here
-        # (two below a top level screened every other pixel).
-        first = below == frame.top.level - 1
-        reach = frame.top.stride if first else 1
-        spread = (TOP_SPREAD, TOP_SCALE_SPREAD) if first else (1, 1)
-        angle_step, scale_step = self._angle_step(below, template), self._scale_step(below, template)
-        refined = self._refine(frame, start, below, reach, angle_step, scale_step, spread)
-        if refined is None or refined.score < cand.score - WIDEN_DROP:
-            # Wider in angle only, at the scale found: the angle is what a neighbour's pattern misleads.
-            if refined is not None:
-                start = _Candidate(start.template, start.cx, start.cy, start.angle, refined.scale, start.score)
-            wider = self._refine(frame, start, below, reach + 1, angle_step, scale_step, (2 * TOP_SPREAD + 2, 0))
-            if wider is not None and (refined is None or wider.score > refined.score):
-                refined = wider
-        return refined
-
-    def _descend(self, frame: _Frame, found: list[_Candidate], level: int, top_k: int) -> list[_Candidate]:
-        """Carry candidates found at ``level`` down to the finishing level, level by level.
-
-        Before the first level and after each, candidates scoring
-        ``PRUNE_MARGIN`` under the ``top_k``-th best go (no level below raised
-        a score by that much on any scene measured), and after each,
-        candidates that reached the same pose are one.
-        """
-        found = _prune(found, top_k)
-        for below in range(level - 1, self._finish_level - 1, -1):
-            stepped = []
-            for cand in found:
-                _check(frame.cancelled)
-                refined = self._step_down(frame, cand, below)
-                if refined is not None:
-                    stepped.append(refined)
-            found = _prune(self._distinct(stepped, below), top_k)
-        return found
-
-    def _distinct(self, found: list[_Candidate], level: int) -> list[_Candidate]:
-        """The best of candidates that reached the same pose (within a pixel and a step) on ``level``."""
-        def same(a: _Candidate, b: _Candidate) -> bool:
-            step = 1.5 * self._angle_step(level, self._templates[a.template])
-            return (a.template == b.template and abs(a.cx - b.cx) <= 1.5 and abs(a.cy - b.cy) <= 1.5
-                    and _angle_gap(a.angle, b.angle) <= step and abs(math.log(a.scale / b.scale)) <= 0.02)
-
-        return _best_apart(found, same)
-
     def _conclude(self, frame: _Frame, found: list[_Candidate], top_k: int, min_score: float,
                   max_overlap: float) -> list[Pose]:
         """Finish the best candidates to sub-pixel, sub-step poses on level 0, and select among them.
@@ -335,32 +193,51 @@ class PoseSearch(Grid, TopLevel, Finishing):
         score by little: it samples between the grid's steps); twice ``top_k``
         and one, so that a wrong angle at the right place, ahead before the
         finish, cannot push the right one out. They are finished best first;
-        where the finishing level is level 0 (its scores are the final ones)
-        and the range is short of the full circle, the rest are left once
-        ``top_k`` are kept and the next could not pass the last of them by
-        finishing (``_FINISH_GAIN``, a bound measured, not proven). Over the
-        full circle a candidate may finish as its half-turned twin, far above
-        its rough score (:meth:`_decide_twin`): every chosen one is finished.
+        where the finishing level is level 0 (its scores are the final ones),
+        the rest are left once ``top_k`` are kept and the next could not pass
+        the last of them by finishing (``_FINISH_GAIN``, a bound measured, not
+        proven). Over the full circle a candidate may finish as its
+        half-turned twin, far above its rough score (:meth:`_decide_twin`):
+        there the bound is the better of its rough score and its twin's (one
+        window at the half turn), and each candidate is judged on its own (a
+        tray of 24 parts finished 32, the 8 look-alikes for nothing).
         """
         rough = sorted(((self._rough(c), c) for c in found), key=lambda pair: -pair[0].score)
         chosen = {id(p) for p in self._select([p for p, _ in rough], 2 * top_k + 1, min_score - _FINISH_GAIN,
                                                 max_overlap)}
+        rough = [(pose, cand) for pose, cand in rough if id(pose) in chosen]
+        # The first top_k are finished whatever they come to: side by side (Finishing._finish_all).
+        head = [cand for _, cand in rough[:top_k]]
+        poses = self._finish_all(frame, head)
+        # Their half-turned twins' windows in one call too.
+        twins = iter(self._windows(frame, self._finish_level, [self._twin_window(cand.template, pose) for cand, pose
+                                                               in zip(head, poses) if pose is not None], 1)
+                     if self._circle else [])
         finished: list[Pose] = []
-        for pose, cand in rough:
-            if id(pose) not in chosen:
-                continue
-            if self._finish_level == 0 and not self._circle and len(finished) >= top_k:
-                kth = sorted((p.score for p in finished), reverse=True)[top_k - 1]
-                if pose.score + _FINISH_GAIN < kth:  # (the plain bound first: a selection costs overlaps)
-                    kept = self._select(self._distinct_poses(finished), top_k, min_score, max_overlap)
-                    if len(kept) == top_k and pose.score + _FINISH_GAIN < kept[-1].score:
-                        break
-            _check(frame.cancelled)
-            done = self._finish(frame, cand)
+        for cand, done in zip(head, poses):
             if done is not None:
-                done = self._decide_twin(frame, cand, done)
+                done = self._decide_twin(frame, cand, done, next(twins) if self._circle else None)
             if done is not None and done.visible >= frame.min_visible:
                 finished.append(done)
+        floor = None  # the top_k-th kept pose's score, while ``finished`` is unchanged
+        for pose, cand in rough[top_k:]:
+            if self._finish_level == 0 and len(finished) >= top_k:
+                bound = pose.score + _FINISH_GAIN
+                kth = sorted((p.score for p in finished), reverse=True)[top_k - 1]
+                if bound < kth and self._circle:  # it may finish as its twin: the twin's rough score bounds that
+                    bound = max(pose.score, self._twin_rough(frame, cand)) + _FINISH_GAIN
+                if bound < kth:  # (the plain bound first: a selection costs overlaps)
+                    if floor is None:
+                        kept = self._select(self._distinct_poses(finished), top_k, min_score, max_overlap)
+                        floor = kept[-1].score if len(kept) == top_k else -np.inf
+                    if bound < floor:
+                        if not self._circle:
+                            break  # (best first: the rest score lower still)
+                        continue  # (a later one's twin may score higher)
+            done = self._finished(frame, cand)
+            if done is not None and done.visible >= frame.min_visible:
+                finished.append(done)
+                floor = None
         return self._select(self._distinct_poses(finished), top_k, min_score, max_overlap)
 
     @staticmethod
@@ -370,11 +247,17 @@ class PoseSearch(Grid, TopLevel, Finishing):
         return _best_apart(poses, lambda a, b: math.hypot(a.cx - b.cx, a.cy - b.cy) <= 1.0
                            and _angle_gap(a.angle, b.angle) <= 1.0 and abs(math.log(a.scale / b.scale)) <= 0.02)
 
-
     def _select(self, poses: list[Pose], top_k: int, min_score: float, max_overlap: float) -> list[Pose]:
         """The best poses over ``min_score`` whose boxes overlap no better one by more than ``max_overlap`` (IoU)."""
-        return boxes.suppress([p for p in poses if p.score >= min_score], lambda p: p.score,
-                              lambda a, b: boxes.iou(_box(a), _box(b)) > max_overlap, limit=top_k)
+        def overlaps(a: Pose, b: Pose) -> bool:
+            # Boxes whose centres lie further apart than their half diagonals together cannot meet (IoU 0):
+            # a tray's 24 parts asked the polygon intersection a thousand times per frame, nearly all such.
+            reach = 0.5 * (math.hypot(a.width, a.height) + math.hypot(b.width, b.height))
+            if abs(a.cx - b.cx) >= reach or abs(a.cy - b.cy) >= reach:
+                return False
+            return boxes.iou(_box(a), _box(b)) > max_overlap
+
+        return boxes.suppress([p for p in poses if p.score >= min_score], lambda p: p.score, overlaps, limit=top_k)
 
     def search(self, frame: np.ndarray, top_k: int = 1, min_score: float = 0.5, max_overlap: float = 0.5,
                min_visible: float = MIN_VISIBLE, candidates: int | None = None,
@@ -484,14 +367,6 @@ class PoseSearch(Grid, TopLevel, Finishing):
             found = self._descend(frame, hypotheses, frame.top.level, top_k)
             results.append(self._conclude(frame, found, top_k, min_score, max_overlap))
         return results
-
-
-def _prune(found: list[_Candidate], top_k: int) -> list[_Candidate]:
-    """The candidates within ``PRUNE_MARGIN`` of the ``top_k``-th best (on one level, scores compare)."""
-    if len(found) <= top_k:
-        return found
-    floor = sorted((c.score for c in found), reverse=True)[top_k - 1] - PRUNE_MARGIN
-    return [c for c in found if c.score >= floor]
 
 
 def check_search(top_k: object, min_score: object, max_overlap: object = 0.5, min_visible: object = MIN_VISIBLE,

@@ -11,6 +11,11 @@ import numpy as np
 _COVERED = 0.999
 
 
+def _wrap(angle: float) -> float:
+    """The angle in [-180, 180)."""
+    return (angle + 180.0) % 360.0 - 180.0
+
+
 def pyramid(image: np.ndarray, levels: int) -> list[np.ndarray]:
     """[image, pyrDown(image), ...] as float32 (H, W, C), ``levels`` + 1 of them."""
     out = [np.ascontiguousarray(image, np.float32)]
@@ -56,6 +61,30 @@ class PoseTemplate:
         """The template's larger side at ``level``, in that level's pixels."""
         return max(self.height, self.width) / 2.0 ** level
 
+    def placement(self, level: int, angle: float, scale: float, disc: bool = False,
+                  shift: tuple[float, float] = (0.0, 0.0)) -> tuple[np.ndarray, tuple[int, int]]:
+        """The map from a variant's canvas pixels to the template's at ``level`` (2x3, as warpAffine's
+        WARP_INVERSE_MAP takes it), and the canvas's (height, width): see :meth:`variant`."""
+        *matrix, side_y, side_x = self.placement_row(level, angle, scale, disc, shift)
+        return np.array(matrix).reshape(2, 3), (int(side_y), int(side_x))
+
+    def placement_row(self, level: int, angle: float, scale: float, disc: bool = False,
+                      shift: tuple[float, float] = (0.0, 0.0)) -> tuple[float, ...]:
+        """:meth:`placement` as one row of numbers: the map's six, then the canvas's height and width."""
+        # The level's centre of the template, in its pixels (pyrDown keeps even samples).
+        centre_x = (self.width - 1) / 2.0 / 2.0 ** level
+        centre_y = (self.height - 1) / 2.0 / 2.0 ** level
+        radians = math.radians(angle)
+        cos, sin = math.cos(radians), math.sin(radians)
+        side_y, side_x = canvas_sides(self.height, self.width, level, angle, scale, disc)
+        canvas_x, canvas_y = (side_x - 1) / 2.0, (side_y - 1) / 2.0
+        # Canvas point p to template point q = centre + R(-angle) (p - canvas centre) / scale, with
+        # R(-angle) the inverse of getRotationMatrix2D's counter-clockwise rotation.
+        a, b = cos / scale, -sin / scale
+        c, d = sin / scale, cos / scale
+        at_x, at_y = canvas_x + shift[0], canvas_y + shift[1]
+        return a, b, centre_x - a * at_x - b * at_y, c, d, centre_y - c * at_x - d * at_y, side_y, side_x
+
     def variant(self, level: int, angle: float, scale: float, disc: bool = False,
                 shift: tuple[float, float] = (0.0, 0.0), paired: bool = False) -> tuple[np.ndarray, np.ndarray]:
         """The template at ``level`` rotated and scaled about its centre, on an odd canvas, and its 0/1 mask.
@@ -69,21 +98,9 @@ class PoseTemplate:
         statistics of half its angles.
         """
         source = self.images[level]
-        # The level's centre of the template, in its pixels (pyrDown keeps even samples).
-        centre_x = (self.width - 1) / 2.0 / 2.0 ** level
-        centre_y = (self.height - 1) / 2.0 / 2.0 ** level
-        radians = math.radians(angle)
-        cos, sin = math.cos(radians), math.sin(radians)
         radius = min(scale * self.width, scale * self.height) / 2.0 ** level / 2.0
-        side_y, side_x = canvas_sides(self.height, self.width, level, angle, scale, disc)
+        matrix, (side_y, side_x) = self.placement(level, angle, scale, disc, shift)
         canvas_x, canvas_y = (side_x - 1) / 2.0, (side_y - 1) / 2.0
-        # Canvas point p to template point q = centre + R(-angle) (p - canvas centre) / scale, with
-        # R(-angle) the inverse of getRotationMatrix2D's counter-clockwise rotation.
-        a, b = cos / scale, -sin / scale
-        c, d = sin / scale, cos / scale
-        at_x, at_y = canvas_x + shift[0], canvas_y + shift[1]
-        matrix = np.array([[a, b, centre_x - a * at_x - b * at_y],
-                           [c, d, centre_y - c * at_x - d * at_y]])
         flags = cv2.INTER_LINEAR | cv2.WARP_INVERSE_MAP
         image = cv2.warpAffine(source, matrix, (side_x, side_y), flags=flags, borderMode=cv2.BORDER_CONSTANT)
         image = image.reshape(side_y, side_x, -1)

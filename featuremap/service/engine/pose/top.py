@@ -10,8 +10,9 @@ import numpy as np
 from .. import options
 from ..matcher import Matcher
 from .grid import _TopGrid
-from .parts import _best_of, _Candidate, _check, _Frame
-from .scores import block_maxima, keep_best
+from .parts import _Candidate, _check, _Frame
+from .batch import Packed
+from .topmaps import block_maxima, keep_best
 
 
 #: Angle hypotheses kept per top-level place, and how far under the place's best one may score.
@@ -79,6 +80,23 @@ def _places(scores: np.ndarray, radius: int, top_k: int, places: int | None) -> 
     return [(x, y) for x, y, _ in found]
 
 
+def _gathered(maps: list[np.ndarray], members: np.ndarray) -> np.ndarray:
+    """The maps ``members`` as one (n, H, W) stack: a view where they are consecutive planes of one array (the
+    bank's maps are: copying a 12 MP frame's 41 maps cost a twentieth of its search), else a copy."""
+    first = maps[members[0]]
+    base = first.base
+    if base is not None and isinstance(base, np.ndarray) and base.ndim == 3 and base.shape[1:] == first.shape \
+            and base.flags.c_contiguous and first.flags.c_contiguous and base.dtype == first.dtype:
+        plane = first.nbytes
+        offset = first.__array_interface__["data"][0] - base.__array_interface__["data"][0]
+        start = offset // plane if plane else -1
+        if plane and offset % plane == 0 and 0 <= start and start + len(members) <= base.shape[0] and all(
+                maps[i].base is base and maps[i].__array_interface__["data"][0]
+                == first.__array_interface__["data"][0] + k * plane for k, i in enumerate(members)):
+            return base[start:start + len(members)]
+    return np.stack([maps[i] for i in members])
+
+
 class TopLevel:
     """PoseSearch's top level: places and hypotheses."""
 
@@ -128,7 +146,7 @@ class TopLevel:
                                          masks=[weights.astype(np.uint8) for _, weights in variants],
                                          method=self.method, stride=step)(top))
             else:
-                stack = np.stack([maps[i] for i in members])
+                stack = _gathered(maps, members)
                 for i in members:
                     maps[i] = None  # the stack holds them now: the maps go as they are gathered
             if self.method == "sqdiff_normed":
@@ -136,7 +154,12 @@ class TopLevel:
             # Variants of one canvas (a disc's: every angle of a scale) are one stack: the best per position.
             rows = slice(h // 2, h // 2 + step * stack.shape[1], step)
             cols = slice(w // 2, w // 2 + step * stack.shape[2], step)
-            keep_best(stack, best[index, rows, cols])
+            if step == 1:
+                keep_best(stack, best[index, rows, cols])
+            else:  # into contiguous rows, then back: the strided rows' max ran scalar (a 12 MP frame: 2x)
+                compact = best[index, rows, cols].copy()
+                keep_best(stack, compact)
+                best[index, rows, cols] = compact
             stacks.append((index, members, stack, h // 2, w // 2))
         del maps
         out = []
@@ -151,53 +174,86 @@ class TopLevel:
                 out.append([h for x, y in _places(scores, radius, top_k, places)
                             for h in self._hypotheses(grid, index, mine, x, y, 0)])
                 continue
-            # The band within ``pad`` of the frame's edge scored its windows on mirrored pixels: a
-            # clipped part there scores low (0.86 where clutter inside scored 0.96) and a pixel or
-            # three off. Its places are taken apart from the inside's, and each hypothesis is scored
-            # again on its visible part, within RESCORE_REACH pixels.
-            # The band: windows there reach past the frame's edge. Its strips are copied out and
-            # cleared in place (masks and copies of a 12 MP map cost a twentieth of the search).
-            reach = 2 * pad
-            edge = np.full(scores.shape, -np.inf, np.float32)
-            strips = [(slice(0, reach), slice(None)), (slice(max(0, height - reach), height), slice(None)),
-                      (slice(None), slice(0, reach)), (slice(None), slice(max(0, width - reach), width))]
-            for strip in strips:
-                edge[strip] = scores[strip]
-            for strip in strips:
-                scores[strip] = -np.inf
-            inside = scores  # (this template's plane of the best scores: not needed again)
-            found = [h for x, y in _places(inside, radius, top_k, places)
-                     for h in self._hypotheses(grid, index, mine, x, y, pad)]
-            # Band places that could matter: mirrored pixels cost a clipped part up to about 0.1
-            # (0.86 for a bar whose visible part scored 0.98), so those far under the inside's best
-            # are left (on textured photographs every band place was, and rescoring them all doubled
-            # a search's time).
-            floor = max((h.score for h in found), default=-np.inf) - BAND_MARGIN
-            for x, y in _places(edge, radius, top_k, places if places is not None else top_k + 1):
-                hypotheses = self._hypotheses(grid, index, mine, x, y, pad)
-                if not hypotheses or max(h.score for h in hypotheses) < floor:
-                    continue
-                scale = max(hypotheses, key=lambda h: h.score).scale
-                found += self._rescore_clipped(frame, grid, index, x - pad, y - pad, scale)
-            out.append(found)
+            out.append(self._with_band(frame, grid, index, mine, scores, radius, top_k, places, pad))
         return out
 
-    def _rescore_clipped(self, frame: _Frame, grid: _TopGrid, index: int, x: int, y: int,
-                         scale: float) -> list[_Candidate]:
-        """A top-level place near the frame's edge scored on its visible part at ``scale``: each of the
-        grid's angles (its best position within ``RESCORE_REACH``); the local maxima over angle within
-        ``HYPOTHESIS_MARGIN`` of the best (:meth:`_angle_peaks`). The mirrored scores gave
-        the place and its scale, not its angle (90-180 degrees off for a clipped bar)."""
+    def _with_band(self, frame: _Frame, grid: _TopGrid, index: int, stacks: list, scores: np.ndarray, radius: int,
+                   top_k: int, places: int | None, pad: int) -> list[_Candidate]:
+        """The hypotheses of a top level mirrored out by ``pad``: the inside's places, and the edge band's apart.
+
+        The band within ``pad`` of the frame's edge scored its windows on mirrored pixels: a clipped part
+        there scores low (0.86 where clutter inside scored 0.96) and a pixel or three off. Its places are
+        taken apart from the inside's, and each hypothesis is scored again on its visible part, within
+        ``RESCORE_REACH`` pixels. ``scores`` (this template's plane of the best scores) is consumed.
+        """
+        height, width = scores.shape
+        # The band: windows there reach past the frame's edge. Its strips are copied out and
+        # cleared in place (masks and copies of a 12 MP map cost a twentieth of the search).
+        reach = 2 * pad
+        edge = np.full(scores.shape, -np.inf, np.float32)
+        strips = [(slice(0, reach), slice(None)), (slice(max(0, height - reach), height), slice(None)),
+                  (slice(None), slice(0, reach)), (slice(None), slice(max(0, width - reach), width))]
+        for strip in strips:
+            edge[strip] = scores[strip]
+        for strip in strips:
+            scores[strip] = -np.inf
+        found = [h for x, y in _places(scores, radius, top_k, places)
+                 for h in self._hypotheses(grid, index, stacks, x, y, pad)]
+        # Band places that could matter: mirrored pixels cost a clipped part up to about 0.1
+        # (0.86 for a bar whose visible part scored 0.98), so those far under the inside's best
+        # are left (on textured photographs every band place was, and rescoring them all doubled
+        # a search's time). A floor from the top_k-th inside place instead leaves no more: what is
+        # rescored goes down unless PRUNE_MARGIN under the top_k-th, so only places under it by that
+        # and BAND_MARGIN could go, and a tray of 24 parts had none (band 0.81-0.91, the 24th 0.98).
+        floor = max((h.score for h in found), default=-np.inf) - BAND_MARGIN
+        band = []  # (x, y, scale) of the band's places to rescore
+        for x, y in _places(edge, radius, top_k, places if places is not None else top_k + 1):
+            hypotheses = self._hypotheses(grid, index, stacks, x, y, pad)
+            if not hypotheses or max(h.score for h in hypotheses) < floor:
+                continue
+            band.append((x - pad, y - pad, max(hypotheses, key=lambda h: h.score).scale))
+        return found + self._rescore_clipped(frame, grid, index, band)
+
+    def _rescore_clipped(self, frame: _Frame, grid: _TopGrid, index: int,
+                         band: list[tuple[int, int, float]]) -> list[_Candidate]:
+        """Top-level places near the frame's edge, (x, y, scale) each, scored on their visible part at their
+        scale: each of the grid's angles (its best position within ``RESCORE_REACH``); at each place the local
+        maxima over angle within ``HYPOTHESIS_MARGIN`` of the best (:meth:`_angle_peaks`). The mirrored scores
+        gave the place and its scale, not its angle (90-180 degrees off for a clipped bar). Every place's
+        every angle at a scale is one kernel call, run on every core (a tray's 25 band places: 800 windows)."""
+        if not band:
+            return []
         table = grid.tables[index]
-        best = np.full(table.shape[0], -np.inf)
-        where: list[tuple[float, float, float]] = [(0.0, 0.0, 0.0)] * table.shape[0]
-        for i in range(table.shape[0]):
-            window = self._window(frame, index, grid.level, x, y, grid.grid[int(table[i, 0])][1], scale, RESCORE_REACH)
-            if window is not None:
-                best[i], bx, by = _best_of(window)
-                where[i] = (bx, by, scale)
-        return [_Candidate(index, where[i][0], where[i][1], grid.grid[int(table[i, 0])][1], where[i][2], float(best[i]))
-                for i in self._angle_peaks(best)]
+        angles = [grid.grid[int(table[i, 0])][1] for i in range(table.shape[0])]
+        windows: list = [None] * len(band)  # per place, its windows at each angle
+        for scale in {scale for _, _, scale in band}:
+            at = [p for p, (_, _, s) in enumerate(band) if s == scale]
+            scored = self._scored(frame, grid.level, self._packed(index, grid.level, angles, scale),
+                                  list(range(len(angles))) * len(at),
+                                  [band[p][:2] for p in at for _ in angles], RESCORE_REACH)
+            for k, p in enumerate(at):
+                windows[p] = scored[k * len(angles):(k + 1) * len(angles)]
+        found = []
+        for (_, _, scale), place in zip(band, windows):
+            best = np.full(len(angles), -np.inf)
+            where: list[tuple[float, float]] = [(0.0, 0.0)] * len(angles)
+            for i, window in enumerate(place):
+                if window is not None:
+                    best[i], bx, by, _ = window
+                    where[i] = (bx, by)
+            found += [_Candidate(index, where[i][0], where[i][1], angles[i], scale, float(best[i]))
+                      for i in self._angle_peaks(best)]
+        return found
+
+    def _packed(self, index: int, level: int, angles: list[float], scale: float) -> Packed:
+        """The variants of template ``index`` at ``level``, ``angles`` and ``scale``, packed (kept by the search)."""
+        key = (index, level, round(scale, 8), len(angles))
+        packed = self._packs.get(key)
+        if packed is None:
+            packed = Packed([self._variant(index, level, angle, scale) for angle in angles])
+            with self._lock:
+                packed = self._packs.setdefault(key, packed)
+        return packed
 
     def _hypotheses(self, grid: _TopGrid, index: int, stacks: list, x: int, y: int, pad: int) -> list[_Candidate]:
         """The angle hypotheses of template ``index`` at top-level place (x, y) of the padded level."""
