@@ -77,6 +77,7 @@ bench: $(STAMP)
 	$(BIN)/python tests/benchmarks/bench_pose.py
 	$(BIN)/python tests/benchmarks/bench_pose_scenes.py
 	$(BIN)/python tests/benchmarks/bench_http.py
+	$(BIN)/python tests/benchmarks/bench_thresholds.py
 
 # The CUDA path beside torch/cuDNN and the CPU engine: needs an NVIDIA GPU and the
 # cuda extra (DEVELOPERS.md says how to run it on the device machine).
