@@ -51,7 +51,8 @@ fuzz: $(VENV)/.installed-fuzz
 # 8 lanes; the empty feature list matters: the name alone keeps this host's AVX-512 features)
 # and generic x86-64 (SSE2, no FMA). Each has its own kernel cache (and calibration); NumPy's
 # and OpenCV's dispatch is narrowed alike. A few minutes each on 2 cores, cold.
-CPU_TESTS := tests/engine tests/pose/test_pose.py tests/pose/test_pose_scenes.py --ignore=tests/engine/test_cuda.py
+CPU_TESTS := tests/engine tests/pose/test_pose.py tests/pose/test_pose_scenes.py tests/pose/test_pose_windows.py \
+	--ignore=tests/engine/test_cuda.py
 HASWELL := NUMBA_CPU_NAME=haswell NUMBA_CPU_FEATURES= NUMBA_CACHE_DIR=build/numba-haswell \
 	NPY_DISABLE_CPU_FEATURES="X86_V4 AVX512_ICL AVX512_SPR" OPENCV_CPU_DISABLE=AVX512-SKX,AVX512-CLX OPENCV_IPP=avx2
 GENERIC := NUMBA_CPU_NAME=generic NUMBA_CPU_FEATURES= NUMBA_CACHE_DIR=build/numba-generic \
