@@ -13,6 +13,8 @@ from ..runtime import FASTMATH, JIT
 _PARALLEL_WORK = 1 << 18
 
 
+# Long by design (95 lines, a third of them its docstring): one compiled pass over the variant's rows
+# fills every array the window kernels read, so that a variant is read once.
 @njit(error_model="numpy", fastmath=FASTMATH, **JIT)
 def _prepare_scores(template, weights, method):
     """A variant's side of :func:`_score_at`: its masked (centred) values and its weights as (h, w C) rows,

@@ -130,6 +130,26 @@ class TopLevel:
             top = cv2.copyMakeBorder(top, pad, pad, pad, pad, cv2.BORDER_REFLECT_101).reshape(
                 height + 2 * pad, width + 2 * pad, -1)
             height, width = top.shape[:2]
+        best, stacks = self._top_stacks(frame, grid, top)
+        out = []
+        for index, template in enumerate(self._templates):
+            # Places a quarter of the template's shorter side apart: touching parts' centres lie
+            # closer than half of it (two of five interlocked parts were one place at a half).
+            radius = max(1, int(PLACE_SPACING * min(template.height, template.width) * self.scale_range[0]
+                                / 2.0 ** grid.level))
+            mine = [entry for entry in stacks if entry[0] == index]
+            scores = best[index]
+            if not pad:
+                out.append([h for x, y in _places(scores, radius, top_k, places)
+                            for h in self._hypotheses(grid, index, mine, x, y, 0)])
+                continue
+            out.append(self._with_band(frame, grid, index, mine, scores, radius, top_k, places, pad))
+        return out
+
+    def _top_stacks(self, frame: _Frame, grid: _TopGrid, top: np.ndarray) -> tuple[np.ndarray, list]:
+        """The top level's scores: per template the best over its variants at each position, and each
+        group of one canvas's variants as a stack (template, members, stack, first row, first column)."""
+        height, width = top.shape[:2]
         best = np.full((len(self._templates), height, width), -np.inf, np.float32)
         fits = [h <= height and w <= width for h, w in grid.bank.shapes]
         maps = grid.bank(top, cancelled=frame.cancelled) if all(fits) else None
@@ -161,21 +181,7 @@ class TopLevel:
                 keep_best(stack, compact)
                 best[index, rows, cols] = compact
             stacks.append((index, members, stack, h // 2, w // 2))
-        del maps
-        out = []
-        for index, template in enumerate(self._templates):
-            # Places a quarter of the template's shorter side apart: touching parts' centres lie
-            # closer than half of it (two of five interlocked parts were one place at a half).
-            radius = max(1, int(PLACE_SPACING * min(template.height, template.width) * self.scale_range[0]
-                                / 2.0 ** grid.level))
-            mine = [entry for entry in stacks if entry[0] == index]
-            scores = best[index]
-            if not pad:
-                out.append([h for x, y in _places(scores, radius, top_k, places)
-                            for h in self._hypotheses(grid, index, mine, x, y, 0)])
-                continue
-            out.append(self._with_band(frame, grid, index, mine, scores, radius, top_k, places, pad))
-        return out
+        return best, stacks
 
     def _with_band(self, frame: _Frame, grid: _TopGrid, index: int, stacks: list, scores: np.ndarray, radius: int,
                    top_k: int, places: int | None, pad: int) -> list[_Candidate]:
