@@ -86,7 +86,11 @@ function config() {
   const topK = Math.max(1, Number($("top-k").value) || 1);
   const threshold = Number($("threshold").value);
   const settings = { templates: [], peaks: { topK } };
-  if (Number.isFinite(threshold) && $("threshold").value !== "") settings.peaks.threshold = threshold;
+  if (Number.isFinite(threshold) && $("threshold").value !== "") {
+    settings.peaks.threshold = threshold;
+    // At the default, as the Python client: a plain template must also reach its own texture threshold.
+    settings.peaks.templateThresholds = $("threshold").value === $("threshold").defaultValue;
+  }
   if (bank.heatmaps.size) settings.maps = { encoding: "MAP_ENCODING_UINT8" };
   return settings;
 }
