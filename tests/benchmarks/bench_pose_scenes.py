@@ -10,8 +10,8 @@ independent of featuremap. Per scene this prints:
   a part clipped at the frame's edge), false detections (poses matching no
   instance), and the worst position and angle error of the right ones, at
   the client's default decision (ccoeff_normed: 0.7 raised to the part's
-  texture threshold, as the server raises it; the fixed 0.7's false count
-  beside it) with ``top_k`` the instance count plus 3 (room for false ones
+  texture threshold for the frame's size, as the server raises it; the fixed
+  0.7's false count beside it) with ``top_k`` the instance count plus 3 (room for false ones
   to show);
 - featuremap's time (median of 3), and beside it the time of an exhaustive
   search over the same grid (0.5 degree steps, the scene's scales) by OpenCV's
@@ -42,6 +42,7 @@ sys.path.insert(0, str(HERE.parent))
 import pose_scenes  # noqa: E402
 
 from featuremap.service.engine import Matcher, PoseSearch, calibrated_threshold  # noqa: E402
+from featuremap.service.engine.texture import for_frame  # noqa: E402
 
 #: Variants of the exhaustive grid actually timed (the rest extrapolated).
 SAMPLE = 6
@@ -135,7 +136,7 @@ def main() -> None:
         instances = known[name]["instances"] if name in known else scene.instances
         search = PoseSearch(scene.template, angles=scene.angles, scales=scene.scales)
         top_k = len(instances) + 3
-        threshold = calibrated_threshold(scene.template, "ccoeff_normed")
+        threshold = for_frame(calibrated_threshold(scene.template, "ccoeff_normed"), scene.frame.shape[0] * scene.frame.shape[1])
         poses = search.search(scene.frame, top_k=top_k, min_score=threshold)
         times = []
         for _ in range(1 if quick else 3):

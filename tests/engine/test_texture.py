@@ -7,7 +7,14 @@ import skimage.data
 
 from featuremap.service.engine import OptionError, OptionTypeError
 from featuremap.service.engine import texture
-from featuremap.service.engine.texture import background_scores, calibrated_threshold, threshold_from_score
+from featuremap.service.engine.texture import (
+    MAX_THRESHOLD,
+    REFERENCE_WINDOWS,
+    background_scores,
+    calibrated_threshold,
+    for_frame,
+    threshold_from_score,
+)
 
 
 def gray_photo(name):
@@ -171,3 +178,19 @@ def test_bad_input(call, error, message):
     with pytest.raises(error, match=message):
         call()
     assert issubclass(error, ValueError)
+
+
+# Frames larger than the rule was fitted on.
+
+
+def test_a_larger_frame_makes_a_plain_templates_threshold_stricter_never_a_textured_ones():
+    vga, large = REFERENCE_WINDOWS, 4000 * 3000
+    assert for_frame(0.9, vga) == 0.9 and for_frame(0.9, 320 * 240) == 0.9  # never lowered
+    assert for_frame(0.7, large) == 0.7  # at the default: a textured template keeps it
+    raised = [for_frame(0.8, windows) for windows in (vga, 2 * vga, 10 * vga, 100 * vga)]
+    assert raised[0] == 0.8 and all(a < b for a, b in zip(raised, raised[1:]))
+    # In Fisher's z, by sqrt(ln N / ln N_ref): 0.8 at VGA is 0.8477 in 12 MP.
+    assert for_frame(0.8, large) == pytest.approx(np.tanh(np.arctanh(0.8) * np.sqrt(np.log(large) / np.log(vga))),
+                                                   abs=1e-4)
+    assert for_frame(0.9999, 10 ** 12) <= MAX_THRESHOLD
+    assert for_frame(0.9, large, "sqdiff") == 0.9  # a method without a calibrated threshold: unchanged

@@ -42,6 +42,7 @@ the backgrounds are made once per process, in about 0.5 s.
 from __future__ import annotations
 
 import functools
+import math
 
 import cv2
 import numpy as np
@@ -223,6 +224,49 @@ def threshold_from_score(best: float, method: str = "ccoeff_normed", k: float | 
     z = np.arctanh(min(max(best, 0.0), MAX_THRESHOLD))
     value = max(DEFAULTS[method], float(np.tanh((K if k is None else k) * z)))
     return float(min(MAX_THRESHOLD, np.ceil(value * 1e4 - 1e-6) / 1e4))
+
+
+#: The frames the rule's constant was fitted on (``bench_thresholds``: 640x480): their windows.
+REFERENCE_WINDOWS = 640 * 480
+
+
+def for_frame(threshold: float, windows: int, method: str = "ccoeff_normed") -> float:
+    """A calibrated threshold made stricter for a frame of more windows than the rule was fitted on.
+
+    The best of N chance correlations grows, in Fisher's z, as sqrt(ln N): a 12 MP frame (40 times
+    a VGA frame's windows) holds chance windows that fit a plain template better than any of a VGA
+    frame's. A threshold above the method's default is scaled in z by sqrt(ln N / ln N_ref), N_ref
+    the windows of the frames :data:`K` was fitted on; never lowered (smaller frames keep it), and a
+    threshold at the default is kept (a textured template's chance scores lie far below it).
+
+    Parameters
+    ----------
+    threshold : float
+        A template's :func:`calibrated_threshold`.
+    windows : int
+        The positions the template is scored at in the frame (about its pixels).
+    method : str
+        A method of :data:`DEFAULTS`.
+
+    Returns
+    -------
+    float
+        The threshold for that frame, at most :data:`MAX_THRESHOLD`.
+
+    Examples
+    --------
+    >>> for_frame(0.9, 640 * 480)
+    0.9
+    >>> round(for_frame(0.9, 4000 * 3000), 3)
+    0.932
+    >>> for_frame(0.7, 4000 * 3000)
+    0.7
+    """
+    if method not in DEFAULTS or threshold <= DEFAULTS[method] or windows <= REFERENCE_WINDOWS:
+        return threshold
+    factor = math.sqrt(math.log(windows) / math.log(REFERENCE_WINDOWS))
+    z = math.atanh(min(threshold, MAX_THRESHOLD))
+    return min(MAX_THRESHOLD, math.ceil(math.tanh(factor * z) * 1e4 - 1e-6) / 1e4)
 
 
 def calibrated_threshold(template: np.ndarray, method: str = "ccoeff_normed", mask: np.ndarray | None = None) -> float | None:

@@ -19,6 +19,7 @@ from featuremap import boxes
 from featuremap.wire import Peak
 
 from ..engine import LOWER_IS_BETTER, Cancelled, Pose, check_search, map_origin
+from ..engine.texture import for_frame
 from ..engine import Peak as MapPeak
 from ..errors import InvalidArgument
 from ..store.bank import name_of
@@ -65,12 +66,14 @@ class MatchOptions:
         return dict(method=self.method, padding=self.padding, border=self.border, border_value=self.border_value,
                     stride=self.stride, data_range=self.data_range)
 
-    def raised_threshold(self, template: StoredTemplate) -> float | None:
-        """The threshold ``template``'s peaks must reach: the config's, raised to the template's texture
-        threshold where the config asks for it (ccoeff_normed only; None: no threshold)."""
+    def raised_threshold(self, template: StoredTemplate, windows: int) -> float | None:
+        """The threshold ``template``'s peaks must reach in a frame of about ``windows`` positions: the
+        config's, raised to the template's texture threshold (made stricter for frames larger than the
+        rule was fitted on: ``engine.texture.for_frame``) where the config asks for it (ccoeff_normed
+        only; None: no threshold)."""
         if self.threshold is None or not self.template_thresholds or self.method != "ccoeff_normed":
             return self.threshold
-        return max(self.threshold, template.texture_threshold)
+        return max(self.threshold, for_frame(template.texture_threshold, windows))
 
     def pose_options(self) -> dict[str, Any]:
         """The keyword arguments of PoseSearch.search and .track the config sets (the rest are the engine's)."""
@@ -263,7 +266,7 @@ def _compute_layout(plan: Plan, templates: tuple[StoredTemplate, ...], prepared:
             if not template.posed:
                 # The top_k best above a raised threshold are the top_k best above the config's, less
                 # those under the raised one (ccoeff_normed: higher is better).
-                limit = options.raised_threshold(template)
+                limit = options.raised_threshold(template, frame.shape[0] * frame.shape[1])
                 peaks += [p for p in peaks_found if limit is None or lower or p.score >= limit]
             if chosen_map is not None:
                 chosen.append(chosen_map)
@@ -304,7 +307,7 @@ def _pose_peaks(template: StoredTemplate, search, frame: np.ndarray, options: Ma
                 cancelled: Callable[[], bool], poses: PoseMemory | None) -> list[Peak]:
     """One pose template's peaks: its poses (tracked from ``poses`` when it has them), as boxes before rotation."""
     distance = options.method == "sqdiff_normed"  # the wire's score is the method's own: a distance
-    threshold = options.raised_threshold(template)
+    threshold = options.raised_threshold(template, frame.shape[0] * frame.shape[1])
     if threshold is None:
         min_score = POSE_MIN_SCORE
     else:
