@@ -131,7 +131,8 @@ def _templates_add(args) -> int:
                            "pick another --id") from None
     if created.texture_threshold >= PLAIN:
         print(f"featuremap templates: note: {created.id} has little texture (a gradient, a flat patch or an "
-              f"edge fits windows of any scene): by default it counts as found only where it scores at least "
+              f"edge fits windows of any scene): by default (ccoeff_normed) it counts as found only where it "
+              f"scores at least "
               f"{created.texture_threshold:.3f}; crop more of the part, or give --threshold", file=sys.stderr)
     print(json.dumps(_template_json(created)))
     return 0

@@ -194,3 +194,14 @@ def test_a_larger_frame_makes_a_plain_templates_threshold_stricter_never_a_textu
                                                    abs=1e-4)
     assert for_frame(0.9999, 10 ** 12) <= MAX_THRESHOLD
     assert for_frame(0.9, large, "sqdiff") == 0.9  # a method without a calibrated threshold: unchanged
+
+
+def test_a_logo_whose_detail_is_in_colour_alone_is_not_calibrated_flat():
+    # Red on blue: the channels' mean is flat (every pixel 85), the colours are not. Calibrated on
+    # the mean it got 0.9999 and was never found; its principal colour plane is the checker itself.
+    yy, xx = np.mgrid[0:48, 0:48]
+    checker = ((yy // 8 + xx // 8) % 2).astype(bool)
+    logo = np.zeros((48, 48, 3), np.uint8)
+    logo[checker], logo[~checker] = (255, 0, 0), (0, 0, 255)
+    assert logo.mean(axis=2).std() == 0
+    assert calibrated_threshold(logo) == calibrated_threshold(np.where(checker, 255, 0).astype(np.uint8)) < 0.8

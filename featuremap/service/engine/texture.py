@@ -33,7 +33,9 @@ absent. K is the one fitted constant: the smallest, in steps of 0.05, that keeps
 templates drawn on at most 1% of (template, frame) pairs on half of the photographs of
 ``tests/benchmarks/bench_thresholds.py``; the other half is the held-out check.
 
-Colour templates are calibrated on their channels' mean (the backgrounds are gray).
+Colour templates are calibrated on their principal colour plane: the pixels' projection on
+their colours' direction of largest variance (the backgrounds are gray; the channels' mean is
+flat for a logo whose detail is in colour alone).
 Numpy and OpenCV only (no Numba): ten cv2.matchTemplate calls, about 25-35 ms for a
 64x64 template on one core, several times that with a mask (OpenCV's masked path);
 the backgrounds are made once per process, in about 0.5 s.
@@ -132,7 +134,7 @@ def backgrounds() -> tuple[np.ndarray, ...]:
 
 
 def _prepared(template: object, mask: object) -> tuple[np.ndarray, np.ndarray | None]:
-    """The template as one gray float32 plane (its channels averaged), and its mask
+    """The template as one gray float32 plane (its principal colour plane), and its mask
     (uint8 when binary, float32 weights otherwise), both shrunk to MAX_SIDE when larger."""
     image = as_image(template, "template")  # HxWxC float32; raises OptionError
     weights = None if mask is None else as_mask(mask, image.shape[:2], "template mask")
@@ -140,7 +142,7 @@ def _prepared(template: object, mask: object) -> tuple[np.ndarray, np.ndarray | 
     peak = float(np.abs(image).max())
     if peak > 0:
         image = image * np.float32(255.0 / peak)
-    gray = np.ascontiguousarray(image.mean(axis=2, dtype=np.float32))
+    gray = _principal_plane(image, weights)
     binary = weights is not None and bool(np.all((weights == 0) | (weights == 1)))
     h, w = gray.shape
     scale = MAX_SIDE / max(h, w)
@@ -154,6 +156,31 @@ def _prepared(template: object, mask: object) -> tuple[np.ndarray, np.ndarray | 
     if binary and weights is not None:  # OpenCV's masked matching is several times faster with a uint8 mask
         weights = weights.astype(np.uint8)
     return gray, weights
+
+
+def _principal_plane(image: np.ndarray, weights: np.ndarray | None) -> np.ndarray:
+    """One gray plane of an HxWxC template: the channel itself for gray; for colour, the pixels'
+    projection on their colours' direction of largest variance (under the mask), scaled to 0..255.
+
+    The channels' mean would do for photographs, whose channels vary together, but it is flat for a
+    logo whose detail is in colour alone (red on blue): calibrated flat, it could never be found.
+    The principal direction carries most of what ccoeff_normed scores (it sums the channels'
+    zero-mean products), and for photographs it is close to the brightness.
+    """
+    if image.shape[2] == 1:
+        return np.ascontiguousarray(image[:, :, 0])
+    pixels = image.reshape(-1, image.shape[2]).astype(np.float64)
+    kept = pixels if weights is None else pixels[weights.reshape(-1) != 0]
+    if len(kept) < 2:
+        return np.ascontiguousarray(image.mean(axis=2, dtype=np.float32))
+    centred = kept - kept.mean(axis=0)
+    _, vectors = np.linalg.eigh(centred.T @ centred)
+    direction = vectors[:, -1] * (1.0 if vectors[:, -1].sum() >= 0 else -1.0)  # one sign, deterministic
+    plane = (pixels @ direction).reshape(image.shape[:2])
+    low, high = float(plane.min()), float(plane.max())
+    if high > low:
+        plane = (plane - low) * (255.0 / (high - low))
+    return np.ascontiguousarray(plane, dtype=np.float32)
 
 
 def _has_variance(gray: np.ndarray, weights: np.ndarray | None) -> bool:
@@ -170,7 +197,8 @@ def background_scores(template: np.ndarray, mask: np.ndarray | None = None) -> n
     ----------
     template : np.ndarray
         HxW or HxWxC (C = 1, 3, 4), uint8, float32 or float64, as :class:`Matcher`
-        takes it. Its channels are averaged: the backgrounds are gray.
+        takes it. A colour template is calibrated on its principal colour plane (the
+        backgrounds are gray).
     mask : np.ndarray, optional
         HxW, binary (uint8 or bool) or weights (float), with OpenCV's masked semantics.
 

@@ -19,6 +19,7 @@ from featuremap import boxes
 from featuremap.wire import Peak
 
 from ..engine import LOWER_IS_BETTER, Cancelled, Pose, check_search, map_origin
+from ..engine.texture import DEFAULTS as TEXTURE_DEFAULTS
 from ..engine.texture import for_frame
 from ..engine import Peak as MapPeak
 from ..errors import InvalidArgument
@@ -73,6 +74,8 @@ class MatchOptions:
         only; None: no threshold)."""
         if self.threshold is None or not self.template_thresholds or self.method != "ccoeff_normed":
             return self.threshold
+        if template.texture_threshold <= TEXTURE_DEFAULTS[self.method]:
+            return self.threshold  # a textured template: the config's threshold as it is, even under 0.7
         return max(self.threshold, for_frame(template.texture_threshold, windows))
 
     def pose_options(self) -> dict[str, Any]:
