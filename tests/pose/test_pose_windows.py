@@ -98,6 +98,34 @@ def test_a_batch_scores_every_window_as_the_reference(channels, method, parallel
                     assert abs(out[p, i, j] - found[0]) <= found[1], (p, top, left, out[p, i, j], found[0])
 
 
+
+@pytest.mark.parametrize("parallel", [False, True])
+def test_a_batch_scores_each_window_alike_however_its_variants_are_shared(parallel, monkeypatch):
+    """The windows of one variant are scored together (its preparation shared): each window's scores are the
+    same, bit for bit, as in a batch of its own, whatever the order and repetition of the variants, inside the
+    image or past its edge."""
+    from featuremap.service.engine.pose import batch
+
+    if parallel:
+        monkeypatch.setattr(batch, "_PARALLEL_BATCH", 0)
+    rng = np.random.default_rng(11)
+    image = rng.uniform(0, 255, (30, 26, 1)).astype(np.float32)
+    variants = [(rng.uniform(0, 255, (h, w, 1)).astype(np.float32), _box(h, w, angle))
+                for h, w, angle in ((9, 7, 30.0), (11, 13, -60.0), (7, 7, 0.0), (5, 9, 10.0))]
+    packed = Packed(variants)
+    items = np.array([[2, -3, 4], [0, 10, 8], [2, 12, 9], [0, -5, -4], [2, 24, 20], [0, 3, 3], [1, 8, 20]],
+                     np.int64)  # variant 3 unused; 0 and 2 at several places, some past the edge
+    for method in (0, 1, 2):
+        for min_visible in (0.4, 1.0):
+            out = np.empty((len(items), 4, 4))
+            batch_scores(image, packed, items, method, min_visible, out)
+            for p in range(len(items)):
+                alone = np.empty((1, 4, 4))
+                batch_scores(image, packed, items[p:p + 1], method, min_visible, alone)
+                np.testing.assert_array_equal(out[p], alone[0])
+    assert batch._groups(items, 4)[1].tolist() == [0, 3, 4, 7]  # (variants 0, 1, 2: three groups; 3 has none)
+    assert batch._groups(items, 4)[0].tolist() == [1, 3, 5, 6, 0, 2, 4]
+
 def _drawn(source, mask, masked, matrix, h, w):
     """The variant drawn in float64 as the kernel draws it: bilinear, zero outside, counted where covered whole
     (and where the template's mask interpolates to at least a half)."""
@@ -133,7 +161,7 @@ def test_a_variant_drawn_in_the_kernel_scores_as_the_reference(channels, method,
     from featuremap.service.engine.pose import batch
 
     if together:
-        monkeypatch.setattr(batch, "_PARALLEL_BATCH", 0)
+        monkeypatch.setattr(batch, "_PARALLEL_DRAWN", 0)
     rng = np.random.default_rng(17 + channels + 3 * method)
     source = cv2.GaussianBlur(rng.uniform(0, 255, (21, 17, channels)).astype(np.float32), (5, 5), 1.2)
     source = source.reshape(21, 17, channels)

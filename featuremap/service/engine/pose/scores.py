@@ -265,10 +265,20 @@ def _cut_score(image, n_channels, rows, masks, first, last, prefix_m, prefix_t, 
 @njit(error_model="numpy", **JIT)
 def _clipped_scores(image, n_channels, template, weights, method, y0, x0, min_visible, out):
     """:func:`clipped_scores` on (H, W C) rows of the image and (h, w C) rows of the variant."""
-    height, width = image.shape[0], image.shape[1] // n_channels
-    h, w = weights.shape
     # Positions whose variant lies whole in the image share one preparation (most of a window's).
     rows, masks, first, last, msum_all, tenergy_all = _prepare_scores(template, weights, method)
+    plain, prefix_m, prefix_t = _cut_parts(template, weights, method, rows)
+    _clipped_window(image, n_channels, rows, plain, masks, first, last, msum_all, tenergy_all, prefix_m, prefix_t,
+                    method, y0, x0, min_visible, out)
+
+
+@njit(error_model="numpy", **JIT)
+def _cut_parts(template, weights, method, rows):
+    """What :func:`_cut_score` reads of a variant besides :func:`_prepare_scores`'s ``rows``: its uncentred
+    rows (``rows`` themselves but for ccoeff_normed) and its rows' prefix sums (h, w + 1) and (h, w + 1, C).
+    Apart, so that the windows of one variant at many places share them (:func:`~.batch.batch_scores`)."""
+    h, w = weights.shape
+    n_channels = template.shape[1] // w
     # Each cut centres on its own mean: the uncentred rows (ccoeff_normed's own are centred on the whole's).
     plain = _prepare_scores(template, weights, 1)[0] if method == 0 else rows
     prefix_m = np.zeros((h, w + 1))
@@ -279,6 +289,15 @@ def _clipped_scores(image, n_channels, template, weights, method, y0, x0, min_vi
             prefix_m[i, j + 1] = prefix_m[i, j] + m
             for c in range(n_channels):
                 prefix_t[i, j + 1, c] = prefix_t[i, j, c] + m * template[i, j * n_channels + c]
+    return plain, prefix_m, prefix_t
+
+
+@njit(error_model="numpy", **JIT)
+def _clipped_window(image, n_channels, rows, plain, masks, first, last, msum_all, tenergy_all, prefix_m, prefix_t,
+                    method, y0, x0, min_visible, out):
+    """:func:`_clipped_scores`'s window over a prepared variant (:func:`_prepare_scores`, :func:`_cut_parts`)."""
+    height, width = image.shape[0], image.shape[1] // n_channels
+    h, w = prefix_m.shape[0], prefix_m.shape[1] - 1
     total = prefix_m[:, w].sum()
     mean = np.empty(n_channels)
     sums = np.empty(n_channels)
