@@ -251,7 +251,12 @@ def threshold_from_score(best: float, method: str = "ccoeff_normed", k: float | 
         raise OptionError(f"no calibrated threshold for method {method!r}: only {', '.join(DEFAULTS)}")
     z = np.arctanh(min(max(best, 0.0), MAX_THRESHOLD))
     value = max(DEFAULTS[method], float(np.tanh((K if k is None else k) * z)))
-    return float(min(MAX_THRESHOLD, np.ceil(value * 1e4 - 1e-6) / 1e4))
+    return _given(value)
+
+
+def _given(value: float) -> float:
+    """A threshold as given out: rounded up to 1e-4 (never under the rule's value), at most MAX_THRESHOLD."""
+    return float(min(MAX_THRESHOLD, math.ceil(value * 1e4 - 1e-6) / 1e4))
 
 
 #: The frames the rule's constant was fitted on (``bench_thresholds``: 640x480): their windows.
@@ -294,7 +299,7 @@ def for_frame(threshold: float, windows: int, method: str = "ccoeff_normed") -> 
         return threshold
     factor = math.sqrt(math.log(windows) / math.log(REFERENCE_WINDOWS))
     z = math.atanh(min(threshold, MAX_THRESHOLD))
-    return min(MAX_THRESHOLD, math.ceil(math.tanh(factor * z) * 1e4 - 1e-6) / 1e4)
+    return _given(math.tanh(factor * z))
 
 
 def calibrated_threshold(template: np.ndarray, method: str = "ccoeff_normed", mask: np.ndarray | None = None) -> float | None:

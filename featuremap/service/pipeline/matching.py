@@ -72,7 +72,7 @@ class MatchOptions:
         config's, raised to the template's texture threshold (made stricter for frames larger than the
         rule was fitted on: ``engine.texture.for_frame``) where the config asks for it (ccoeff_normed
         only; None: no threshold)."""
-        if self.threshold is None or not self.template_thresholds or self.method != "ccoeff_normed":
+        if self.threshold is None or not self.template_thresholds or self.method not in TEXTURE_DEFAULTS:
             return self.threshold
         if template.texture_threshold <= TEXTURE_DEFAULTS[self.method]:
             return self.threshold  # a textured template: the config's threshold as it is, even under 0.7
@@ -268,9 +268,11 @@ def _compute_layout(plan: Plan, templates: tuple[StoredTemplate, ...], prepared:
             peaks_found, chosen_map = _template_peaks(template, group, group_peaks, group_maps, options, lower)
             if not template.posed:
                 # The top_k best above a raised threshold are the top_k best above the config's, less
-                # those under the raised one (ccoeff_normed: higher is better).
+                # those under the raised one (only similarities are raised: higher is better).
                 limit = options.raised_threshold(template, frame.shape[0] * frame.shape[1])
-                peaks += [p for p in peaks_found if limit is None or lower or p.score >= limit]
+                if limit != options.threshold:
+                    peaks_found = [p for p in peaks_found if p.score >= limit]
+                peaks += peaks_found
             if chosen_map is not None:
                 chosen.append(chosen_map)
         del found  # a chunk's maps go before the next chunk's come
