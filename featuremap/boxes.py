@@ -1,4 +1,6 @@
-"""Boxes, axis-aligned or turned: their overlap and non-maximum suppression, one of each for the whole project.
+"""Boxes, axis-aligned or turned: their overlap and non-maximum suppression, one of each for the whole project,
+and the sizes of a template resized and turned as the bank's variants are (which the client checks against a
+video's frames before it sends any).
 
 A box is ``(cx, cy, width, height, angle)``: its centre, its sides, and its
 turn in degrees, counter-clockwise as displayed (the engine's ``Pose``
@@ -9,6 +11,7 @@ tracker follows boxes from frame to frame: all through these two functions.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable, Sequence
 from typing import TypeVar
 
@@ -79,3 +82,15 @@ def suppress(items: Sequence[T], score: Callable[[T], float], same: Callable[[T,
         if not any(same(item, other) for other in kept):
             kept.append(item)
     return kept
+
+
+def resized_size(height: int, width: int, scale: float) -> tuple[int, int]:
+    """(width, height) of a template of ``height`` x ``width`` resized by ``scale`` (before any rotation)."""
+    return max(1, round(width * scale)), max(1, round(height * scale))
+
+
+def turned_canvas(width: int, height: int, angle: float) -> tuple[int, int]:
+    """(width, height) of the canvas that holds a ``width`` x ``height`` image turned by ``angle`` degrees."""
+    radians = math.radians(angle)
+    cos, sin = abs(math.cos(radians)), abs(math.sin(radians))
+    return int(math.ceil(width * cos + height * sin - 1e-6)), int(math.ceil(width * sin + height * cos - 1e-6))

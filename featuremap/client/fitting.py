@@ -11,8 +11,9 @@ why a template never shows.
 
 from __future__ import annotations
 
-import math
 from collections.abc import Iterable
+
+from featuremap.boxes import resized_size, turned_canvas
 
 from .client import FeatureMapClient, TemplateInfo
 
@@ -20,16 +21,8 @@ from .client import FeatureMapClient, TemplateInfo
 LAYOUTS = (1, 3, 4)
 
 
-def _canvas(width: int, height: int, angle: float) -> tuple[int, int]:
-    """(width, height) of the canvas that holds a width x height image turned by ``angle`` degrees (as the bank
-    makes a variant's)."""
-    radians = math.radians(angle)
-    cos, sin = abs(math.cos(radians)), abs(math.sin(radians))
-    return int(math.ceil(width * cos + height * sin - 1e-6)), int(math.ceil(width * sin + height * cos - 1e-6))
-
-
 def _resized(template: TemplateInfo, scale: float) -> tuple[int, int]:
-    return max(1, round(template.width * scale)), max(1, round(template.height * scale))
+    return resized_size(template.height, template.width, scale)
 
 
 def why_not(template: TemplateInfo, height: int, width: int) -> str | None:
@@ -59,12 +52,12 @@ def why_not(template: TemplateInfo, height: int, width: int) -> str | None:
         scale = template.scale_range[0] if template.scale_range else 1.0
         w, h = _resized(template, scale)
         angles = [low + (high - low) * i / 90 for i in range(91)] + [a for a in (0.0, 90.0, -90.0) if low <= a <= high]
-        if not any(fits(*_canvas(w, h, a)) for a in angles):
+        if not any(fits(*turned_canvas(w, h, a)) for a in angles):
             return f"no pose fits: at scale {scale:g} it is {w}x{h}, larger than the {width}x{height} frame"
         return None
     for scale in template.scales:
         for angle in template.angles:
-            w, h = _canvas(*_resized(template, scale), angle)
+            w, h = turned_canvas(*_resized(template, scale), angle)
             if not fits(w, h):
                 at = "" if (scale, angle) == (1.0, 0.0) else f" at scale {scale:g}, angle {angle:g}"
                 return f"{w}x{h}{at}, larger than the {width}x{height} frame"

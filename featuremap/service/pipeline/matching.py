@@ -16,6 +16,7 @@ import cv2
 import numpy as np
 
 from featuremap import boxes
+from featuremap.boxes import resized_size
 from featuremap.wire import Peak
 
 from ..engine import LOWER_IS_BETTER, Cancelled, Pose, check_search, map_origin
@@ -26,7 +27,7 @@ from ..errors import InvalidArgument
 from ..store.bank import name_of
 from ..store.prepared import PreparedCache
 from ..store.templates import StoredTemplate
-from ..store.variants import Variant, resized_size
+from ..store.variants import Variant
 from .batching import GpuBatcher
 from .budget import MemoryBudget
 

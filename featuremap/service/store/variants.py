@@ -15,6 +15,8 @@ from dataclasses import dataclass
 import cv2
 import numpy as np
 
+from featuremap.boxes import resized_size, turned_canvas
+
 from ..engine import MIN_POSE_SIDE, OptionError, check_ranges
 from ..errors import InvalidArgument, LimitExceeded
 
@@ -33,18 +35,6 @@ class Variant:
     template_id: str
     scale: float
     angle: float
-
-
-def resized_size(height: int, width: int, scale: float) -> tuple[int, int]:
-    """(width, height) of a template of ``height`` x ``width`` resized by ``scale`` (before any rotation)."""
-    return max(1, round(width * scale)), max(1, round(height * scale))
-
-
-def _canvas(width: int, height: int, angle: float) -> tuple[int, int]:
-    """(width, height) of a canvas that holds a width x height image rotated by ``angle`` degrees."""
-    radians = math.radians(angle)
-    cos, sin = abs(math.cos(radians)), abs(math.sin(radians))
-    return int(math.ceil(width * cos + height * sin - 1e-6)), int(math.ceil(width * sin + height * cos - 1e-6))
 
 
 def check_steps(scales, angles, shape: tuple[int, ...],
@@ -66,7 +56,7 @@ def check_steps(scales, angles, shape: tuple[int, ...],
         if scale != 1.0 and min(resized_size(height, width, scale)) < MIN_SIDE:
             raise InvalidArgument(f"scale {scale} makes the {width}x{height} template smaller than {MIN_SIDE} pixels")
         for angle in angles if max_pixels is not None else ():
-            out_w, out_h = _canvas(*resized_size(height, width, scale), angle)
+            out_w, out_h = turned_canvas(*resized_size(height, width, scale), angle)
             if out_w * out_h > max_pixels:
                 raise LimitExceeded(f"the variant at scale {scale:g}, angle {angle:g} is {out_w}x{out_h} = "
                                     f"{out_w * out_h} pixels, over the limit of {max_pixels} (max_template_pixels)")
@@ -109,7 +99,7 @@ def _rotate(image: np.ndarray, angle: float, interpolation: int) -> np.ndarray:
     height, width = image.shape[:2]
     centre = ((width - 1) / 2.0, (height - 1) / 2.0)
     matrix = cv2.getRotationMatrix2D(centre, angle, 1.0)
-    out_w, out_h = _canvas(width, height, angle)
+    out_w, out_h = turned_canvas(width, height, angle)
     matrix[0, 2] += (out_w - width) / 2.0
     matrix[1, 2] += (out_h - height) / 2.0
     return cv2.warpAffine(image, matrix, (out_w, out_h), flags=interpolation, borderMode=cv2.BORDER_CONSTANT,
