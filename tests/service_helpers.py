@@ -47,6 +47,16 @@ def wait_serving(channel: grpc.Channel, timeout: float = 120.0) -> None:
     raise TimeoutError("server did not reach SERVING")
 
 
+def featuremap_command(*args: str, address: str | None = None, timeout: float = 120,
+                       env: dict | None = None) -> subprocess.CompletedProcess:
+    """The ``featuremap`` command run as a user runs it (its own process), its output captured."""
+    command = [sys.executable, "-m", "featuremap.client.cli", *args]
+    if address:
+        command += ["--address", address]
+    return subprocess.run(command, capture_output=True, text=True, timeout=timeout,
+                          env=None if env is None else {**os.environ, **env})
+
+
 def wait_serving_at(address: str, timeout: float = 120.0) -> None:
     """:func:`wait_serving` on a channel of its own to ``address``."""
     channel = grpc.insecure_channel(address)

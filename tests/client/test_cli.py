@@ -1,7 +1,6 @@
 """Every CLI command as a subprocess against a real server process."""
 
 import json
-import os
 import subprocess
 import sys
 
@@ -9,15 +8,8 @@ import cv2
 import numpy as np
 import pytest
 
+from service_helpers import featuremap_command as run
 from service_helpers import free_port
-
-
-def run(*args, address=None, timeout=120, env=None):
-    command = [sys.executable, "-m", "featuremap.client.cli", *args]
-    if address:
-        command += ["--address", address]
-    return subprocess.run(command, capture_output=True, text=True, timeout=timeout,
-                          env=None if env is None else {**os.environ, **env})
 
 
 @pytest.fixture(scope="module")

@@ -8,8 +8,6 @@ was before templates carried their texture's threshold.
 """
 
 import json
-import subprocess
-import sys
 
 import cv2
 import numpy as np
@@ -18,14 +16,9 @@ from skimage import data
 
 from featuremap.client import FeatureMapClient
 
-from service_helpers import free_port, start_process, wait_serving_at
+from service_helpers import featuremap_command, free_port, start_process, wait_serving_at
 
 SIZE = 40
-
-
-def run(*args, address, timeout=180):
-    command = [sys.executable, "-m", "featuremap.client.cli", *args, "--address", address]
-    return subprocess.run(command, capture_output=True, text=True, timeout=timeout)
 
 
 @pytest.fixture(scope="module")
@@ -83,7 +76,8 @@ def test_plain_absent_templates_are_not_drawn_and_their_thresholds_persist(serve
     address = f"127.0.0.1:{port}"
     added = {}
     for name in ("crop", "gradient", "smooth"):
-        result = run("templates", "add", str(files / f"{name}.png"), "--id", name, address=address)
+        result = featuremap_command("templates", "add", str(files / f"{name}.png"), "--id", name, address=address,
+                                    timeout=180)
         assert result.returncode == 0, result.stderr
         added[name] = json.loads(result.stdout)["texture_threshold"]
         if name == "gradient":  # told at once that it is plain, and what it needs
@@ -92,8 +86,9 @@ def test_plain_absent_templates_are_not_drawn_and_their_thresholds_persist(serve
 
     default, fixed = tmp_path / "default.jsonl", tmp_path / "fixed.jsonl"
     for lines, extra in ((default, ()), (fixed, ("--threshold", "0.7"))):
-        watched = run("watch", str(files / "clip.avi"), "--template", "crop", "--template", "gradient",
-                      "--template", "smooth", "--jsonl", str(lines), *extra, address=address)
+        watched = featuremap_command("watch", str(files / "clip.avi"), "--template", "crop", "--template",
+                                     "gradient", "--template", "smooth", "--jsonl", str(lines), *extra,
+                                     address=address, timeout=180)
         assert watched.returncode == 0, watched.stderr
     assert drawn(default) == {"crop": 6}  # the crop on every frame; neither absent template on any
     at_fixed = drawn(fixed)

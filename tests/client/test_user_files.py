@@ -12,16 +12,10 @@ import pytest
 
 from featuremap.client import FeatureMapClient, FeatureMapWarning
 
+from service_helpers import featuremap_command as run
 from service_helpers import running_server
 
 FPS = 12.0
-
-
-def run(*args, address=None, timeout=120):
-    command = [sys.executable, "-m", "featuremap.client.cli", *args]
-    if address:
-        command += ["--address", address]
-    return subprocess.run(command, capture_output=True, text=True, timeout=timeout)
 
 
 @pytest.fixture(scope="module")
