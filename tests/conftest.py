@@ -9,12 +9,11 @@ from __future__ import annotations
 
 import os
 
-import grpc
 import pytest
 
 from featuremap.client import FeatureMapClient
 
-from service_helpers import free_port, running_server, start_process, wait_serving
+from service_helpers import free_port, running_server, start_process, wait_serving_at
 from simulated import SIMULATOR, gpu_dev
 from workers import workers  # noqa: F401  (the fixture: threads whose exceptions fail the test)
 
@@ -58,11 +57,7 @@ def server_process(tmp_path_factory):
     """``featuremap-server serve`` as its own process, for a whole module; yields its address."""
     port = free_port()
     process = start_process(tmp_path_factory.mktemp("data"), port)
-    channel = grpc.insecure_channel(f"127.0.0.1:{port}")
-    try:
-        wait_serving(channel)
-    finally:
-        channel.close()
+    wait_serving_at(f"127.0.0.1:{port}")
     yield f"127.0.0.1:{port}"
     process.terminate()
     process.wait(60)

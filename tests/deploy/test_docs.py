@@ -105,17 +105,13 @@ def test_every_example_of_the_client_guide_and_the_readme_runs(tmp_path):
     README's client sections' twice, against a server of their own; the Python's RTSP stream is the clip."""
     import json
 
-    from service_helpers import free_port, start_process, wait_serving
-
-    import grpc
+    from service_helpers import free_port, start_process, wait_serving_at
 
     write_user_files(tmp_path)
     port = free_port()
     server = start_process(tmp_path / "data", port)
     try:
-        channel = grpc.insecure_channel(f"127.0.0.1:{port}")
-        wait_serving(channel)
-        channel.close()
+        wait_serving_at(f"127.0.0.1:{port}")
         addresses = {"localhost:50051": f"localhost:{port}"}
         swaps = {**addresses, "rtsp://camera/stream": "clip.mp4"}
         guide = run_walkthrough("client.md", tmp_path, user_env(port), addresses, port, timeout=300,
