@@ -3,8 +3,8 @@
 A template may carry scales and angles; each (scale, angle) pair becomes a
 variant: the image resized (INTER_AREA to shrink, INTER_LINEAR to grow), then
 rotated about its centre onto a canvas that holds the whole rotated image.
-The canvas corners that the rotated template does not cover are masked out,
-so they never count.
+The canvas corners that the rotated template does not cover whole are masked
+out, so they never count (see :func:`make_variant`).
 """
 
 from __future__ import annotations
@@ -18,6 +18,7 @@ import numpy as np
 from featuremap.boxes import resized_size, turned_canvas
 
 from ..engine import MIN_POSE_SIDE, OptionError, check_ranges
+from ..engine.turn import covered, draw, turn_map
 from ..errors import InvalidArgument, LimitExceeded
 
 MAX_STEPS = 16  # scales or angles per template
@@ -95,35 +96,31 @@ def check_pose(angle_range, scale_range, scales, angles, shape: tuple[int, ...],
     return angle_range, scale_range
 
 
-def _rotate(image: np.ndarray, angle: float, interpolation: int) -> np.ndarray:
-    height, width = image.shape[:2]
-    centre = ((width - 1) / 2.0, (height - 1) / 2.0)
-    matrix = cv2.getRotationMatrix2D(centre, angle, 1.0)
-    out_w, out_h = turned_canvas(width, height, angle)
-    matrix[0, 2] += (out_w - width) / 2.0
-    matrix[1, 2] += (out_h - height) / 2.0
-    return cv2.warpAffine(image, matrix, (out_w, out_h), flags=interpolation, borderMode=cv2.BORDER_CONSTANT,
-                          borderValue=0)
-
-
 def make_variant(image: np.ndarray, mask: np.ndarray | None, scale: float, angle: float) -> tuple:
-    """(image, mask) of one variant; the identity keeps the template as it is."""
+    """(image, mask) of one variant; the identity keeps the template as it is.
+
+    The image is resized (INTER_AREA to shrink: no aliasing), then turned
+    about its centre onto the turned box's hull (:func:`featuremap.boxes.turned_canvas`)
+    by the engine's one rotation (:mod:`featuremap.service.engine.turn`). Its
+    mask counts the canvas pixels the turned template covers whole, as pose
+    search's does: a binary mask's turned value at 0.5 or more, float weights
+    interpolated. A turned variant always has a mask (uint8 0/1 unless the
+    template's are weights).
+    """
     if scale == 1.0 and angle % 360 == 0:
         return image, mask
     # check_steps has made sure the variant keeps MIN_SIDE pixels a side.
     size = resized_size(image.shape[0], image.shape[1], scale)
     shrink = cv2.INTER_AREA if scale < 1 else cv2.INTER_LINEAR
     resized = cv2.resize(image, size, interpolation=shrink).reshape(size[1], size[0], -1)
-    weights = np.ones(image.shape[:2], np.float32) if mask is None else mask.astype(np.float32)
-    weights = cv2.resize(weights, size, interpolation=cv2.INTER_NEAREST)
+    weights = None if mask is None else cv2.resize(mask.astype(np.float32), size, interpolation=cv2.INTER_NEAREST)
     if angle % 360 == 0:
         return resized, (None if mask is None else weights.astype(mask.dtype))
-    rotated = _rotate(resized, angle, cv2.INTER_LINEAR)
-    rotated = rotated.reshape(rotated.shape[0], rotated.shape[1], -1)
-    covered = _rotate(weights, angle, cv2.INTER_NEAREST)
-    if mask is None or mask.dtype == np.uint8:
-        covered = (covered > 0).astype(np.uint8)
-    return rotated, covered
+    canvas = turned_canvas(size[0], size[1], angle)
+    matrix = turn_map(((size[0] - 1) / 2.0, (size[1] - 1) / 2.0), canvas, angle)
+    graded = mask is not None and mask.dtype != np.uint8
+    keep = covered(resized.shape[:2], matrix, canvas, weights, weights=graded)
+    return draw(resized, matrix, canvas), keep.astype(mask.dtype if graded else np.uint8)
 
 
 def variants_of(template) -> list[Variant]:

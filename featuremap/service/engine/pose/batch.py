@@ -17,8 +17,9 @@ import numpy as np
 from numba import njit, prange
 
 from ..runtime import FASTMATH, JIT
+from ..turn import WHOLE
 from .scores import _clipped_window, _cut_parts, _prepare_scores, _rows, _score_at, _similarity
-from .template import _COVERED, PoseTemplate
+from .template import PoseTemplate
 
 # Batches with less work than this (positions x variant pixels) run on the calling thread: a parallel
 # launch of many small windows waited on its threads longer than it saved on busy cores.
@@ -208,7 +209,7 @@ def _drawn_score_gray(image, source, smask, masked, m, h, w, top, left, method, 
                         covered += tap
                         inside += tap * smask[yy, xx] if masked else 0.0
                         value += tap * source[yy, xx]
-                if covered < _COVERED or (masked and inside < 0.5):
+                if covered < WHOLE or (masked and inside < 0.5):
                     continue
             total += 1.0
             col = left + x
@@ -279,7 +280,7 @@ def _drawn_score(image, n_channels, source, smask, masked, m, h, w, top, left, m
                         inside += tap * smask[yy, xx] if masked else 0.0
                         for c in range(n_channels):
                             pixel[c] += tap * source[yy, xx * n_channels + c]
-                if covered < _COVERED or (masked and inside < 0.5):
+                if covered < WHOLE or (masked and inside < 0.5):
                     continue
             total += 1.0
             col = left + x

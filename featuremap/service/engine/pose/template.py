@@ -7,8 +7,7 @@ import math
 import cv2
 import numpy as np
 
-# A pixel counts in a variant's mask when the template covers all of it.
-_COVERED = 0.999
+from ..turn import covered, draw, turn_map
 
 
 def _wrap(angle: float) -> float:
@@ -72,18 +71,9 @@ class PoseTemplate:
                       shift: tuple[float, float] = (0.0, 0.0)) -> tuple[float, ...]:
         """:meth:`placement` as one row of numbers: the map's six, then the canvas's height and width."""
         # The level's centre of the template, in its pixels (pyrDown keeps even samples).
-        centre_x = (self.width - 1) / 2.0 / 2.0 ** level
-        centre_y = (self.height - 1) / 2.0 / 2.0 ** level
-        radians = math.radians(angle)
-        cos, sin = math.cos(radians), math.sin(radians)
+        centre = ((self.width - 1) / 2.0 / 2.0 ** level, (self.height - 1) / 2.0 / 2.0 ** level)
         side_y, side_x = canvas_sides(self.height, self.width, level, angle, scale, disc)
-        canvas_x, canvas_y = (side_x - 1) / 2.0, (side_y - 1) / 2.0
-        # Canvas point p to template point q = centre + R(-angle) (p - canvas centre) / scale, with
-        # R(-angle) the inverse of getRotationMatrix2D's counter-clockwise rotation.
-        a, b = cos / scale, -sin / scale
-        c, d = sin / scale, cos / scale
-        at_x, at_y = canvas_x + shift[0], canvas_y + shift[1]
-        return a, b, centre_x - a * at_x - b * at_y, c, d, centre_y - c * at_x - d * at_y, side_y, side_x
+        return *turn_map(centre, (side_x, side_y), angle, scale, shift), side_y, side_x
 
     def variant(self, level: int, angle: float, scale: float, disc: bool = False,
                 shift: tuple[float, float] = (0.0, 0.0), paired: bool = False) -> tuple[np.ndarray, np.ndarray]:
@@ -101,22 +91,15 @@ class PoseTemplate:
         radius = min(scale * self.width, scale * self.height) / 2.0 ** level / 2.0
         matrix, (side_y, side_x) = self.placement(level, angle, scale, disc, shift)
         canvas_x, canvas_y = (side_x - 1) / 2.0, (side_y - 1) / 2.0
-        flags = cv2.INTER_LINEAR | cv2.WARP_INVERSE_MAP
-        image = cv2.warpAffine(source, matrix, (side_x, side_y), flags=flags, borderMode=cv2.BORDER_CONSTANT)
-        image = image.reshape(side_y, side_x, -1)
+        image = draw(source, matrix, (side_x, side_y))
         # Where the template covers the canvas pixel whole (and its own mask holds).
-        covered = cv2.warpAffine(np.ones(source.shape[:2], np.float32), matrix, (side_x, side_y), flags=flags,
-                                 borderMode=cv2.BORDER_CONSTANT)
-        keep = covered >= _COVERED
+        keep = covered(source.shape[:2], matrix, (side_x, side_y), self.masks[level] if self.masked else None) > 0
         if paired and not self.masked and not disc:
             keep &= keep[::-1, ::-1]
             if not -90.0 <= angle < 90.0:  # the half turn's mask, made from the same angle as its twin's
                 twin = self.variant(level, angle - math.copysign(180.0, angle), scale, paired=True)[1]
                 if twin.shape == keep.shape:  # (a canvas side rounded the other way: keep its own)
                     keep = twin.astype(bool)
-        if self.masked:
-            keep &= cv2.warpAffine(self.masks[level], matrix, (side_x, side_y), flags=flags,
-                                   borderMode=cv2.BORDER_CONSTANT) >= 0.5
         if disc:
             # A pixel in from the rim, so that every angle covers the same disc
             # (one mask, one set of window statistics for all of them).
