@@ -189,7 +189,11 @@ class EncodedMap:
     """One ``FrameResult.maps`` entry whose data is already in its encoding.
 
     ``data`` is any buffer (a memoryview of a fresh array): the response
-    encoder copies it once, into the response.
+    encoder copies it once, into the response. ``angle`` and
+    ``template_scale`` are the template's rotation and scale the map was drawn
+    at, ``window_width`` and ``window_height`` the window each map pixel
+    scores (0: unknown). The fields share the wire's ``FeatureMap``
+    message's names, so a field added to both travels (:func:`_map_parts`).
     """
 
     template: str
@@ -202,6 +206,10 @@ class EncodedMap:
     origin_x: int = 0
     origin_y: int = 0
     stride: int = 1
+    angle: float = 0.0
+    template_scale: float = 1.0
+    window_width: int = 0
+    window_height: int = 0
 
 
 # Protobuf's wire format for the one message whose size matters: maps are
@@ -227,11 +235,10 @@ _DATA = _tag(pb.FeatureMap, "data")
 
 def _map_parts(entry: EncodedMap) -> list[bytes | memoryview]:
     """The wire bytes of one ``FrameResult.maps`` entry: its header fields, then its data, uncopied."""
-    head = pb.FeatureMap(
-        template=entry.template, height=entry.height, width=entry.width, encoding=entry.encoding,
-        scale=entry.scale, offset=entry.offset, origin_x=entry.origin_x, origin_y=entry.origin_y,
-        stride=entry.stride,
-    ).SerializeToString()
+    values = {field.name: getattr(entry, field.name) for field in fields(EncodedMap) if field.name != "data"}
+    # Scale 1 goes as the field's default, 0, which reads as 1 (what a server before the field meant).
+    values["template_scale"] = 0.0 if entry.template_scale == 1.0 else entry.template_scale
+    head = pb.FeatureMap(**values).SerializeToString()
     data = memoryview(entry.data).cast("B")
     size = _varint(len(data))
     body = len(head) + len(_DATA) + len(size) + len(data)

@@ -57,7 +57,12 @@ class FeatureMap:
     """One template's map of scores, placed in the frame.
 
     Map pixel (i, j) scores the window whose top-left corner is at
-    (origin_x + j * stride, origin_y + i * stride) in the frame.
+    (origin_x + j * stride, origin_y + i * stride) in the frame. The window
+    is the template drawn at ``angle`` (degrees, counter-clockwise as
+    displayed) and ``template_scale``: for a pose template, its best pose's
+    (the unturned template's when none was found); ``window_width`` x
+    ``window_height`` frame pixels, the turned variant's canvas (0: unknown,
+    a server from before these fields, whose maps are all unturned).
     """
 
     template: str
@@ -65,11 +70,25 @@ class FeatureMap:
     origin_x: int = 0
     origin_y: int = 0
     stride: int = 1
+    angle: float = 0.0
+    template_scale: float = 1.0
+    window_width: int = 0
+    window_height: int = 0
 
     @property
     def origin(self) -> tuple[int, int]:
         """(origin_x, origin_y)."""
         return self.origin_x, self.origin_y
+
+    @property
+    def window(self) -> tuple[int, int]:
+        """(window_width, window_height); (0, 0) when the server did not say."""
+        return self.window_width, self.window_height
+
+    @property
+    def turned(self) -> bool:
+        """Whether the map is of the template turned or scaled (a pose's, or a variant's)."""
+        return self.angle % 360 != 0 or self.template_scale != 1.0
 
 
 @dataclass(frozen=True)
@@ -135,13 +154,19 @@ def _as_given(values: Iterable[float]) -> tuple[float, ...]:
     return tuple(float(f"{v:.7g}") for v in values)
 
 
+def _feature_map(message: pb.FeatureMap) -> FeatureMap:
+    """A map the server sent (one from before its angle, scale and window: unturned, unscaled, window unknown)."""
+    return FeatureMap(message.template, wire.map_array(message), message.origin_x, message.origin_y,
+                      message.stride or 1, angle=message.angle, template_scale=message.template_scale or 1.0,
+                      window_width=message.window_width, window_height=message.window_height)
+
+
 def _result(message: pb.FrameResult) -> FrameResult:
     return FrameResult(
         sequence=message.sequence,
         timestamp=message.capture_time.ToNanoseconds() / 1e9 if message.HasField("capture_time") else None,
         peaks=[wire.peak_of(p) for p in message.peaks],
-        maps={m.template: FeatureMap(m.template, wire.map_array(m), m.origin_x, m.origin_y, m.stride or 1)
-              for m in message.maps},
+        maps={m.template: _feature_map(m) for m in message.maps},
         timing={"decode_ms": message.timing.decode_ms, "compute_ms": message.timing.compute_ms,
                 "encode_ms": message.timing.encode_ms},
         skipped=list(message.skipped_sequences),

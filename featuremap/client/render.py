@@ -208,14 +208,20 @@ def map_heatmap(frame: np.ndarray, feature_map: FeatureMap, peaks: Iterable[Peak
     frame : numpy.ndarray
         The frame the map was computed on.
     feature_map : FeatureMap
-        Its scores are the unscaled, unturned template's, each drawn at its
-        window's centre; the window's size comes from the template's peak
-        among ``peaks``, unscaled (none: the map is drawn from the windows'
+        Its scores are the template's drawn at the map's ``angle`` and
+        ``template_scale`` (for a pose template, its best pose's: the heat at
+        the pose is the pose's own score), each drawn at its window's centre.
+        The window's size is the map's own (``window_width`` x
+        ``window_height``); from a server that does not send it, the
+        template's peak among ``peaks``, unscaled, as such a server's maps are
+        the unturned template's (no peak: the map is drawn from the windows'
         corners).
     peaks : iterable of Peak
         The result's peaks. A pose (a peak turned, scaled or clipped at the
         edge) is drawn over the heat in its own frame: its turned box and its
         x axis, from its centre, so that the heat is read against the pose.
+        The title gives the pose's angle and scale, and the map's when they
+        differ.
     method : str
         The method, for which end of the scores is best.
     alpha : float
@@ -230,17 +236,33 @@ def map_heatmap(frame: np.ndarray, feature_map: FeatureMap, peaks: Iterable[Peak
         BGR, wider than the frame by the legend's panel when ``legend``.
     """
     box = next((p for p in peaks if p.template == feature_map.template), None)
-    # The map is the unscaled template's: its windows are the template's own size, not the pose's box.
-    size = (round(box.width / (box.scale or 1.0)), round(box.height / (box.scale or 1.0))) if box else (0, 0)
+    size = feature_map.window
+    if not all(size):
+        # A server before the window's size: its maps are the unscaled, unturned template's, whose
+        # windows are the template's own size, not the pose's box.
+        size = (round(box.width / (box.scale or 1.0)), round(box.height / (box.scale or 1.0))) if box else (0, 0)
     image = heatmap_over(frame, feature_map.scores, origin=feature_map.origin, stride=feature_map.stride,
                          template_size=size, method=method, alpha=alpha)
-    title = f"{feature_map.template.split('/')[-1]} ({method})"
-    if box is not None and (box.angle % 360 != 0 or box.scale != 1.0 or box.visible < 1.0):
-        _draw_pose_frame(image, box)
-        title = f"{feature_map.template.split('/')[-1]} ({method}; pose at {box.angle:.1f} deg, x{box.scale:.2f})"
+    pose = box if box is not None and (box.angle % 360 != 0 or box.scale != 1.0 or box.visible < 1.0) else None
+    if pose is not None:
+        _draw_pose_frame(image, pose)
     if not legend:
         return image
-    return with_legend(image, feature_map.scores, title, method)
+    return with_legend(image, feature_map.scores, _map_title(feature_map, pose, method), method)
+
+
+def _map_title(feature_map: FeatureMap, pose: Peak | None, method: str) -> str:
+    """The heatmap's title: the template's name, the method, and the angle and scale of the pose and of the map."""
+    name = feature_map.template.split("/")[-1]
+    drawn = f"{feature_map.angle:.1f} deg, x{feature_map.template_scale:.2f}"
+    if pose is None:
+        return f"{name} ({method}; map at {drawn})" if feature_map.turned else f"{name} ({method})"
+    at = f"{pose.angle:.1f} deg, x{pose.scale:.2f}"
+    # As the wire rounds them (float32): the map of the pose reads as the pose's own angle and scale.
+    if abs((feature_map.angle - pose.angle + 180) % 360 - 180) < 0.05 and \
+            abs(feature_map.template_scale - pose.scale) < 0.005:
+        return f"{name} ({method}; pose and map at {at})"
+    return f"{name} ({method}; pose at {at}, map at {drawn})"
 
 
 def _draw_pose_frame(canvas: np.ndarray, pose: Peak) -> None:

@@ -313,7 +313,7 @@ class Peak(_message.Message):
     def __init__(self, template: _Optional[str] = ..., x: _Optional[float] = ..., y: _Optional[float] = ..., width: _Optional[int] = ..., height: _Optional[int] = ..., score: _Optional[float] = ..., scale: _Optional[float] = ..., angle: _Optional[float] = ..., cx: _Optional[float] = ..., cy: _Optional[float] = ..., visible: _Optional[float] = ..., ambiguity: _Optional[float] = ...) -> None: ...
 
 class FeatureMap(_message.Message):
-    __slots__ = ("template", "height", "width", "encoding", "data", "scale", "offset", "origin_x", "origin_y", "stride")
+    __slots__ = ("template", "height", "width", "encoding", "data", "scale", "offset", "origin_x", "origin_y", "stride", "angle", "template_scale", "window_width", "window_height")
     TEMPLATE_FIELD_NUMBER: _ClassVar[int]
     HEIGHT_FIELD_NUMBER: _ClassVar[int]
     WIDTH_FIELD_NUMBER: _ClassVar[int]
@@ -324,6 +324,10 @@ class FeatureMap(_message.Message):
     ORIGIN_X_FIELD_NUMBER: _ClassVar[int]
     ORIGIN_Y_FIELD_NUMBER: _ClassVar[int]
     STRIDE_FIELD_NUMBER: _ClassVar[int]
+    ANGLE_FIELD_NUMBER: _ClassVar[int]
+    TEMPLATE_SCALE_FIELD_NUMBER: _ClassVar[int]
+    WINDOW_WIDTH_FIELD_NUMBER: _ClassVar[int]
+    WINDOW_HEIGHT_FIELD_NUMBER: _ClassVar[int]
     template: str
     height: int
     width: int
@@ -334,7 +338,11 @@ class FeatureMap(_message.Message):
     origin_x: int
     origin_y: int
     stride: int
-    def __init__(self, template: _Optional[str] = ..., height: _Optional[int] = ..., width: _Optional[int] = ..., encoding: _Optional[_Union[MapEncoding, str]] = ..., data: _Optional[bytes] = ..., scale: _Optional[float] = ..., offset: _Optional[float] = ..., origin_x: _Optional[int] = ..., origin_y: _Optional[int] = ..., stride: _Optional[int] = ...) -> None: ...
+    angle: float
+    template_scale: float
+    window_width: int
+    window_height: int
+    def __init__(self, template: _Optional[str] = ..., height: _Optional[int] = ..., width: _Optional[int] = ..., encoding: _Optional[_Union[MapEncoding, str]] = ..., data: _Optional[bytes] = ..., scale: _Optional[float] = ..., offset: _Optional[float] = ..., origin_x: _Optional[int] = ..., origin_y: _Optional[int] = ..., stride: _Optional[int] = ..., angle: _Optional[float] = ..., template_scale: _Optional[float] = ..., window_width: _Optional[int] = ..., window_height: _Optional[int] = ...) -> None: ...
 
 class Timing(_message.Message):
     __slots__ = ("decode_ms", "compute_ms", "encode_ms")

@@ -40,7 +40,7 @@ def test_a_pose_template_is_found_at_its_sub_pixel_pose(client, pictures):
     assert peak.x == pytest.approx(peak.cx - (64 * peak.scale - 1) / 2, abs=1e-3)
 
 
-def test_a_stream_tracks_a_moving_pose_and_sends_the_template_map(client, pictures):
+def test_a_stream_tracks_a_moving_pose_and_sends_the_pose_s_map(client, pictures):
     c, _ = client
     face, background = pictures
     c.create_template(face, "face", angle_range=(-180, 180))
@@ -51,8 +51,11 @@ def test_a_stream_tracks_a_moving_pose_and_sends_the_template_map(client, pictur
     for result, (angle, cx, cy) in zip(results, truths, strict=True):
         (peak,) = result.peaks
         assert math.hypot(peak.cx - cx, peak.cy - cy) < 0.3 and angle_error(peak.angle, angle) < 0.3
-        # The map sent for a pose template is its unrotated template's, over the whole frame.
-        assert result.maps["templates/face"].scores.shape == (480 - 63, 640 - 63)
+        # The map sent for a pose template is its template's turned to the pose, over the whole frame
+        # (tests/service/test_pose_heatmaps.py: what it scores).
+        feature_map = result.maps["templates/face"]
+        assert feature_map.angle == pytest.approx(peak.angle, abs=1e-4)
+        assert feature_map.scores.shape == (480 - feature_map.window_height + 1, 640 - feature_map.window_width + 1)
 
 
 def test_pose_settings_are_refused_with_the_reason(client, pictures):

@@ -19,7 +19,7 @@ from featuremap import boxes
 from featuremap.boxes import resized_size
 from featuremap.wire import Peak
 
-from ..engine import LOWER_IS_BETTER, Cancelled, Pose, check_search, map_origin
+from ..engine import LOWER_IS_BETTER, Cancelled, Found, Matcher, Pose, check_search, map_origin
 from ..engine.texture import DEFAULTS as TEXTURE_DEFAULTS
 from ..engine.texture import for_frame
 from ..engine import Peak as MapPeak
@@ -27,7 +27,7 @@ from ..errors import InvalidArgument
 from ..store.bank import name_of
 from ..store.prepared import PreparedCache
 from ..store.templates import StoredTemplate
-from ..store.variants import Variant
+from ..store.variants import Variant, make_variant
 from .batching import GpuBatcher
 from .budget import MemoryBudget
 
@@ -112,12 +112,28 @@ class PoseMemory:
 
 @dataclass(frozen=True)
 class TemplateMap:
-    """One template's map, placed: map pixel (i, j) is the window at (origin_x + j * stride, origin_y + i * stride)."""
+    """One template's map, placed: map pixel (i, j) is the window at (origin_x + j * stride, origin_y + i * stride).
+
+    The window is the template drawn at ``angle`` (degrees, counter-clockwise
+    as displayed) and ``scale``: its variant's canvas, ``window`` (width,
+    height) frame pixels.
+    """
 
     template: str
     scores: np.ndarray
     origin_x: int
     origin_y: int
+    angle: float = 0.0
+    scale: float = 1.0
+    window: tuple[int, int] = (0, 0)
+
+    @classmethod
+    def placed(cls, template: str, scores: np.ndarray, padding: str, image: np.ndarray, scale: float = 1.0,
+               angle: float = 0.0) -> TemplateMap:
+        """The map of the variant ``image`` (HxWxC, drawn at ``scale`` and ``angle``), placed by ``padding``."""
+        height, width = image.shape[:2]
+        return cls(template, scores, *map_origin(padding, height, width), angle=angle, scale=scale,
+                   window=(width, height))
 
 
 @dataclass(frozen=True)
@@ -175,9 +191,12 @@ def compute(plan: Plan, prepared: PreparedCache, frame: np.ndarray, *, budget: M
     maps to send, templates are matched in chunks (see :func:`_chunks`).
     Templates with pose ranges are found by the engine's PoseSearch (near
     their last poses in ``poses`` first, when given); their map, when maps
-    are asked for, is the unrotated, unscaled template's. With ``gpu`` (the
-    prepared Matchers are on the GPU) each chunk goes to the batcher, waiting
-    at most ``wait`` seconds for other frames to share its batch.
+    are asked for, is the template's drawn at the best pose's angle and
+    scale, or the unrotated, unscaled template's when no pose was found (see
+    :func:`_pose_map`). Each map says at which angle and scale it was drawn,
+    and its window's size. With ``gpu`` (the prepared Matchers are on the
+    GPU) each chunk goes to the batcher, waiting at most ``wait`` seconds for
+    other frames to share its batch.
 
     Raises
     ------
@@ -237,8 +256,11 @@ def _compute_layout(plan: Plan, templates: tuple[StoredTemplate, ...], prepared:
     keep_maps = options.maps is not None
     posed = [t for t in templates if t.posed]
     searches = [prepared.pose_search(t, options.method) for t in posed]  # refuses other methods first
+    if keep_maps and options.padding == "valid":  # a pose template's map that cannot be made, refused up front
+        _check_fits([prepared.variants(t)[0] for t in posed], frame.shape[:2])
+    # Pose templates' maps are made after their search (the pose says which variant): not in a chunk.
     groups: list[tuple[StoredTemplate, list[Variant]]] = [(t, prepared.variants(t)) for t in templates
-                                                          if keep_maps or not t.posed]
+                                                          if not t.posed]
     chunks = [groups] if keep_maps else _chunks(groups, frame, options.stride)
     lower = options.method in LOWER_IS_BETTER
     peaks: list[Peak] = []
@@ -246,20 +268,16 @@ def _compute_layout(plan: Plan, templates: tuple[StoredTemplate, ...], prepared:
     for chunk in chunks:
         if cancelled():
             raise Cancelled("the call ended before its frame was matched")
-        if not chunk:  # only pose templates, and no maps to send
+        if not chunk:  # only pose templates
             continue
         variants = [v for _, group in chunk for v in group]
         if options.padding == "valid":
             _check_fits(variants, frame.shape[:2])
         matcher = prepared.matcher(variants, **options.engine_options())
-        settings = dict(top_k=options.top_k, threshold=options.threshold, subpixel=options.subpixel, maps=keep_maps,
-                        min_distance=[_peak_distance(v, options) for v in variants])
-        if gpu is not None:
-            found = gpu.find(matcher, frame, wait=wait, cancelled=cancelled, **settings)
-        else:
-            working, retained = matcher.memory_estimate(frame.shape[:2])
-            with budget.hold(working + retained, cancelled):
-                found = matcher.find([frame], cancelled=cancelled, **settings)[0]
+        found = _run(matcher, frame, budget, cancelled, gpu, wait, top_k=options.top_k, threshold=options.threshold,
+                     subpixel=options.subpixel, maps=keep_maps,
+                     min_distance=[_peak_distance(v, options) for v in variants])
+        if gpu is None:
             prepared.trim(matcher)
         first = 0
         for template, group in chunk:
@@ -280,9 +298,24 @@ def _compute_layout(plan: Plan, templates: tuple[StoredTemplate, ...], prepared:
     for template, search in zip(posed, searches):
         if cancelled():
             raise Cancelled("the call ended before its frame was matched")
-        peaks += _pose_peaks(template, search, frame, options, budget, cancelled, poses)
+        found_poses = _search_poses(template, search, frame, options, budget, cancelled, poses)
         prepared.trim(search)  # its variants count with the Matchers' spectra against the retained share
+        peaks += _pose_peaks(template, found_poses, options)
+        if keep_maps:
+            chosen.append(_pose_map(template, found_poses, prepared, frame, options, budget=budget,
+                                    cancelled=cancelled, gpu=gpu, wait=wait))
     return peaks, chosen
+
+
+def _run(matcher: Matcher, frame: np.ndarray, budget: MemoryBudget, cancelled: Callable[[], bool],
+         gpu: GpuBatcher | None, wait: float | None, **settings: Any) -> Found:
+    """``matcher.find`` on one frame: in the GPU batcher's next batch (``gpu``: the Matcher is on the
+    GPU), else on the CPU within the memory budget (what the call works in and what it keeps)."""
+    if gpu is not None:
+        return gpu.find(matcher, frame, wait=wait, cancelled=cancelled, **settings)
+    working, retained = matcher.memory_estimate(frame.shape[:2])
+    with budget.hold(working + retained, cancelled):
+        return matcher.find([frame], cancelled=cancelled, **settings)[0]
 
 
 def _check_fits(variants: list[Variant], frame_shape: tuple[int, int]) -> None:
@@ -309,9 +342,9 @@ def check_pose_options(options: MatchOptions) -> None:
     check_search(options.top_k, POSE_MIN_SCORE, **options.pose_options())
 
 
-def _pose_peaks(template: StoredTemplate, search, frame: np.ndarray, options: MatchOptions, budget: MemoryBudget,
-                cancelled: Callable[[], bool], poses: PoseMemory | None) -> list[Peak]:
-    """One pose template's peaks: its poses (tracked from ``poses`` when it has them), as boxes before rotation."""
+def _search_poses(template: StoredTemplate, search, frame: np.ndarray, options: MatchOptions, budget: MemoryBudget,
+                  cancelled: Callable[[], bool], poses: PoseMemory | None) -> list[Pose]:
+    """One pose template's poses in the frame, best first (tracked from ``poses`` when it has them)."""
     distance = options.method == "sqdiff_normed"  # the wire's score is the method's own: a distance
     threshold = options.raised_threshold(template, frame.shape[0] * frame.shape[1])
     if threshold is None:
@@ -329,12 +362,47 @@ def _pose_peaks(template: StoredTemplate, search, frame: np.ndarray, options: Ma
             found = search.search(frame, **settings)
     if poses is not None:
         poses.put(template, found)
+    return found
+
+
+def _pose_peaks(template: StoredTemplate, found: list[Pose], options: MatchOptions) -> list[Peak]:
+    """One pose template's peaks: its poses, as boxes before rotation."""
+    distance = options.method == "sqdiff_normed"  # the wire's score is the method's own: a distance
     name = name_of(template.id)
     height, width = template.image.shape[:2]
     return [Peak.centred(name, pose.cx, pose.cy, width * pose.scale, height * pose.scale,
                               1.0 - pose.score if distance else pose.score, pose.scale, pose.angle,
                               visible=pose.visible, ambiguity=pose.ambiguity)
             for pose in found]
+
+
+def _pose_map(template: StoredTemplate, found: list[Pose], prepared: PreparedCache, frame: np.ndarray,
+              options: MatchOptions, *, budget: MemoryBudget, cancelled: Callable[[], bool], gpu: GpuBatcher | None,
+              wait: float | None) -> TemplateMap:
+    """A pose template's map: the template drawn at its best pose's angle and scale, matched over the frame,
+    so that the heat at the pose is the pose's own score; without a pose (or with one whose turned canvas
+    is larger than a 'valid' frame), the unturned, unscaled template's.
+
+    The turned variant is one frame's (its angle is sub-degree, new with every frame): its Matcher is
+    made here, on the CPU beside the search, held in the memory budget for the call (working and
+    kept bytes alike) and dropped after it, never in the prepared cache, whose Matchers are kept by
+    their variants and would be crowded out by one-off ones. The unturned template's Matcher is the
+    prepared cache's (one per template version and options), like any chunk's.
+    """
+    name = name_of(template.id)
+    best = max(found, key=lambda pose: pose.score, default=None)  # a similarity for every pose method
+    if best is not None and not (best.scale == 1.0 and best.angle % 360 == 0):
+        image, mask = make_variant(template.image, template.mask, best.scale, best.angle)
+        if options.padding != "valid" or (image.shape[0] <= frame.shape[0] and image.shape[1] <= frame.shape[1]):
+            matcher = Matcher([image], masks=[mask], **options.engine_options())
+            scores = _run(matcher, frame, budget, cancelled, None, None, maps=True).maps[0]
+            return TemplateMap.placed(name, scores, options.padding, image, best.scale, best.angle)
+    identity = prepared.variants(template)[0]  # ranges exclude scales and angles: its one variant
+    matcher = prepared.matcher([identity], **options.engine_options())
+    scores = _run(matcher, frame, budget, cancelled, gpu, wait, maps=True).maps[0]
+    if gpu is None:
+        prepared.trim(matcher)
+    return TemplateMap.placed(name, scores, options.padding, identity.image)
 
 
 def _peak_distance(variant: Variant, options: MatchOptions) -> int:
@@ -367,5 +435,6 @@ def _template_peaks(template: StoredTemplate, group: list[Variant], group_peaks:
     pick = next((i for i, v in enumerate(group) if v.scale == 1.0 and v.angle % 360 == 0), None)
     if pick is None:
         pick = candidates[0][5] if candidates else 0
-    placed = TemplateMap(name, group_maps[pick], *map_origin(options.padding, *group[pick].image.shape[:2]))
-    return peaks, placed
+    variant = group[pick]
+    return peaks, TemplateMap.placed(name, group_maps[pick], options.padding, variant.image, variant.scale,
+                                     variant.angle)

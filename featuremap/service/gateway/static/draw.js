@@ -83,12 +83,14 @@ export function heatmapCanvas(map, lowerIsBetter = false) {
 
 /**
  * A heatmap where its windows are: map pixel (i, j) scores the window whose top-left corner is at
- * (originX + j stride, originY + i stride); drawn at the windows' centres (half the template on).
+ * (originX + j stride, originY + i stride); drawn at the windows' centres (half the window on: the
+ * map's windowWidth x windowHeight, a pose's turned template's canvas; the template's own size from
+ * a server that does not send them).
  */
 export function drawHeatmap(context, heat, map, template, scale = 1) {
   const stride = map.stride || 1;
-  const x = ((map.originX || 0) + (template.width || 0) / 2 - stride / 2) * scale;
-  const y = ((map.originY || 0) + (template.height || 0) / 2 - stride / 2) * scale;
+  const x = ((map.originX || 0) + (map.windowWidth || template.width || 0) / 2 - stride / 2) * scale;
+  const y = ((map.originY || 0) + (map.windowHeight || template.height || 0) / 2 - stride / 2) * scale;
   context.save();
   context.globalAlpha = 0.6;
   context.imageSmoothingEnabled = stride > 1;
