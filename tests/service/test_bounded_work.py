@@ -368,3 +368,33 @@ def test_a_pose_search_is_held_to_the_budget_by_its_real_size(tmp_path):
     with running_server(tmp_path, max_variants_per_request=10000, memory_budget=512 << 20) as (stub, _, server):
         assert "memory_budget" in every_pose_refused(stub, 480, 640).details()
         assert server.frames.budget.used == 0
+
+
+def test_maps_of_turned_templates_are_sized_at_their_largest_turn(tmp_path):
+    # A 100x100 pose template's map under 'full' padding is drawn at its pose: at 45 degrees on a
+    # 143-pixel canvas, 642x642 on a 500x500 frame (1.65 MB of float32), where the unturned
+    # template's is 599x599 (1.44 MB). Sized by the unturned template, this frame passed the check
+    # and its answer could not be sent.
+    part = scene(3, 100, 100)
+    frame = scene(4, 500, 500)
+    turn = cv2.getRotationMatrix2D((49.5, 49.5), 45.0, 1.0)
+    turn[:, 2] += (250 - 49.5, 250 - 49.5)
+    inside = cv2.warpAffine(np.ones_like(part), turn, (500, 500)) > 0
+    frame[inside] = cv2.warpAffine(part, turn, (500, 500))[inside]
+    with running_server(tmp_path, max_message_bytes=1_500_000) as (stub, _, _):
+        stub.CreateTemplate(pb.CreateTemplateRequest(template=pb.Template(
+            image=image_message(part), angle_range=pb.Range(low=-180, high=180)), template_id="turning"))
+        config = pb.MatchConfig(templates=["turning"], padding=pb.PADDING_FULL,
+                                maps=pb.MapOptions(encoding=pb.MAP_ENCODING_FLOAT32))
+        with pytest.raises(grpc.RpcError) as caught:
+            stub.Match(pb.MatchRequest(config=config, frame=pb.Frame(image=image_message(frame))), timeout=120)
+        assert caught.value.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
+        assert "(max_message_bytes)" in caught.value.details()
+        # Padding 'same' keeps the frame's size whatever the turn: 1 MB, sent, drawn at the pose.
+        config.padding = pb.PADDING_SAME
+        result = stub.Match(pb.MatchRequest(config=config, frame=pb.Frame(image=image_message(frame))),
+                            timeout=120).result
+        (pose,) = result.peaks
+        (sent,) = result.maps
+        assert abs(abs(pose.angle) % 90 - 45) < 1 and (sent.height, sent.width) == (500, 500)
+        assert sent.angle == pose.angle and sent.window_width > 100

@@ -8,6 +8,7 @@ sides (``featuremap.wire``) and plain data to the bank and the engine.
 
 from __future__ import annotations
 
+import math
 import time
 from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
@@ -35,6 +36,21 @@ from .reports import Reports
 MAX_TOP_K = 1000
 MAX_STRIDE = 64
 _LIMITS = {"stride": MAX_STRIDE, "top_k": MAX_TOP_K}
+
+
+def _windows(template) -> tuple[tuple[int, int, int], ...]:
+    """The least and the largest window a template's map may be of (height, width, channels): its box at
+    its least scale, and at its largest turned to any angle (a pose's map is drawn at the pose, a turned
+    variant's map on the turned box's hull), whichever padding makes the larger map of them."""
+    height, width, channels = template.image.shape
+    scales = (template.scale_range or (1.0, 1.0)) if template.posed else template.scales
+    low, high = min(scales), max(scales)
+    turns = template.posed or any(angle % 360 != 0 for angle in template.angles)
+    least = (max(1, math.floor(height * low)), max(1, math.floor(width * low)), channels)
+    if turns:
+        side = math.ceil(math.hypot(height, width) * high) + 1
+        return least, (side, side, channels)
+    return least, (math.ceil(height * high) + 1, math.ceil(width * high) + 1, channels)
 
 
 def pose_grid(template) -> tuple[int, int]:
@@ -245,7 +261,8 @@ class FrameProcessor:
         item = {"float32": 4, "float16": 2, "uint8": 1}[encoding]
         total = 0
         for template in plan.templates:
-            rows, cols = map_shape(plan.options.padding, plan.options.stride, image.shape, template.image.shape)
+            rows, cols = max((map_shape(plan.options.padding, plan.options.stride, image.shape, window)
+                              for window in _windows(template)), key=lambda shape: shape[0] * shape[1])
             total += rows * cols * item + 64
         if total > self._settings.max_message_bytes:
             raise LimitExceeded(f"the maps of this frame would be {total} bytes, over the limit of "
@@ -290,6 +307,7 @@ class FrameProcessor:
             encoded.append(wire.EncodedMap(
                 template=placed.template, height=placed.scores.shape[0], width=placed.scores.shape[1],
                 encoding=number, data=data, scale=scale, offset=offset, origin_x=placed.origin_x,
-                origin_y=placed.origin_y, stride=plan.options.stride,
+                origin_y=placed.origin_y, stride=plan.options.stride, angle=placed.angle, template_scale=placed.scale,
+                window_width=placed.window[0], window_height=placed.window[1],
             ))
         return encoded
