@@ -197,8 +197,9 @@ def truth(template: Template, m: np.ndarray) -> np.ndarray:
 
 
 def measure(templates, clips):
-    """Best score (and whether at the right place, for present pairs) of every (template, frame)."""
-    absent, present = [], []  # (template index, score), (template index, score, at_place)
+    """Best score of every (template, frame), whether its window is lit as the template is
+    (``texture.lit_alike_window``), and for present pairs whether it is at the right place."""
+    absent, present = [], []  # (template index, score, lit alike), (template index, score, at_place, lit alike)
     for ti, t in enumerate(templates):
         flat = bool(np.all(np.ptp(t.image.reshape(-1, t.image.shape[2] if t.image.ndim == 3 else 1), axis=0) == 0))
         for name, (frames, maps) in clips.items():
@@ -208,22 +209,41 @@ def measure(templates, clips):
                 if flat:  # OpenCV scores a flat template 1 everywhere; the engine 0 ("no evidence")
                     score_map[:] = 0
                 _, best, _, loc = cv2.minMaxLoc(score_map)
+                h, w = t.image.shape[:2]
+                alike = texture.lit_alike_window(as_hwc(t.image), None, as_hwc(frame[loc[1]:loc[1] + h, loc[0]:loc[0] + w]))
                 if t.photo == name:
-                    present.append((ti, best, float(np.hypot(*(np.array(loc) - truth(t, m)))) <= TOLERANCE))
+                    present.append((ti, best, float(np.hypot(*(np.array(loc) - truth(t, m)))) <= TOLERANCE, alike))
                 else:
-                    absent.append((ti, best))
+                    absent.append((ti, best, alike))
     return absent, present
 
 
-def summarise(templates, absent, present, thresholds) -> dict:
+def as_hwc(image: np.ndarray) -> np.ndarray:
+    return image.reshape(image.shape[0], image.shape[1], -1)
+
+
+def lit(clips, gain: float, offset: float):
+    """The clips' frames under another lighting than the photographs the templates were cut from."""
+    if (gain, offset) == (1.0, 0.0):
+        return clips
+    return {name: ([np.clip(f.astype(np.float32) * gain + offset, 0, 255).astype(np.uint8) for f in frames], maps)
+            for name, (frames, maps) in clips.items()}
+
+
+def summarise(templates, absent, present, thresholds, gated=None) -> dict:
+    """Absent pairs drawn and present ones found at per-template ``thresholds``; where ``gated`` (per
+    template) is true, a pair counts only when its window is also lit alike."""
     thr = np.array(thresholds)
-    a_t = np.array([i for i, _ in absent], int)
-    a_s = np.array([s for _, s in absent])
-    p_t = np.array([i for i, _, _ in present], int)
-    p_s = np.array([s for _, s, _ in present])
-    p_ok = np.array([ok for _, _, ok in present], bool)
-    drawn = a_s >= thr[a_t]
-    found = p_ok & (p_s >= thr[p_t])
+    gate = np.zeros(len(templates), bool) if gated is None else np.array(gated, bool)
+    a_t = np.array([i for i, _, _ in absent], int)
+    a_s = np.array([s for _, s, _ in absent])
+    a_lit = np.array([alike for _, _, alike in absent], bool)
+    p_t = np.array([i for i, _, _, _ in present], int)
+    p_s = np.array([s for _, s, _, _ in present])
+    p_ok = np.array([ok for _, _, ok, _ in present], bool)
+    p_lit = np.array([alike for _, _, _, alike in present], bool)
+    drawn = (a_s >= thr[a_t]) & (a_lit | ~gate[a_t])
+    found = p_ok & (p_s >= thr[p_t]) & (p_lit | ~gate[p_t])
     low = np.array([t.kind in LOW_TEXTURE for t in templates])
     return dict(
         absent_pct=100 * drawn.mean(),
@@ -250,7 +270,10 @@ def main() -> int:
     parser.add_argument("--margins", action="store_true", help="print absent/recall on half A for a range of K (the rule's margin)")
     parser.add_argument("--color", action="store_true", help="BGR clips and templates (about 3x slower)")
     parser.add_argument("--detail", action="store_true", help="list the templates the rule still draws, and the present ones it loses")
+    parser.add_argument("--light", default="1,0", metavar="GAIN,OFFSET",
+                        help="the clips under another lighting: every frame times GAIN plus OFFSET grey levels (default 1,0)")
     args = parser.parse_args()
+    gain, offset = (float(v) for v in args.light.split(","))
     global COLOR
     COLOR = args.color
     cv2.setNumThreads(2)
@@ -291,10 +314,16 @@ def main() -> int:
                         runs.append(time.perf_counter() - t0)
                     costs[kind].append(min(runs))
     cv2.setNumThreads(2)
-    results = {half: measure(*halves[half]) for half in halves}
+    results = {half: measure(halves[half][0], lit(halves[half][1], gain, offset)) for half in halves}
 
     print(f"scikit-image photographs as {args.frames}-frame mp4 clips, {WIDTH}x{HEIGHT} {'BGR' if COLOR else 'gray'}; TM_CCOEFF_NORMED, best of each map")
-    print(f"rule: threshold = max({FIXED}, tanh(K atanh(s))), s = best score on {len(texture.backgrounds())} procedural backgrounds, K = {texture.K}\n")
+    print(f"rule: threshold = max({FIXED}, tanh(K atanh(s))), s = best score on {len(texture.backgrounds())} procedural backgrounds, K = {texture.K}")
+    print(f"plain decision: a plain template (threshold over {FIXED}) counts at max({FIXED}, tanh(K_PLAIN atanh(s))), K_PLAIN = {texture.K_PLAIN},"
+          f" where its window is lit alike (gain {texture.GAIN[0]}-{texture.GAIN[1]}, offset +-{texture.OFFSET:g}; contrast"
+          f" {texture.CONTRAST[0]}-{texture.CONTRAST[1]}, mean within {texture.MEAN_TOLERANCE:g})")
+    if (gain, offset) != (1.0, 0.0):
+        print(f"the clips lit otherwise: every frame x {gain:g} {offset:+g} grey levels")
+    print()
     if args.margins:
         templates, _ = halves["A"]
         absent, present = results["A"]
@@ -303,6 +332,13 @@ def main() -> int:
         for k in (1.0, 1.05, 1.1, 1.15, 1.2, 1.25, 1.3, 1.4):
             s = summarise(templates, absent, present, [rule(t.background, k) for t in templates])
             print(f"  {k:4.2f}  {s['absent_pct']:10.2f}%  {s['recall']:5.1f}%")
+        print("half A, the plain decision (chooses K_PLAIN the same way)")
+        print("  K_PLAIN  absent drawn  recall")
+        plain = [t.threshold > FIXED for t in templates]
+        for k in (1.0, 1.01, 1.02, 1.03, 1.05, 1.08, 1.1):
+            thresholds = [rule(t.background, k) if p else FIXED for t, p in zip(templates, plain)]
+            s = summarise(templates, absent, present, thresholds, plain)
+            print(f"  {k:7.2f}  {s['absent_pct']:10.2f}%  {s['recall']:5.1f}%")
         print()
     for half in ("A", "B"):
         templates, clips = halves[half]
@@ -319,26 +355,30 @@ def main() -> int:
         raised = [t for t in templates if t.threshold > FIXED]
         print(f"  present: {n_photo} templates x {args.frames} frames, {present_low} of them low-texture ({flat} with no variance at all: never found);"
               f" the rule raises {len(raised)} thresholds above {FIXED} ({sum(t.kind in LOW_TEXTURE for t in raised)} low-texture, median {np.median([t.threshold for t in raised]):.3f})")
-        for label, thresholds in (("fixed 0.7", [FIXED] * len(templates)), ("texture rule", [t.threshold for t in templates])):
-            s = summarise(templates, absent, present, thresholds)
-            print(f"  {label:13} absent pairs drawn {s['absent_pct']:6.2f}% of {s['absent_n']} ({s['absent_templates']} templates; low-texture pairs {s['absent_low_pct']:.2f}%)"
+        plain = [t.threshold > FIXED for t in templates]
+        rows = (("fixed 0.7", [FIXED] * len(templates), None), ("texture rule", [t.threshold for t in templates], None),
+                ("plain decision", [texture.plain_threshold(t.threshold) for t in templates], plain))
+        for label, thresholds, gated in rows:
+            s = summarise(templates, absent, present, thresholds, gated)
+            print(f"  {label:14} absent pairs drawn {s['absent_pct']:6.2f}% of {s['absent_n']} ({s['absent_templates']} templates; low-texture pairs {s['absent_low_pct']:.2f}%)"
                   f"   recall {s['recall']:5.1f}% of {s['present_n']} present pairs (textured {s['recall_textured']:.1f}%, low-texture {s['recall_low']:.1f}%)")
         if args.detail:
             fixed = summarise(templates, absent, present, [FIXED] * len(templates))
-            s = summarise(templates, absent, present, [t.threshold for t in templates])
-            a_t = np.array([i for i, _ in absent])
+            s = summarise(templates, absent, present, rows[2][1], plain)
+            a_t = np.array([i for i, _, _ in absent])
             for ti in sorted(set(a_t[s["drawn"]].tolist())):
                 t = templates[ti]
-                scores = [sc for i, sc in absent if i == ti]
-                print(f"    still drawn: {t.name} {t.image.shape} threshold {t.threshold:.3f} (backgrounds' best {t.background.max():.3f});"
-                      f" {sum(sc >= t.threshold for sc in scores)} of {len(scores)} pairs, best absent score {max(scores):.3f}")
-            p_t = np.array([i for i, _, _ in present])
+                scores = [sc for i, sc, _ in absent if i == ti]
+                limit = rows[2][1][ti]
+                print(f"    still drawn: {t.name} {t.image.shape} threshold {limit:.3f} (backgrounds' best {t.background.max():.3f});"
+                      f" {int((s['drawn'] & (a_t == ti)).sum())} of {len(scores)} pairs, best absent score {max(scores):.3f}")
+            p_t = np.array([i for i, _, _, _ in present])
             for ti in sorted(set(p_t[fixed["found"] & ~s["found"]].tolist())):
                 t = templates[ti]
-                true = [sc for i, sc, ok in present if i == ti and ok]
-                worst_absent = max(sc for i, sc in absent if i == ti)
-                print(f"    lost: {t.name} {t.image.shape} threshold {t.threshold:.3f}; at its place it scores {min(true):.3f}-{max(true):.3f},"
-                      f" where it is absent up to {worst_absent:.3f}; found in {int((fixed['found'] & (p_t == ti)).sum())} frames at 0.7, {int((s['found'] & (p_t == ti)).sum())} with the rule")
+                true = [sc for i, sc, ok, _ in present if i == ti and ok]
+                worst_absent = max(sc for i, sc, _ in absent if i == ti)
+                print(f"    lost: {t.name} {t.image.shape} threshold {rows[2][1][ti]:.3f}; at its place it scores {min(true):.3f}-{max(true):.3f},"
+                      f" where it is absent up to {worst_absent:.3f}; found in {int((fixed['found'] & (p_t == ti)).sum())} frames at 0.7, {int((s['found'] & (p_t == ti)).sum())} with the plain decision")
     print(f"\nregistration cost of calibrated_threshold, one core, 64x64 templates ({len(costs['bare'])}): median {1000 * np.median(costs['bare']):.1f} ms"
           f" (max {1000 * max(costs['bare']):.1f}), with a binary mask {1000 * np.median(costs['masked']):.1f} ms;"
           f" once per process, the backgrounds are made in {1000 * made:.0f} ms")

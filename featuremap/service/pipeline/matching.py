@@ -21,7 +21,7 @@ from featuremap.wire import Peak
 
 from ..engine import LOWER_IS_BETTER, Cancelled, Found, Matcher, Pose, check_search, map_origin
 from ..engine.texture import DEFAULTS as TEXTURE_DEFAULTS
-from ..engine.texture import for_frame
+from ..engine.texture import for_frame, lit_alike_window, plain_threshold
 from ..engine import Peak as MapPeak
 from ..errors import InvalidArgument
 from ..store.bank import name_of
@@ -286,11 +286,13 @@ def _compute_layout(plan: Plan, templates: tuple[StoredTemplate, ...], prepared:
             first += len(group)
             peaks_found, chosen_map = _template_peaks(template, group, group_peaks, group_maps, options, lower)
             if not template.posed:
-                # The top_k best above a raised threshold are the top_k best above the config's, less
-                # those under the raised one (only similarities are raised: higher is better).
-                limit = options.raised_threshold(template, frame.shape[0] * frame.shape[1])
-                if limit != options.threshold:
-                    peaks_found = [p for p in peaks_found if p.score >= limit]
+                # The top_k best a plain template's decision keeps are the top_k best above the
+                # config's threshold, less those it refuses (only similarities are raised: higher is
+                # better, and every limit it sets is at or above the config's).
+                windows = frame.shape[0] * frame.shape[1]
+                raised = options.raised_threshold(template, windows)
+                if raised != options.threshold:
+                    peaks_found = _plain_decision(template, group, peaks_found, frame, options, windows, raised)
                 peaks += peaks_found
             if chosen_map is not None:
                 chosen.append(chosen_map)
@@ -305,6 +307,36 @@ def _compute_layout(plan: Plan, templates: tuple[StoredTemplate, ...], prepared:
             chosen.append(_pose_map(template, found_poses, prepared, frame, options, budget=budget,
                                     cancelled=cancelled, gpu=gpu, wait=wait))
     return peaks, chosen
+
+
+def _plain_decision(template: StoredTemplate, group: list[Variant], peaks: list[Peak], frame: np.ndarray,
+                    options: MatchOptions, windows: int, raised: float) -> list[Peak]:
+    """A plain template's peaks that count (its texture threshold is above the method's default).
+
+    On 8-bit images, a peak counts when its window is lit as the template is (``texture.lit_alike``)
+    and it reaches the template's plain threshold (made stricter for large frames alike); a window
+    that no lighting of the envelope makes of the template does not count, however well shaped.
+    Other images (16-bit, float: no grey levels to hold a lighting to) keep the raised threshold.
+    """
+    if frame.dtype != np.uint8 or template.image.dtype != np.uint8:
+        return [p for p in peaks if p.score >= raised]
+    limit = max(options.threshold, for_frame(plain_threshold(template.texture_threshold), windows))
+    return [p for p in peaks if p.score >= limit and _lit_alike(p, group, frame)]
+
+
+def _lit_alike(peak: Peak, group: list[Variant], frame: np.ndarray) -> bool:
+    """Whether the frame's window under ``peak`` is its variant lit alike (the part inside the frame,
+    for a window its edge cuts)."""
+    variant = next(v for v in group if (v.scale, v.angle) == (peak.scale, peak.angle))
+    height, width = variant.image.shape[:2]
+    top, left = round(peak.cy - (height - 1) / 2.0), round(peak.cx - (width - 1) / 2.0)
+    y0, x0 = max(0, top), max(0, left)
+    y1, x1 = min(frame.shape[0], top + height), min(frame.shape[1], left + width)
+    if y1 <= y0 or x1 <= x0:
+        return False
+    cut = (slice(y0 - top, y1 - top), slice(x0 - left, x1 - left))
+    mask = None if variant.mask is None else variant.mask[cut]
+    return lit_alike_window(variant.image[cut], mask, frame[y0:y1, x0:x1])
 
 
 def _run(matcher: Matcher, frame: np.ndarray, budget: MemoryBudget, cancelled: Callable[[], bool],
