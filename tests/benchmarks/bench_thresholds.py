@@ -1,6 +1,6 @@
-"""Thresholds that hold on plain templates: the fixed 0.7 against the texture rule, on photographs.
+"""Thresholds that hold on plain templates: the fixed 0.7, the texture rule and the plain decision, on photographs.
 
-    .venv/bin/python tests/benchmarks/bench_thresholds.py [--frames N] [--margins] [--detail]
+    .venv/bin/python tests/benchmarks/bench_thresholds.py [--frames N] [--margins] [--detail] [--light G,O]
 
 Frames: 17 of scikit-image's photographs, each filmed as a short clip: resized to cover
 640x480 (the small ones upsampled, so softer), a slow drift of up to 12 pixels with a
@@ -23,12 +23,17 @@ pixels of the truth. A present template that does not score best at its own plac
 plain patch whose shading recurs nearby, a flat one that scores 0 everywhere) is a miss
 under both thresholds: it is counted, as a miss, in both recalls.
 
+The plain decision (the server's default for a template the rule raises): a pair counts when its
+best window is lit as the template is (``texture.lit_alike_window``) and its score reaches
+``texture.plain_threshold``; ``--light G,O`` films every clip under another lighting (each frame
+times G plus O grey levels) to see what a lighting inside or outside its envelope costs.
+
 "Low-texture" templates: the plainest crops and the synthetic gradients, flat patches,
 blobs and edges; "textured": the most textured and the random crops; text on its own.
 
 The photographs are split in two halves by name. K, the rule's one constant, is chosen
 on half A (``--margins``: the smallest K, in steps of 0.05, that keeps absent pairs drawn
-at or under 1%); the figures that count are half B's, held out. ``--detail`` lists the
+at or under 1%; K_PLAIN likewise, in steps of 0.01); the figures that count are half B's, held out. ``--detail`` lists the
 templates the rule still draws and the present ones it loses. About 90 s on 2 cores.
 """
 
