@@ -87,6 +87,19 @@ def start_process(data_dir: Path, port: int, *extra: str, env: dict | None = Non
                             stderr=subprocess.PIPE, text=True)
 
 
+@contextmanager
+def serving_process(data_dir: Path, *extra: str):
+    """:func:`start_process` on a free port, waited on until SERVING and ended after: (port, process)."""
+    port = free_port()
+    process = start_process(data_dir, port, *extra)
+    try:
+        wait_serving_at(f"127.0.0.1:{port}")
+        yield port, process
+    finally:
+        process.terminate()
+        process.wait(60)
+
+
 def scene(seed: int = 0, height: int = 120, width: int = 160, channels: int = 1) -> np.ndarray:
     """A textured uint8 frame."""
     rng = np.random.default_rng(seed)

@@ -14,18 +14,13 @@ from skimage import data
 
 from featuremap.service.engine.texture import plain_threshold
 
-from service_helpers import featuremap_command, free_port, start_process, wait_serving_at
+from service_helpers import featuremap_command, serving_process
 
 
 @pytest.fixture(scope="module")
 def address(tmp_path_factory):
-    folder = tmp_path_factory.mktemp("bank")
-    port = free_port()
-    process = start_process(folder, port)
-    wait_serving_at(f"127.0.0.1:{port}")
-    yield f"127.0.0.1:{port}"
-    process.terminate()
-    process.wait(60)
+    with serving_process(tmp_path_factory.mktemp("bank")) as (port, _):
+        yield f"127.0.0.1:{port}"
 
 
 def add(address: str, path, name: str) -> float:

@@ -16,7 +16,7 @@ from skimage import data
 
 from featuremap.client import FeatureMapClient
 
-from service_helpers import featuremap_command, free_port, start_process, wait_serving_at
+from service_helpers import featuremap_command, serving_process, start_process, wait_serving_at
 
 SIZE = 40
 
@@ -53,12 +53,8 @@ def files(tmp_path_factory):
 def server(tmp_path_factory):
     """``featuremap-server serve`` on a data folder of its own (restarted by a test on the same folder)."""
     folder = tmp_path_factory.mktemp("bank")
-    port = free_port()
-    process = start_process(folder, port)
-    wait_serving_at(f"127.0.0.1:{port}")
-    yield folder, port, process
-    process.terminate()
-    process.wait(60)
+    with serving_process(folder) as (port, process):
+        yield folder, port, process
 
 
 def drawn(lines_file) -> dict[str, int]:

@@ -66,12 +66,18 @@ def window_centre(feature_map, row: int, col: int) -> tuple[float, float]:
             feature_map.origin_y + row * feature_map.stride + (feature_map.window_height - 1) / 2.0)
 
 
-def test_a_pose_template_s_map_is_its_template_at_the_pose(served, pictures):
+def matched(served, pictures):
+    """The part pasted at its pose over the background, matched with maps: (frame, result, its one peak)."""
     client, _ = served
     part, background = pictures
     frame = pasted(background, part)
     result = client.match(frame, templates="part", maps="float32")
     (peak,) = result.peaks
+    return frame, result, peak
+
+
+def test_a_pose_template_s_map_is_its_template_at_the_pose(served, pictures):
+    frame, result, peak = matched(served, pictures)
     assert math.hypot(peak.cx - CX, peak.cy - CY) < 0.5 and angle_error(peak.angle, ANGLE) < 0.5
     feature_map = result.maps[NAME]
     # The wire says what the map is: the pose's angle and scale, its window the turned, scaled canvas.
@@ -87,7 +93,7 @@ def test_a_pose_template_s_map_is_its_template_at_the_pose(served, pictures):
     assert math.hypot(centre[0] - peak.cx, centre[1] - peak.cy) <= 1.5
     assert feature_map.scores[row, col] > 0.9
     # What a server before this sent, the unturned template's map, is cold there.
-    unturned = Matcher([part])(frame)[0]
+    unturned = Matcher([pictures[0]])(frame)[0]
     assert unturned[round(peak.cy - 31.5), round(peak.cx - 31.5)] < 0.5 and unturned.max() < 0.6
 
 
@@ -164,11 +170,7 @@ def test_the_turned_template_s_matcher_is_held_in_the_budget_and_not_kept(pictur
 
 
 def test_the_heatmap_of_a_pose_s_map_is_hot_at_the_pose(served, pictures):
-    client, _ = served
-    part, background = pictures
-    frame = pasted(background, part)
-    result = client.match(frame, templates="part", maps="float32")
-    (peak,) = result.peaks
+    frame, result, peak = matched(served, pictures)
     feature_map = result.maps[NAME]
     row, col = np.unravel_index(np.argmax(feature_map.scores), feature_map.scores.shape)
     hottest = render.heatmap(feature_map.scores)[row, col]
