@@ -121,4 +121,8 @@ def test_a_bank_from_before_variants_still_opens(tmp_path):
     db.commit()
     db.close()
     (old,) = Store(path).load()
-    assert (old.id, old.scales, old.angles) == ("old", (1.0,), (0.0,))
+    assert (old.id, old.scales, old.angles, old.texture_threshold) == ("old", (1.0,), (0.0,), 0.0)
+    # The bank calibrates what the row predates: a flat template is as plain as any.
+    from featuremap.service.store.bank import Bank
+
+    assert Bank(Store(path), max_templates=10).get("templates/old").texture_threshold == 0.9999

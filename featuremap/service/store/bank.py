@@ -12,7 +12,8 @@ import re
 import threading
 import time
 import uuid
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import replace
 
 import numpy as np
 
@@ -83,7 +84,7 @@ class Bank:
         self._id_locks = [threading.Lock() for _ in range(_WRITE_STRIPES)]
         self._writing: set[str] = set()
         version, ids = store.snapshot()
-        self._templates: dict[str, StoredTemplate] = {t.id: t for t in store.fetch(list(ids))}
+        self._templates: dict[str, StoredTemplate] = {t.id: t for t in _calibrated(store.fetch(list(ids)))}
         # Changes apply by version, never newer state replaced by older: the
         # last snapshot applied, and this replica's own writes since then
         # (version, id, template or None for a delete), replayed over any
@@ -104,7 +105,7 @@ class Bank:
             if self._applied.covers(version):
                 return
             known = {tid: t for tid, t in self._templates.items() if ids.get(tid) == t.seq}
-        fetched = {t.id: t for t in self._store.fetch([tid for tid in ids if tid not in known])}
+        fetched = {t.id: t for t in _calibrated(self._store.fetch([tid for tid in ids if tid not in known]))}
         with self._lock:
             if self._applied.covers(version):  # another refresh got further meanwhile
                 return
@@ -273,6 +274,15 @@ class Bank:
                 raise FailedPrecondition("the bank has no templates: create one first")
             return templates
         return [self.get(name) for name in names]
+
+
+def _calibrated(templates: Iterable[StoredTemplate]) -> list[StoredTemplate]:
+    """``templates``, those stored before templates carried their texture threshold (0.0) calibrated
+    now, in memory: the default decision holds for a bank written by an older server too. The
+    row is not written back (a derived figure, the same on every start of one installation; an
+    older replica sharing the store reads the row as it wrote it)."""
+    return [replace(t, texture_threshold=calibrated_threshold(t.image, "ccoeff_normed", t.mask) or 0.0)
+            if t.texture_threshold == 0.0 else t for t in templates]
 
 
 def _new_id(template_id: str, request_id: str) -> str:
