@@ -24,7 +24,7 @@ plain patch whose shading recurs nearby, a flat one that scores 0 everywhere) is
 under both thresholds: it is counted, as a miss, in both recalls.
 
 The plain decision (the server's default for a template the rule raises): a pair counts when its
-best window is lit as the template is (``texture.lit_alike_window``) and its score reaches
+best window is lit as the template is (``lighting.lit_alike_window``) and its score reaches
 ``texture.plain_threshold``; ``--light G,O`` films every clip under another lighting (each frame
 times G plus O grey levels) to see what a lighting inside or outside its envelope costs.
 
@@ -50,7 +50,7 @@ import cv2
 import numpy as np
 import skimage.data
 
-from featuremap.service.engine import texture
+from featuremap.service.engine import lighting, texture
 from featuremap.service.engine.texture import background_scores, calibrated_threshold, threshold_from_score
 
 FIXED = 0.7
@@ -203,7 +203,7 @@ def truth(template: Template, m: np.ndarray) -> np.ndarray:
 
 def measure(templates, clips):
     """Best score of every (template, frame), whether its window is lit as the template is
-    (``texture.lit_alike_window``), and for present pairs whether it is at the right place."""
+    (``lighting.lit_alike_window``), and for present pairs whether it is at the right place."""
     absent, present = [], []  # (template index, score, lit alike), (template index, score, at_place, lit alike)
     for ti, t in enumerate(templates):
         flat = bool(np.all(np.ptp(t.image.reshape(-1, t.image.shape[2] if t.image.ndim == 3 else 1), axis=0) == 0))
@@ -215,7 +215,7 @@ def measure(templates, clips):
                     score_map[:] = 0
                 _, best, _, loc = cv2.minMaxLoc(score_map)
                 h, w = t.image.shape[:2]
-                alike = texture.lit_alike_window(as_hwc(t.image), None, as_hwc(frame[loc[1]:loc[1] + h, loc[0]:loc[0] + w]))
+                alike = lighting.lit_alike_window(as_hwc(t.image), None, as_hwc(frame[loc[1]:loc[1] + h, loc[0]:loc[0] + w]))
                 if t.photo == name:
                     present.append((ti, best, float(np.hypot(*(np.array(loc) - truth(t, m)))) <= TOLERANCE, alike))
                 else:
@@ -324,8 +324,8 @@ def main() -> int:
     print(f"scikit-image photographs as {args.frames}-frame mp4 clips, {WIDTH}x{HEIGHT} {'BGR' if COLOR else 'gray'}; TM_CCOEFF_NORMED, best of each map")
     print(f"rule: threshold = max({FIXED}, tanh(K atanh(s))), s = best score on {len(texture.backgrounds())} procedural backgrounds, K = {texture.K}")
     print(f"plain decision: a plain template (threshold over {FIXED}) counts at max({FIXED}, tanh(K_PLAIN atanh(s))), K_PLAIN = {texture.K_PLAIN},"
-          f" where its window is lit alike (gain {texture.GAIN[0]}-{texture.GAIN[1]}, offset +-{texture.OFFSET:g}; contrast"
-          f" {texture.CONTRAST[0]}-{texture.CONTRAST[1]}, mean within {texture.MEAN_TOLERANCE:g})")
+          f" where its window is lit alike (gain {lighting.GAIN[0]}-{lighting.GAIN[1]}, offset +-{lighting.OFFSET:g}; contrast"
+          f" {lighting.CONTRAST[0]}-{lighting.CONTRAST[1]}, mean within {lighting.MEAN_TOLERANCE:g})")
     if (gain, offset) != (1.0, 0.0):
         print(f"the clips lit otherwise: every frame x {gain:g} {offset:+g} grey levels")
     print()

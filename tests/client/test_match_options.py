@@ -13,7 +13,7 @@ from featuremap.client import MatchSettings, match_config
 from featuremap.client.cli import build_parser
 from featuremap.client.runs import METHOD_DEFAULT, match_settings
 from featuremap.service.pipeline.frames import match_options
-from featuremap.service.pipeline.matching import MatchOptions
+from featuremap.service.pipeline.plans import MatchOptions
 from featuremap.v1 import featuremap_pb2 as pb
 
 #: A value of every option other than its default, as a caller gives it.

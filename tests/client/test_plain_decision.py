@@ -1,5 +1,5 @@
 """A plain template's decision through the real command and a real server: its match counts where
-the window is the template under some lighting (``engine.texture.lit_alike``), at a threshold that
+the window is the template under some lighting (``engine.lighting.lit_alike``), at a threshold that
 need only beat the template's chance score, so a plain crop of a photograph filmed by a camera is
 found where its texture threshold alone would miss it; a window shaped like the template but lit
 as no lighting makes it is not drawn, however well it scores.

@@ -22,7 +22,8 @@ from featuremap.client import FeatureMapClient, render
 from featuremap.client.client import _feature_map
 from featuremap.service.engine import Matcher
 from featuremap.service.pipeline.budget import MemoryBudget
-from featuremap.service.pipeline.matching import MatchOptions, Plan, compute
+from featuremap.service.pipeline.matching import compute
+from featuremap.service.pipeline.plans import MatchOptions, Plan
 from featuremap.service.store.prepared import PreparedCache
 from featuremap.service.store.templates import StoredTemplate
 from featuremap.service.store.variants import make_variant

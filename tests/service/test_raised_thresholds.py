@@ -3,7 +3,7 @@
 import numpy as np
 import pytest
 
-from featuremap.service.pipeline.matching import MatchOptions
+from featuremap.service.pipeline.plans import MatchOptions
 from featuremap.service.store.templates import StoredTemplate
 
 VGA, LARGE = 640 * 480, 4000 * 3000

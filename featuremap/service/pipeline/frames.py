@@ -29,7 +29,8 @@ from ..store.prepared import PreparedCache
 from . import codec
 from .batching import GpuBatcher, Pacing
 from .budget import MemoryBudget, Reservation
-from .matching import Computed, MatchOptions, Plan, PoseMemory, check_pose_options, compute
+from .matching import check_pose_options, compute
+from .plans import Computed, MatchOptions, Plan, PoseMemory
 from .reports import Reports
 
 #: The service's own limits on a config (the engine has none on these), by option name.
