@@ -398,3 +398,20 @@ def test_maps_of_turned_templates_are_sized_at_their_largest_turn(tmp_path):
         (sent,) = result.maps
         assert abs(abs(pose.angle) % 90 - 45) < 1 and (sent.height, sent.width) == (500, 500)
         assert sent.angle == pose.angle and sent.window_width > 100
+
+
+def test_a_pose_templates_map_is_sized_at_its_fallback_to_the_template_as_registered(tmp_path):
+    # A 64x64 pose template searched at scales 1.5-2 under 'valid' padding: on a frame where no pose
+    # is found its map falls back to the template as registered (scale 1), 417x577 float32 on a
+    # 480x640 frame (0.96 MB), where the scale range's least window gives 385x545 (0.84 MB). Sized
+    # by the scale range alone, this frame passed the check and its answer could not be sent.
+    with running_server(tmp_path, max_message_bytes=900_000) as (stub, _, _):
+        stub.CreateTemplate(pb.CreateTemplateRequest(template=pb.Template(
+            image=image_message(scene(5, 64, 64)), scale_range=pb.Range(low=1.5, high=2.0)), template_id="growing"))
+        config = pb.MatchConfig(templates=["growing"], padding=pb.PADDING_VALID,
+                                maps=pb.MapOptions(encoding=pb.MAP_ENCODING_FLOAT32))
+        with pytest.raises(grpc.RpcError) as caught:
+            stub.Match(pb.MatchRequest(config=config, frame=pb.Frame(image=image_message(scene(6, 480, 640)))),
+                       timeout=120)
+        assert caught.value.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
+        assert "(max_message_bytes)" in caught.value.details()

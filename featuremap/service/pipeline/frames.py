@@ -42,9 +42,11 @@ _LIMITS = {"stride": MAX_STRIDE, "top_k": MAX_TOP_K}
 def _windows(template) -> tuple[tuple[int, int, int], ...]:
     """The least and the largest window a template's map may be of (height, width, channels): its box at
     its least scale, and at its largest turned to any angle (a pose's map is drawn at the pose, a turned
-    variant's map on the turned box's hull), whichever padding makes the larger map of them."""
+    variant's map on the turned box's hull), whichever padding makes the larger map of them. A pose
+    template's scales include 1: its map falls back to the template as registered where no pose was
+    found or the pose's canvas does not fit the frame."""
     height, width, channels = template.image.shape
-    scales = (template.scale_range or (1.0, 1.0)) if template.posed else template.scales
+    scales = (*(template.scale_range or ()), 1.0) if template.posed else template.scales
     low, high = min(scales), max(scales)
     turns = template.posed or any(angle % 360 != 0 for angle in template.angles)
     least = (max(1, math.floor(height * low)), max(1, math.floor(width * low)), channels)
