@@ -126,3 +126,26 @@ def test_a_bank_from_before_variants_still_opens(tmp_path):
     from featuremap.service.store.bank import Bank
 
     assert Bank(Store(path), max_templates=10).get("templates/old").texture_threshold == 0.9999
+
+
+def test_a_bank_row_that_cannot_be_calibrated_keeps_no_threshold_and_the_bank_opens(tmp_path, caplog):
+    import sqlite3
+
+    from featuremap.service.store.bank import Bank
+    from featuremap.service.store.sqlite_store import SQLiteStore as Store
+
+    path = tmp_path / "bank.db"
+    Store(path).close()  # today's schema
+    db = sqlite3.connect(path)
+    columns = [row[1] for row in db.execute("PRAGMA table_info(templates)")]
+    assert "texture_threshold" in columns
+    # Written before templates carried a threshold (0), with a mask today's checks refuse (NaN).
+    db.execute("INSERT INTO templates (id, display_name, labels, pixels, shape, dtype, mask, mask_dtype, create_time, "
+               "etag) VALUES ('odd', '', '{}', ?, '[4, 4, 1]', '|u1', ?, '<f4', 1.0, 'e')",
+               (bytes(range(16)), np.full(16, np.nan, np.float32).tobytes()))
+    db.commit()
+    db.close()
+    with caplog.at_level("WARNING", logger="featuremap.bank"):
+        bank = Bank(Store(path), max_templates=10)
+    assert bank.get("templates/odd").texture_threshold == 0.0
+    assert "template odd keeps no texture threshold" in caplog.text

@@ -8,6 +8,7 @@ templates is kept apart, in ``prepared``.
 from __future__ import annotations
 
 import hashlib
+import logging
 import re
 import threading
 import time
@@ -17,10 +18,12 @@ from dataclasses import replace
 
 import numpy as np
 
-from ..engine import calibrated_threshold, check_template
+from ..engine import OptionError, calibrated_threshold, check_template
 from ..errors import AlreadyExists, FailedPrecondition, InvalidArgument, LimitExceeded, NotFound, Unavailable
 from .templates import StoredTemplate, TemplateStore, Version
 from .variants import check_pose, check_steps
+
+log = logging.getLogger("featuremap.bank")
 
 _ID = re.compile(r"[a-z][a-z0-9-]{0,62}")
 MAX_LABELS = 64
@@ -280,9 +283,22 @@ def _calibrated(templates: Iterable[StoredTemplate]) -> list[StoredTemplate]:
     """``templates``, those stored before templates carried their texture threshold (0.0) calibrated
     now, in memory: the default decision holds for a bank written by an older server too. The
     row is not written back (a derived figure, the same on every start of one installation; an
-    older replica sharing the store reads the row as it wrote it)."""
-    return [replace(t, texture_threshold=calibrated_threshold(t.image, "ccoeff_normed", t.mask) or 0.0)
-            if t.texture_threshold == 0.0 else t for t in templates]
+    older replica sharing the store reads the row as it wrote it). Each costs 25-120 ms, once per
+    start; one that today's checks refuse keeps 0.0 (the caller's threshold as given) and is
+    logged, not a reason to stop the server."""
+    templates = list(templates)
+    old = [i for i, t in enumerate(templates) if t.texture_threshold == 0.0]
+    if old:
+        log.info("calibrating the texture thresholds of %d template(s) stored before templates carried one", len(old))
+    for i in old:
+        template = templates[i]
+        try:
+            threshold = calibrated_threshold(template.image, "ccoeff_normed", template.mask) or 0.0
+        except OptionError as error:
+            log.warning("template %s keeps no texture threshold (the caller's threshold applies): %s", template.id, error)
+            continue
+        templates[i] = replace(template, texture_threshold=threshold)
+    return templates
 
 
 def _new_id(template_id: str, request_id: str) -> str:
