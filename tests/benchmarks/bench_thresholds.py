@@ -17,14 +17,15 @@ photograph's clip and *absent* from every other; a synthetic template is absent 
 
 Score: the best value of cv2.matchTemplate's TM_CCOEFF_NORMED map (the engine's maps agree;
 a template with no variance scores 0, as in the engine, where OpenCV gives 1) for every
-(template, frame). An absent pair is *drawn* when its best score reaches the threshold. A
-present pair is *found* when its best score reaches the threshold *and* lies within 3
-pixels of the truth. A present template that does not score best at its own place (a
-plain patch whose shading recurs nearby, a flat one that scores 0 everywhere) is a miss
-under both thresholds: it is counted, as a miss, in both recalls.
+(template, frame), at the server's top_k of 1. An absent pair is *drawn* when its best score
+reaches the threshold. A present pair is *found* when its best score reaches the threshold
+*and* lies within 3 pixels of the truth. A present template that does not score best at its
+own place (a plain patch whose shading recurs nearby, a flat one that scores 0 everywhere) is a
+miss under both thresholds: it is counted, as a miss, in both recalls.
 
-The plain decision (the server's default for a template the rule raises): a pair counts when its
-best window is lit as the template is (``lighting.lit_alike_window``) and its score reaches
+The plain decision (the server's default for a plain template, threshold ``texture.PLAIN`` or more): the
+pair's peak is its best window, of the 1 + ``PLAIN_SPARE`` best as the server asks them of the
+engine, that is lit as the template is (``lighting.lit_alike_window``) and scores at least
 ``texture.plain_threshold``; ``--light G,O`` films every clip under another lighting (each frame
 times G plus O grey levels) to see what a lighting inside or outside its envelope costs.
 
@@ -51,6 +52,8 @@ import numpy as np
 import skimage.data
 
 from featuremap.service.engine import lighting, texture
+from featuremap.service.engine.peaks import find_peaks
+from featuremap.service.pipeline.matching import PLAIN_SPARE
 from featuremap.service.engine.texture import background_scores, calibrated_threshold, threshold_from_score
 
 FIXED = 0.7
@@ -202,25 +205,47 @@ def truth(template: Template, m: np.ndarray) -> np.ndarray:
 
 
 def measure(templates, clips):
-    """Best score of every (template, frame), whether its window is lit as the template is
-    (``lighting.lit_alike_window``), and for present pairs whether it is at the right place."""
-    absent, present = [], []  # (template index, score, lit alike), (template index, score, at_place, lit alike)
+    """The best peaks of every (template, frame), as the server finds them (``find_peaks``: 1 +
+    ``PLAIN_SPARE``, half the template apart, best first), each with its score, whether its window
+    is lit as the template is (``lighting.lit_alike_window``) and, for present pairs, whether it is
+    at the right place."""
+    absent, present = [], []  # (template index, peaks: rows of score, lit alike[, at place])
     for ti, t in enumerate(templates):
         flat = bool(np.all(np.ptp(t.image.reshape(-1, t.image.shape[2] if t.image.ndim == 3 else 1), axis=0) == 0))
+        h, w = t.image.shape[:2]
         for name, (frames, maps) in clips.items():
             for frame, m in zip(frames, maps):
                 score_map = cv2.matchTemplate(frame, t.image, cv2.TM_CCOEFF_NORMED)
                 score_map[~np.isfinite(score_map)] = 0
                 if flat:  # OpenCV scores a flat template 1 everywhere; the engine 0 ("no evidence")
                     score_map[:] = 0
-                _, best, _, loc = cv2.minMaxLoc(score_map)
-                h, w = t.image.shape[:2]
-                alike = lighting.lit_alike_window(as_hwc(t.image), None, as_hwc(frame[loc[1]:loc[1] + h, loc[0]:loc[0] + w]))
+                rows = []
+                for peak in find_peaks(score_map, method="ccoeff_normed", top_k=1 + PLAIN_SPARE,
+                                       min_distance=max(1, min(h, w) // 2)):
+                    x, y = int(peak.x), int(peak.y)
+                    alike = lighting.lit_alike_window(as_hwc(t.image), None, as_hwc(frame[y:y + h, x:x + w]))
+                    at_place = t.photo == name and float(np.hypot(*(np.array((x, y)) - truth(t, m)))) <= TOLERANCE
+                    rows.append((peak.score, alike, at_place))
+                peaks = np.array(rows, float)
                 if t.photo == name:
-                    present.append((ti, best, float(np.hypot(*(np.array(loc) - truth(t, m)))) <= TOLERANCE, alike))
+                    present.append((ti, peaks))
                 else:
-                    absent.append((ti, best, alike))
+                    absent.append((ti, peaks[:, :2]))
     return absent, present
+
+
+def decided(pairs, thresholds, gate) -> tuple[np.ndarray, np.ndarray]:
+    """For each pair, whether a peak counts (the server's top_k=1 decision) and the row it is: the best
+    peak at its template's threshold, or for a gated template the best at it that is lit alike."""
+    counts = np.zeros(len(pairs), bool)
+    chosen = []
+    for i, (ti, peaks) in enumerate(pairs):
+        ok = peaks[:, 0] >= thresholds[ti]
+        ok &= peaks[:, 1] > 0 if gate[ti] else np.arange(len(peaks)) == 0
+        hit = np.flatnonzero(ok)
+        counts[i] = len(hit) > 0
+        chosen.append(peaks[hit[0]] if len(hit) else None)
+    return counts, chosen
 
 
 def as_hwc(image: np.ndarray) -> np.ndarray:
@@ -240,15 +265,11 @@ def summarise(templates, absent, present, thresholds, gated=None) -> dict:
     template) is true, a pair counts only when its window is also lit alike."""
     thr = np.array(thresholds)
     gate = np.zeros(len(templates), bool) if gated is None else np.array(gated, bool)
-    a_t = np.array([i for i, _, _ in absent], int)
-    a_s = np.array([s for _, s, _ in absent])
-    a_lit = np.array([alike for _, _, alike in absent], bool)
-    p_t = np.array([i for i, _, _, _ in present], int)
-    p_s = np.array([s for _, s, _, _ in present])
-    p_ok = np.array([ok for _, _, ok, _ in present], bool)
-    p_lit = np.array([alike for _, _, _, alike in present], bool)
-    drawn = (a_s >= thr[a_t]) & (a_lit | ~gate[a_t])
-    found = p_ok & (p_s >= thr[p_t]) & (p_lit | ~gate[p_t])
+    a_t = np.array([i for i, _ in absent], int)
+    p_t = np.array([i for i, _ in present], int)
+    drawn, _ = decided(absent, thr, gate)
+    counted, chosen = decided(present, thr, gate)
+    found = counted & np.array([c is not None and c[2] > 0 for c in chosen], bool)
     low = np.array([t.kind in LOW_TEXTURE for t in templates])
     return dict(
         absent_pct=100 * drawn.mean(),
@@ -323,7 +344,7 @@ def main() -> int:
 
     print(f"scikit-image photographs as {args.frames}-frame mp4 clips, {WIDTH}x{HEIGHT} {'BGR' if COLOR else 'gray'}; TM_CCOEFF_NORMED, best of each map")
     print(f"rule: threshold = max({FIXED}, tanh(K atanh(s))), s = best score on {len(texture.backgrounds())} procedural backgrounds, K = {texture.K}")
-    print(f"plain decision: a plain template (threshold over {FIXED}) counts at max({FIXED}, tanh(K_PLAIN atanh(s))), K_PLAIN = {texture.K_PLAIN},"
+    print(f"plain decision: a plain template (threshold {texture.PLAIN} or more) counts at max({FIXED}, tanh(K_PLAIN atanh(s))), K_PLAIN = {texture.K_PLAIN},"
           f" where its window is lit alike (gain {lighting.GAIN[0]}-{lighting.GAIN[1]}, offset +-{lighting.OFFSET:g}; contrast"
           f" {lighting.CONTRAST[0]}-{lighting.CONTRAST[1]}, mean within {lighting.MEAN_TOLERANCE:g})")
     if (gain, offset) != (1.0, 0.0):
@@ -339,9 +360,9 @@ def main() -> int:
             print(f"  {k:4.2f}  {s['absent_pct']:10.2f}%  {s['recall']:5.1f}%")
         print("half A, the plain decision (chooses K_PLAIN the same way)")
         print("  K_PLAIN  absent drawn  recall")
-        plain = [t.threshold > FIXED for t in templates]
-        for k in (1.0, 1.01, 1.02, 1.03, 1.05, 1.08, 1.1):
-            thresholds = [rule(t.background, k) if p else FIXED for t, p in zip(templates, plain)]
+        plain = [texture.is_plain(t.threshold) for t in templates]
+        for k in (0.9, 0.95, 0.97, 0.98, 0.99, 1.0, 1.01, 1.02, 1.03, 1.05, 1.08, 1.1):
+            thresholds = [rule(t.background, k) if p else t.threshold for t, p in zip(templates, plain)]
             s = summarise(templates, absent, present, thresholds, plain)
             print(f"  {k:7.2f}  {s['absent_pct']:10.2f}%  {s['recall']:5.1f}%")
         print()
@@ -360,7 +381,7 @@ def main() -> int:
         raised = [t for t in templates if t.threshold > FIXED]
         print(f"  present: {n_photo} templates x {args.frames} frames, {present_low} of them low-texture ({flat} with no variance at all: never found);"
               f" the rule raises {len(raised)} thresholds above {FIXED} ({sum(t.kind in LOW_TEXTURE for t in raised)} low-texture, median {np.median([t.threshold for t in raised]):.3f})")
-        plain = [t.threshold > FIXED for t in templates]
+        plain = [texture.is_plain(t.threshold) for t in templates]
         rows = (("fixed 0.7", [FIXED] * len(templates), None), ("texture rule", [t.threshold for t in templates], None),
                 ("plain decision", [texture.plain_threshold(t.threshold) for t in templates], plain))
         for label, thresholds, gated in rows:
@@ -370,18 +391,18 @@ def main() -> int:
         if args.detail:
             fixed = summarise(templates, absent, present, [FIXED] * len(templates))
             s = summarise(templates, absent, present, rows[2][1], plain)
-            a_t = np.array([i for i, _, _ in absent])
+            a_t = np.array([i for i, _ in absent])
             for ti in sorted(set(a_t[s["drawn"]].tolist())):
                 t = templates[ti]
-                scores = [sc for i, sc, _ in absent if i == ti]
+                scores = [peaks[0, 0] for i, peaks in absent if i == ti]
                 limit = rows[2][1][ti]
                 print(f"    still drawn: {t.name} {t.image.shape} threshold {limit:.3f} (backgrounds' best {t.background.max():.3f});"
                       f" {int((s['drawn'] & (a_t == ti)).sum())} of {len(scores)} pairs, best absent score {max(scores):.3f}")
-            p_t = np.array([i for i, _, _, _ in present])
+            p_t = np.array([i for i, _ in present])
             for ti in sorted(set(p_t[fixed["found"] & ~s["found"]].tolist())):
                 t = templates[ti]
-                true = [sc for i, sc, ok, _ in present if i == ti and ok]
-                worst_absent = max(sc for i, sc, _ in absent if i == ti)
+                true = [row[0] for i, peaks in present if i == ti for row in peaks if row[2] > 0] or [float("nan")]
+                worst_absent = max(peaks[0, 0] for i, peaks in absent if i == ti)
                 print(f"    lost: {t.name} {t.image.shape} threshold {rows[2][1][ti]:.3f}; at its place it scores {min(true):.3f}-{max(true):.3f},"
                       f" where it is absent up to {worst_absent:.3f}; found in {int((fixed['found'] & (p_t == ti)).sum())} frames at 0.7, {int((s['found'] & (p_t == ti)).sum())} with the plain decision")
     print(f"\nregistration cost of calibrated_threshold, one core, 64x64 templates ({len(costs['bare'])}): median {1000 * np.median(costs['bare']):.1f} ms"

@@ -20,7 +20,7 @@ from featuremap.wire import Peak
 from ..engine import LOWER_IS_BETTER, Cancelled, Found, Matcher, Pose, check_search, map_origin
 from ..engine import Peak as MapPeak
 from ..engine.lighting import lit_alike_window
-from ..engine.texture import for_frame, plain_threshold
+from ..engine.texture import for_frame, is_plain, plain_threshold
 from ..errors import InvalidArgument
 from ..store.bank import name_of
 from ..store.prepared import PreparedCache
@@ -33,6 +33,10 @@ from .plans import Computed, MatchOptions, Plan, PoseMemory, TemplateMap
 
 #: A chunk of templates may hold maps of this many bytes at least (see _chunks).
 CHUNK_MIN_BYTES = 64 << 20
+#: Peaks asked of the engine beyond top_k for a plain template, for its lighting test to choose
+#: from: look-alikes lit otherwise (a shadow, a brighter sky) may outscore its match, each at least
+#: the peaks' minimum distance from the others.
+PLAIN_SPARE = 8
 
 
 def _merge(candidates: list[tuple], lower: bool, top_k: int, distance: int) -> list[tuple]:
@@ -164,7 +168,11 @@ def _compute_layout(plan: Plan, templates: tuple[StoredTemplate, ...], prepared:
         if options.padding == "valid":
             _check_fits(variants, frame.shape[:2])
         matcher = prepared.matcher(variants, **options.engine_options())
-        found = _run(matcher, frame, budget, cancelled, gpu, wait, top_k=options.top_k, threshold=options.threshold,
+        # A plain template's lighting test comes after the engine's top_k: it is asked for spare
+        # peaks, so that look-alikes lit otherwise that score higher do not crowd out its match.
+        plain = {id(t) for t, _ in chunk if _takes_plain_decision(t, options, frame)}
+        top_k = options.top_k + PLAIN_SPARE if plain else options.top_k
+        found = _run(matcher, frame, budget, cancelled, gpu, wait, top_k=top_k, threshold=options.threshold,
                      subpixel=options.subpixel, maps=keep_maps,
                      min_distance=[_peak_distance(v, options) for v in variants])
         if gpu is None:
@@ -174,16 +182,17 @@ def _compute_layout(plan: Plan, templates: tuple[StoredTemplate, ...], prepared:
             group_peaks = found.peaks[first:first + len(group)]
             group_maps = found.maps[first:first + len(group)] if keep_maps else None
             first += len(group)
-            peaks_found, chosen_map = _template_peaks(template, group, group_peaks, group_maps, options, lower)
-            if not template.posed:
-                # The top_k best a plain template's decision keeps are the top_k best above the
-                # config's threshold, less those it refuses (only similarities are raised: higher is
-                # better, and every limit it sets is at or above the config's).
-                windows = frame.shape[0] * frame.shape[1]
-                raised = options.raised_threshold(template, windows)
-                if raised != options.threshold:
-                    peaks_found = _plain_decision(template, group, peaks_found, frame, options, windows, raised)
-                peaks += peaks_found
+            peaks_found, chosen_map = _template_peaks(template, group, group_peaks, group_maps, options, lower, top_k)
+            # The top_k best a raised template's decision keeps are the best above the config's
+            # threshold, less those it refuses (only similarities are raised: higher is better, and
+            # every limit it sets is at or above the config's).
+            windows = frame.shape[0] * frame.shape[1]
+            raised = options.raised_threshold(template, windows)
+            if id(template) in plain:
+                peaks_found = _plain_decision(template, group, peaks_found, frame, options, windows)
+            elif raised != options.threshold:
+                peaks_found = [p for p in peaks_found if p.score >= raised]
+            peaks += peaks_found[:options.top_k]
             if chosen_map is not None:
                 chosen.append(chosen_map)
         del found  # a chunk's maps go before the next chunk's come
@@ -199,17 +208,22 @@ def _compute_layout(plan: Plan, templates: tuple[StoredTemplate, ...], prepared:
     return peaks, chosen
 
 
-def _plain_decision(template: StoredTemplate, group: list[Variant], peaks: list[Peak], frame: np.ndarray,
-                    options: MatchOptions, windows: int, raised: float) -> list[Peak]:
-    """A plain template's peaks that count (its texture threshold is above the method's default).
+def _takes_plain_decision(template: StoredTemplate, options: MatchOptions, frame: np.ndarray) -> bool:
+    """Whether ``template``'s peaks are decided by :func:`_plain_decision`: the default decision (the
+    config asks for its texture threshold) on a plain template (``engine.texture.is_plain``), 8-bit
+    template and frame (16-bit and float ones have no grey levels to hold a lighting to: they keep
+    the raised threshold)."""
+    return (options.threshold is not None and options.template_thresholds and not template.posed
+            and is_plain(template.texture_threshold, options.method)
+            and frame.dtype == np.uint8 and template.image.dtype == np.uint8)
 
-    On 8-bit images, a peak counts when its window is lit as the template is (``engine.lighting.lit_alike``)
-    and it reaches the template's plain threshold (made stricter for large frames alike); a window
-    that no lighting of the envelope makes of the template does not count, however well shaped.
-    Other images (16-bit, float: no grey levels to hold a lighting to) keep the raised threshold.
-    """
-    if frame.dtype != np.uint8 or template.image.dtype != np.uint8:
-        return [p for p in peaks if p.score >= raised]
+
+def _plain_decision(template: StoredTemplate, group: list[Variant], peaks: list[Peak], frame: np.ndarray,
+                    options: MatchOptions, windows: int) -> list[Peak]:
+    """A plain template's peaks that count: its window is lit as the template is
+    (``engine.lighting.lit_alike``) and it reaches the template's plain threshold (made stricter for
+    large frames alike); a window that no lighting of the envelope makes of the template does not
+    count, however well shaped."""
     limit = max(options.threshold, for_frame(plain_threshold(template.texture_threshold), windows))
     return [p for p in peaks if p.score >= limit and _lit_alike(p, group, frame)]
 
@@ -334,9 +348,10 @@ def _peak_distance(variant: Variant, options: MatchOptions) -> int:
 
 
 def _template_peaks(template: StoredTemplate, group: list[Variant], group_peaks: list[list[MapPeak]],
-                    group_maps: list[np.ndarray] | None, options: MatchOptions,
-                    lower: bool) -> tuple[list[Peak], TemplateMap | None]:
-    """One template's peaks in frame pixels (merged across its variants) and the map to send for it (if any)."""
+                    group_maps: list[np.ndarray] | None, options: MatchOptions, lower: bool,
+                    top_k: int) -> tuple[list[Peak], TemplateMap | None]:
+    """One template's best ``top_k`` peaks in frame pixels (merged across its variants) and the map to
+    send for it (if any)."""
     candidates = []  # (score, x, y, width, height, index of the variant in the group)
     for index, (variant, found) in enumerate(zip(group, group_peaks, strict=True)):
         height, width = variant.image.shape[:2]
@@ -345,7 +360,7 @@ def _template_peaks(template: StoredTemplate, group: list[Variant], group_peaks:
                        for p in found]
     if len(group) > 1:
         height, width = template.image.shape[:2]
-        candidates = _merge(candidates, lower, options.top_k, max(1, min(height, width) // 2))
+        candidates = _merge(candidates, lower, top_k, max(1, min(height, width) // 2))
     name = name_of(template.id)
     # The box is the scaled template's before rotation, about the variant's centre (its canvas's).
     peaks = [Peak.centred(name, x + (w - 1) / 2.0, y + (h - 1) / 2.0,
