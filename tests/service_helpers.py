@@ -79,19 +79,27 @@ def running_server(data_dir: Path, **settings):
         server.drain(0)
 
 
-def start_process(data_dir: Path, port: int, *extra: str, env: dict | None = None) -> subprocess.Popen:
-    """``featuremap-server serve`` as its own process, exactly as a deployment runs it."""
+def start_process(data_dir: Path, port: int, *extra: str, env: dict | None = None,
+                  log: Path | None = None) -> subprocess.Popen:
+    """``featuremap-server serve`` as its own process, exactly as a deployment runs it: its output
+    in pipes for the caller to read, or in the file ``log`` (a server that outlives the test's
+    reading of it: unread pipes would fill and stall it)."""
     command = [sys.executable, "-m", "featuremap.service", "serve", "--address", f"127.0.0.1:{port}",
                "--data-dir", str(data_dir), *extra]
-    return subprocess.Popen(command, env={**os.environ, **(env or {})}, stdout=subprocess.PIPE,
-                            stderr=subprocess.PIPE, text=True)
+    if log is None:
+        return subprocess.Popen(command, env={**os.environ, **(env or {})}, stdout=subprocess.PIPE,
+                                stderr=subprocess.PIPE, text=True)
+    with open(log, "w") as output:  # the child holds its own copy of the descriptor
+        return subprocess.Popen(command, env={**os.environ, **(env or {})}, stdout=output,
+                                stderr=subprocess.STDOUT, text=True)
 
 
 @contextmanager
 def serving_process(data_dir: Path, *extra: str):
-    """:func:`start_process` on a free port, waited on until SERVING and ended after: (port, process)."""
+    """:func:`start_process` on a free port, its output in ``data_dir``'s ``server.log``, waited on
+    until SERVING and ended after: (port, process)."""
     port = free_port()
-    process = start_process(data_dir, port, *extra)
+    process = start_process(data_dir, port, *extra, log=Path(data_dir) / "server.log")
     try:
         wait_serving_at(f"127.0.0.1:{port}")
         yield port, process

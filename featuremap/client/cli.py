@@ -129,17 +129,20 @@ def _templates_add(args) -> int:
     except AlreadyExistsError:
         raise CommandError(f"featuremap templates: a template {args.id} exists: add --replace to replace it, or "
                            "pick another --id") from None
-    if created.texture_threshold >= PLAIN:
+    if created.texture_threshold >= LITTLE_TEXTURE:
         print(f"featuremap templates: note: {created.id} has little texture (a gradient, a flat patch or an "
               f"edge fits windows of any scene): by default (ccoeff_normed) it counts as found only where it "
-              f"scores at least "
-              f"{created.texture_threshold:.3f}; crop more of the part, or give --threshold", file=sys.stderr)
+              f"fits better than chance windows do and its window is lit as it is (a gain of 0.6-1.6, an offset "
+              f"of up to 30 grey levels; on 16-bit images, where it scores at least "
+              f"{created.texture_threshold:.3f}); crop more of the part, or give --threshold", file=sys.stderr)
     print(json.dumps(_template_json(created)))
     return 0
 
 
-#: A texture threshold at or above which ``templates add`` says the template is plain.
-PLAIN = 0.95
+#: A texture threshold at or above which ``templates add`` says the template has little texture
+#: (higher than the server's ``texture.PLAIN``: the note is for templates only a near-perfect
+#: match tells from chance).
+LITTLE_TEXTURE = 0.95
 
 
 def _add(client, args, image):

@@ -60,7 +60,8 @@ class FeatureMap:
     (origin_x + j * stride, origin_y + i * stride) in the frame. The window
     is the template drawn at ``angle`` (degrees, counter-clockwise as
     displayed) and ``template_scale``: for a pose template, its best pose's
-    (the unturned template's when none was found); ``window_width`` x
+    (the unturned template's when none was found, or where under 'valid'
+    padding the pose's canvas is larger than the frame); ``window_width`` x
     ``window_height`` frame pixels, the turned variant's canvas (0: unknown,
     a server from before these fields, whose maps are all unturned).
     """
