@@ -210,7 +210,7 @@ def map_heatmap(frame: np.ndarray, feature_map: FeatureMap, peaks: Iterable[Peak
     feature_map : FeatureMap
         Its scores are the template's drawn at the map's ``angle`` and
         ``template_scale`` (for a pose template, its best pose's: the heat at
-        the pose is the pose's own score), each drawn at its window's centre.
+        the pose is about the pose's own score), each drawn at its window's centre.
         The window's size is the map's own (``window_width`` x
         ``window_height``); from a server that does not send it, the
         template's peak among ``peaks``, unscaled, as such a server's maps are

@@ -316,7 +316,7 @@ def _pose_map(template: StoredTemplate, found: list[Pose], prepared: PreparedCac
               options: MatchOptions, *, budget: MemoryBudget, cancelled: Callable[[], bool], gpu: GpuBatcher | None,
               wait: float | None) -> TemplateMap:
     """A pose template's map: the template drawn at its best pose's angle and scale, matched over the frame,
-    so that the heat at the pose is the pose's own score; without a pose (or with one whose turned canvas
+    so that the heat at the pose is about the pose's own score; without a pose (or with one whose turned canvas
     is larger than a 'valid' frame), the unturned, unscaled template's.
 
     The turned variant is one frame's (its angle is sub-degree, new with every frame): its Matcher is
