@@ -133,7 +133,7 @@ def _templates_add(args) -> int:
         print(f"featuremap templates: note: {created.id} has little texture (a gradient, a flat patch or an "
               f"edge fits windows of any scene): by default (ccoeff_normed) it counts as found only where it "
               f"fits better than chance windows do and its window is lit as it is (a gain of 0.6-1.6, an offset "
-              f"of up to 30 grey levels; on 16-bit images, where it scores at least "
+              f"of up to 30 grey levels; a pose template, or on 16-bit and float images: where it scores at least "
               f"{created.texture_threshold:.3f}); crop more of the part, or give --threshold", file=sys.stderr)
     print(json.dumps(_template_json(created)))
     return 0

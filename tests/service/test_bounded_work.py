@@ -415,3 +415,19 @@ def test_a_pose_templates_map_is_sized_at_its_fallback_to_the_template_as_regist
                        timeout=120)
         assert caught.value.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
         assert "(max_message_bytes)" in caught.value.details()
+
+
+def test_a_pose_template_at_one_fixed_turn_is_sized_turned(tmp_path):
+    # An angle range of one angle, 45 degrees: where a pose is found its map under 'full' padding is
+    # drawn on the turned canvas (642x642 float32 on a 500x500 frame, 1.65 MB), not the unturned
+    # box's (599x599, 1.44 MB): the frame is refused before matching, whatever it holds.
+    with running_server(tmp_path, max_message_bytes=1_500_000) as (stub, _, _):
+        stub.CreateTemplate(pb.CreateTemplateRequest(template=pb.Template(
+            image=image_message(scene(3, 100, 100)), angle_range=pb.Range(low=45, high=45)), template_id="tilted"))
+        config = pb.MatchConfig(templates=["tilted"], padding=pb.PADDING_FULL,
+                                maps=pb.MapOptions(encoding=pb.MAP_ENCODING_FLOAT32))
+        with pytest.raises(grpc.RpcError) as caught:
+            stub.Match(pb.MatchRequest(config=config, frame=pb.Frame(image=image_message(scene(4, 500, 500)))),
+                       timeout=120)
+        assert caught.value.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
+        assert "(max_message_bytes)" in caught.value.details()

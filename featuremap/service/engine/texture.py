@@ -348,9 +348,10 @@ def calibrated_threshold(template: np.ndarray, method: str = "ccoeff_normed", ma
     return threshold_from_score(float(background_scores(template, mask).max()), method)
 
 
-#: How much stricter than the backgrounds' best score, in Fisher's z, a plain template's match
-#: that is lit alike (``lighting.lit_alike``: the plain decision) must be: the smallest, in steps
-#: of 0.01, that keeps absent pairs drawn at or under 1% on half A.
+#: The factor, in Fisher's z, on the backgrounds' best score that a plain template's match that is
+#: lit alike (``lighting.lit_alike``: the plain decision) must reach: the smallest, in steps of
+#: 0.01, that keeps absent pairs drawn at or under 1% on half A. At 1.00 the match need only beat
+#: the best chance score (rounded up to 1e-4): the lighting test does the rest.
 K_PLAIN = 1.00
 #: The texture threshold from which a template is plain enough for the plain decision. Under it
 #: (a template the rule raises a little: a soft photograph, shading with some detail) the texture

@@ -49,7 +49,8 @@ def _windows(template) -> tuple[tuple[int, int, int], ...]:
     scales = (*(template.scale_range or ()), 1.0) if template.posed else template.scales
     low, high = min(scales), max(scales)
     angle_range = template.angle_range or (0.0, 0.0)
-    turns = angle_range[1] > angle_range[0] if template.posed else any(angle % 360 != 0 for angle in template.angles)
+    turns = (angle_range[1] > angle_range[0] or angle_range[0] % 360 != 0) if template.posed else \
+        any(angle % 360 != 0 for angle in template.angles)
     least = (max(1, math.floor(height * low)), max(1, math.floor(width * low)), channels)
     if turns:
         side = math.ceil(math.hypot(height, width) * high) + 1

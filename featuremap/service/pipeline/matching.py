@@ -114,7 +114,7 @@ def compute(plan: Plan, prepared: PreparedCache, frame: np.ndarray, *, budget: M
                                                     cancelled=cancelled, poses=poses, gpu=gpu, wait=wait)
         peaks += layout_peaks
         chosen += layout_maps
-    if len(layouts) > 1 or any(t.posed for t in templates):  # in the plan's template order
+    if len(templates) > 1:  # in the plan's template order (layouts, plain templates and poses run apart)
         order = {name_of(t.id): i for i, t in enumerate(templates)}
         peaks.sort(key=lambda p: order[p.template])
         chosen.sort(key=lambda m: order[m.template])
@@ -159,18 +159,18 @@ def _compute_layout(plan: Plan, templates: tuple[StoredTemplate, ...], prepared:
     lower = options.method in LOWER_IS_BETTER
     peaks: list[Peak] = []
     chosen: list[TemplateMap] = []
-    for chunk in chunks:
+    # Plain templates run apart from the others: their lighting test comes after the engine's top_k,
+    # so the engine is asked for spare peaks of theirs (look-alikes lit otherwise that score higher
+    # must not crowd out the match), and of theirs alone (the others' peaks and costs stay as they are).
+    runs = [(run, plain) for chunk in chunks for plain in (False, True)
+            if (run := [g for g in chunk if _takes_plain_decision(g[0], options, frame) == plain])]
+    for chunk, plain in runs:
         if cancelled():
             raise Cancelled("the call ended before its frame was matched")
-        if not chunk:  # only pose templates
-            continue
         variants = [v for _, group in chunk for v in group]
         if options.padding == "valid":
             _check_fits(variants, frame.shape[:2])
         matcher = prepared.matcher(variants, **options.engine_options())
-        # A plain template's lighting test comes after the engine's top_k: it is asked for spare
-        # peaks, so that look-alikes lit otherwise that score higher do not crowd out its match.
-        plain = {id(t) for t, _ in chunk if _takes_plain_decision(t, options, frame)}
         top_k = options.top_k + PLAIN_SPARE if plain else options.top_k
         found = _run(matcher, frame, budget, cancelled, gpu, wait, top_k=top_k, threshold=options.threshold,
                      subpixel=options.subpixel, maps=keep_maps,
@@ -188,14 +188,14 @@ def _compute_layout(plan: Plan, templates: tuple[StoredTemplate, ...], prepared:
             # every limit it sets is at or above the config's).
             windows = frame.shape[0] * frame.shape[1]
             raised = options.raised_threshold(template, windows)
-            if id(template) in plain:
+            if plain:
                 peaks_found = _plain_decision(template, group, peaks_found, frame, options, windows)
             elif raised != options.threshold:
                 peaks_found = [p for p in peaks_found if p.score >= raised]
             peaks += peaks_found[:options.top_k]
             if chosen_map is not None:
                 chosen.append(chosen_map)
-        del found  # a chunk's maps go before the next chunk's come
+        del found  # a run's maps go before the next run's come
     for template, search in zip(posed, searches):
         if cancelled():
             raise Cancelled("the call ended before its frame was matched")

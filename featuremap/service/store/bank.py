@@ -18,7 +18,7 @@ from dataclasses import replace
 
 import numpy as np
 
-from ..engine import OptionError, calibrated_threshold, check_template
+from ..engine import calibrated_threshold, check_template
 from ..errors import AlreadyExists, FailedPrecondition, InvalidArgument, LimitExceeded, NotFound, Unavailable
 from .templates import StoredTemplate, TemplateStore, Version
 from .variants import check_pose, check_steps
@@ -284,8 +284,8 @@ def _calibrated(templates: Iterable[StoredTemplate]) -> list[StoredTemplate]:
     now, in memory: the default decision holds for a bank written by an older server too. The
     row is not written back (a derived figure, the same on every start of one installation; an
     older replica sharing the store reads the row as it wrote it). Each costs 25-120 ms, once per
-    start; one that today's checks refuse keeps 0.0 (the caller's threshold as given) and is
-    logged, not a reason to stop the server."""
+    start; one that cannot be calibrated (a mask today's checks refuse, say) keeps 0.0 (the
+    caller's threshold as given) and is logged, not a reason to stop the server."""
     templates = list(templates)
     old = [i for i, t in enumerate(templates) if t.texture_threshold == 0.0]
     if old:
@@ -294,7 +294,7 @@ def _calibrated(templates: Iterable[StoredTemplate]) -> list[StoredTemplate]:
         template = templates[i]
         try:
             threshold = calibrated_threshold(template.image, "ccoeff_normed", template.mask) or 0.0
-        except OptionError as error:
+        except Exception as error:  # noqa: BLE001 - whatever one old row holds, the bank opens
             log.warning("template %s keeps no texture threshold (the caller's threshold applies): %s", template.id, error)
             continue
         templates[i] = replace(template, texture_threshold=threshold)
