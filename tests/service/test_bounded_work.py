@@ -400,34 +400,30 @@ def test_maps_of_turned_templates_are_sized_at_their_largest_turn(tmp_path):
         assert sent.angle == pose.angle and sent.window_width > 100
 
 
-def test_a_pose_templates_map_is_sized_at_its_fallback_to_the_template_as_registered(tmp_path):
-    # A 64x64 pose template searched at scales 1.5-2 under 'valid' padding: on a frame where no pose
-    # is found its map falls back to the template as registered (scale 1), 417x577 float32 on a
-    # 480x640 frame (0.96 MB), where the scale range's least window gives 385x545 (0.84 MB). Sized
-    # by the scale range alone, this frame passed the check and its answer could not be sent.
-    with running_server(tmp_path, max_message_bytes=900_000) as (stub, _, _):
-        stub.CreateTemplate(pb.CreateTemplateRequest(template=pb.Template(
-            image=image_message(scene(5, 64, 64)), scale_range=pb.Range(low=1.5, high=2.0)), template_id="growing"))
-        config = pb.MatchConfig(templates=["growing"], padding=pb.PADDING_VALID,
-                                maps=pb.MapOptions(encoding=pb.MAP_ENCODING_FLOAT32))
-        with pytest.raises(grpc.RpcError) as caught:
-            stub.Match(pb.MatchRequest(config=config, frame=pb.Frame(image=image_message(scene(6, 480, 640)))),
-                       timeout=120)
-        assert caught.value.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
-        assert "(max_message_bytes)" in caught.value.details()
+# Pose templates whose maps' size the check once missed: each frame passed it, and its answer could
+# not be sent. Now refused before matching (RESOURCE_EXHAUSTED, naming max_message_bytes).
+POSE_MAP_SIZES = {
+    # 64x64 searched at scales 1.5-2 under 'valid' padding: where no pose is found its map falls
+    # back to the template as registered (scale 1), 417x577 float32 on a 480x640 frame (0.96 MB),
+    # where the scale range's least window gives 385x545 (0.84 MB).
+    "fallback to scale 1": (pb.Template(image=image_message(scene(5, 64, 64)), scale_range=pb.Range(low=1.5, high=2.0)),
+                            pb.PADDING_VALID, (480, 640), 900_000),
+    # One angle, 45 degrees, under 'full' padding: where a pose is found its map is drawn on the
+    # turned canvas (642x642 float32 on a 500x500 frame, 1.65 MB), not the unturned box's (599x599,
+    # 1.44 MB).
+    "one fixed turn": (pb.Template(image=image_message(scene(3, 100, 100)), angle_range=pb.Range(low=45, high=45)),
+                       pb.PADDING_FULL, (500, 500), 1_500_000),
+}
 
 
-def test_a_pose_template_at_one_fixed_turn_is_sized_turned(tmp_path):
-    # An angle range of one angle, 45 degrees: where a pose is found its map under 'full' padding is
-    # drawn on the turned canvas (642x642 float32 on a 500x500 frame, 1.65 MB), not the unturned
-    # box's (599x599, 1.44 MB): the frame is refused before matching, whatever it holds.
-    with running_server(tmp_path, max_message_bytes=1_500_000) as (stub, _, _):
-        stub.CreateTemplate(pb.CreateTemplateRequest(template=pb.Template(
-            image=image_message(scene(3, 100, 100)), angle_range=pb.Range(low=45, high=45)), template_id="tilted"))
-        config = pb.MatchConfig(templates=["tilted"], padding=pb.PADDING_FULL,
-                                maps=pb.MapOptions(encoding=pb.MAP_ENCODING_FLOAT32))
+@pytest.mark.parametrize("case", POSE_MAP_SIZES)
+def test_a_pose_templates_map_is_sized_at_its_largest_before_matching(tmp_path, case):
+    template, padding, (height, width), limit = POSE_MAP_SIZES[case]
+    with running_server(tmp_path, max_message_bytes=limit) as (stub, _, _):
+        stub.CreateTemplate(pb.CreateTemplateRequest(template=template, template_id="posed"))
+        config = pb.MatchConfig(templates=["posed"], padding=padding, maps=pb.MapOptions(encoding=pb.MAP_ENCODING_FLOAT32))
+        frame = pb.Frame(image=image_message(scene(6, height, width)))
         with pytest.raises(grpc.RpcError) as caught:
-            stub.Match(pb.MatchRequest(config=config, frame=pb.Frame(image=image_message(scene(4, 500, 500)))),
-                       timeout=120)
+            stub.Match(pb.MatchRequest(config=config, frame=frame), timeout=120)
         assert caught.value.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
         assert "(max_message_bytes)" in caught.value.details()
