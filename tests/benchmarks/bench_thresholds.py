@@ -219,12 +219,13 @@ def measure(templates, clips):
                 score_map[~np.isfinite(score_map)] = 0
                 if flat:  # OpenCV scores a flat template 1 everywhere; the engine 0 ("no evidence")
                     score_map[:] = 0
+                place = truth(t, m) if t.photo == name else None
                 rows = []
                 for peak in find_peaks(score_map, method="ccoeff_normed", top_k=1 + PLAIN_SPARE,
                                        min_distance=max(1, min(h, w) // 2)):
                     x, y = int(peak.x), int(peak.y)
                     alike = lighting.lit_alike_window(as_hwc(t.image), None, as_hwc(frame[y:y + h, x:x + w]))
-                    at_place = t.photo == name and float(np.hypot(*(np.array((x, y)) - truth(t, m)))) <= TOLERANCE
+                    at_place = place is not None and float(np.hypot(*(np.array((x, y)) - place))) <= TOLERANCE
                     rows.append((peak.score, alike, at_place))
                 peaks = np.array(rows, float)
                 if t.photo == name:

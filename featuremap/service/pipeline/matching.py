@@ -162,8 +162,13 @@ def _compute_layout(plan: Plan, templates: tuple[StoredTemplate, ...], prepared:
     # Plain templates run apart from the others: their lighting test comes after the engine's top_k,
     # so the engine is asked for spare peaks of theirs (look-alikes lit otherwise that score higher
     # must not crowd out the match), and of theirs alone (the others' peaks and costs stay as they are).
-    runs = [(run, plain) for chunk in chunks for plain in (False, True)
-            if (run := [g for g in chunk if _takes_plain_decision(g[0], options, frame) == plain])]
+    runs: list[tuple[list[tuple[StoredTemplate, list[Variant]]], bool]] = []
+    for chunk in chunks:
+        apart: dict[bool, list[tuple[StoredTemplate, list[Variant]]]] = {False: [], True: []}
+        for group in chunk:
+            apart[_takes_plain_decision(group[0], options, frame)].append(group)
+        runs += [(run, plain) for plain, run in apart.items() if run]
+    windows = frame.shape[0] * frame.shape[1]
     for chunk, plain in runs:
         if cancelled():
             raise Cancelled("the call ended before its frame was matched")
@@ -186,11 +191,9 @@ def _compute_layout(plan: Plan, templates: tuple[StoredTemplate, ...], prepared:
             # The top_k best a raised template's decision keeps are the best above the config's
             # threshold, less those it refuses (only similarities are raised: higher is better, and
             # every limit it sets is at or above the config's).
-            windows = frame.shape[0] * frame.shape[1]
-            raised = options.raised_threshold(template, windows)
             if plain:
                 peaks_found = _plain_decision(template, group, peaks_found, frame, options, windows)
-            elif raised != options.threshold:
+            elif (raised := options.raised_threshold(template, windows)) != options.threshold:
                 peaks_found = [p for p in peaks_found if p.score >= raised]
             peaks += peaks_found[:options.top_k]
             if chosen_map is not None:
@@ -213,8 +216,7 @@ def _takes_plain_decision(template: StoredTemplate, options: MatchOptions, frame
     config asks for its texture threshold) on a plain template (``engine.texture.is_plain``), 8-bit
     template and frame (16-bit and float ones have no grey levels to hold a lighting to: they keep
     the raised threshold)."""
-    return (options.threshold is not None and options.template_thresholds and not template.posed
-            and is_plain(template.texture_threshold, options.method)
+    return (options.texture_decides() and not template.posed and is_plain(template.texture_threshold, options.method)
             and frame.dtype == np.uint8 and template.image.dtype == np.uint8)
 
 

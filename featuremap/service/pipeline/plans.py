@@ -49,12 +49,17 @@ class MatchOptions:
         return dict(method=self.method, padding=self.padding, border=self.border, border_value=self.border_value,
                     stride=self.stride, data_range=self.data_range)
 
+    def texture_decides(self) -> bool:
+        """Whether the config asks for each template's texture to decide (a threshold, with
+        ``template_thresholds``, under a method the texture rule is calibrated for)."""
+        return self.threshold is not None and self.template_thresholds and self.method in TEXTURE_DEFAULTS
+
     def raised_threshold(self, template: StoredTemplate, windows: int) -> float | None:
         """The threshold ``template``'s peaks must reach in a frame of about ``windows`` positions: the
         config's, raised to the template's texture threshold (made stricter for frames larger than the
         rule was fitted on: ``engine.texture.for_frame``) where the config asks for it (ccoeff_normed
         only; None: no threshold)."""
-        if self.threshold is None or not self.template_thresholds or self.method not in TEXTURE_DEFAULTS:
+        if not self.texture_decides():
             return self.threshold
         if template.texture_threshold <= TEXTURE_DEFAULTS[self.method]:
             return self.threshold  # a textured template: the config's threshold as it is, even under 0.7
